@@ -1,0 +1,1 @@
+"""The support agent: model factory, middleware, telemetry, prompts and the chat service."""

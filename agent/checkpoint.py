@@ -1,0 +1,35 @@
+"""LangGraph checkpointer matching the database: SQLite file or Postgres."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from data.settings import Settings, to_libpq_url
+
+
+def make_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:
+    """A saver that survives app restarts, so a chat session can be resumed."""
+    if settings.is_postgres:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            to_libpq_url(settings.sqlalchemy_url),
+            min_size=1,
+            max_size=4,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=True,
+        )
+        saver = PostgresSaver(pool)  # type: ignore[arg-type]
+        saver.setup()
+        return saver
+    path = Path(settings.data_dir) / "checkpoints.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saver_sqlite = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+    saver_sqlite.setup()
+    return saver_sqlite

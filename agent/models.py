@@ -1,0 +1,93 @@
+"""Model factory: OpenAI, any OpenAI-compatible server, or the embedded local model.
+
+Every model is a real `ChatOpenAI` with `stream_usage=True` and a profile carrying its input
+window (SummarizationMiddleware's fraction trigger needs it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_openai import ChatOpenAI
+
+from data.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER, Settings
+from agent.local_server import base_url as local_base_url
+
+
+class ModelConfigError(ValueError):
+    """The configured model cannot be used as configured (one line, names the setting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model to call and what we know about it."""
+
+    provider: str  # "openai" | "openai-compatible" | "local"
+    model: str
+    base_url: str | None
+    context_window: int  # max input tokens
+    max_tokens: int
+    timeout_s: float
+
+
+def _known_window(model: str) -> int | None:
+    profile = ChatOpenAI(model=model, api_key="unused").profile or {}
+    window = profile.get("max_input_tokens")
+    return window if isinstance(window, int) else None
+
+
+def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
+    """The spec for `role` ("chat" or "summarize") under `settings`."""
+    if settings.uses_local_model:
+        # The server's context holds prompt and answer, so the input window is what is left.
+        window = settings.local_model_ctx - settings.local_model_max_tokens
+        return ModelSpec(
+            provider=LOCAL_PROVIDER,
+            model=LOCAL_MODEL_NAME,
+            base_url=local_base_url(settings.local_model_port),
+            context_window=window,
+            max_tokens=settings.local_model_max_tokens,
+            timeout_s=settings.model_timeout_s,
+        )
+    name = settings.chat_model if role == "chat" else (settings.summary_model or settings.chat_model)
+    window = settings.chat_model_context_window if role == "chat" else None
+    window = window or _known_window(name) or settings.chat_model_context_window
+    if window is None:
+        setting = "CHAT_MODEL" if role == "chat" else "SUMMARY_MODEL"
+        raise ModelConfigError(
+            f"{setting}={name!r} has no known input window; set CHAT_MODEL_CONTEXT_WINDOW"
+        )
+    base = str(settings.openai_base_url).rstrip("/") if settings.openai_base_url else None
+    return ModelSpec(
+        provider="openai-compatible" if base else "openai",
+        model=name,
+        base_url=base,
+        context_window=window,
+        max_tokens=settings.max_output_tokens,
+        timeout_s=settings.model_timeout_s,
+    )
+
+
+def make_chat_model(
+    spec: ModelSpec,
+    *,
+    settings: Settings,
+    purpose: str,
+    callbacks: Sequence[BaseCallbackHandler] = (),
+) -> ChatOpenAI:
+    """A real ChatOpenAI for `spec`, tagged with its purpose for telemetry."""
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return ChatOpenAI(
+        model=spec.model,
+        base_url=spec.base_url,
+        api_key=key,
+        stream_usage=True,
+        max_tokens=spec.max_tokens,
+        timeout=spec.timeout_s,
+        max_retries=1,
+        temperature=0.3,
+        profile={"max_input_tokens": spec.context_window},
+        callbacks=list(callbacks),
+        metadata={"purpose": purpose, "provider": spec.provider},
+    )

@@ -1,0 +1,140 @@
+"""One chat turn: validate, store the user's message, stream the agent's answer, store it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from langchain_core.messages import AIMessageChunk, HumanMessage
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from data import conversations
+from data.conversations import MAX_MESSAGE_CHARS
+
+log = logging.getLogger(__name__)
+
+
+class ChatInputError(ValueError):
+    """The user's message cannot be sent as it is (the text says why)."""
+
+
+class DependencyError(RuntimeError):
+    """A dependency (the model server or the database) is unavailable; the text names it."""
+
+
+def clean_message(text: str | None) -> str:
+    """Normalise a chat message or raise ChatInputError with the reason."""
+    if text is None:
+        raise ChatInputError("Type a message first.")
+    text = unicodedata.normalize("NFC", text)
+    # Control characters (other than newline and tab) break transcripts and exports.
+    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    if not text:
+        raise ChatInputError("The message is empty.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ChatInputError(
+            f"The message has {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
+        )
+    return text
+
+
+@dataclass
+class TurnOutcome:
+    """Filled in while a turn streams; complete once the stream is exhausted."""
+
+    session_id: str
+    turn: int = 0
+    text: str = ""
+    run_id: str | None = None
+    wall_ms: float = 0.0
+    chunks: list[str] = field(default_factory=list)
+
+
+class ChatService:
+    """The chat page's only entry point to the agent."""
+
+    def __init__(self, *, agent: Any, engine: Engine, model_label: str) -> None:
+        self.agent = agent
+        self.engine = engine
+        self.model_label = model_label
+
+    def stream_turn(
+        self, *, user_id: str, session_id: str, message: str, outcome: TurnOutcome
+    ) -> Iterator[str]:
+        """Yield the answer's text as it streams. Raises ChatInputError or DependencyError."""
+        text = clean_message(message)
+        user_id = user_id.strip()
+        if not user_id:
+            raise ChatInputError("Enter a user id first.")
+        started = time.perf_counter()
+        try:
+            turn = conversations.start_turn(
+                engine=self.engine, session_id=session_id, user_id=user_id, text=text
+            )
+        except PermissionError as error:
+            raise ChatInputError(str(error)) from None
+        except SQLAlchemyError as error:
+            raise DependencyError(f"The database is unavailable: {_reason(error)}") from None
+        run_id = uuid.uuid4()
+        outcome.turn, outcome.run_id = turn, str(run_id)
+        config = {
+            "configurable": {"thread_id": session_id},
+            "metadata": {"user_id": user_id, "session_id": session_id, "turn": turn},
+            "run_id": run_id,
+            "run_name": "support_turn",
+        }
+        try:
+            for chunk, meta in self.agent.stream(
+                {"messages": [HumanMessage(text)]}, config=config, stream_mode="messages"
+            ):
+                if (
+                    isinstance(chunk, AIMessageChunk)
+                    and meta.get("langgraph_node") == "model"
+                    and chunk.text
+                ):
+                    outcome.chunks.append(chunk.text)
+                    yield chunk.text
+        except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as error:
+            raise DependencyError(
+                f"The chat model ({self.model_label}) is unreachable: {_reason(error)}. "
+                "Your message is saved; send it again when the model is back."
+            ) from None
+        except openai.APIStatusError as error:
+            raise DependencyError(
+                f"The chat model ({self.model_label}) answered HTTP {error.status_code}. "
+                "Your message is saved; try again."
+            ) from None
+        outcome.text = "".join(outcome.chunks).strip()
+        try:
+            conversations.add_assistant_message(
+                engine=self.engine, session_id=session_id, turn=turn, text=outcome.text,
+                run_id=outcome.run_id,
+            )
+        except SQLAlchemyError as error:
+            raise DependencyError(
+                f"The answer could not be saved; the database is unavailable: {_reason(error)}"
+            ) from None
+        outcome.wall_ms = (time.perf_counter() - started) * 1000
+
+    def run_turn(self, *, user_id: str, session_id: str, message: str) -> TurnOutcome:
+        """The same turn without streaming to a caller (tests, scripts)."""
+        outcome = TurnOutcome(session_id=session_id)
+        for _ in self.stream_turn(
+            user_id=user_id, session_id=session_id, message=message, outcome=outcome
+        ):
+            pass
+        return outcome
+
+
+def _reason(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error.__cause__ or error
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text[:200]

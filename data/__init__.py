@@ -1,0 +1,1 @@
+"""Everything that stores or fetches: settings, database, recorder, prices, metrics."""

@@ -1,0 +1,165 @@
+"""Chat sessions and transcripts: what the chat page lists, resumes and writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from data.models import ChatSession, Message, ModelCall, utcnow
+
+MAX_MESSAGE_CHARS = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    id: str
+    user_id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStats:
+    """What the model calls of one turn used (all purposes, summarization included)."""
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None  # None when any call of the turn is unpriced
+    latency_ms: float
+    context_percent: float | None
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptMessage:
+    turn: int
+    role: str
+    content: str
+    created_at: datetime
+    run_id: str | None
+
+
+def list_sessions(*, engine: Engine, user_id: str, limit: int = 200) -> list[SessionSummary]:
+    """The user's sessions, newest activity first."""
+    turns = (
+        select(func.count())
+        .where(Message.session_id == ChatSession.id, Message.role == "user")
+        .scalar_subquery()
+    )
+    query = (
+        select(ChatSession, turns)
+        .where(ChatSession.user_id == user_id)
+        .order_by(ChatSession.updated_at.desc())
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        SessionSummary(
+            id=r.id, user_id=r.user_id, title=r.title, created_at=r.created_at,
+            updated_at=r.updated_at, turns=int(r[-1] or 0),
+        )
+        for r in rows
+    ]
+
+
+def get_session(*, engine: Engine, session_id: str) -> SessionSummary | None:
+    with engine.connect() as connection:
+        row = connection.execute(select(ChatSession).where(ChatSession.id == session_id)).first()
+    if row is None:
+        return None
+    return SessionSummary(id=row.id, user_id=row.user_id, title=row.title,
+                          created_at=row.created_at, updated_at=row.updated_at, turns=0)
+
+
+def start_turn(*, engine: Engine, session_id: str, user_id: str, text: str) -> int:
+    """Create the session if new, store the user's message and return its turn number."""
+    now = utcnow()
+    with engine.begin() as connection:
+        owner = connection.execute(
+            select(ChatSession.user_id).where(ChatSession.id == session_id)
+        ).scalar_one_or_none()
+        if owner is None:
+            title = " ".join(text.split())[:60]
+            connection.execute(
+                insert(ChatSession).values(
+                    id=session_id, user_id=user_id, title=title, created_at=now,
+                    updated_at=now, demo=False,
+                )
+            )
+        elif owner != user_id:
+            raise PermissionError(f"session {session_id} belongs to another user")
+        last = connection.execute(
+            select(func.max(Message.turn)).where(Message.session_id == session_id)
+        ).scalar_one_or_none()
+        turn = int(last or 0) + 1
+        connection.execute(
+            insert(Message).values(
+                session_id=session_id, turn=turn, role="user", content=text, created_at=now
+            )
+        )
+        connection.execute(
+            update(ChatSession).where(ChatSession.id == session_id).values(updated_at=now)
+        )
+    return turn
+
+
+def add_assistant_message(
+    *, engine: Engine, session_id: str, turn: int, text: str, run_id: str | None
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Message).values(
+                session_id=session_id, turn=turn, role="assistant", content=text,
+                created_at=utcnow(), run_id=run_id,
+            )
+        )
+
+
+def transcript(*, engine: Engine, session_id: str) -> list[TranscriptMessage]:
+    query = (
+        select(Message.turn, Message.role, Message.content, Message.created_at, Message.run_id)
+        .where(Message.session_id == session_id)
+        .order_by(Message.turn, Message.id)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [TranscriptMessage(*row) for row in rows]
+
+
+def turn_stats(*, engine: Engine, session_id: str) -> dict[int, TurnStats]:
+    """Per-turn usage of a session, from its model-call rows."""
+    unpriced = func.sum((ModelCall.cost_status == "unknown").cast(ModelCall.turn.type))
+    context = func.max(
+        100.0 * ModelCall.context_tokens / func.nullif(ModelCall.context_window, 0)
+    )
+    query = (
+        select(
+            ModelCall.turn,
+            func.count(),
+            func.sum(ModelCall.input_tokens),
+            func.sum(ModelCall.output_tokens),
+            func.sum(ModelCall.cost_usd),
+            unpriced,
+            func.sum(ModelCall.latency_ms),
+            context,
+            func.sum((ModelCall.status == "error").cast(ModelCall.turn.type)),
+        )
+        .where(ModelCall.session_id == session_id)
+        .group_by(ModelCall.turn)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return {
+        int(r[0]): TurnStats(
+            calls=int(r[1]), input_tokens=int(r[2] or 0), output_tokens=int(r[3] or 0),
+            cost_usd=None if r[5] else float(r[4] or 0.0), latency_ms=float(r[6] or 0.0),
+            context_percent=None if r[7] is None else float(r[7]), errors=int(r[8] or 0),
+        )
+        for r in rows
+    }

@@ -1,0 +1,255 @@
+"""Demo history: about 30 days of realistic synthetic support traffic.
+
+`python -m data.demo` loads it into the configured database. Every demo row is flagged
+`demo = true`; the loader refuses to mix with existing rows unless told how."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, func, insert, select
+
+from data.db import describe, make_engine
+from data.migrate import upgrade
+from data.models import ChatSession, Message, ModelCall
+from data.prices import price_call
+from data.settings import SettingsError, get_settings
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    share: float
+    window: int
+    base_latency_s: float
+    s_per_output_token: float
+
+
+MODELS = (
+    DemoModel("gpt-4o-mini", 0.60, 128_000, 0.30, 0.011),
+    DemoModel("gpt-4.1-mini", 0.28, 1_047_576, 0.35, 0.013),
+    DemoModel("gpt-4o", 0.12, 128_000, 0.45, 0.020),
+)
+SUMMARY_MODEL = MODELS[0]
+SYSTEM_TOKENS = 420
+ERROR_RATE = 0.015
+ERRORS = ("RateLimitError: Error code: 429 - rate limit reached for requests",
+          "APITimeoutError: Request timed out.",
+          "InternalServerError: Error code: 500 - The server had an error")
+
+ASKS = (
+    "Where is my order {order}? It was supposed to arrive on Monday.",
+    "I want to return the shoes from order {order}, they are too small.",
+    "My card was charged twice for order {order}.",
+    "Can I change the delivery address for {order}?",
+    "The package for {order} arrived damaged. What can I do?",
+    "How long does a refund take after you receive a return?",
+    "Do you ship to Canada, and how much does it cost?",
+    "I never received the confirmation e-mail for {order}.",
+    "Can I cancel order {order}? I ordered the wrong size.",
+    "Is there a warranty on the headphones I bought ({order})?",
+)
+ANSWERS = (
+    "I checked order {order}: it left our warehouse yesterday and should arrive within two "
+    "working days. Here is the tracking link in your account under Orders.",
+    "You can return it within 30 days. I have opened a return for {order}; you will get a "
+    "prepaid label by e-mail within the hour.",
+    "I am sorry about that. I see two authorisations for {order}; the second one is released "
+    "automatically within 3 to 5 working days.",
+    "The address can still be changed because {order} has not shipped yet. Please send me the "
+    "new address and I will update it.",
+    "I am sorry the package was damaged. Please send a photo of it; I will then send a "
+    "replacement for {order} at no cost.",
+    "Refunds reach your account 5 to 10 working days after the return arrives at our warehouse.",
+    "Yes, we ship to Canada. Standard delivery takes 7 to 10 days and costs $14.90.",
+    "I have re-sent the confirmation for {order}. Please also check your spam folder.",
+    "Order {order} was cancelled and the full amount will be refunded to your card.",
+    "The headphones carry a two-year warranty. I can start a warranty claim for {order} now.",
+)
+
+
+def _lognormal(rng: random.Random, mean: float, sigma: float) -> float:
+    return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+
+
+def _diurnal_time(rng: random.Random, start: datetime, days: int) -> datetime:
+    """Support traffic peaks in the afternoon (UTC) and dips at night."""
+    day = rng.randrange(days)
+    hour = min(max(rng.gauss(14, 4.5), 0), 23.99)
+    return start + timedelta(days=day, hours=hour)
+
+
+def generate(
+    *,
+    engine: Engine,
+    days: int = 30,
+    users: int = 200,
+    sessions: int = 2000,
+    calls: int = 50_000,
+    seed: int = 7,
+    end: datetime | None = None,
+) -> dict[str, int]:
+    """Insert demo sessions, messages and model calls; returns the counts written."""
+    rng = random.Random(seed)
+    end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=days)
+    user_ids = [f"demo-user-{i:03d}" for i in range(1, users + 1)]
+    user_weights = [1 / (rank ** 0.8) for rank in range(1, users + 1)]  # a few heavy users
+    # Session lengths (in calls) from a lognormal, scaled so the total is exactly `calls`.
+    raw = [_lognormal(rng, 1.0, 0.9) for _ in range(sessions)]
+    scale = calls / sum(raw)
+    lengths = [max(1, round(r * scale)) for r in raw]
+    lengths[-1] += calls - sum(lengths)
+    while lengths[-1] < 1:  # rounding drift: take it from the longest sessions
+        longest = max(range(sessions - 1), key=lengths.__getitem__)
+        lengths[longest] -= 1
+        lengths[-1] += 1
+
+    session_rows, message_rows, call_rows = [], [], []
+    for index, length in enumerate(lengths):
+        model = rng.choices(MODELS, weights=[m.share for m in MODELS])[0]
+        user = rng.choices(user_ids, weights=user_weights)[0]
+        session_id = f"demo-{seed}-{index:05d}"
+        t = _diurnal_time(rng, start, days)
+        order = f"#{rng.randrange(100000, 999999)}"
+        context = SYSTEM_TOKENS
+        turn, made, title = 0, 0, ""
+        # Context grows with each turn (retrieved policies, order details, the answer).
+        growth = _lognormal(rng, 2600, 0.6)
+        while made < length:
+            turn += 1
+            ask = rng.choice(ASKS).format(order=order)
+            title = title or ask[:60]
+            if context > 0.75 * model.window and made + 2 <= length:
+                folded = context - SYSTEM_TOKENS
+                out = int(_lognormal(rng, 450, 0.3))
+                latency = SUMMARY_MODEL.base_latency_s + out * SUMMARY_MODEL.s_per_output_token
+                call_rows.append(_call(
+                    rng, t, user, session_id, turn, "summarize", SUMMARY_MODEL, folded, 0, out,
+                    latency * _lognormal(rng, 1.0, 0.25), None,
+                ))
+                made += 1
+                context = SYSTEM_TOKENS + out + int(0.12 * model.window)
+                t += timedelta(seconds=latency)
+            context += int(_lognormal(rng, growth, 0.5))
+            out = max(8, int(_lognormal(rng, 170, 0.55)))
+            cached = int(context * rng.uniform(0.5, 0.9)) if context > 1024 and rng.random() < 0.7 else 0
+            latency = (model.base_latency_s + context / 40_000
+                       + out * model.s_per_output_token) * _lognormal(rng, 1.0, 0.35)
+            ttft = (0.18 + context / 60_000) * _lognormal(rng, 1.0, 0.4)
+            failed = rng.random() < ERROR_RATE
+            call_rows.append(_call(
+                rng, t, user, session_id, turn, "chat", model, context, cached, out, latency,
+                ttft, error=rng.choice(ERRORS) if failed else None,
+            ))
+            made += 1
+            message_rows.append(dict(session_id=session_id, turn=turn, role="user", content=ask,
+                                     created_at=t, run_id=None))
+            if not failed:
+                answer = rng.choice(ANSWERS).format(order=order)
+                message_rows.append(dict(session_id=session_id, turn=turn, role="assistant",
+                                         content=answer, created_at=t + timedelta(seconds=latency),
+                                         run_id=None))
+            context += out
+            t += timedelta(seconds=latency + _lognormal(rng, 45, 0.8))
+        session_rows.append(dict(id=session_id, user_id=user, title=title,
+                                 created_at=call_rows[-made]["ts"], updated_at=t, demo=True))
+
+    with engine.begin() as connection:
+        for table, rows in ((ChatSession, session_rows), (Message, message_rows),
+                            (ModelCall, call_rows)):
+            for i in range(0, len(rows), 5000):
+                connection.execute(insert(table), rows[i:i + 5000])
+    return {"sessions": len(session_rows), "messages": len(message_rows),
+            "calls": len(call_rows), "users": len({r["user_id"] for r in session_rows})}
+
+
+def _call(rng: random.Random, ts: datetime, user: str, session_id: str, turn: int,
+          purpose: str, model: DemoModel, input_tokens: int, cached: int, output: int,
+          latency_s: float, ttft_s: float | None, error: str | None = None) -> dict[str, object]:
+    if error:
+        input_tokens = cached = output = 0
+    price = price_call(provider="openai", model=model.name, input_tokens=input_tokens,
+                       cached_input_tokens=cached, output_tokens=output)
+    return dict(
+        ts=ts, user_id=user, session_id=session_id, turn=turn, purpose=purpose,
+        provider="openai", model=model.name, input_tokens=input_tokens,
+        cached_input_tokens=cached, output_tokens=output, usage_source="provider",
+        cost_usd=price.cost_usd, cost_status=price.status,
+        latency_ms=round(latency_s * 1000, 2),
+        ttft_ms=None if ttft_s is None or error else round(min(ttft_s, latency_s) * 1000, 2),
+        context_tokens=input_tokens, context_window=model.window,
+        status="error" if error else "ok", error=error, run_id=None, demo=True,
+    )
+
+
+def counts(*, engine: Engine) -> tuple[int, int]:
+    """(demo calls, live calls) in the database."""
+    with engine.connect() as connection:
+        rows = dict(connection.execute(
+            select(ModelCall.demo, func.count()).group_by(ModelCall.demo)).all())
+    return int(rows.get(True, 0)), int(rows.get(False, 0))
+
+
+def remove(*, engine: Engine) -> None:
+    """Delete every demo row (live rows are untouched)."""
+    with engine.begin() as connection:
+        connection.execute(delete(ModelCall).where(ModelCall.demo.is_(True)))
+        demo_sessions = select(ChatSession.id).where(ChatSession.demo.is_(True))
+        connection.execute(delete(Message).where(Message.session_id.in_(demo_sessions)))
+        connection.execute(delete(ChatSession).where(ChatSession.demo.is_(True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="database URL (default: the configured one)")
+    parser.add_argument("--replace", action="store_true", help="replace earlier demo rows")
+    parser.add_argument("--with-live", action="store_true",
+                        help="allow demo rows in a database that has live calls")
+    parser.add_argument("--remove", action="store_true", help="only delete the demo rows")
+    parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    if min(args.calls, args.sessions, args.users, args.days) < 1 or args.calls < args.sessions:
+        parser.error("--calls, --sessions, --users and --days must be positive, "
+                     "and --calls at least --sessions")
+    try:
+        url = args.db or get_settings().sqlalchemy_url
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    upgrade(url)
+    engine = make_engine(url)
+    demo, live = counts(engine=engine)
+    where = describe(url)
+    if args.remove:
+        remove(engine=engine)
+        print(f"removed {demo:,} demo calls from {where}")
+        return 0
+    if demo and not args.replace:
+        print(f"error: {where} already has {demo:,} demo calls; use --replace to load them "
+              "again or --remove to delete them", file=sys.stderr)
+        return 1
+    if live and not args.with_live:
+        print(f"error: {where} has {live:,} live calls; demo rows would mix with them. Use a "
+              "separate database (--db), or --with-live to mix on purpose (demo rows stay "
+              "flagged and `--remove` deletes them)", file=sys.stderr)
+        return 1
+    if demo:
+        remove(engine=engine)
+    written = generate(engine=engine, days=args.days, users=args.users, sessions=args.sessions,
+                       calls=args.calls, seed=args.seed)
+    print(f"loaded demo history into {where}: " + ", ".join(f"{v:,} {k}" for k, v in written.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Cost of a model call from genai-prices, with a file of overrides for self-hosted models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+from genai_prices import Usage, calc_price
+
+from data.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    cost_usd: float | None
+    status: str  # "computed" | "unknown"; "provided" is set by the caller when the API said
+
+
+# The embedded model runs on the user's own CPU: it costs nothing, and saying so is a price,
+# not a missing one.
+BUILTIN_OVERRIDES: dict[str, Rate] = {LOCAL_MODEL_NAME: Rate(input=0.0, output=0.0)}
+
+
+@cache
+def load_overrides(path: Path | None) -> dict[str, Rate]:
+    """Overrides: `{"model-name": {"input": usd_per_mtok, "output": ..., "cached_input": ...}}`."""
+    rates = dict(BUILTIN_OVERRIDES)
+    if path is None:
+        return rates
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        for model, rate in raw.items():
+            rates[model] = Rate(
+                input=float(rate["input"]),
+                output=float(rate["output"]),
+                cached_input=None if rate.get("cached_input") is None
+                else float(rate["cached_input"]),
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"PRICE_OVERRIDES_FILE {path}: {error}") from None
+    return rates
+
+
+def price_call(
+    *,
+    provider: str,
+    model: str,
+    input_tokens: int,
+    cached_input_tokens: int,
+    output_tokens: int,
+    overrides: dict[str, Rate] | None = None,
+) -> Price:
+    """Price one call. `input_tokens` includes the cached ones, as OpenAI reports them."""
+    rates = BUILTIN_OVERRIDES if overrides is None else overrides
+    rate = rates.get(model)
+    if rate is not None:
+        cached = min(cached_input_tokens, input_tokens)
+        cached_rate = rate.input if rate.cached_input is None else rate.cached_input
+        cost = (
+            (input_tokens - cached) * rate.input + cached * cached_rate + output_tokens * rate.output
+        ) / 1_000_000
+        return Price(cost_usd=cost, status="computed")
+    if provider == LOCAL_PROVIDER:
+        return Price(cost_usd=None, status="unknown")
+    try:
+        result = calc_price(
+            Usage(
+                input_tokens=input_tokens,
+                cache_read_tokens=min(cached_input_tokens, input_tokens),
+                output_tokens=output_tokens,
+            ),
+            model_ref=model,
+            provider_id=None if provider in ("openai-compatible", "") else provider,
+        )
+    except LookupError:
+        return Price(cost_usd=None, status="unknown")
+    return Price(cost_usd=float(Decimal(result.total_price)), status="computed")

@@ -1,0 +1,198 @@
+"""One typed Settings object, read from the environment, `.env` and Streamlit secrets."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+LOCAL_PROVIDER = "local"
+
+# Streamlit reads secrets from these two files; we read the same files so a value set for the
+# app in secrets.toml is seen by the CLIs (migrate, demo, bench) too.
+SECRETS_FILES = (Path.home() / ".streamlit" / "secrets.toml", Path(".streamlit") / "secrets.toml")
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of agent-chatbase. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Models (seed 2.1)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: AnyHttpUrl | None = None
+    chat_model: str = "gpt-4o-mini"
+    summary_model: str | None = Field(
+        default=None, description="Summarizer model; defaults to CHAT_MODEL."
+    )
+    chat_model_context_window: int | None = Field(default=None, ge=256, le=10_000_000)
+    max_output_tokens: int = Field(default=512, ge=16, le=100_000)
+    model_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    # Embedded local model server (used when neither OPENAI_API_KEY nor OPENAI_BASE_URL is set)
+    local_model_port: int = Field(default=8088, ge=1, le=65535)
+    local_model_ctx: int = Field(default=4096, ge=512, le=32768)
+    local_model_max_tokens: int = Field(default=200, ge=16, le=2048)
+
+    # Summarization (seed 4.2)
+    summary_trigger_fraction: float = Field(default=0.75, gt=0, le=1)
+    summary_keep_messages: int = Field(default=50, ge=1, le=10_000)
+
+    # Storage
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    qdrant_url: AnyHttpUrl | None = None
+    qdrant_api_key: SecretStr | None = None
+    redis_url: str | None = None
+
+    # LangSmith (seed 5.2)
+    langsmith_api_key: SecretStr | None = None
+    langsmith_project: str = "agent_chatbase"
+
+    # Metrics (seed 5.1)
+    prometheus_url: AnyHttpUrl | None = None
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables /metrics")
+    metrics_host: str = "127.0.0.1"
+
+    # Prices
+    price_overrides_file: Path | None = None
+
+    # App
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    environment: Literal["development", "test", "staging", "production"] = "development"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets = [TomlConfigSettingsSource(settings_cls, toml_file=p) for p in SECRETS_FILES]
+        return (init_settings, env_settings, dotenv_settings, *reversed(secrets))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "openai_api_key", "openai_base_url", "database_url", "qdrant_url", "qdrant_api_key",
+        "redis_url", "langsmith_api_key", "prometheus_url", "summary_model",
+        "chat_model_context_window", "price_overrides_file", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `FOO=` in a .env file means "not set", not "set to the empty string".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (expected sqlite:///... or postgresql://...)")
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {url.get_backend_name()!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a Redis URL (expected redis://host:port/db)")
+        return value
+
+    @model_validator(mode="after")
+    def _chat_model_named(self) -> Settings:
+        if not self.chat_model.strip():
+            raise ValueError("CHAT_MODEL must not be empty")
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def uses_local_model(self) -> bool:
+        return self.openai_api_key is None and self.openai_base_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL in the form SQLAlchemy wants (psycopg 3 driver for Postgres)."""
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / 'agent_chatbase.sqlite3').resolve()}"
+        return to_sqlalchemy_url(self.database_url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.sqlalchemy_url.startswith("postgresql")
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """`postgresql://` and `postgres://` become `postgresql+psycopg://`; others pass through."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def to_libpq_url(url: str) -> str:
+    """The plain `postgresql://` form that psycopg and LangGraph's Postgres saver want."""
+    parsed = make_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+_SECRET_FIELDS = {"openai_api_key", "qdrant_api_key", "langsmith_api_key", "database_url",
+                  "redis_url"}
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    shown = "" if field in _SECRET_FIELDS else f"={first.get('input')!r}"
+    more = len(error.errors()) - 1
+    tail = f" (and {more} more invalid setting{'s' if more > 1 else ''})" if more else ""
+    return f"Invalid setting {field.upper()}{shown}: {message}{tail}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a validation failure into a one-line SettingsError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own with `load_settings`)."""
+    return load_settings()

@@ -1,0 +1,93 @@
+"""Chat with the support agent: streaming answers, sessions you can resume, usage per answer."""
+
+import uuid
+
+import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.local_server import LocalModelError
+from agent.models import ModelConfigError
+from agent.service import ChatInputError, DependencyError, TurnOutcome
+from data.conversations import TurnStats, list_sessions, transcript, turn_stats
+from data.db import describe
+from data.settings import get_settings
+from pages import common
+
+NEW = "__new__"
+
+
+def caption(stats: TurnStats | None) -> str:
+    if stats is None:
+        return "usage not recorded"
+    cost = "unpriced" if stats.cost_usd is None else f"${stats.cost_usd:.6f}"
+    context = "–" if stats.context_percent is None else f"{stats.context_percent:.1f}%"
+    text = (f"{stats.input_tokens:,} in · {stats.output_tokens:,} out tokens · {cost} · "
+            f"{stats.latency_ms / 1000:.2f} s · context {context}")
+    if stats.calls > 1:
+        text += f" · {stats.calls} model calls"
+    if stats.errors:
+        text += f" · {stats.errors} failed"
+    return text
+
+
+st.title("Support chat")
+
+try:
+    engine = common.engine()
+except SQLAlchemyError as error:
+    st.error(f"The database {describe(get_settings().sqlalchemy_url)} is unavailable: "
+             f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}")
+    st.stop()
+
+if "pending_session" in st.session_state:
+    st.session_state["session_choice"] = st.session_state.pop("pending_session")
+
+with st.sidebar:
+    user_id = st.text_input("User id", value="guest", max_chars=128, key="user_id",
+                            help="Who is chatting. Sessions are listed per user.").strip()
+    sessions = list_sessions(engine=engine, user_id=user_id) if user_id else []
+    labels = {NEW: "➕ New session"}
+    labels |= {s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
+               for s in sessions}
+    if st.session_state.get("session_choice") not in labels:
+        st.session_state["session_choice"] = NEW
+    choice = st.selectbox("Session", list(labels), format_func=labels.__getitem__,
+                          key="session_choice")
+
+if not user_id:
+    st.info("Enter a user id in the sidebar to start chatting.")
+    st.stop()
+
+if choice == NEW:
+    session_id = st.session_state.setdefault("new_session_id", uuid.uuid4().hex)
+    st.caption("A new session. Say hello to the support agent.")
+else:
+    session_id = choice
+    st.caption(f"Session `{session_id}`")
+
+stats = turn_stats(engine=engine, session_id=session_id)
+for message in transcript(engine=engine, session_id=session_id):
+    with st.chat_message(message.role):
+        st.markdown(message.content)
+        if message.role == "assistant":
+            st.caption(caption(stats.get(message.turn)))
+
+prompt = st.chat_input("Ask the support agent…", max_chars=8000)
+if prompt:
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    with st.chat_message("assistant"):
+        try:
+            service = common.runtime().service
+            outcome = TurnOutcome(session_id=session_id)
+            st.write_stream(service.stream_turn(
+                user_id=user_id, session_id=session_id, message=prompt, outcome=outcome))
+        except ChatInputError as error:
+            st.warning(str(error))
+            st.stop()
+        except (DependencyError, LocalModelError, ModelConfigError) as error:
+            st.error(str(error))
+            st.stop()
+    st.session_state["pending_session"] = session_id
+    st.session_state.pop("new_session_id", None)
+    st.rerun()
