@@ -1,0 +1,72 @@
+# agent-chatbase: `make run` serves the app on embedded defaults, `make test` runs every test.
+# Both set up what they need first (a .venv from the pinned requirements.txt, and for the tests
+# Debian's chromium).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+
+# llama-cpp-python ships only as source. A native (-march=native) build segfaults on this
+# machine kind's AVX-512/AMX CPUs as soon as a prompt is decoded in batches, so it is built once
+# for portable AVX2 and kept outside the checkout, where every clone reuses it.
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' requirements.txt)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+WHEELS := $(HOME)/.cache/agent-chatbase/wheels
+LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-avx2
+
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test install demo lint bench system-deps clean
+
+run: $(STAMP)
+	$(PY) -m data.migrate
+	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
+	  --server.headless true --browser.gatherUsageStats false
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+install: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(LLAMA_WHEEL): | $(VENV)/bin/python
+	@mkdir -p $(WHEELS)
+	@echo "Building llama-cpp-python $(LLAMA_VERSION) for AVX2 (about 6 minutes, once per machine)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-deps --no-cache-dir \
+	  --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	touch $@
+
+$(STAMP): requirements.txt $(LLAMA_WHEEL) | $(VENV)/bin/python
+	$(PY) -m pip install --find-links $(WHEELS) --only-binary llama-cpp-python \
+	  -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Debian packages the tests need: chromium for the browser tests.
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
+
+demo: $(STAMP)
+	$(PY) -m data.demo $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy agent data
+
+bench: $(STAMP)
+	$(PY) bench/record.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""Shared fixtures: fresh SQLite and Postgres databases, the local model server, settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from data.db import make_engine
+from data.migrate import upgrade
+from data.settings import Settings, get_settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Settings a developer may have in their shell must not leak into the tests.
+ENV_KEYS = [name.upper() for name in Settings.model_fields]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No developer .env, secrets or variables: each test starts from the defaults."""
+    for key in ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LANGSMITH_TRACING", "false")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("data.settings.SECRETS_FILES", ())
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test run, dropped at the end.
+
+    Postgres runs on every machine of this project's kind, so a missing server is a failure,
+    never a skip."""
+    name = f"acb_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        pytest.fail(f"Postgres is unreachable at {PG_ADMIN_URL}: {error}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+def _truncate(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for table in ("model_calls", "messages", "chat_sessions"):
+            connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The same test on SQLite and on Postgres, each starting empty."""
+    url = request.getfixturevalue(f"{request.param}_server_url")
+    engine = make_engine(url)
+    _truncate(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def local_model_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The real embedded model server (SmolLM2 via llama-cpp-python), once per test run."""
+    from agent.local_server import LocalServer
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("model") / "server.log"
+    server = LocalServer(port=port, n_ctx=4096, log_file=log).start(timeout=120)
+    yield port
+    server.stop()
+
+
+@pytest.fixture
+def local_settings(local_model_port: int, tmp_path: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data", local_model_port=local_model_port, metrics_port=0
+    )
