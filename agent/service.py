@@ -137,4 +137,4 @@ class ChatService:
 def _reason(error: BaseException) -> str:
     orig = getattr(error, "orig", None) or error.__cause__ or error
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return text[:200]
+    return text[:200].rstrip(".")

@@ -113,12 +113,14 @@ def generate(
     session_rows, message_rows, call_rows = [], [], []
     for index, length in enumerate(lengths):
         model = rng.choices(MODELS, weights=[m.share for m in MODELS])[0]
-        user = rng.choices(user_ids, weights=user_weights)[0]
+        # Every user has at least one session; the rest follow a heavy-tailed weighting.
+        user = user_ids[index] if index < users else rng.choices(user_ids, weights=user_weights)[0]
         session_id = f"demo-{seed}-{index:05d}"
         t = _diurnal_time(rng, start, days)
         order = f"#{rng.randrange(100000, 999999)}"
         context = SYSTEM_TOKENS
         turn, made, title = 0, 0, ""
+        first_call, first_message = len(call_rows), len(message_rows)
         # Context grows with each turn (retrieved policies, order details, the answer).
         growth = _lognormal(rng, 2600, 0.6)
         while made < length:
@@ -157,8 +159,15 @@ def generate(
                                          run_id=None))
             context += out
             t += timedelta(seconds=latency + _lognormal(rng, 45, 0.8))
+        if t > end:  # a session that would run past `end` starts earlier instead
+            shift = t - end + timedelta(minutes=1)
+            for row in call_rows[first_call:]:
+                row["ts"] -= shift
+            for row in message_rows[first_message:]:
+                row["created_at"] -= shift
+            t -= shift
         session_rows.append(dict(id=session_id, user_id=user, title=title,
-                                 created_at=call_rows[-made]["ts"], updated_at=t, demo=True))
+                                 created_at=call_rows[first_call]["ts"], updated_at=t, demo=True))
 
     with engine.begin() as connection:
         for table, rows in ((ChatSession, session_rows), (Message, message_rows),
