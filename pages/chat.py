@@ -13,6 +13,8 @@ from data.db import describe
 from data.settings import get_settings
 from pages import common
 
+common.ensure_routed()
+
 NEW = "__new__"
 
 

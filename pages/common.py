@@ -13,6 +13,20 @@ from data.metrics import start_exporter
 from data.migrate import upgrade
 from data.settings import get_settings
 
+def ensure_routed() -> None:
+    """Make sure app.py (the router) runs, even for a first visit to a page's own URL.
+
+    Streamlit runs a fresh server in its legacy `pages/` folder mode until some session calls
+    `st.navigation`; a first request for /cost would run pages/cost.py alone, without app.py's
+    page config, settings check and sidebar. Leaving that mode and rerunning routes the same
+    URL through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 RANGES = {"Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
           "Last 30 days": timedelta(days=30), "Last 90 days": timedelta(days=90)}
 

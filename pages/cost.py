@@ -1,9 +1,10 @@
 """Token cost: totals, cost and tokens per day per model, and a table per model."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,6 +13,8 @@ from data.cost import CostTotals, cost_by_model, cost_over_time, cost_totals, ha
 from data.db import describe
 from data.settings import get_settings
 from pages import common
+
+common.ensure_routed()
 
 
 @st.cache_data(ttl=30, max_entries=64, show_spinner=False)
@@ -27,6 +30,22 @@ def _over_time(_engine: Engine, url: str, start: datetime, end: datetime) -> pd.
 @st.cache_data(ttl=30, max_entries=64, show_spinner=False)
 def _by_model(_engine: Engine, url: str, start: datetime, end: datetime) -> pd.DataFrame:
     return cost_by_model(engine=_engine, start=start, end=end)
+
+
+def compact(n: int) -> str:
+    """12,345 / 1.23M / 4.56B: a metric card that fits its column."""
+    for size, suffix in ((1e9, "B"), (1e6, "M")):
+        if n >= size:
+            return f"{n / size:,.2f}{suffix}"
+    return f"{n:,}"
+
+
+def day_axis(fig: go.Figure, start: datetime, end: datetime) -> go.Figure:
+    """Whole days on the x axis over the selected range, one bar per day."""
+    fig.update_traces(xperiod=86_400_000, xperiodalignment="middle")
+    fig.update_xaxes(range=[start.date(), end.date() + timedelta(days=1)], tickformat="%b %d")
+    fig.update_layout(legend_title_text="Model", margin={"t": 50, "b": 10}, hovermode="closest")
+    return fig
 
 
 st.title("Token cost")
@@ -56,9 +75,9 @@ if totals.calls == 0:
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Cost (USD)", f"${totals.cost_usd:,.4f}", border=True)
-c2.metric("Tokens", f"{totals.tokens:,}", border=True,
-          help=f"{totals.input_tokens:,} input (of which {totals.cached_input_tokens:,} cached) "
-               f"and {totals.output_tokens:,} output")
+c2.metric("Tokens", compact(totals.tokens), border=True,
+          help=f"{totals.tokens:,} tokens: {totals.input_tokens:,} input (of which "
+               f"{totals.cached_input_tokens:,} cached) and {totals.output_tokens:,} output")
 c3.metric("Model calls", f"{totals.calls:,}", border=True,
           help=f"{totals.errors:,} of them failed")
 c4.metric("Unpriced calls", f"{totals.unpriced_calls:,}", border=True,
@@ -72,23 +91,33 @@ with left:
                  labels={"bucket": "Day (UTC)", "cost_usd": "Cost (USD)", "model": "Model"},
                  title="Cost per day")
     fig.update_traces(hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: $%{y:.6f}<extra></extra>")
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(day_axis(fig, start, end), width="stretch")
 with right:
     fig = px.bar(daily, x="bucket", y="tokens", color="model",
                  labels={"bucket": "Day (UTC)", "tokens": "Tokens", "model": "Model"},
                  title="Tokens per day")
     fig.update_traces(hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: %{y:,} tokens"
                                     "<extra></extra>")
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(day_axis(fig, start, end), width="stretch")
 
 st.subheader("Per model")
 table = _by_model(engine, url, start, end)
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
+        "model": "Model",
+        "provider": "Provider",
+        "calls": st.column_config.NumberColumn("Calls", format="localized"),
+        "input_tokens": st.column_config.NumberColumn("Input tokens", format="localized"),
+        "cached_input_tokens": st.column_config.NumberColumn("of which cached",
+                                                             format="localized"),
+        "output_tokens": st.column_config.NumberColumn("Output tokens", format="localized"),
+        "tokens": st.column_config.NumberColumn("Tokens", format="localized"),
         "cost_usd": st.column_config.NumberColumn("Cost (USD)", format="$%.6f"),
         "cost_per_1k_calls": st.column_config.NumberColumn("Cost / 1k calls", format="$%.4f"),
-        "unpriced_calls": st.column_config.NumberColumn("Unpriced calls"),
+        "unpriced_calls": st.column_config.NumberColumn(
+            "Unpriced calls", help="Calls whose cost is unknown; not counted in Cost"),
+        "errors": st.column_config.NumberColumn("Failed calls"),
     },
 )
 st.download_button("Download CSV", table.to_csv(index=False).encode(), "cost_by_model.csv",

@@ -1,0 +1,99 @@
+"""End to end in headless Chromium against `streamlit run`: chat, then see the call counted."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def app_url(local_model_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("e2e")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
+        "DATA_DIR": str(data_dir),
+        "LOCAL_MODEL_PORT": str(local_model_port),
+        "METRICS_PORT": str(free_port()),
+        "PYTHONPATH": str(ROOT),
+    }
+    log = open(data_dir / "streamlit.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start: " + (data_dir / "streamlit.log").read_text())
+    yield url
+    process.terminate()
+    process.wait(timeout=15)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Page]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        yield page
+        browser.close()
+
+
+def test_chat_then_cost(app_url: str, page: Page) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # A shared link to a page is the first request this server sees: app.py must still route it.
+    page.goto(f"{app_url}/cost")
+    expect(page.get_by_role("heading", name="Token cost")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Database: SQLite")).to_be_visible()
+    expect(page.get_by_text("No model calls are recorded yet")).to_be_visible()
+    page.get_by_role("link", name="Open the chat").click()
+    expect(page.get_by_role("heading", name="Support chat")).to_be_visible(timeout=30_000)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("Hello, I need help with my order")
+    box.press("Enter")
+    # The streamed answer lands in an assistant message, captioned with its usage.
+    caption = page.get_by_text(re.compile(r"\d+ in · \d+ out tokens · \$0\.000000"))
+    expect(caption).to_be_visible(timeout=60_000)
+    messages = page.get_by_test_id("stChatMessage")
+    expect(messages).to_have_count(2)
+    assert len(messages.nth(1).inner_text().strip()) > 20
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Cost").click()
+    expect(page.get_by_role("heading", name="Token cost")).to_be_visible(timeout=30_000)
+    calls = page.get_by_test_id("stMetric").filter(has_text="Model calls")
+    expect(calls).to_contain_text("1", timeout=30_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "cost.png"), full_page=True)
