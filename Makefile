@@ -24,7 +24,7 @@ PORT ?= 8501
 
 run: $(STAMP)
 	$(PY) -m data.migrate
-	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
+	$(PY) app.py --server.address $(HOST) --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 
 test: $(STAMP) system-deps

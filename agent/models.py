@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
-from data.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER, Settings
 from agent.local_server import base_url as local_base_url
+from data.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER, Settings
 
 
 class ModelConfigError(ValueError):
@@ -32,7 +33,7 @@ class ModelSpec:
 
 
 def _known_window(model: str) -> int | None:
-    profile = ChatOpenAI(model=model, api_key="unused").profile or {}
+    profile = ChatOpenAI(model=model, api_key=SecretStr("unused")).profile or {}
     window = profile.get("max_input_tokens")
     return window if isinstance(window, int) else None
 
@@ -50,10 +51,15 @@ def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
             max_tokens=settings.local_model_max_tokens,
             timeout_s=settings.model_timeout_s,
         )
-    name = settings.chat_model if role == "chat" else (settings.summary_model or settings.chat_model)
-    window = settings.chat_model_context_window if role == "chat" else None
-    window = window or _known_window(name) or settings.chat_model_context_window
-    if window is None:
+    name = (
+        settings.chat_model if role == "chat" else (settings.summary_model or settings.chat_model)
+    )
+    # CHAT_MODEL_CONTEXT_WINDOW overrides the chat model's profile; the summarizer uses its own
+    # profile and falls back to the override only when it has none.
+    override = settings.chat_model_context_window
+    known = _known_window(name)
+    found = (override or known) if role == "chat" else (known or override)
+    if found is None:
         setting = "CHAT_MODEL" if role == "chat" else "SUMMARY_MODEL"
         raise ModelConfigError(
             f"{setting}={name!r} has no known input window; set CHAT_MODEL_CONTEXT_WINDOW"
@@ -63,7 +69,7 @@ def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
         provider="openai-compatible" if base else "openai",
         model=name,
         base_url=base,
-        context_window=window,
+        context_window=found,
         max_tokens=settings.max_output_tokens,
         timeout_s=settings.model_timeout_s,
     )
@@ -77,8 +83,9 @@ def make_chat_model(
     callbacks: Sequence[BaseCallbackHandler] = (),
 ) -> ChatOpenAI:
     """A real ChatOpenAI for `spec`, tagged with its purpose for telemetry."""
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
-    return ChatOpenAI(
+    # OpenAI-compatible servers need some key; the local one ignores it.
+    key = settings.openai_api_key or SecretStr("unused")
+    return ChatOpenAI(  # type: ignore[call-arg]  # max_tokens is a pydantic field, not in __init__
         model=spec.model,
         base_url=spec.base_url,
         api_key=key,

@@ -53,7 +53,10 @@ def build_runtime(settings: Settings, *, engine: Engine, start_server: bool = Tr
 
     def model_for(spec: ModelSpec, purpose: str):  # type: ignore[no-untyped-def]
         telemetry = CallTelemetry(
-            spec=spec, purpose=purpose, sink=recorder, price_overrides=overrides,
+            spec=spec,
+            purpose=purpose,
+            sink=recorder,
+            price_overrides=overrides,
             usage_counter=counter,
         )
         return make_chat_model(spec, settings=settings, purpose=purpose, callbacks=[telemetry])

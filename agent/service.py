@@ -115,7 +115,10 @@ class ChatService:
         outcome.text = "".join(outcome.chunks).strip()
         try:
             conversations.add_assistant_message(
-                engine=self.engine, session_id=session_id, turn=turn, text=outcome.text,
+                engine=self.engine,
+                session_id=session_id,
+                turn=turn,
+                text=outcome.text,
                 run_id=outcome.run_id,
             )
         except SQLAlchemyError as error:

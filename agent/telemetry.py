@@ -74,16 +74,20 @@ class CallTelemetry(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        pairs = [(_ROLES.get(m.type, m.type), m.text) for m in (messages[0] if messages else [])]
+        pairs = [
+            (_ROLES.get(m.type, m.type), str(m.text)) for m in (messages[0] if messages else [])
+        ]
         with self._lock:
             self._open[run_id] = _Open(
-                start=time.perf_counter(), ts=utcnow(), metadata=dict(metadata or {}),
+                start=time.perf_counter(),
+                ts=utcnow(),
+                metadata=dict(metadata or {}),
                 messages=pairs,
             )
 
     def on_llm_new_token(
         self,
-        token: str,
+        token: str | list[str | dict[str, Any]],
         *,
         chunk: GenerationChunk | ChatGenerationChunk | None = None,
         run_id: UUID,
@@ -93,7 +97,7 @@ class CallTelemetry(BaseCallbackHandler):
         if call is not None and token:
             if call.first_token is None:
                 call.first_token = time.perf_counter()
-            call.chunks.append(token)
+            call.chunks.append(token if isinstance(token, str) else str(token))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
@@ -117,12 +121,16 @@ class CallTelemetry(BaseCallbackHandler):
             input_tokens = output_tokens = cached = 0
             source = "missing"
         provided = _provided_cost(message)
+        cost: float | None
         if provided is not None:
             cost, cost_status = provided, "provided"
         else:
             price = price_call(
-                provider=self.spec.provider, model=self.spec.model, input_tokens=input_tokens,
-                cached_input_tokens=cached, output_tokens=output_tokens,
+                provider=self.spec.provider,
+                model=self.spec.model,
+                input_tokens=input_tokens,
+                cached_input_tokens=cached,
+                output_tokens=output_tokens,
                 overrides=self.price_overrides,
             )
             cost, cost_status = price.cost_usd, price.status
@@ -147,8 +155,12 @@ class CallTelemetry(BaseCallbackHandler):
         if call is None:
             return
         price = price_call(
-            provider=self.spec.provider, model=self.spec.model, input_tokens=0,
-            cached_input_tokens=0, output_tokens=0, overrides=self.price_overrides,
+            provider=self.spec.provider,
+            model=self.spec.model,
+            input_tokens=0,
+            cached_input_tokens=0,
+            output_tokens=0,
+            overrides=self.price_overrides,
         )
         self._emit(
             call,
@@ -165,9 +177,22 @@ class CallTelemetry(BaseCallbackHandler):
             error=f"{type(error).__name__}: {error}"[:1000],
         )
 
-    def _emit(self, call: _Open, *, run_id: UUID, latency_ms: float, ttft_ms: float | None,
-              input_tokens: int, cached: int, output_tokens: int, source: str,
-              cost: float | None, cost_status: str, status: str, error: str | None) -> None:
+    def _emit(
+        self,
+        call: _Open,
+        *,
+        run_id: UUID,
+        latency_ms: float,
+        ttft_ms: float | None,
+        input_tokens: int,
+        cached: int,
+        output_tokens: int,
+        source: str,
+        cost: float | None,
+        cost_status: str,
+        status: str,
+        error: str | None,
+    ) -> None:
         meta = call.metadata
         purpose = "summarize" if meta.get("lc_source") == "summarization" else self.purpose
         record = CallRecord(

@@ -61,8 +61,12 @@ def list_sessions(*, engine: Engine, user_id: str, limit: int = 200) -> list[Ses
         rows = connection.execute(query).all()
     return [
         SessionSummary(
-            id=r.id, user_id=r.user_id, title=r.title, created_at=r.created_at,
-            updated_at=r.updated_at, turns=int(r[-1] or 0),
+            id=r.id,
+            user_id=r.user_id,
+            title=r.title,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            turns=int(r[-1] or 0),
         )
         for r in rows
     ]
@@ -73,8 +77,14 @@ def get_session(*, engine: Engine, session_id: str) -> SessionSummary | None:
         row = connection.execute(select(ChatSession).where(ChatSession.id == session_id)).first()
     if row is None:
         return None
-    return SessionSummary(id=row.id, user_id=row.user_id, title=row.title,
-                          created_at=row.created_at, updated_at=row.updated_at, turns=0)
+    return SessionSummary(
+        id=row.id,
+        user_id=row.user_id,
+        title=row.title,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        turns=0,
+    )
 
 
 def start_turn(*, engine: Engine, session_id: str, user_id: str, text: str) -> int:
@@ -88,8 +98,12 @@ def start_turn(*, engine: Engine, session_id: str, user_id: str, text: str) -> i
             title = " ".join(text.split())[:60]
             connection.execute(
                 insert(ChatSession).values(
-                    id=session_id, user_id=user_id, title=title, created_at=now,
-                    updated_at=now, demo=False,
+                    id=session_id,
+                    user_id=user_id,
+                    title=title,
+                    created_at=now,
+                    updated_at=now,
+                    demo=False,
                 )
             )
         elif owner != user_id:
@@ -115,8 +129,12 @@ def add_assistant_message(
     with engine.begin() as connection:
         connection.execute(
             insert(Message).values(
-                session_id=session_id, turn=turn, role="assistant", content=text,
-                created_at=utcnow(), run_id=run_id,
+                session_id=session_id,
+                turn=turn,
+                role="assistant",
+                content=text,
+                created_at=utcnow(),
+                run_id=run_id,
             )
         )
 
@@ -135,9 +153,7 @@ def transcript(*, engine: Engine, session_id: str) -> list[TranscriptMessage]:
 def turn_stats(*, engine: Engine, session_id: str) -> dict[int, TurnStats]:
     """Per-turn usage of a session, from its model-call rows."""
     unpriced = func.sum((ModelCall.cost_status == "unknown").cast(ModelCall.turn.type))
-    context = func.max(
-        100.0 * ModelCall.context_tokens / func.nullif(ModelCall.context_window, 0)
-    )
+    context = func.max(100.0 * ModelCall.context_tokens / func.nullif(ModelCall.context_window, 0))
     query = (
         select(
             ModelCall.turn,
@@ -157,9 +173,13 @@ def turn_stats(*, engine: Engine, session_id: str) -> dict[int, TurnStats]:
         rows = connection.execute(query).all()
     return {
         int(r[0]): TurnStats(
-            calls=int(r[1]), input_tokens=int(r[2] or 0), output_tokens=int(r[3] or 0),
-            cost_usd=None if r[5] else float(r[4] or 0.0), latency_ms=float(r[6] or 0.0),
-            context_percent=None if r[7] is None else float(r[7]), errors=int(r[8] or 0),
+            calls=int(r[1]),
+            input_tokens=int(r[2] or 0),
+            output_tokens=int(r[3] or 0),
+            cost_usd=None if r[5] else float(r[4] or 0.0),
+            latency_ms=float(r[6] or 0.0),
+            context_percent=None if r[7] is None else float(r[7]),
+            errors=int(r[8] or 0),
         )
         for r in rows
     }

@@ -52,8 +52,12 @@ def cost_totals(*, engine: Engine, start: datetime, end: datetime) -> CostTotals
     with engine.connect() as connection:
         row = connection.execute(query).one()
     return CostTotals(
-        calls=int(row[0]), input_tokens=int(row[1]), cached_input_tokens=int(row[2]),
-        output_tokens=int(row[3]), cost_usd=float(row[4]), unpriced_calls=int(row[5]),
+        calls=int(row[0]),
+        input_tokens=int(row[1]),
+        cached_input_tokens=int(row[2]),
+        output_tokens=int(row[3]),
+        cost_usd=float(row[4]),
+        unpriced_calls=int(row[5]),
         errors=int(row[6]),
     )
 
@@ -80,8 +84,15 @@ def cost_over_time(
         frame = pd.DataFrame(connection.execute(query).mappings().all())
     if frame.empty:
         return pd.DataFrame(
-            columns=["bucket", "model", "calls", "input_tokens", "output_tokens", "tokens",
-                     "cost_usd"]
+            columns=[
+                "bucket",
+                "model",
+                "calls",
+                "input_tokens",
+                "output_tokens",
+                "tokens",
+                "cost_usd",
+            ]
         )
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
     frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
@@ -108,9 +119,19 @@ def cost_by_model(*, engine: Engine, start: datetime, end: datetime) -> pd.DataF
     )
     with engine.connect() as connection:
         frame = pd.DataFrame(connection.execute(query).mappings().all())
-    columns = ["model", "provider", "calls", "input_tokens", "cached_input_tokens",
-               "output_tokens", "tokens", "cost_usd", "cost_per_1k_calls", "unpriced_calls",
-               "errors"]
+    columns = [
+        "model",
+        "provider",
+        "calls",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "tokens",
+        "cost_usd",
+        "cost_per_1k_calls",
+        "unpriced_calls",
+        "errors",
+    ]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]

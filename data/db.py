@@ -30,7 +30,12 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5}
+        url,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"connect_timeout": 5},
     )
 
 

@@ -11,6 +11,7 @@ import random
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
@@ -38,9 +39,11 @@ MODELS = (
 SUMMARY_MODEL = MODELS[0]
 SYSTEM_TOKENS = 420
 ERROR_RATE = 0.015
-ERRORS = ("RateLimitError: Error code: 429 - rate limit reached for requests",
-          "APITimeoutError: Request timed out.",
-          "InternalServerError: Error code: 500 - The server had an error")
+ERRORS = (
+    "RateLimitError: Error code: 429 - rate limit reached for requests",
+    "APITimeoutError: Request timed out.",
+    "InternalServerError: Error code: 500 - The server had an error",
+)
 
 ASKS = (
     "Where is my order {order}? It was supposed to arrive on Monday.",
@@ -99,7 +102,7 @@ def generate(
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     user_ids = [f"demo-user-{i:03d}" for i in range(1, users + 1)]
-    user_weights = [1 / (rank ** 0.8) for rank in range(1, users + 1)]  # a few heavy users
+    user_weights = [1 / (rank**0.8) for rank in range(1, users + 1)]  # a few heavy users
     # Session lengths (in calls) from a lognormal, scaled so the total is exactly `calls`.
     raw = [_lognormal(rng, 1.0, 0.9) for _ in range(sessions)]
     scale = calls / sum(raw)
@@ -110,7 +113,9 @@ def generate(
         lengths[longest] -= 1
         lengths[-1] += 1
 
-    session_rows, message_rows, call_rows = [], [], []
+    session_rows: list[dict[str, Any]] = []
+    message_rows: list[dict[str, Any]] = []
+    call_rows: list[dict[str, Any]] = []
     for index, length in enumerate(lengths):
         model = rng.choices(MODELS, weights=[m.share for m in MODELS])[0]
         # Every user has at least one session; the rest follow a heavy-tailed weighting.
@@ -131,32 +136,75 @@ def generate(
                 folded = context - SYSTEM_TOKENS
                 out = int(_lognormal(rng, 450, 0.3))
                 latency = SUMMARY_MODEL.base_latency_s + out * SUMMARY_MODEL.s_per_output_token
-                call_rows.append(_call(
-                    rng, t, user, session_id, turn, "summarize", SUMMARY_MODEL, folded, 0, out,
-                    latency * _lognormal(rng, 1.0, 0.25), None,
-                ))
+                call_rows.append(
+                    _call(
+                        rng,
+                        t,
+                        user,
+                        session_id,
+                        turn,
+                        "summarize",
+                        SUMMARY_MODEL,
+                        folded,
+                        0,
+                        out,
+                        latency * _lognormal(rng, 1.0, 0.25),
+                        None,
+                    )
+                )
                 made += 1
                 context = SYSTEM_TOKENS + out + int(0.12 * model.window)
                 t += timedelta(seconds=latency)
             context += int(_lognormal(rng, growth, 0.5))
             out = max(8, int(_lognormal(rng, 170, 0.55)))
-            cached = int(context * rng.uniform(0.5, 0.9)) if context > 1024 and rng.random() < 0.7 else 0
-            latency = (model.base_latency_s + context / 40_000
-                       + out * model.s_per_output_token) * _lognormal(rng, 1.0, 0.35)
+            cached = (
+                int(context * rng.uniform(0.5, 0.9)) if context > 1024 and rng.random() < 0.7 else 0
+            )
+            latency = (
+                model.base_latency_s + context / 40_000 + out * model.s_per_output_token
+            ) * _lognormal(rng, 1.0, 0.35)
             ttft = (0.18 + context / 60_000) * _lognormal(rng, 1.0, 0.4)
             failed = rng.random() < ERROR_RATE
-            call_rows.append(_call(
-                rng, t, user, session_id, turn, "chat", model, context, cached, out, latency,
-                ttft, error=rng.choice(ERRORS) if failed else None,
-            ))
+            call_rows.append(
+                _call(
+                    rng,
+                    t,
+                    user,
+                    session_id,
+                    turn,
+                    "chat",
+                    model,
+                    context,
+                    cached,
+                    out,
+                    latency,
+                    ttft,
+                    error=rng.choice(ERRORS) if failed else None,
+                )
+            )
             made += 1
-            message_rows.append(dict(session_id=session_id, turn=turn, role="user", content=ask,
-                                     created_at=t, run_id=None))
+            message_rows.append(
+                dict(
+                    session_id=session_id,
+                    turn=turn,
+                    role="user",
+                    content=ask,
+                    created_at=t,
+                    run_id=None,
+                )
+            )
             if not failed:
                 answer = rng.choice(ANSWERS).format(order=order)
-                message_rows.append(dict(session_id=session_id, turn=turn, role="assistant",
-                                         content=answer, created_at=t + timedelta(seconds=latency),
-                                         run_id=None))
+                message_rows.append(
+                    dict(
+                        session_id=session_id,
+                        turn=turn,
+                        role="assistant",
+                        content=answer,
+                        created_at=t + timedelta(seconds=latency),
+                        run_id=None,
+                    )
+                )
             context += out
             t += timedelta(seconds=latency + _lognormal(rng, 45, 0.8))
         if t > end:  # a session that would run past `end` starts earlier instead
@@ -166,42 +214,88 @@ def generate(
             for row in message_rows[first_message:]:
                 row["created_at"] -= shift
             t -= shift
-        session_rows.append(dict(id=session_id, user_id=user, title=title,
-                                 created_at=call_rows[first_call]["ts"], updated_at=t, demo=True))
+        session_rows.append(
+            dict(
+                id=session_id,
+                user_id=user,
+                title=title,
+                created_at=call_rows[first_call]["ts"],
+                updated_at=t,
+                demo=True,
+            )
+        )
 
     with engine.begin() as connection:
-        for table, rows in ((ChatSession, session_rows), (Message, message_rows),
-                            (ModelCall, call_rows)):
+        for table, rows in (
+            (ChatSession, session_rows),
+            (Message, message_rows),
+            (ModelCall, call_rows),
+        ):
             for i in range(0, len(rows), 5000):
-                connection.execute(insert(table), rows[i:i + 5000])
-    return {"sessions": len(session_rows), "messages": len(message_rows),
-            "calls": len(call_rows), "users": len({r["user_id"] for r in session_rows})}
+                connection.execute(insert(table), rows[i : i + 5000])
+    return {
+        "sessions": len(session_rows),
+        "messages": len(message_rows),
+        "calls": len(call_rows),
+        "users": len({r["user_id"] for r in session_rows}),
+    }
 
 
-def _call(rng: random.Random, ts: datetime, user: str, session_id: str, turn: int,
-          purpose: str, model: DemoModel, input_tokens: int, cached: int, output: int,
-          latency_s: float, ttft_s: float | None, error: str | None = None) -> dict[str, object]:
+def _call(
+    rng: random.Random,
+    ts: datetime,
+    user: str,
+    session_id: str,
+    turn: int,
+    purpose: str,
+    model: DemoModel,
+    input_tokens: int,
+    cached: int,
+    output: int,
+    latency_s: float,
+    ttft_s: float | None,
+    error: str | None = None,
+) -> dict[str, Any]:
     if error:
         input_tokens = cached = output = 0
-    price = price_call(provider="openai", model=model.name, input_tokens=input_tokens,
-                       cached_input_tokens=cached, output_tokens=output)
+    price = price_call(
+        provider="openai",
+        model=model.name,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        output_tokens=output,
+    )
     return dict(
-        ts=ts, user_id=user, session_id=session_id, turn=turn, purpose=purpose,
-        provider="openai", model=model.name, input_tokens=input_tokens,
-        cached_input_tokens=cached, output_tokens=output, usage_source="provider",
-        cost_usd=price.cost_usd, cost_status=price.status,
+        ts=ts,
+        user_id=user,
+        session_id=session_id,
+        turn=turn,
+        purpose=purpose,
+        provider="openai",
+        model=model.name,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        output_tokens=output,
+        usage_source="provider",
+        cost_usd=price.cost_usd,
+        cost_status=price.status,
         latency_ms=round(latency_s * 1000, 2),
         ttft_ms=None if ttft_s is None or error else round(min(ttft_s, latency_s) * 1000, 2),
-        context_tokens=input_tokens, context_window=model.window,
-        status="error" if error else "ok", error=error, run_id=None, demo=True,
+        context_tokens=input_tokens,
+        context_window=model.window,
+        status="error" if error else "ok",
+        error=error,
+        run_id=None,
+        demo=True,
     )
 
 
 def counts(*, engine: Engine) -> tuple[int, int]:
     """(demo calls, live calls) in the database."""
     with engine.connect() as connection:
-        rows = dict(connection.execute(
-            select(ModelCall.demo, func.count()).group_by(ModelCall.demo)).all())
+        rows = dict(
+            connection.execute(select(ModelCall.demo, func.count()).group_by(ModelCall.demo)).all()
+        )
     return int(rows.get(True, 0)), int(rows.get(False, 0))
 
 
@@ -218,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="database URL (default: the configured one)")
     parser.add_argument("--replace", action="store_true", help="replace earlier demo rows")
-    parser.add_argument("--with-live", action="store_true",
-                        help="allow demo rows in a database that has live calls")
+    parser.add_argument(
+        "--with-live", action="store_true", help="allow demo rows in a database that has live calls"
+    )
     parser.add_argument("--remove", action="store_true", help="only delete the demo rows")
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--sessions", type=int, default=2000)
@@ -228,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     if min(args.calls, args.sessions, args.users, args.days) < 1 or args.calls < args.sessions:
-        parser.error("--calls, --sessions, --users and --days must be positive, "
-                     "and --calls at least --sessions")
+        parser.error(
+            "--calls, --sessions, --users and --days must be positive, "
+            "and --calls at least --sessions"
+        )
     try:
         url = args.db or get_settings().sqlalchemy_url
     except SettingsError as error:
@@ -244,19 +341,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed {demo:,} demo calls from {where}")
         return 0
     if demo and not args.replace:
-        print(f"error: {where} already has {demo:,} demo calls; use --replace to load them "
-              "again or --remove to delete them", file=sys.stderr)
+        print(
+            f"error: {where} already has {demo:,} demo calls; use --replace to load them "
+            "again or --remove to delete them",
+            file=sys.stderr,
+        )
         return 1
     if live and not args.with_live:
-        print(f"error: {where} has {live:,} live calls; demo rows would mix with them. Use a "
-              "separate database (--db), or --with-live to mix on purpose (demo rows stay "
-              "flagged and `--remove` deletes them)", file=sys.stderr)
+        print(
+            f"error: {where} has {live:,} live calls; demo rows would mix with them. Use a "
+            "separate database (--db), or --with-live to mix on purpose (demo rows stay "
+            "flagged and `--remove` deletes them)",
+            file=sys.stderr,
+        )
         return 1
     if demo:
         remove(engine=engine)
-    written = generate(engine=engine, days=args.days, users=args.users, sessions=args.sessions,
-                       calls=args.calls, seed=args.seed)
-    print(f"loaded demo history into {where}: " + ", ".join(f"{v:,} {k}" for k, v in written.items()))
+    written = generate(
+        engine=engine,
+        days=args.days,
+        users=args.users,
+        sessions=args.sessions,
+        calls=args.calls,
+        seed=args.seed,
+    )
+    print(
+        f"loaded demo history into {where}: " + ", ".join(f"{v:,} {k}" for k, v in written.items())
+    )
     return 0
 
 

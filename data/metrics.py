@@ -27,7 +27,9 @@ CONTEXT_WINDOW = Histogram(
     buckets=PERCENT_BUCKETS,
 )
 SUMMARIZATION_LATENCY = Histogram(
-    "summarization_latency_seconds", "Summarization model call time", ["model"],
+    "summarization_latency_seconds",
+    "Summarization model call time",
+    ["model"],
     buckets=LATENCY_BUCKETS,
 )
 MODEL_LATENCY = Histogram(
@@ -37,7 +39,9 @@ MEMORY_RETRIEVAL_LATENCY = Histogram(
     "memory_retrieval_latency_seconds", "Long-term memory search time", buckets=LATENCY_BUCKETS
 )
 TTFT = Histogram(
-    "model_time_to_first_token_seconds", "Time to the first streamed token", ["model"],
+    "model_time_to_first_token_seconds",
+    "Time to the first streamed token",
+    ["model"],
     buckets=LATENCY_BUCKETS,
 )
 COST = Counter("agent_cost_usd_total", "Priced model cost in USD", ["model"])

@@ -45,7 +45,8 @@ def load_overrides(path: Path | None) -> dict[str, Rate]:
             rates[model] = Rate(
                 input=float(rate["input"]),
                 output=float(rate["output"]),
-                cached_input=None if rate.get("cached_input") is None
+                cached_input=None
+                if rate.get("cached_input") is None
                 else float(rate["cached_input"]),
             )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -69,7 +70,9 @@ def price_call(
         cached = min(cached_input_tokens, input_tokens)
         cached_rate = rate.input if rate.cached_input is None else rate.cached_input
         cost = (
-            (input_tokens - cached) * rate.input + cached * cached_rate + output_tokens * rate.output
+            (input_tokens - cached) * rate.input
+            + cached * cached_rate
+            + output_tokens * rate.output
         ) / 1_000_000
         return Price(cost_usd=cost, status="computed")
     if provider == LOCAL_PROVIDER:

@@ -30,9 +30,11 @@ class Recorder:
     """The agent's sink for measured calls: one committed row, then the metrics."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        # One row is one statement: in autocommit it is atomic and needs one round trip
+        # instead of three (BEGIN, INSERT, COMMIT), which keeps recording under 1 ms a call.
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def __call__(self, call: CallRecord) -> None:
-        with self.engine.begin() as connection:
+        with self.engine.connect() as connection:
             connection.execute(insert(ModelCall), [call.as_row()])
         observe_call(call)

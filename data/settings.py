@@ -103,9 +103,18 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "openai_api_key", "openai_base_url", "database_url", "qdrant_url", "qdrant_api_key",
-        "redis_url", "langsmith_api_key", "prometheus_url", "summary_model",
-        "chat_model_context_window", "price_overrides_file", mode="before",
+        "openai_api_key",
+        "openai_base_url",
+        "database_url",
+        "qdrant_url",
+        "qdrant_api_key",
+        "redis_url",
+        "langsmith_api_key",
+        "prometheus_url",
+        "summary_model",
+        "chat_model_context_window",
+        "price_overrides_file",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -120,7 +129,9 @@ class Settings(BaseSettings):
         try:
             url = make_url(value)
         except ArgumentError:
-            raise ValueError("not a database URL (expected sqlite:///... or postgresql://...)")
+            raise ValueError(
+                "not a database URL (expected sqlite:///... or postgresql://...)"
+            ) from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {url.get_backend_name()!r}")
         return value
@@ -170,8 +181,13 @@ def to_libpq_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-_SECRET_FIELDS = {"openai_api_key", "qdrant_api_key", "langsmith_api_key", "database_url",
-                  "redis_url"}
+_SECRET_FIELDS = {
+    "openai_api_key",
+    "qdrant_api_key",
+    "langsmith_api_key",
+    "database_url",
+    "redis_url",
+}
 
 
 def _describe(error: ValidationError) -> str:

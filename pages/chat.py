@@ -23,8 +23,10 @@ def caption(stats: TurnStats | None) -> str:
         return "usage not recorded"
     cost = "unpriced" if stats.cost_usd is None else f"${stats.cost_usd:.6f}"
     context = "–" if stats.context_percent is None else f"{stats.context_percent:.1f}%"
-    text = (f"{stats.input_tokens:,} in · {stats.output_tokens:,} out tokens · {cost} · "
-            f"{stats.latency_ms / 1000:.2f} s · context {context}")
+    text = (
+        f"{stats.input_tokens:,} in · {stats.output_tokens:,} out tokens · {cost} · "
+        f"{stats.latency_ms / 1000:.2f} s · context {context}"
+    )
     if stats.calls > 1:
         text += f" · {stats.calls} model calls"
     if stats.errors:
@@ -37,24 +39,34 @@ st.title("Support chat")
 try:
     engine = common.engine()
 except SQLAlchemyError as error:
-    st.error(f"The database {describe(get_settings().sqlalchemy_url)} is unavailable: "
-             f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}")
+    st.error(
+        f"The database {describe(get_settings().sqlalchemy_url)} is unavailable: "
+        f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}"
+    )
     st.stop()
 
 if "pending_session" in st.session_state:
     st.session_state["session_choice"] = st.session_state.pop("pending_session")
 
 with st.sidebar:
-    user_id = st.text_input("User id", value="guest", max_chars=128, key="user_id",
-                            help="Who is chatting. Sessions are listed per user.").strip()
+    user_id = st.text_input(
+        "User id",
+        value="guest",
+        max_chars=128,
+        key="user_id",
+        help="Who is chatting. Sessions are listed per user.",
+    ).strip()
     sessions = list_sessions(engine=engine, user_id=user_id) if user_id else []
     labels = {NEW: "➕ New session"}
-    labels |= {s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
-               for s in sessions}
+    labels |= {
+        s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
+        for s in sessions
+    }
     if st.session_state.get("session_choice") not in labels:
         st.session_state["session_choice"] = NEW
-    choice = st.selectbox("Session", list(labels), format_func=labels.__getitem__,
-                          key="session_choice")
+    choice = st.selectbox(
+        "Session", list(labels), format_func=labels.__getitem__, key="session_choice"
+    )
 
 if not user_id:
     st.info("Enter a user id in the sidebar to start chatting.")
@@ -82,8 +94,11 @@ if prompt:
         try:
             service = common.runtime().service
             outcome = TurnOutcome(session_id=session_id)
-            st.write_stream(service.stream_turn(
-                user_id=user_id, session_id=session_id, message=prompt, outcome=outcome))
+            st.write_stream(
+                service.stream_turn(
+                    user_id=user_id, session_id=session_id, message=prompt, outcome=outcome
+                )
+            )
         except ChatInputError as error:
             st.warning(str(error))
             st.stop()

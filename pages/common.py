@@ -13,6 +13,7 @@ from data.metrics import start_exporter
 from data.migrate import upgrade
 from data.settings import get_settings
 
+
 def ensure_routed() -> None:
     """Make sure app.py (the router) runs, even for a first visit to a page's own URL.
 
@@ -27,8 +28,12 @@ def ensure_routed() -> None:
         st.rerun()
 
 
-RANGES = {"Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
-          "Last 30 days": timedelta(days=30), "Last 90 days": timedelta(days=90)}
+RANGES = {
+    "Last 24 hours": timedelta(hours=24),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "Last 90 days": timedelta(days=90),
+}
 
 
 @st.cache_resource(show_spinner="Opening the database…")

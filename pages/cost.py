@@ -54,71 +54,104 @@ try:
     engine = common.engine()
     any_calls = has_calls(engine=engine)
 except SQLAlchemyError as error:
-    st.error(f"The database {describe(url)} is unavailable: "
-             f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}")
+    st.error(
+        f"The database {describe(url)} is unavailable: "
+        f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}"
+    )
     st.stop()
 
 label = st.sidebar.selectbox("Date range", list(common.RANGES), index=2, key="cost_range")
 start, end = common.time_range(label)
 
 if not any_calls:
-    st.info("No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "
-            "30 days of demo history with `make demo` (see the README).", icon=":material/info:")
+    st.info(
+        "No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "
+        "30 days of demo history with `make demo` (see the README).",
+        icon=":material/info:",
+    )
     st.page_link("pages/chat.py", label="Open the chat", icon=":material/chat:")
     st.stop()
 
 totals = _totals(engine, url, start, end)
 if totals.calls == 0:
-    st.info(f"No model calls between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC. "
-            "Pick a longer date range in the sidebar.", icon=":material/info:")
+    st.info(
+        f"No model calls between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC. "
+        "Pick a longer date range in the sidebar.",
+        icon=":material/info:",
+    )
     st.stop()
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Cost (USD)", f"${totals.cost_usd:,.4f}", border=True)
-c2.metric("Tokens", compact(totals.tokens), border=True,
-          help=f"{totals.tokens:,} tokens: {totals.input_tokens:,} input (of which "
-               f"{totals.cached_input_tokens:,} cached) and {totals.output_tokens:,} output")
-c3.metric("Model calls", f"{totals.calls:,}", border=True,
-          help=f"{totals.errors:,} of them failed")
-c4.metric("Unpriced calls", f"{totals.unpriced_calls:,}", border=True,
-          help="Calls of models with no known price. Their cost is not in the total; add the "
-               "model to PRICE_OVERRIDES_FILE to price them.")
+c2.metric(
+    "Tokens",
+    compact(totals.tokens),
+    border=True,
+    help=f"{totals.tokens:,} tokens: {totals.input_tokens:,} input (of which "
+    f"{totals.cached_input_tokens:,} cached) and {totals.output_tokens:,} output",
+)
+c3.metric("Model calls", f"{totals.calls:,}", border=True, help=f"{totals.errors:,} of them failed")
+c4.metric(
+    "Unpriced calls",
+    f"{totals.unpriced_calls:,}",
+    border=True,
+    help="Calls of models with no known price. Their cost is not in the total; add the "
+    "model to PRICE_OVERRIDES_FILE to price them.",
+)
 
 daily = _over_time(engine, url, start, end)
 left, right = st.columns(2)
 with left:
-    fig = px.bar(daily, x="bucket", y="cost_usd", color="model",
-                 labels={"bucket": "Day (UTC)", "cost_usd": "Cost (USD)", "model": "Model"},
-                 title="Cost per day")
+    fig = px.bar(
+        daily,
+        x="bucket",
+        y="cost_usd",
+        color="model",
+        labels={"bucket": "Day (UTC)", "cost_usd": "Cost (USD)", "model": "Model"},
+        title="Cost per day",
+    )
     fig.update_traces(hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: $%{y:.6f}<extra></extra>")
     st.plotly_chart(day_axis(fig, start, end), width="stretch")
 with right:
-    fig = px.bar(daily, x="bucket", y="tokens", color="model",
-                 labels={"bucket": "Day (UTC)", "tokens": "Tokens", "model": "Model"},
-                 title="Tokens per day")
-    fig.update_traces(hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: %{y:,} tokens"
-                                    "<extra></extra>")
+    fig = px.bar(
+        daily,
+        x="bucket",
+        y="tokens",
+        color="model",
+        labels={"bucket": "Day (UTC)", "tokens": "Tokens", "model": "Model"},
+        title="Tokens per day",
+    )
+    fig.update_traces(
+        hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: %{y:,} tokens<extra></extra>"
+    )
     st.plotly_chart(day_axis(fig, start, end), width="stretch")
 
 st.subheader("Per model")
 table = _by_model(engine, url, start, end)
 st.dataframe(
-    table, hide_index=True, width="stretch",
+    table,
+    hide_index=True,
+    width="stretch",
     column_config={
         "model": "Model",
         "provider": "Provider",
         "calls": st.column_config.NumberColumn("Calls", format="localized"),
         "input_tokens": st.column_config.NumberColumn("Input tokens", format="localized"),
-        "cached_input_tokens": st.column_config.NumberColumn("of which cached",
-                                                             format="localized"),
+        "cached_input_tokens": st.column_config.NumberColumn("of which cached", format="localized"),
         "output_tokens": st.column_config.NumberColumn("Output tokens", format="localized"),
         "tokens": st.column_config.NumberColumn("Tokens", format="localized"),
         "cost_usd": st.column_config.NumberColumn("Cost (USD)", format="$%.6f"),
         "cost_per_1k_calls": st.column_config.NumberColumn("Cost / 1k calls", format="$%.4f"),
         "unpriced_calls": st.column_config.NumberColumn(
-            "Unpriced calls", help="Calls whose cost is unknown; not counted in Cost"),
+            "Unpriced calls", help="Calls whose cost is unknown; not counted in Cost"
+        ),
         "errors": st.column_config.NumberColumn("Failed calls"),
     },
 )
-st.download_button("Download CSV", table.to_csv(index=False).encode(), "cost_by_model.csv",
-                   "text/csv", icon=":material/download:")
+st.download_button(
+    "Download CSV",
+    table.to_csv(index=False).encode(),
+    "cost_by_model.csv",
+    "text/csv",
+    icon=":material/download:",
+)

@@ -1,4 +1,5 @@
-"""End to end in headless Chromium against `streamlit run`: chat, then see the call counted."""
+"""End to end in headless Chromium against the served app (`python app.py`, as `make run` does):
+chat, then see the call counted."""
 
 from __future__ import annotations
 
@@ -34,10 +35,22 @@ def app_url(local_model_port: int, tmp_path_factory: pytest.TempPathFactory) -> 
     }
     log = open(data_dir / "streamlit.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=data_dir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -63,8 +76,14 @@ def page() -> Iterator[Page]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         yield page
@@ -74,10 +93,11 @@ def page() -> Iterator[Page]:
 def test_chat_then_cost(app_url: str, page: Page) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # A shared link to a page is the first request this server sees: app.py must still route it.
-    page.goto(f"{app_url}/cost")
+    page.goto(f"{app_url}/costs")
     expect(page.get_by_role("heading", name="Token cost")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("Database: SQLite")).to_be_visible()
     expect(page.get_by_text("No model calls are recorded yet")).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     page.get_by_role("link", name="Open the chat").click()
     expect(page.get_by_role("heading", name="Support chat")).to_be_visible(timeout=30_000)
     box = page.get_by_test_id("stChatInputTextArea")

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.model
 
 def scrape_calls(port: int) -> float:
     body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    pattern = r'^agent_calls_total\{model="SmolLM2-135M-Instruct",purpose="chat",status="ok"\} (\S+)$'
+    pattern = (
+        r'^agent_calls_total\{model="SmolLM2-135M-Instruct",purpose="chat",status="ok"\} (\S+)$'
+    )
     found = re.findall(pattern, body, re.M)
     return float(found[0]) if found else 0.0
 
@@ -47,7 +49,9 @@ def test_real_turn_is_recorded_exported_and_resumable(settings: Settings) -> Non
 
     outcome = TurnOutcome(session_id=session_id)
     for chunk in runtime.service.stream_turn(
-        user_id="alice", session_id=session_id, message="Hello, I need help with my order",
+        user_id="alice",
+        session_id=session_id,
+        message="Hello, I need help with my order",
         outcome=outcome,
     ):
         chunks.append(chunk)
@@ -55,8 +59,9 @@ def test_real_turn_is_recorded_exported_and_resumable(settings: Settings) -> Non
     assert outcome.text and outcome.turn == 1
 
     with engine.connect() as connection:
-        [row] = connection.execute(text(
-            "SELECT * FROM model_calls WHERE session_id = :s"), {"s": session_id}).mappings()
+        [row] = connection.execute(
+            text("SELECT * FROM model_calls WHERE session_id = :s"), {"s": session_id}
+        ).mappings()
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0
     assert row["latency_ms"] > 0 and 0 < row["ttft_ms"] <= row["latency_ms"]
     assert row["cost_usd"] == 0 and row["cost_status"] == "computed"
@@ -72,13 +77,19 @@ def test_real_turn_is_recorded_exported_and_resumable(settings: Settings) -> Non
     state = restarted.service.agent.get_state({"configurable": {"thread_id": session_id}})
     texts = [m.text for m in state.values["messages"]]
     assert texts[0] == "Hello, I need help with my order" and texts[1] == outcome.text
-    second = restarted.service.run_turn(user_id="alice", session_id=session_id,
-                                        message="My order number is 10432.")
+    second = restarted.service.run_turn(
+        user_id="alice", session_id=session_id, message="My order number is 10432."
+    )
     assert second.turn == 2
     with engine.connect() as connection:
-        inputs = connection.execute(text(
-            "SELECT input_tokens FROM model_calls WHERE session_id = :s ORDER BY turn"),
-            {"s": session_id}).scalars().all()
+        inputs = (
+            connection.execute(
+                text("SELECT input_tokens FROM model_calls WHERE session_id = :s ORDER BY turn"),
+                {"s": session_id},
+            )
+            .scalars()
+            .all()
+        )
     # The second request carries the first turn, so it is longer by at least that turn.
     assert inputs[1] > inputs[0] + row["output_tokens"]
     engine.dispose()
@@ -96,20 +107,28 @@ def test_counted_tokens_match_what_the_server_reports(local_model_port: int) -> 
     ).json()
     assert count_tokens(local_model_port, chatml(messages)) == response["usage"]["prompt_tokens"]
     completion = response["choices"][0]["message"]["content"]
-    assert abs(count_tokens(local_model_port, completion)
-               - response["usage"]["completion_tokens"]) <= 1
+    assert (
+        abs(count_tokens(local_model_port, completion) - response["usage"]["completion_tokens"])
+        <= 1
+    )
 
 
 def test_unreachable_model_gives_one_clear_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from agent.service import DependencyError
 
     dead = free_port()
-    settings = load_settings(data_dir=tmp_path, openai_base_url=f"http://127.0.0.1:{dead}/v1",
-                             chat_model_context_window=8000, metrics_port=0)
+    settings = load_settings(
+        data_dir=tmp_path,
+        openai_base_url=f"http://127.0.0.1:{dead}/v1",
+        chat_model_context_window=8000,
+        metrics_port=0,
+    )
     upgrade(settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     runtime = build_runtime(settings, engine=engine)
-    with pytest.raises(DependencyError, match=rf"127.0.0.1:{dead}/v1\) is unreachable: Connection error\. Your"):
+    with pytest.raises(
+        DependencyError, match=rf"127.0.0.1:{dead}/v1\) is unreachable: Connection error\. Your"
+    ):
         runtime.service.run_turn(user_id="bob", session_id="s-dead", message="hi")
     with engine.connect() as connection:
         kept = connection.execute(text("SELECT role, content FROM messages")).all()

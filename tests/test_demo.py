@@ -25,8 +25,13 @@ def test_default_demo_has_the_promised_shape(sqlite_server_url: str) -> None:
     assert written["calls"] == 50_000 and written["sessions"] == 2_000
     assert written["users"] == 200
     with engine.connect() as connection:
-        df = pd.read_sql_query(text("SELECT ts, model, purpose, status, cost_usd, latency_ms,"
-                                    " output_tokens FROM model_calls"), connection)
+        df = pd.read_sql_query(
+            text(
+                "SELECT ts, model, purpose, status, cost_usd, latency_ms,"
+                " output_tokens FROM model_calls"
+            ),
+            connection,
+        )
     df["ts"] = pd.to_datetime(df["ts"], utc=True, format="mixed")
     assert df["ts"].min() >= END - timedelta(days=30) - timedelta(hours=1)
     assert df["ts"].max() < END

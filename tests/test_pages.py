@@ -52,8 +52,9 @@ def test_chat_page_streams_records_and_resumes(
     caption = at.chat_message[1].caption[0].value
     engine = make_engine(app_env)
     with engine.connect() as connection:
-        row = connection.execute(text(
-            "SELECT input_tokens, output_tokens, session_id FROM model_calls")).one()
+        row = connection.execute(
+            text("SELECT input_tokens, output_tokens, session_id FROM model_calls")
+        ).one()
     assert caption.startswith(f"{row[0]:,} in · {row[1]:,} out tokens · $0.000000 · ")
     # The session is now listed and selected, so a fresh visit can resume it.
     session_box = at.sidebar.selectbox(key="session_choice")
@@ -80,15 +81,24 @@ def test_chat_page_rejects_a_blank_message(app_env: str) -> None:
 
 def test_cost_page_totals_equal_an_independent_sql_sum(app_env: str) -> None:
     engine = make_engine(app_env)
-    generate(engine=engine, days=10, users=20, sessions=100, calls=1_500, seed=5,
-             end=datetime.now(UTC) - timedelta(days=3))
+    generate(
+        engine=engine,
+        days=10,
+        users=20,
+        sessions=100,
+        calls=1_500,
+        seed=5,
+        end=datetime.now(UTC) - timedelta(days=3),
+    )
     at = run(AppTest.from_file(APP, default_timeout=60))
     at.switch_page("pages/cost.py")
     run(at)
     with engine.connect() as connection:
-        calls, tokens, cost = connection.execute(text(
-            "SELECT count(*), sum(input_tokens + output_tokens), sum(cost_usd) FROM model_calls"
-        )).one()
+        calls, tokens, cost = connection.execute(
+            text(
+                "SELECT count(*), sum(input_tokens + output_tokens), sum(cost_usd) FROM model_calls"
+            )
+        ).one()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Model calls"] == f"{calls:,}"
     token_card = next(m for m in at.metric if m.label == "Tokens")
@@ -123,4 +133,5 @@ def test_bad_setting_shows_one_line_not_a_traceback(
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception
     assert at.error[0].value.startswith(
-        "agent-chatbase cannot start: Invalid setting METRICS_PORT='123456'")
+        "agent-chatbase cannot start: Invalid setting METRICS_PORT='123456'"
+    )

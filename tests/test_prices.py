@@ -15,34 +15,57 @@ GPT_4O_MINI = {"input": 0.15, "cached_input": 0.075, "output": 0.60}
 
 
 def test_known_model_with_cached_tokens() -> None:
-    price = price_call(provider="openai", model="gpt-4o-mini", input_tokens=12_000,
-                       cached_input_tokens=8_000, output_tokens=500)
-    expected = (4_000 * GPT_4O_MINI["input"] + 8_000 * GPT_4O_MINI["cached_input"]
-                + 500 * GPT_4O_MINI["output"]) / 1e6
+    price = price_call(
+        provider="openai",
+        model="gpt-4o-mini",
+        input_tokens=12_000,
+        cached_input_tokens=8_000,
+        output_tokens=500,
+    )
+    expected = (
+        4_000 * GPT_4O_MINI["input"]
+        + 8_000 * GPT_4O_MINI["cached_input"]
+        + 500 * GPT_4O_MINI["output"]
+    ) / 1e6
     assert price.status == "computed"
     assert price.cost_usd == pytest.approx(expected, rel=1e-9)
 
 
 def test_local_model_costs_zero_and_says_so() -> None:
-    price = price_call(provider="local", model=LOCAL_MODEL_NAME, input_tokens=900,
-                       cached_input_tokens=0, output_tokens=100)
+    price = price_call(
+        provider="local",
+        model=LOCAL_MODEL_NAME,
+        input_tokens=900,
+        cached_input_tokens=0,
+        output_tokens=100,
+    )
     assert price.cost_usd == 0.0 and price.status == "computed"
 
 
 @pytest.mark.parametrize("provider", ["openai", "openai-compatible", "local"])
 def test_unknown_model_is_unpriced_not_zero(provider: str) -> None:
-    price = price_call(provider=provider, model="acme-llm-7b", input_tokens=1000,
-                       cached_input_tokens=0, output_tokens=10)
+    price = price_call(
+        provider=provider,
+        model="acme-llm-7b",
+        input_tokens=1000,
+        cached_input_tokens=0,
+        output_tokens=10,
+    )
     assert price.cost_usd is None and price.status == "unknown"
 
 
 def test_overrides_file_prices_a_custom_model(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"acme-llm-7b": {"input": 1.0, "output": 2.0,
-                                                "cached_input": 0.5}}))
+    path.write_text(json.dumps({"acme-llm-7b": {"input": 1.0, "output": 2.0, "cached_input": 0.5}}))
     overrides = load_overrides(path)
-    price = price_call(provider="openai-compatible", model="acme-llm-7b", input_tokens=3_000,
-                       cached_input_tokens=1_000, output_tokens=1_000, overrides=overrides)
+    price = price_call(
+        provider="openai-compatible",
+        model="acme-llm-7b",
+        input_tokens=3_000,
+        cached_input_tokens=1_000,
+        output_tokens=1_000,
+        overrides=overrides,
+    )
     assert price.cost_usd == pytest.approx((2_000 * 1.0 + 1_000 * 0.5 + 1_000 * 2.0) / 1e6)
     assert LOCAL_MODEL_NAME in overrides
 

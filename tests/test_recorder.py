@@ -22,15 +22,34 @@ from data.cost import cost_totals
 from data.recorder import Recorder, record_calls
 from data.records import CallRecord
 
-SPEC = ModelSpec(provider="openai", model="gpt-4o-mini", base_url=None, context_window=128_000,
-                 max_tokens=256, timeout_s=10)
+SPEC = ModelSpec(
+    provider="openai",
+    model="gpt-4o-mini",
+    base_url=None,
+    context_window=128_000,
+    max_tokens=256,
+    timeout_s=10,
+)
 
 
 def call(**changes: Any) -> CallRecord:
-    base = dict(user_id="u1", session_id="s1", turn=1, purpose="chat", provider="openai",
-                model="gpt-4o-mini", input_tokens=1000, cached_input_tokens=200,
-                output_tokens=50, cost_usd=0.0001, cost_status="computed", latency_ms=420.0,
-                ttft_ms=120.0, context_tokens=1000, context_window=128_000)
+    base = dict(
+        user_id="u1",
+        session_id="s1",
+        turn=1,
+        purpose="chat",
+        provider="openai",
+        model="gpt-4o-mini",
+        input_tokens=1000,
+        cached_input_tokens=200,
+        output_tokens=50,
+        cost_usd=0.0001,
+        cost_status="computed",
+        latency_ms=420.0,
+        ttft_ms=120.0,
+        context_tokens=1000,
+        context_window=128_000,
+    )
     base.update(changes)
     return CallRecord(**base)  # type: ignore[arg-type]
 
@@ -54,8 +73,10 @@ def test_recorder_writes_a_row_and_updates_metrics(engine: Engine) -> None:
     assert row["model"] == model and row["input_tokens"] == 1000
     assert row["cached_input_tokens"] == 200 and row["cost_status"] == "computed"
     assert row["ttft_ms"] == pytest.approx(120.0)
-    assert sample("agent_calls_total", {"model": model, "purpose": "chat", "status": "ok"}) \
+    assert (
+        sample("agent_calls_total", {"model": model, "purpose": "chat", "status": "ok"})
         == before + 1
+    )
     assert sample("token_usage_total", {"model": model, "type": "cached_input"}) == 200
     assert sample("token_usage_total", {"model": model, "type": "input"}) == 800
     assert sample("context_window_percent_count", {"model": model}) == 1
@@ -67,18 +88,28 @@ def test_timestamps_round_trip_in_utc(engine: Engine) -> None:
     record_calls(engine=engine, calls=[call(ts=seoul)])
     # The call is at 18:30 UTC (03:30 the next day in Seoul).
     day = datetime(2026, 11, 20, tzinfo=UTC)
-    assert cost_totals(engine=engine, start=day + timedelta(hours=18),
-                       end=day + timedelta(hours=19)).calls == 1
-    assert cost_totals(engine=engine, start=day + timedelta(hours=9),
-                       end=day + timedelta(hours=10)).calls == 0
+    assert (
+        cost_totals(
+            engine=engine, start=day + timedelta(hours=18), end=day + timedelta(hours=19)
+        ).calls
+        == 1
+    )
+    assert (
+        cost_totals(
+            engine=engine, start=day + timedelta(hours=9), end=day + timedelta(hours=10)
+        ).calls
+        == 0
+    )
 
 
 def test_batched_insert_keeps_every_row(engine: Engine) -> None:
     calls = [call(turn=i, session_id=f"s{i % 7}") for i in range(2_500)]
     assert record_calls(engine=engine, calls=calls) == 2_500
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT count(*), sum(turn) FROM model_calls")).one() \
-            == (2_500, sum(range(2_500)))
+        assert connection.execute(text("SELECT count(*), sum(turn) FROM model_calls")).one() == (
+            2_500,
+            sum(range(2_500)),
+        )
 
 
 def test_unpriced_call_is_stored_as_unknown_not_zero(engine: Engine) -> None:
@@ -94,12 +125,22 @@ def _telemetry(engine: Engine) -> CallTelemetry:
 def test_telemetry_prices_provider_usage_with_cached_tokens(engine: Engine) -> None:
     handler = _telemetry(engine)
     run_id = uuid.uuid4()
-    handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=run_id,
-                                metadata={"user_id": "u9", "session_id": "s9", "turn": 3})
+    handler.on_chat_model_start(
+        {},
+        [[HumanMessage("hi")]],
+        run_id=run_id,
+        metadata={"user_id": "u9", "session_id": "s9", "turn": 3},
+    )
     handler.on_llm_new_token("He", run_id=run_id)
-    message = AIMessage("Hello", usage_metadata={
-        "input_tokens": 10_000, "output_tokens": 100, "total_tokens": 10_100,
-        "input_token_details": {"cache_read": 6_000}})
+    message = AIMessage(
+        "Hello",
+        usage_metadata={
+            "input_tokens": 10_000,
+            "output_tokens": 100,
+            "total_tokens": 10_100,
+            "input_token_details": {"cache_read": 6_000},
+        },
+    )
     handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=run_id)
     [row] = rows(engine)
     assert (row["user_id"], row["session_id"], row["turn"]) == ("u9", "s9", 3)
@@ -128,8 +169,9 @@ def test_a_broken_sink_never_breaks_the_call() -> None:
     handler = CallTelemetry(spec=SPEC, purpose="chat", sink=sink)
     run_id = uuid.uuid4()
     handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=run_id)
-    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("x"))]]),
-                       run_id=run_id)  # no exception
+    handler.on_llm_end(
+        LLMResult(generations=[[ChatGeneration(message=AIMessage("x"))]]), run_id=run_id
+    )  # no exception
 
 
 class ScriptedModel(FakeMessagesListChatModel):
@@ -150,15 +192,24 @@ def test_summarizer_calls_are_recorded_as_summarize(engine: Engine) -> None:
         callbacks=[CallTelemetry(spec=SPEC, purpose="chat", sink=recorder)],
     )
     summary = ScriptedModel(
-        responses=[AIMessage("Customer asked about order 123.", usage_metadata=usage(500, 12))
-                   for _ in range(6)],
+        responses=[
+            AIMessage("Customer asked about order 123.", usage_metadata=usage(500, 12))
+            for _ in range(6)
+        ],
         profile={"max_input_tokens": 400},
         callbacks=[CallTelemetry(spec=SPEC, purpose="summarize", sink=recorder)],
     )
-    agent = build_agent(chat_model=chat, summary_model=summary, checkpointer=InMemorySaver(),
-                        trigger_fraction=0.75, keep_messages=2)
-    config = {"configurable": {"thread_id": "t1"},
-              "metadata": {"user_id": "u1", "session_id": "t1"}}
+    agent = build_agent(
+        chat_model=chat,
+        summary_model=summary,
+        checkpointer=InMemorySaver(),
+        trigger_fraction=0.75,
+        keep_messages=2,
+    )
+    config = {
+        "configurable": {"thread_id": "t1"},
+        "metadata": {"user_id": "u1", "session_id": "t1"},
+    }
     for turn in range(1, 5):
         config["metadata"]["turn"] = turn  # type: ignore[index]
         agent.invoke({"messages": [HumanMessage(f"question {turn} " * 20)]}, config=config)

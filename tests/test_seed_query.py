@@ -9,8 +9,10 @@ from sqlalchemy import text
 from data.db import make_engine
 from data.demo import generate
 
-SEED_QUERY = ("SELECT * FROM conversation_metadata "
-              "WHERE user_id = 'user_123' AND timestamp > NOW() - INTERVAL '7 days'")
+SEED_QUERY = (
+    "SELECT * FROM conversation_metadata "
+    "WHERE user_id = 'user_123' AND timestamp > NOW() - INTERVAL '7 days'"
+)
 
 
 def test_conversation_metadata_uses_an_index(postgres_server_url: str) -> None:
@@ -18,17 +20,20 @@ def test_conversation_metadata_uses_an_index(postgres_server_url: str) -> None:
     with engine.begin() as connection:
         for table in ("model_calls", "messages", "chat_sessions"):
             connection.execute(text(f"DELETE FROM {table}"))
-    generate(engine=engine, calls=20_000, sessions=800, users=200, seed=11,
-             end=datetime.now(UTC))
+    generate(engine=engine, calls=20_000, sessions=800, users=200, seed=11, end=datetime.now(UTC))
     with engine.begin() as connection:
-        connection.execute(text("UPDATE model_calls SET user_id = 'user_123' "
-                                "WHERE user_id = 'demo-user-042'"))
+        connection.execute(
+            text("UPDATE model_calls SET user_id = 'user_123' WHERE user_id = 'demo-user-042'")
+        )
         connection.execute(text("ANALYZE model_calls"))
         plan = "\n".join(r[0] for r in connection.execute(text("EXPLAIN " + SEED_QUERY)))
         rows = connection.execute(text(SEED_QUERY)).mappings().all()
-        expected = connection.execute(text(
-            "SELECT count(*) FROM model_calls WHERE user_id = 'user_123' "
-            "AND ts > NOW() - INTERVAL '7 days'")).scalar_one()
+        expected = connection.execute(
+            text(
+                "SELECT count(*) FROM model_calls WHERE user_id = 'user_123' "
+                "AND ts > NOW() - INTERVAL '7 days'"
+            )
+        ).scalar_one()
     assert "ix_model_calls_user_ts" in plan, plan
     assert "Seq Scan" not in plan, plan
     assert len(rows) == expected > 0

@@ -58,8 +58,10 @@ def test_sources_env_over_dotenv_over_secrets(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     secrets = tmp_path / "secrets.toml"
-    secrets.write_text('CHAT_MODEL = "from-secrets"\nSUMMARY_MODEL = "sum-secrets"\n'
-                       'LANGSMITH_PROJECT = "p-secrets"\n')
+    secrets.write_text(
+        'CHAT_MODEL = "from-secrets"\nSUMMARY_MODEL = "sum-secrets"\n'
+        'LANGSMITH_PROJECT = "p-secrets"\n'
+    )
     monkeypatch.setattr("data.settings.SECRETS_FILES", (secrets,))
     (tmp_path / ".env").write_text("CHAT_MODEL=from-dotenv\nSUMMARY_MODEL=sum-dotenv\n")
     monkeypatch.setenv("CHAT_MODEL", "from-env")
@@ -79,7 +81,9 @@ def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_postgres_url_forms() -> None:
     seed_url = "postgresql://agent_user:pw@localhost:5432/agent_db"
-    assert to_sqlalchemy_url(seed_url) == "postgresql+psycopg://agent_user:pw@localhost:5432/agent_db"
+    assert (
+        to_sqlalchemy_url(seed_url) == "postgresql+psycopg://agent_user:pw@localhost:5432/agent_db"
+    )
     assert to_libpq_url(to_sqlalchemy_url(seed_url)) == seed_url
     settings = load_settings(database_url=seed_url)
     assert settings.is_postgres
@@ -88,8 +92,12 @@ def test_postgres_url_forms() -> None:
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "METRICS_PORT": "70000", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "data.migrate"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "data.migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
