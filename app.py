@@ -9,17 +9,41 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from data.db import describe
 from data.settings import SettingsError, get_settings
 
-if __name__ == "__main__" and get_script_run_ctx() is None:
-    # `python app.py [streamlit options]` (what `make run` does) starts the server with this
-    # router in charge from the first request. Under plain `streamlit run`, a fresh process is in
-    # Streamlit's legacy pages/ mode until a session calls st.navigation, so the first visit to
-    # a shared page link would get a "Page not found" dialog.
+
+def serve(argv: list[str]) -> int:
+    """`python app.py [streamlit options]` (what `make run` does): check the settings, start the
+    embedded model server when no OpenAI key or base URL is set, then serve this router.
+
+    Under plain `streamlit run`, a fresh process stays in Streamlit's legacy pages/ mode until a
+    session calls st.navigation, so the first visit to a shared page link would get a "Page not
+    found" dialog; starting the server from here switches that mode off first."""
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli
 
+    from agent.local_server import LocalModelError, LocalServer
+
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if settings.uses_local_model:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = settings.data_dir / "local-model.log"
+        try:
+            LocalServer(
+                port=settings.local_model_port, n_ctx=settings.local_model_ctx, log_file=log_file
+            ).start()
+            print(f"local model: SmolLM2-135M-Instruct on 127.0.0.1:{settings.local_model_port}")
+        except LocalModelError as error:  # the analyst pages still work; chat says why
+            print(f"warning: {error}", file=sys.stderr)
     PagesManager.uses_pages_directory = False
-    sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
-    sys.exit(cli.main())
+    sys.argv = ["streamlit", "run", __file__, *argv]
+    return int(cli.main() or 0)
+
+
+if __name__ == "__main__" and get_script_run_ctx() is None:
+    sys.exit(serve(sys.argv[1:]))
 
 st.set_page_config(page_title="agent-chatbase", page_icon=":material/support_agent:", layout="wide")
 

@@ -86,13 +86,19 @@ for message in transcript(engine=engine, session_id=session_id):
         if message.role == "assistant":
             st.caption(caption(stats.get(message.turn)))
 
+try:
+    # Built once per process; with the embedded model this starts its server if needed.
+    service = common.runtime().service
+except (LocalModelError, ModelConfigError) as error:
+    st.error(f"The chat model is unavailable: {error}")
+    st.stop()
+
 prompt = st.chat_input("Ask the support agent…", max_chars=8000)
 if prompt:
     with st.chat_message("user"):
         st.markdown(prompt)
     with st.chat_message("assistant"):
         try:
-            service = common.runtime().service
             outcome = TurnOutcome(session_id=session_id)
             st.write_stream(
                 service.stream_turn(
@@ -102,7 +108,7 @@ if prompt:
         except ChatInputError as error:
             st.warning(str(error))
             st.stop()
-        except (DependencyError, LocalModelError, ModelConfigError) as error:
+        except DependencyError as error:
             st.error(str(error))
             st.stop()
     st.session_state["pending_session"] = session_id

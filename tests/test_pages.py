@@ -13,14 +13,17 @@ from streamlit.testing.v1 import AppTest
 
 from data.db import make_engine
 from data.demo import generate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 APP = str(ROOT / "app.py")
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Iterator[str]:
+def app_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str, local_model_port: int
+) -> Iterator[str]:
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LOCAL_MODEL_PORT", str(local_model_port))
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.setenv("METRICS_PORT", "0")
     st.cache_resource.clear()
@@ -36,10 +39,7 @@ def run(at: AppTest) -> AppTest:
     return at
 
 
-def test_chat_page_streams_records_and_resumes(
-    app_env: str, local_model_port: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LOCAL_MODEL_PORT", str(local_model_port))
+def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
     at = run(AppTest.from_file(APP, default_timeout=120))
     assert at.title[0].value == "Support chat"
     at.sidebar.text_input(key="user_id").set_value("carol")
@@ -135,3 +135,54 @@ def test_bad_setting_shows_one_line_not_a_traceback(
     assert at.error[0].value.startswith(
         "agent-chatbase cannot start: Invalid setting METRICS_PORT='123456'"
     )
+
+
+def test_chat_page_names_an_unreachable_model_and_keeps_the_message(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = free_port()
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{dead}/v1")
+    monkeypatch.setenv("CHAT_MODEL", "acme-llm")
+    monkeypatch.setenv("CHAT_MODEL_CONTEXT_WINDOW", "8000")
+    at = run(AppTest.from_file(APP, default_timeout=60))
+    at.chat_input[0].set_value("Where is my parcel?")
+    run(at)
+    assert at.error[0].value.startswith(
+        f"The chat model (acme-llm at http://127.0.0.1:{dead}/v1) is unreachable"
+    )
+    engine = make_engine(app_env)
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT role, content FROM messages")).all()
+    assert kept == [("user", "Where is my parcel?")]
+    engine.dispose()
+
+
+def test_chat_page_explains_a_model_without_a_known_window(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CHAT_MODEL", "acme-llm")
+    at = run(AppTest.from_file(APP, default_timeout=60))
+    assert at.error[0].value == (
+        "The chat model is unavailable: CHAT_MODEL='acme-llm' has no known input window; "
+        "set CHAT_MODEL_CONTEXT_WINDOW"
+    )
+    assert not at.chat_input
+
+
+def test_pages_name_an_unreachable_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("METRICS_PORT", "0")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x")
+    st.cache_resource.clear()
+    for page in ("pages/chat.py", "pages/cost.py"):
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        if page != "pages/chat.py":
+            at.switch_page(page).run()
+        assert not at.exception
+        message = at.error[0].value
+        assert message.startswith("The database Postgres (127.0.0.1:"), message
+        assert "s3cret" not in message
+    st.cache_resource.clear()
