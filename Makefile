@@ -28,6 +28,9 @@ run: $(STAMP)
 	  --server.headless true --browser.gatherUsageStats false
 
 test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 install: $(STAMP)
@@ -63,10 +66,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy agent data
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) bench/record.py $(ARGS)
+	$(PY) bench/turn.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

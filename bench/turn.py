@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
-from agent.runtime import build_runtime  # noqa: E402
-from data.conversations import turn_stats  # noqa: E402
-from data.db import make_engine  # noqa: E402
-from data.migrate import upgrade  # noqa: E402
-from data.settings import load_settings  # noqa: E402
+from agent.runtime import build_runtime
+from data.conversations import turn_stats
+from data.db import make_engine
+from data.migrate import upgrade
+from data.settings import load_settings
 
 QUESTIONS = (
     "Hello, I need help with my order",

@@ -138,18 +138,15 @@ def generate(
                 latency = SUMMARY_MODEL.base_latency_s + out * SUMMARY_MODEL.s_per_output_token
                 call_rows.append(
                     _call(
-                        rng,
                         t,
                         user,
                         session_id,
                         turn,
                         "summarize",
                         SUMMARY_MODEL,
-                        folded,
-                        0,
-                        out,
-                        latency * _lognormal(rng, 1.0, 0.25),
-                        None,
+                        tokens=(folded, 0, out),
+                        latency_s=latency * _lognormal(rng, 1.0, 0.25),
+                        ttft_s=None,
                     )
                 )
                 made += 1
@@ -167,18 +164,15 @@ def generate(
             failed = rng.random() < ERROR_RATE
             call_rows.append(
                 _call(
-                    rng,
                     t,
                     user,
                     session_id,
                     turn,
                     "chat",
                     model,
-                    context,
-                    cached,
-                    out,
-                    latency,
-                    ttft,
+                    tokens=(context, cached, out),
+                    latency_s=latency,
+                    ttft_s=ttft,
                     error=rng.choice(ERRORS) if failed else None,
                 )
             )
@@ -242,22 +236,20 @@ def generate(
 
 
 def _call(
-    rng: random.Random,
     ts: datetime,
     user: str,
     session_id: str,
     turn: int,
     purpose: str,
     model: DemoModel,
-    input_tokens: int,
-    cached: int,
-    output: int,
+    *,
+    tokens: tuple[int, int, int],
     latency_s: float,
     ttft_s: float | None,
     error: str | None = None,
 ) -> dict[str, Any]:
-    if error:
-        input_tokens = cached = output = 0
+    """One model_calls row; `tokens` is (input, cached input, output), all 0 for a failure."""
+    input_tokens, cached, output = (0, 0, 0) if error else tokens
     price = price_call(
         provider="openai",
         model=model.name,

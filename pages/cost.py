@@ -40,11 +40,32 @@ def compact(n: int) -> str:
     return f"{n:,}"
 
 
-def day_axis(fig: go.Figure, start: datetime, end: datetime) -> go.Figure:
-    """Whole days on the x axis over the selected range, one bar per day."""
-    fig.update_traces(xperiod=86_400_000, xperiodalignment="middle")
+def daily_bars(
+    daily: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    *,
+    y: str,
+    axis: str,
+    title: str,
+    value: str,
+) -> go.Figure:
+    """Bars per UTC day stacked by model, over the whole selected range, exact values on hover."""
+    fig = px.bar(
+        daily,
+        x="bucket",
+        y=y,
+        color="model",
+        title=title,
+        labels={"bucket": "Day (UTC)", y: axis, "model": "Model"},
+    )
+    fig.update_traces(
+        xperiod=86_400_000,
+        xperiodalignment="middle",
+        hovertemplate=f"%{{x|%Y-%m-%d}}<br>%{{fullData.name}}: {value}<extra></extra>",
+    )
     fig.update_xaxes(range=[start.date(), end.date() + timedelta(days=1)], tickformat="%b %d")
-    fig.update_layout(legend_title_text="Model", margin={"t": 50, "b": 10}, hovermode="closest")
+    fig.update_layout(margin={"t": 50, "b": 10}, hovermode="closest")
     return fig
 
 
@@ -102,29 +123,39 @@ c4.metric(
 daily = _over_time(engine, url, start, end)
 left, right = st.columns(2)
 with left:
-    fig = px.bar(
-        daily,
-        x="bucket",
-        y="cost_usd",
-        color="model",
-        labels={"bucket": "Day (UTC)", "cost_usd": "Cost (USD)", "model": "Model"},
-        title="Cost per day",
+    st.plotly_chart(
+        daily_bars(
+            daily,
+            start,
+            end,
+            y="cost_usd",
+            axis="Cost (USD)",
+            title="Cost per day",
+            value="$%{y:.6f}",
+        ),
+        width="stretch",
     )
-    fig.update_traces(hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: $%{y:.6f}<extra></extra>")
-    st.plotly_chart(day_axis(fig, start, end), width="stretch")
 with right:
-    fig = px.bar(
-        daily,
-        x="bucket",
-        y="tokens",
-        color="model",
-        labels={"bucket": "Day (UTC)", "tokens": "Tokens", "model": "Model"},
-        title="Tokens per day",
+    st.plotly_chart(
+        daily_bars(
+            daily,
+            start,
+            end,
+            y="tokens",
+            axis="Tokens",
+            title="Tokens per day",
+            value="%{y:,} tokens",
+        ),
+        width="stretch",
     )
-    fig.update_traces(
-        hovertemplate="%{x|%Y-%m-%d}<br>%{fullData.name}: %{y:,} tokens<extra></extra>"
-    )
-    st.plotly_chart(day_axis(fig, start, end), width="stretch")
+
+st.download_button(
+    "Download daily CSV",
+    daily.to_csv(index=False).encode(),
+    "cost_per_day.csv",
+    "text/csv",
+    icon=":material/download:",
+)
 
 st.subheader("Per model")
 table = _by_model(engine, url, start, end)
