@@ -20,7 +20,7 @@ def serve(argv: list[str]) -> int:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli
 
-    from agent.local_server import LocalModelError, LocalServer
+    from agent.local_server import LocalModelError, start_for
 
     try:
         settings = get_settings()
@@ -28,12 +28,8 @@ def serve(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if settings.uses_local_model:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        log_file = settings.data_dir / "local-model.log"
         try:
-            LocalServer(
-                port=settings.local_model_port, n_ctx=settings.local_model_ctx, log_file=log_file
-            ).start()
+            start_for(settings)
             print(f"local model: SmolLM2-135M-Instruct on 127.0.0.1:{settings.local_model_port}")
         except LocalModelError as error:  # the analyst pages still work; chat says why
             print(f"warning: {error}", file=sys.stderr)

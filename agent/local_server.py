@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from data.settings import LOCAL_MODEL_NAME
+from data.settings import LOCAL_MODEL_NAME, Settings
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,16 @@ class LocalServer:
 
 # One keep-alive client: a fresh connection per count cost about 40 ms a call here.
 _counter_client = httpx.Client(timeout=5.0)
+
+
+def start_for(settings: Settings) -> LocalServer:
+    """The embedded model server for `settings`, started unless one already answers."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return LocalServer(
+        port=settings.local_model_port,
+        n_ctx=settings.local_model_ctx,
+        log_file=settings.data_dir / "local-model.log",
+    ).start()
 
 
 def count_tokens(port: int, text: str) -> int:

@@ -36,15 +36,9 @@ def local_usage_counter(port: int) -> UsageCounter:
     return count
 
 
-def build_runtime(settings: Settings, *, engine: Engine, start_server: bool = True) -> Runtime:
+def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     """Start the embedded model server if needed and build the chat service."""
-    server = None
-    if settings.uses_local_model and start_server:
-        log_file = settings.data_dir / "local-model.log"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        server = local_server.LocalServer(
-            port=settings.local_model_port, n_ctx=settings.local_model_ctx, log_file=log_file
-        ).start()
+    server = local_server.start_for(settings) if settings.uses_local_model else None
     chat_spec = resolve_spec(settings, role="chat")
     summary_spec = resolve_spec(settings, role="summarize")
     recorder = Recorder(engine)

@@ -9,8 +9,6 @@ from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
 from agent.service import ChatInputError, DependencyError, TurnOutcome
 from data.conversations import TurnStats, list_sessions, transcript, turn_stats
-from data.db import describe
-from data.settings import get_settings
 from pages import common
 
 common.ensure_routed()
@@ -39,10 +37,7 @@ st.title("Support chat")
 try:
     engine = common.engine()
 except SQLAlchemyError as error:
-    st.error(
-        f"The database {describe(get_settings().sqlalchemy_url)} is unavailable: "
-        f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}"
-    )
+    st.error(common.database_error(error))
     st.stop()
 
 if "pending_session" in st.session_state:

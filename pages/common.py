@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent.runtime import Runtime, build_runtime
-from data.db import make_engine
+from data.db import describe, make_engine
 from data.metrics import start_exporter
 from data.migrate import upgrade
 from data.settings import get_settings
@@ -49,6 +50,12 @@ def engine() -> Engine:
 def runtime() -> Runtime:
     """The agent and its chat service (starts the embedded model server when needed)."""
     return build_runtime(get_settings(), engine=engine())
+
+
+def database_error(error: SQLAlchemyError) -> str:
+    """One line naming the unreachable database (never its password) and the driver's reason."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return f"The database {describe(get_settings().sqlalchemy_url)} is unavailable: {reason}"
 
 
 def time_range(label: str) -> tuple[datetime, datetime]:

@@ -10,7 +10,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.cost import CostTotals, cost_by_model, cost_over_time, cost_totals, has_calls
-from data.db import describe
 from data.settings import get_settings
 from pages import common
 
@@ -75,10 +74,7 @@ try:
     engine = common.engine()
     any_calls = has_calls(engine=engine)
 except SQLAlchemyError as error:
-    st.error(
-        f"The database {describe(url)} is unavailable: "
-        f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}"
-    )
+    st.error(common.database_error(error))
     st.stop()
 
 label = st.sidebar.selectbox("Date range", list(common.RANGES), index=2, key="cost_range")
