@@ -21,6 +21,7 @@ def serve(argv: list[str]) -> int:
     from streamlit.web import cli
 
     from agent.local_server import LocalModelError, start_for
+    from data.metrics import start_exporter
 
     try:
         settings = get_settings()
@@ -33,6 +34,8 @@ def serve(argv: list[str]) -> int:
             print(f"local model: SmolLM2-135M-Instruct on 127.0.0.1:{settings.local_model_port}")
         except LocalModelError as error:  # the analyst pages still work; chat says why
             print(f"warning: {error}", file=sys.stderr)
+    # Prometheus can scrape from the start, before anyone opens a page.
+    start_exporter(host=settings.metrics_host, port=settings.metrics_port)
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)

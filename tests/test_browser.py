@@ -26,11 +26,12 @@ ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
 def app_url(local_model_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     data_dir = tmp_path_factory.mktemp("e2e")
+    metrics_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
         "DATA_DIR": str(data_dir),
         "LOCAL_MODEL_PORT": str(local_model_port),
-        "METRICS_PORT": str(free_port()),
+        "METRICS_PORT": str(metrics_port),
         "PYTHONPATH": str(ROOT),
     }
     log = open(data_dir / "streamlit.log", "wb")  # noqa: SIM115
@@ -63,6 +64,19 @@ def app_url(local_model_port: int, tmp_path_factory: pytest.TempPathFactory) -> 
     else:
         process.kill()
         pytest.fail("streamlit did not start: " + (data_dir / "streamlit.log").read_text())
+    # The run command exports /metrics before anyone opens a page, so Prometheus can scrape.
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    for name, kind in [
+        ("agent_calls_total", "counter"),  # the seed's six names (section 5.1), exactly
+        ("token_usage_total", "counter"),
+        ("context_window_percent", "histogram"),
+        ("summarization_latency_seconds", "histogram"),
+        ("model_latency_seconds", "histogram"),
+        ("memory_retrieval_latency_seconds", "histogram"),
+        ("model_time_to_first_token_seconds", "histogram"),
+        ("agent_cost_usd_total", "counter"),
+    ]:
+        assert f"# TYPE {name} {kind}" in metrics, name
     yield url
     process.terminate()
     process.wait(timeout=15)
