@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from data.cost import cost_by_model, cost_over_time, cost_totals, has_calls
 from data.demo import generate
 from data.recorder import record_calls
-from data.records import CallRecord
+from tests.test_recorder import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -20,26 +20,15 @@ END = datetime(2026, 11, 20, tzinfo=UTC)
 def demo_engine(engine: Engine) -> Engine:
     generate(engine=engine, days=10, users=30, sessions=200, calls=4_000, seed=3, end=END)
     # Calls at the window edges: one exactly at start (in), one exactly at end (out).
-    edge = dict(
-        user_id="edge",
-        session_id="edge",
-        turn=1,
-        purpose="chat",
-        provider="openai-compatible",
-        model="acme-llm",
-        input_tokens=100,
-        cached_input_tokens=0,
-        output_tokens=10,
-        cost_usd=None,
-        cost_status="unknown",
-        latency_ms=50.0,
-        ttft_ms=None,
-        context_tokens=100,
-        context_window=8000,
-    )
+    edge = {
+        "session_id": "edge",
+        "provider": "openai-compatible",
+        "model": "acme-llm",
+        "cost_usd": None,
+        "cost_status": "unknown",
+    }
     record_calls(
-        engine=engine,
-        calls=[CallRecord(ts=END - timedelta(days=7), **edge), CallRecord(ts=END, **edge)],
+        engine=engine, calls=[call(ts=END - timedelta(days=7), **edge), call(ts=END, **edge)]
     )
     return engine
 
