@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
 from sqlalchemy import Engine, func, insert, select, update
 
 from data.models import ChatSession, Message, ModelCall, utcnow
@@ -183,3 +184,37 @@ def turn_stats(*, engine: Engine, session_id: str) -> dict[int, TurnStats]:
         )
         for r in rows
     }
+
+
+def session_calls(*, engine: Engine, session_id: str) -> pd.DataFrame:
+    """Every model call of one session, in order, with its context % (for the viewer)."""
+    c = ModelCall.__table__.c
+    query = (
+        select(
+            c.ts,
+            c.turn,
+            c.purpose,
+            c.model,
+            c.input_tokens,
+            c.cached_input_tokens,
+            c.output_tokens,
+            c.cost_usd,
+            c.cost_status,
+            c.latency_ms,
+            c.ttft_ms,
+            c.context_tokens,
+            c.context_window,
+            c.status,
+            c.error,
+        )
+        .where(c.session_id == session_id)
+        .order_by(c.ts, c.id)
+    )
+    with engine.connect() as connection:
+        frame = pd.DataFrame(
+            connection.execute(query).mappings().all(),
+            columns=[col.name for col in query.selected_columns],
+        )
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
+    frame["context_percent"] = 100 * frame["context_tokens"] / frame["context_window"]
+    return frame

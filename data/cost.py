@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Engine, Integer, and_, case, func, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Engine, Integer, case, distinct, func, select
 
+from data.filters import Filters
 from data.models import ModelCall
-from data.timebucket import Unit, bucket
+from data.prices import price_call
+from data.timebucket import bucket
 
 C = ModelCall.__table__.c
 
@@ -24,31 +24,45 @@ class CostTotals:
     cost_usd: float  # sum over priced calls only
     unpriced_calls: int  # calls whose cost is unknown: never counted as 0
     errors: int
+    sessions: int
+    users: int
 
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def cost_per_session(self) -> float | None:
+        return self.cost_usd / self.sessions if self.sessions else None
 
-def _window(start: datetime, end: datetime) -> ColumnElement[bool]:
-    return and_(C.ts >= start, C.ts < end)
+    @property
+    def cost_per_user(self) -> float | None:
+        return self.cost_usd / self.users if self.users else None
 
 
-def _unpriced() -> ColumnElement[int]:
-    return func.sum(case((C.cost_status == "unknown", 1), else_=0)).cast(Integer)
+def _count_if(condition):  # type: ignore[no-untyped-def]
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0).cast(Integer)
 
 
-def cost_totals(*, engine: Engine, start: datetime, end: datetime) -> CostTotals:
-    """Calls, tokens and priced cost in [start, end)."""
+def _frame(engine: Engine, query, columns: list[str]) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        rows = connection.execute(query).mappings().all()
+    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+
+
+def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
+    """Calls, tokens, priced cost, conversations and users under `filters`."""
     query = select(
         func.count(),
         func.coalesce(func.sum(C.input_tokens), 0),
         func.coalesce(func.sum(C.cached_input_tokens), 0),
         func.coalesce(func.sum(C.output_tokens), 0),
         func.coalesce(func.sum(C.cost_usd), 0.0),
-        func.coalesce(_unpriced(), 0),
-        func.coalesce(func.sum(case((C.status == "error", 1), else_=0)), 0),
-    ).where(_window(start, end))
+        _count_if(C.cost_status == "unknown"),
+        _count_if(C.status == "error"),
+        func.count(distinct(C.session_id)),
+        func.count(distinct(C.user_id)),
+    ).where(filters.conditions())
     with engine.connect() as connection:
         row = connection.execute(query).one()
     return CostTotals(
@@ -59,47 +73,77 @@ def cost_totals(*, engine: Engine, start: datetime, end: datetime) -> CostTotals
         cost_usd=float(row[4]),
         unpriced_calls=int(row[5]),
         errors=int(row[6]),
+        sessions=int(row[7]),
+        users=int(row[8]),
     )
 
 
-def cost_over_time(
-    *, engine: Engine, start: datetime, end: datetime, unit: Unit = "day"
-) -> pd.DataFrame:
-    """Per time bucket and model: calls, tokens and priced cost (columns: bucket, model, ...)."""
-    period = bucket(C.ts, dialect=engine.dialect.name, unit=unit).label("bucket")
+OVER_TIME_COLUMNS = [
+    "bucket",
+    "model",
+    "calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "tokens",
+    "cost_usd",
+]
+
+
+def cost_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+    """Per time bucket (filters.unit) and model: calls, token types and priced cost."""
+    period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
     query = (
         select(
             period,
             C.model,
             func.count().label("calls"),
             func.sum(C.input_tokens).label("input_tokens"),
+            func.sum(C.cached_input_tokens).label("cached_input_tokens"),
             func.sum(C.output_tokens).label("output_tokens"),
             func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
         )
-        .where(_window(start, end))
+        .where(filters.conditions())
         .group_by(period, C.model)
         .order_by(period, C.model)
     )
-    with engine.connect() as connection:
-        frame = pd.DataFrame(connection.execute(query).mappings().all())
-    if frame.empty:
-        return pd.DataFrame(
-            columns=[
-                "bucket",
-                "model",
-                "calls",
-                "input_tokens",
-                "output_tokens",
-                "tokens",
-                "cost_usd",
-            ]
-        )
+    frame = _frame(engine, query, [c for c in OVER_TIME_COLUMNS if c != "tokens"])
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
     frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
-    return frame
+    return frame[OVER_TIME_COLUMNS]
 
 
-def cost_by_model(*, engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
+def tokens_by_type(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long form of cost_over_time for a stacked chart: uncached input, cached input, output."""
+    wide = frame.groupby("bucket", as_index=False)[
+        ["input_tokens", "cached_input_tokens", "output_tokens"]
+    ].sum()
+    wide["Input (uncached)"] = wide["input_tokens"] - wide["cached_input_tokens"]
+    wide = wide.rename(columns={"cached_input_tokens": "Cached input", "output_tokens": "Output"})
+    return wide.melt(
+        id_vars="bucket",
+        value_vars=["Input (uncached)", "Cached input", "Output"],
+        var_name="type",
+        value_name="tokens",
+    )
+
+
+BY_MODEL_COLUMNS = [
+    "model",
+    "provider",
+    "calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "tokens",
+    "cost_usd",
+    "cost_per_1k_calls",
+    "unpriced_calls",
+    "errors",
+]
+
+
+def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """One row per model: calls, token types, priced cost, unpriced calls, cost per 1k calls."""
     query = (
         select(
@@ -110,33 +154,144 @@ def cost_by_model(*, engine: Engine, start: datetime, end: datetime) -> pd.DataF
             func.sum(C.cached_input_tokens).label("cached_input_tokens"),
             func.sum(C.output_tokens).label("output_tokens"),
             func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
-            _unpriced().label("unpriced_calls"),
-            func.sum(case((C.status == "error", 1), else_=0)).label("errors"),
+            _count_if(C.cost_status == "unknown").label("unpriced_calls"),
+            _count_if(C.status == "error").label("errors"),
         )
-        .where(_window(start, end))
+        .where(filters.conditions())
         .group_by(C.model, C.provider)
         .order_by(func.coalesce(func.sum(C.cost_usd), 0.0).desc(), C.model)
     )
-    with engine.connect() as connection:
-        frame = pd.DataFrame(connection.execute(query).mappings().all())
-    columns = [
-        "model",
-        "provider",
+    frame = _frame(
+        engine, query, [c for c in BY_MODEL_COLUMNS if c not in ("tokens", "cost_per_1k_calls")]
+    )
+    frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
+    frame["cost_per_1k_calls"] = (1000 * frame["cost_usd"] / frame["calls"]).astype(float)
+    return frame[BY_MODEL_COLUMNS]
+
+
+def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+    """Every user (not a top 5): sessions, calls, tokens, priced cost, unpriced calls."""
+    query = (
+        select(
+            C.user_id.label("user"),
+            func.count(distinct(C.session_id)).label("sessions"),
+            func.count().label("calls"),
+            func.sum(C.input_tokens + C.output_tokens).label("tokens"),
+            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
+            _count_if(C.cost_status == "unknown").label("unpriced_calls"),
+        )
+        .where(filters.conditions())
+        .group_by(C.user_id)
+        .order_by(func.coalesce(func.sum(C.cost_usd), 0.0).desc(), C.user_id)
+    )
+    cols = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
+    return _frame(engine, query, cols)
+
+
+def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+    """Every session: its user, first and last call, turns, calls, tokens and priced cost."""
+    query = (
+        select(
+            C.session_id.label("session"),
+            func.min(C.user_id).label("user"),
+            func.min(C.ts).label("first_call"),
+            func.max(C.ts).label("last_call"),
+            func.max(C.turn).label("turns"),
+            func.count().label("calls"),
+            func.sum(C.input_tokens + C.output_tokens).label("tokens"),
+            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
+            _count_if(C.cost_status == "unknown").label("unpriced_calls"),
+        )
+        .where(filters.conditions())
+        .group_by(C.session_id)
+        .order_by(func.coalesce(func.sum(C.cost_usd), 0.0).desc(), C.session_id)
+    )
+    cols = [
+        "session",
+        "user",
+        "first_call",
+        "last_call",
+        "turns",
         "calls",
-        "input_tokens",
-        "cached_input_tokens",
-        "output_tokens",
         "tokens",
         "cost_usd",
-        "cost_per_1k_calls",
         "unpriced_calls",
-        "errors",
     ]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
-    frame["cost_per_1k_calls"] = 1000 * frame["cost_usd"] / frame["calls"]
-    return frame[columns]
+    frame = _frame(engine, query, cols)
+    for column in ("first_call", "last_call"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="mixed")
+    return frame
+
+
+def unpriced_calls(*, engine: Engine, filters: Filters, limit: int = 500) -> pd.DataFrame:
+    """The calls whose cost is unknown, newest first (their cost is not in any total)."""
+    query = (
+        select(
+            C.ts,
+            C.model,
+            C.provider,
+            C.user_id,
+            C.session_id,
+            C.turn,
+            C.input_tokens,
+            C.output_tokens,
+        )
+        .where(filters.conditions(), C.cost_status == "unknown")
+        .order_by(C.ts.desc())
+        .limit(limit)
+    )
+    cols = [
+        "ts",
+        "model",
+        "provider",
+        "user_id",
+        "session_id",
+        "turn",
+        "input_tokens",
+        "output_tokens",
+    ]
+    frame = _frame(engine, query, cols)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
+    return frame
+
+
+def what_if(
+    *, engine: Engine, filters: Filters, target_model: str, provider: str = "openai"
+) -> pd.DataFrame:
+    """Re-price the filtered traffic as if every call had gone to `target_model`.
+
+    Token sums are taken per model and priced with the target's rates (genai-prices); a
+    model's rates are linear in tokens, so pricing the sums equals pricing each call."""
+    by_model = cost_by_model(engine=engine, filters=filters)
+    rows = []
+    for row in by_model.itertuples(index=False):
+        price = price_call(
+            provider=provider,
+            model=target_model,
+            input_tokens=int(row.input_tokens),
+            cached_input_tokens=int(row.cached_input_tokens),
+            output_tokens=int(row.output_tokens),
+        )
+        rows.append(
+            {
+                "model": row.model,
+                "calls": int(row.calls),
+                "actual_cost_usd": float(row.cost_usd),
+                "unpriced_calls": int(row.unpriced_calls),
+                "what_if_cost_usd": price.cost_usd,
+            }
+        )
+    frame = pd.DataFrame(
+        rows, columns=["model", "calls", "actual_cost_usd", "unpriced_calls", "what_if_cost_usd"]
+    )
+    frame["difference_usd"] = frame["what_if_cost_usd"] - frame["actual_cost_usd"]
+    return frame
+
+
+def known_models(*, engine: Engine) -> list[str]:
+    """Every model that has a recorded call (for the model filter)."""
+    with engine.connect() as connection:
+        return list(connection.execute(select(C.model).distinct().order_by(C.model)).scalars())
 
 
 def has_calls(*, engine: Engine) -> bool:

@@ -90,3 +90,37 @@ def price_call(
     except LookupError:
         return Price(cost_usd=None, status="unknown")
     return Price(cost_usd=float(Decimal(result.total_price)), status="computed")
+
+
+_NOT_CHAT = (
+    "ft:",
+    ":",
+    "audio",
+    "realtime",
+    "transcribe",
+    "tts",
+    "image",
+    "search",
+    "codex",
+    "instruct",
+    "vision",
+    "computer-use",
+)
+
+
+@cache
+def chat_models(provider: str = "openai") -> tuple[str, ...]:
+    """Chat models of `provider` that genai-prices can price (for what-if re-pricing)."""
+    from genai_prices import data
+
+    for entry in data.providers:
+        if entry.id == provider:
+            return tuple(
+                sorted(
+                    m.id
+                    for m in entry.models
+                    if m.id.startswith(("gpt-", "o1", "o3", "o4"))
+                    and not any(word in m.id for word in _NOT_CHAT)
+                )
+            )
+    return ()

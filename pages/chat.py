@@ -8,28 +8,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
 from agent.service import ChatInputError, DependencyError, TurnOutcome
-from data.conversations import TurnStats, list_sessions, transcript, turn_stats
+from data.conversations import list_sessions, transcript, turn_stats
 from pages import common
 
 common.ensure_routed()
 
 NEW = "__new__"
-
-
-def caption(stats: TurnStats | None) -> str:
-    if stats is None:
-        return "usage not recorded"
-    cost = "unpriced" if stats.cost_usd is None else f"${stats.cost_usd:.6f}"
-    context = "–" if stats.context_percent is None else f"{stats.context_percent:.1f}%"
-    text = (
-        f"{stats.input_tokens:,} in · {stats.output_tokens:,} out tokens · {cost} · "
-        f"{stats.latency_ms / 1000:.2f} s · context {context}"
-    )
-    if stats.calls > 1:
-        text += f" · {stats.calls} model calls"
-    if stats.errors:
-        text += f" · {stats.errors} failed"
-    return text
 
 
 st.title("Support chat")
@@ -79,7 +63,7 @@ for message in transcript(engine=engine, session_id=session_id):
     with st.chat_message(message.role):
         st.markdown(message.content)
         if message.role == "assistant":
-            st.caption(caption(stats.get(message.turn)))
+            st.caption(common.turn_caption(stats.get(message.turn)))
 
 try:
     # Built once per process; with the embedded model this starts its server if needed.

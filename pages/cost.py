@@ -1,85 +1,52 @@
-"""Token cost: totals, cost and tokens per day per model, and a table per model."""
-
-from datetime import datetime, timedelta
+"""Token cost: KPIs against the previous period, cost and tokens over time, per model, user and
+session, what-if re-pricing, and the calls that have no price."""
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.cost import CostTotals, cost_by_model, cost_over_time, cost_totals, has_calls
+from data import cost
+from data.filters import Filters
+from data.prices import BUILTIN_OVERRIDES
 from data.settings import get_settings
-from pages import common
+from pages import charts, common
 
 common.ensure_routed()
+TTL = 60
 
 
-@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
-def _totals(_engine: Engine, url: str, start: datetime, end: datetime) -> CostTotals:
-    return cost_totals(engine=_engine, start=start, end=end)
+@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
+def _totals(_engine: Engine, url: str, filters: Filters) -> cost.CostTotals:
+    return cost.cost_totals(engine=_engine, filters=filters)
 
 
-@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
-def _over_time(_engine: Engine, url: str, start: datetime, end: datetime) -> pd.DataFrame:
-    return cost_over_time(engine=_engine, start=start, end=end, unit="day")
+@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
+def _frame(_engine: Engine, url: str, name: str, filters: Filters) -> pd.DataFrame:
+    return getattr(cost, name)(engine=_engine, filters=filters)
 
 
-@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
-def _by_model(_engine: Engine, url: str, start: datetime, end: datetime) -> pd.DataFrame:
-    return cost_by_model(engine=_engine, start=start, end=end)
+@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
+def _what_if(_engine: Engine, url: str, filters: Filters, target: str) -> pd.DataFrame:
+    return cost.what_if(engine=_engine, filters=filters, target_model=target)
 
 
-def compact(n: int) -> str:
-    """12,345 / 1.23M / 4.56B: a metric card that fits its column."""
-    for size, suffix in ((1e9, "B"), (1e6, "M")):
-        if n >= size:
-            return f"{n / size:,.2f}{suffix}"
-    return f"{n:,}"
-
-
-def daily_bars(
-    daily: pd.DataFrame,
-    start: datetime,
-    end: datetime,
-    *,
-    y: str,
-    axis: str,
-    title: str,
-    value: str,
-) -> go.Figure:
-    """Bars per UTC day stacked by model, over the whole selected range, exact values on hover."""
-    fig = px.bar(
-        daily,
-        x="bucket",
-        y=y,
-        color="model",
-        title=title,
-        labels={"bucket": "Day (UTC)", y: axis, "model": "Model"},
-    )
-    fig.update_traces(
-        xperiod=86_400_000,
-        xperiodalignment="middle",
-        hovertemplate=f"%{{x|%Y-%m-%d}}<br>%{{fullData.name}}: {value}<extra></extra>",
-    )
-    fig.update_xaxes(range=[start.date(), end.date() + timedelta(days=1)], tickformat="%b %d")
-    fig.update_layout(margin={"t": 50, "b": 10}, hovermode="closest")
-    return fig
+def delta(now: float | None, before: float | None) -> str | None:
+    if now is None or not before:
+        return None
+    return f"{100 * (now - before) / before:+.1f}% vs previous period"
 
 
 st.title("Token cost")
 url = get_settings().sqlalchemy_url
 try:
     engine = common.engine()
-    any_calls = has_calls(engine=engine)
+    any_calls = cost.has_calls(engine=engine)
 except SQLAlchemyError as error:
     st.error(common.database_error(error))
     st.stop()
 
-label = st.sidebar.selectbox("Date range", list(common.RANGES), index=2, key="cost_range")
-start, end = common.time_range(label)
-
+filters = common.sidebar_filters(engine)
 if not any_calls:
     st.info(
         "No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "
@@ -89,96 +56,169 @@ if not any_calls:
     st.page_link("pages/chat.py", label="Open the chat", icon=":material/chat:")
     st.stop()
 
-totals = _totals(engine, url, start, end)
+st.caption(common.describe_filters(filters))
+totals = _totals(engine, url, filters)
 if totals.calls == 0:
     st.info(
-        f"No model calls between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC. "
-        "Pick a longer date range in the sidebar.",
+        "No model calls match these filters. Widen the date range or clear the model, user "
+        "or session filter in the sidebar.",
         icon=":material/info:",
     )
     st.stop()
+before = _totals(engine, url, filters.previous())
 
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Cost (USD)", f"${totals.cost_usd:,.4f}", border=True)
-c2.metric(
-    "Tokens",
-    compact(totals.tokens),
+cards = [*st.columns(3), *st.columns(3)]
+cards[0].metric(
+    "Cost (USD)",
+    f"${totals.cost_usd:,.4f}",
     border=True,
+    delta=delta(totals.cost_usd, before.cost_usd),
+    delta_color="inverse",
+)
+cards[1].metric(
+    "Tokens",
+    common.compact(totals.tokens),
+    border=True,
+    delta=delta(totals.tokens, before.tokens),
+    delta_color="off",
     help=f"{totals.tokens:,} tokens: {totals.input_tokens:,} input (of which "
     f"{totals.cached_input_tokens:,} cached) and {totals.output_tokens:,} output",
 )
-c3.metric("Model calls", f"{totals.calls:,}", border=True, help=f"{totals.errors:,} of them failed")
-c4.metric(
+cards[2].metric(
+    "Model calls",
+    f"{totals.calls:,}",
+    border=True,
+    delta=delta(totals.calls, before.calls),
+    delta_color="off",
+    help=f"{totals.errors:,} of them failed",
+)
+cards[3].metric(
+    "Cost / conversation",
+    f"${totals.cost_per_session:,.4f}" if totals.cost_per_session else "–",
+    border=True,
+    delta=delta(totals.cost_per_session, before.cost_per_session),
+    delta_color="inverse",
+    help=f"{totals.sessions:,} conversations",
+)
+cards[4].metric(
+    "Cost / user",
+    f"${totals.cost_per_user:,.4f}" if totals.cost_per_user else "–",
+    border=True,
+    delta=delta(totals.cost_per_user, before.cost_per_user),
+    delta_color="inverse",
+    help=f"{totals.users:,} users",
+)
+cards[5].metric(
     "Unpriced calls",
     f"{totals.unpriced_calls:,}",
     border=True,
-    help="Calls of models with no known price. Their cost is not in the total; add the "
-    "model to PRICE_OVERRIDES_FILE to price them.",
+    help="Calls of models with no known price. Their cost is not in any total; "
+    "add the model to PRICE_OVERRIDES_FILE to price them.",
 )
 
-daily = _over_time(engine, url, start, end)
+over_time = _frame(engine, url, "cost_over_time", filters)
 left, right = st.columns(2)
 with left:
     st.plotly_chart(
-        daily_bars(
-            daily,
-            start,
-            end,
+        charts.stacked_bars(
+            over_time,
+            filters,
             y="cost_usd",
+            color="model",
             axis="Cost (USD)",
-            title="Cost per day",
+            title="Cost over time, by model",
             value="$%{y:.6f}",
         ),
         width="stretch",
     )
 with right:
     st.plotly_chart(
-        daily_bars(
-            daily,
-            start,
-            end,
+        charts.stacked_bars(
+            cost.tokens_by_type(over_time),
+            filters,
             y="tokens",
+            color="type",
             axis="Tokens",
-            title="Tokens per day",
+            title="Tokens over time, by type",
             value="%{y:,} tokens",
         ),
         width="stretch",
     )
-
-st.download_button(
-    "Download daily CSV",
-    daily.to_csv(index=False).encode(),
-    "cost_per_day.csv",
-    "text/csv",
-    icon=":material/download:",
-)
+common.csv_download(over_time, "cost_over_time")
 
 st.subheader("Per model")
-table = _by_model(engine, url, start, end)
-st.dataframe(
-    table,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "model": "Model",
-        "provider": "Provider",
-        "calls": st.column_config.NumberColumn("Calls", format="localized"),
-        "input_tokens": st.column_config.NumberColumn("Input tokens", format="localized"),
-        "cached_input_tokens": st.column_config.NumberColumn("of which cached", format="localized"),
-        "output_tokens": st.column_config.NumberColumn("Output tokens", format="localized"),
-        "tokens": st.column_config.NumberColumn("Tokens", format="localized"),
-        "cost_usd": st.column_config.NumberColumn("Cost (USD)", format="$%.6f"),
-        "cost_per_1k_calls": st.column_config.NumberColumn("Cost / 1k calls", format="$%.4f"),
-        "unpriced_calls": st.column_config.NumberColumn(
-            "Unpriced calls", help="Calls whose cost is unknown; not counted in Cost"
-        ),
-        "errors": st.column_config.NumberColumn("Failed calls"),
-    },
+by_model = _frame(engine, url, "cost_by_model", filters)
+st.dataframe(by_model, hide_index=True, width="stretch", column_config=charts.COLUMNS)
+common.csv_download(by_model, "cost_by_model")
+
+tab_users, tab_sessions = st.tabs(["Per user", "Per session"])
+with tab_users:
+    by_user = _frame(engine, url, "cost_by_user", filters)
+    st.caption(
+        f"All {len(by_user):,} users; click a column to sort, a row to see the user's "
+        "conversations."
+    )
+    picked = st.dataframe(
+        by_user,
+        hide_index=True,
+        width="stretch",
+        key="users_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=charts.COLUMNS,
+    )
+    common.csv_download(by_user, "cost_by_user")
+    if picked.selection.rows:
+        user = by_user.iloc[picked.selection.rows[0]]["user"]
+        st.query_params["user"] = user
+        st.session_state.pop("_filters_query", None)
+        st.rerun()
+with tab_sessions:
+    by_session = _frame(engine, url, "cost_by_session", filters)
+    st.caption(f"All {len(by_session):,} sessions; click a row to open the conversation.")
+    picked = st.dataframe(
+        by_session,
+        hide_index=True,
+        width="stretch",
+        key="sessions_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=charts.COLUMNS,
+    )
+    common.csv_download(by_session, "cost_by_session")
+    if picked.selection.rows:
+        common.open_conversation(by_session.iloc[picked.selection.rows[0]]["session"])
+
+st.subheader("What if")
+priced = [m for m in charts.PRICEABLE_MODELS if m not in BUILTIN_OVERRIDES]
+target = st.selectbox(
+    "Re-price this traffic as if every call went to",
+    priced,
+    index=priced.index("gpt-4o-mini"),
+    key="what_if_model",
 )
-st.download_button(
-    "Download CSV",
-    table.to_csv(index=False).encode(),
-    "cost_by_model.csv",
-    "text/csv",
-    icon=":material/download:",
+what_if = _what_if(engine, url, filters, target)
+actual = what_if["actual_cost_usd"].sum()
+hypothetical = what_if["what_if_cost_usd"].sum()
+c1, c2, c3 = st.columns(3)
+c1.metric("Actual cost", f"${actual:,.4f}", border=True)
+c2.metric(f"Cost on {target}", f"${hypothetical:,.4f}", border=True)
+c3.metric(
+    "Difference",
+    f"${hypothetical - actual:+,.4f}",
+    border=True,
+    delta=f"{100 * (hypothetical - actual) / actual:+.1f}%" if actual else None,
+    delta_color="inverse",
 )
+st.dataframe(what_if, hide_index=True, width="stretch", column_config=charts.COLUMNS)
+common.csv_download(what_if, "what_if")
+
+if totals.unpriced_calls:
+    st.subheader(f"Unpriced calls ({totals.unpriced_calls:,})")
+    st.caption(
+        "These calls are counted but not priced. Give their models a price in the "
+        "file named by PRICE_OVERRIDES_FILE."
+    )
+    unpriced = _frame(engine, url, "unpriced_calls", filters)
+    st.dataframe(unpriced, hide_index=True, width="stretch", column_config=charts.COLUMNS)
+    common.csv_download(unpriced, "unpriced_calls")

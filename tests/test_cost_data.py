@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from data.cost import cost_by_model, cost_over_time, cost_totals, has_calls
 from data.demo import generate
+from data.filters import Filters
 from data.recorder import record_calls
 from tests.test_recorder import call
 
@@ -47,7 +48,7 @@ def window(df: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
 
 def test_totals_match_plain_sql(demo_engine: Engine) -> None:
     start, end = END - timedelta(days=7), END
-    got = cost_totals(engine=demo_engine, start=start, end=end)
+    got = cost_totals(engine=demo_engine, filters=Filters(start=start, end=end))
     with demo_engine.connect() as connection:
         expected = connection.execute(
             text(
@@ -74,7 +75,7 @@ def test_totals_match_plain_sql(demo_engine: Engine) -> None:
 
 def test_per_day_per_model_matches_pandas(demo_engine: Engine) -> None:
     start, end = END - timedelta(days=10), END
-    got = cost_over_time(engine=demo_engine, start=start, end=end, unit="day")
+    got = cost_over_time(engine=demo_engine, filters=Filters(start=start, end=end, unit="day"))
     df = window(frame(demo_engine), start, end).copy()
     df["bucket"] = df["ts"].dt.floor("D")
     expected = (
@@ -99,7 +100,9 @@ def test_per_day_per_model_matches_pandas(demo_engine: Engine) -> None:
 
 def test_per_model_table_matches_pandas(demo_engine: Engine) -> None:
     start, end = END - timedelta(days=7), END
-    got = cost_by_model(engine=demo_engine, start=start, end=end).set_index("model")
+    got = cost_by_model(engine=demo_engine, filters=Filters(start=start, end=end)).set_index(
+        "model"
+    )
     df = window(frame(demo_engine), start, end)
     for model, rows in df.groupby("model"):
         assert got.loc[model, "calls"] == len(rows)
@@ -113,8 +116,10 @@ def test_per_model_table_matches_pandas(demo_engine: Engine) -> None:
 
 def test_empty_range_and_empty_database(engine: Engine) -> None:
     assert not has_calls(engine=engine)
-    totals = cost_totals(engine=engine, start=END - timedelta(days=1), end=END)
+    totals = cost_totals(engine=engine, filters=Filters(start=END - timedelta(days=1), end=END))
     assert (totals.calls, totals.cost_usd, totals.unpriced_calls) == (0, 0.0, 0)
-    assert cost_over_time(engine=engine, start=END - timedelta(days=1), end=END).empty
-    table = cost_by_model(engine=engine, start=END - timedelta(days=1), end=END)
+    assert cost_over_time(
+        engine=engine, filters=Filters(start=END - timedelta(days=1), end=END)
+    ).empty
+    table = cost_by_model(engine=engine, filters=Filters(start=END - timedelta(days=1), end=END))
     assert table.empty and "cost_usd" in table.columns

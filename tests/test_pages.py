@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
 from data.db import make_engine
@@ -79,7 +79,17 @@ def test_chat_page_rejects_a_blank_message(app_env: str) -> None:
     engine.dispose()
 
 
-def test_cost_page_totals_equal_an_independent_sql_sum(app_env: str) -> None:
+def open_page(page: str, **query: str | list[str]) -> AppTest:
+    """A page opened from a shared link: its filters in the URL."""
+    at = run(AppTest.from_file(APP, default_timeout=60))
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(page)
+    return run(at)
+
+
+@pytest.fixture
+def demo(app_env: str) -> Iterator[Engine]:
     engine = make_engine(app_env)
     generate(
         engine=engine,
@@ -90,31 +100,131 @@ def test_cost_page_totals_equal_an_independent_sql_sum(app_env: str) -> None:
         seed=5,
         end=datetime.now(UTC) - timedelta(days=3),
     )
-    at = run(AppTest.from_file(APP, default_timeout=60))
-    at.switch_page("pages/cost.py")
-    run(at)
+    yield engine
+    engine.dispose()
+
+
+def sql(engine: Engine, query: str, **params: object) -> tuple:  # type: ignore[type-arg]
     with engine.connect() as connection:
-        calls, tokens, cost = connection.execute(
-            text(
-                "SELECT count(*), sum(input_tokens + output_tokens), sum(cost_usd) FROM model_calls"
-            )
-        ).one()
+        return tuple(connection.execute(text(query), params).one())
+
+
+def test_cost_page_numbers_equal_independent_sql(demo: Engine) -> None:
+    at = open_page("pages/cost.py", range="30d")
+    calls, tokens, cost, users, sessions = sql(
+        demo,
+        "SELECT count(*), sum(input_tokens + output_tokens), sum(cost_usd),"
+        " count(DISTINCT user_id), count(DISTINCT session_id) FROM model_calls",
+    )
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Model calls"] == f"{calls:,}"
     token_card = next(m for m in at.metric if m.label == "Tokens")
     assert token_card.help.startswith(f"{tokens:,} tokens: ")
-    assert float(token_card.value.rstrip("MB")) * 1e6 == pytest.approx(tokens, rel=0.01)
     assert metrics["Cost (USD)"] == f"${cost:,.4f}"
+    assert metrics["Cost / user"] == f"${cost / users:,.4f}"
+    assert metrics["Cost / conversation"] == f"${cost / sessions:,.4f}"
     assert metrics["Unpriced calls"] == "0"
-    table = at.dataframe[0].value
-    assert int(table["calls"].sum()) == calls
-    assert table["cost_usd"].sum() == pytest.approx(cost)
+    by_model = at.dataframe[0].value
+    assert int(by_model["calls"].sum()) == calls
+    assert by_model["cost_usd"].sum() == pytest.approx(cost)
+    assert len(at.dataframe[1].value) == users  # every user, sortable, not a top 5
+    assert len(at.dataframe[2].value) == sessions
     assert len(at.get("plotly_chart")) == 2
-    # A range with no calls explains itself instead of showing zeros.
-    at.sidebar.selectbox(key="cost_range").set_value("Last 24 hours")
+    assert st_query(at) == {"range": "30d"}
+
+
+def st_query(at: AppTest) -> dict[str, object]:
+    return {k: v for k, v in at.query_params.items()}
+
+
+def test_cost_page_filters_from_the_url(demo: Engine) -> None:
+    at = open_page("pages/cost.py", range="30d", model=["gpt-4o", "gpt-9"], user="demo-user-001")
+    assert at.warning[0].value == "Unknown model 'gpt-9' removed from the filter."
+    calls, cost = sql(
+        demo,
+        "SELECT count(*), sum(cost_usd) FROM model_calls"
+        " WHERE model = 'gpt-4o' AND user_id = 'demo-user-001'",
+    )
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Model calls"] == f"{calls:,}"
+    assert metrics["Cost (USD)"] == f"${cost:,.4f}"
+    assert at.sidebar.multiselect(key="f_models").value == ["gpt-4o"]
+    # The corrected filters are written back, so the link now reproduces the view.
+    assert at.query_params["model"] in ("gpt-4o", ["gpt-4o"])
+
+
+def test_cost_page_empty_range_explains_itself(demo: Engine) -> None:
+    at = open_page("pages/cost.py", range="24h")
+    assert "No model calls match these filters" in at.info[0].value
+    assert not at.metric
+
+
+def test_cost_page_bad_dates_are_corrected(demo: Engine) -> None:
+    at = open_page("pages/cost.py", range="custom", **{"from": "2026-99-01", "to": "x"})
+    assert at.warning[0].value.startswith("Could not read the date '2026-99-01'")
+    assert at.sidebar.selectbox(key="f_range").value == "7d"
+
+
+def test_cost_page_drills_down_to_a_conversation(demo: Engine) -> None:
+    at = open_page("pages/cost.py", range="30d")
+    session = at.dataframe[2].value.iloc[0]["session"]
+    at.switch_page("pages/conversation.py")
+    at.query_params["session"] = session
     run(at)
-    assert "No model calls between" in at.info[0].value
-    engine.dispose()
+    assert at.title[0].value == "Conversation"
+    turns = sql(demo, "SELECT count(*) FROM messages WHERE session_id = :s", s=session)[0]
+    assert len(at.chat_message) == turns > 0
+
+
+def test_context_page_numbers(demo: Engine) -> None:
+    at = open_page("pages/context.py", range="30d")
+    chat, above = sql(
+        demo,
+        "SELECT count(*), sum(CASE WHEN 100.0 * context_tokens /"
+        " context_window >= 75 THEN 1 ELSE 0 END) FROM model_calls"
+        " WHERE purpose = 'chat' AND status = 'ok'",
+    )
+    folds, summarizer_cost = sql(
+        demo, "SELECT count(*), sum(cost_usd) FROM model_calls WHERE purpose = 'summarize'"
+    )
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Chat calls"] == f"{chat:,}"
+    assert metrics["At or above 75%"] == f"{100 * int(above) / chat:.2f}%"
+    assert metrics["Summarizations"] == f"{folds:,}"
+    assert metrics["Summarizer cost"] == f"${float(summarizer_cost or 0):,.4f}"
+    ranked = at.dataframe[0].value
+    peak = sql(
+        demo,
+        "SELECT max(100.0 * context_tokens / context_window) FROM model_calls"
+        " WHERE purpose = 'chat' AND status = 'ok'",
+    )[0]
+    assert ranked["peak_context_percent"].iloc[0] == pytest.approx(float(peak))
+    assert len(at.get("plotly_chart")) >= 3  # histogram, over time, growth curve
+
+
+def test_latency_page_from_the_database(demo: Engine) -> None:
+    at = open_page("pages/latency.py", range="30d", model="gpt-4o-mini")
+    assert any("Source: database" in m.value for m in at.markdown)
+    summary = at.dataframe[0].value.set_index("model")
+    n = sql(
+        demo,
+        "SELECT count(*) FROM model_calls WHERE model = 'gpt-4o-mini'"
+        " AND purpose = 'chat' AND status = 'ok'",
+    )[0]
+    assert list(summary.index) == ["gpt-4o-mini"] and summary.loc["gpt-4o-mini", "calls"] == n
+    slow = at.dataframe[1].value
+    top = sql(demo, "SELECT max(latency_ms) FROM model_calls WHERE model = 'gpt-4o-mini'")[0]
+    assert slow["latency_ms"].iloc[0] == pytest.approx(float(top))
+
+
+def test_latency_page_falls_back_when_prometheus_is_down(
+    demo: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_URL", f"http://127.0.0.1:{free_port()}")
+    at = open_page("pages/latency.py", range="30d")
+    assert "is unreachable" in at.warning[0].value
+    assert "showing percentiles computed in the database" in at.warning[0].value
+    assert any("Source: database" in m.value for m in at.markdown)
 
 
 def test_cost_page_empty_database_says_what_to_do(app_env: str) -> None:

@@ -19,6 +19,7 @@ from agent.graph import build_agent
 from agent.models import ModelSpec
 from agent.telemetry import CallTelemetry
 from data.cost import cost_totals
+from data.filters import Filters
 from data.recorder import Recorder, record_calls
 from data.records import CallRecord
 
@@ -88,18 +89,10 @@ def test_timestamps_round_trip_in_utc(engine: Engine) -> None:
     record_calls(engine=engine, calls=[call(ts=seoul)])
     # The call is at 18:30 UTC (03:30 the next day in Seoul).
     day = datetime(2026, 11, 20, tzinfo=UTC)
-    assert (
-        cost_totals(
-            engine=engine, start=day + timedelta(hours=18), end=day + timedelta(hours=19)
-        ).calls
-        == 1
-    )
-    assert (
-        cost_totals(
-            engine=engine, start=day + timedelta(hours=9), end=day + timedelta(hours=10)
-        ).calls
-        == 0
-    )
+    window = Filters(start=day + timedelta(hours=18), end=day + timedelta(hours=19))
+    assert cost_totals(engine=engine, filters=window).calls == 1
+    seoul_hour = Filters(start=day + timedelta(hours=27), end=day + timedelta(hours=28))
+    assert cost_totals(engine=engine, filters=seoul_hour).calls == 0
 
 
 def test_batched_insert_keeps_every_row(engine: Engine) -> None:

@@ -1,0 +1,146 @@
+"""Latency: p50/p95/p99 over time by model, error rate, and the slowest calls."""
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from data import latency, prometheus
+from data.cost import has_calls
+from data.filters import Filters
+from data.settings import get_settings
+from pages import charts, common
+
+common.ensure_routed()
+TTL = 60
+
+
+@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
+def _db(_engine: Engine, url: str, name: str, filters: Filters, **kwargs: str) -> pd.DataFrame:
+    return getattr(latency, name)(engine=_engine, filters=filters, **kwargs)
+
+
+@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
+def _prom(prom_url: str, filters: Filters, metric: str) -> pd.DataFrame:
+    return prometheus.latency_over_time(url=prom_url, filters=filters, metric=metric)
+
+
+st.title("Latency")
+settings = get_settings()
+url = settings.sqlalchemy_url
+try:
+    engine = common.engine()
+    any_calls = has_calls(engine=engine)
+except SQLAlchemyError as error:
+    st.error(common.database_error(error))
+    st.stop()
+filters = common.sidebar_filters(engine)
+if not any_calls:
+    st.info(
+        "No model calls are recorded yet. Chat on the **Chat** page, or load demo history "
+        "with `make demo`.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+metric = (
+    st.segmented_control(
+        "Measure",
+        list(latency.METRICS),
+        default="model",
+        format_func=latency.METRICS.__getitem__,
+        key="latency_metric",
+    )
+    or "model"
+)
+prom_url = str(settings.prometheus_url).rstrip("/") if settings.prometheus_url else None
+series = None
+if prom_url:
+    try:
+        series = _prom(prom_url, filters, metric)
+        st.badge(f"Source: Prometheus ({prom_url})", icon=":material/monitoring:", color="green")
+    except prometheus.PrometheusUnavailable as error:
+        st.warning(
+            f"Prometheus at {prom_url} is unreachable ({error}); showing percentiles "
+            "computed in the database instead.",
+            icon=":material/cloud_off:",
+        )
+if series is None:
+    series = _db(engine, url, "latency_over_time", filters, metric=metric)
+    st.badge("Source: database", icon=":material/database:", color="blue")
+st.caption(common.describe_filters(filters))
+
+if series.empty:
+    st.info(
+        f"No {latency.METRICS[metric].lower()} measurements match these filters.",
+        icon=":material/info:",
+    )
+else:
+    long = series.melt(
+        id_vars=["bucket", "model"],
+        value_vars=[c for c in ("p50", "p95", "p99") if c in series],
+        var_name="percentile",
+        value_name="ms",
+    )
+    long["series"] = long["model"] + " " + long["percentile"]
+    st.plotly_chart(
+        charts.lines(
+            long,
+            filters,
+            y="ms",
+            color="model",
+            dash="percentile",
+            axis=f"{latency.METRICS[metric]} (ms)",
+            title=f"{latency.METRICS[metric]}: p50 / p95 / p99 by model",
+            value="%{y:,.0f} ms",
+        ),
+        width="stretch",
+    )
+    summary = _db(engine, url, "latency_summary", filters, metric=metric)
+    st.dataframe(
+        summary,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            **charts.COLUMNS,
+            **{
+                p: st.column_config.NumberColumn(f"{p} (ms)", format="%.0f")
+                for p in ("p50", "p95", "p99")
+            },
+        },
+    )
+    common.csv_download(series, f"latency_{metric}")
+st.caption(
+    "Memory recall and tool-call latency appear here once the agent records them "
+    "(long-term memory and tools are not part of the agent yet)."
+)
+
+errors = _db(engine, url, "error_rate_over_time", filters)
+st.plotly_chart(
+    charts.lines(
+        errors,
+        filters,
+        y="error_rate",
+        color="model",
+        axis="Failed calls (%)",
+        title="Error rate",
+        value="%{y:.2f}%",
+    ),
+    width="stretch",
+)
+
+st.subheader("Slowest calls")
+slow = _db(engine, url, "slowest_calls", filters)
+st.caption("Click a call to open its conversation.")
+picked = st.dataframe(
+    slow,
+    hide_index=True,
+    width="stretch",
+    key="slow_table",
+    on_select="rerun",
+    selection_mode="single-row",
+    column_config=charts.COLUMNS,
+)
+common.csv_download(slow, "slowest_calls")
+if picked.selection.rows:
+    common.open_conversation(slow.iloc[picked.selection.rows[0]]["session_id"])
