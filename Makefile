@@ -52,13 +52,20 @@ $(STAMP): requirements.txt $(LLAMA_WHEEL) | $(VENV)/bin/python
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Debian packages the tests need: chromium for the browser tests.
+# Debian packages the tests need: chromium for the browser tests, prometheus (and promtool) for
+# the Prometheus tests, which start their own server on 127.0.0.1. policy-rc.d keeps apt from
+# starting Debian's prometheus service (it would listen on every interface).
 system-deps:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends chromium >/dev/null; \
-	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; status=$$?; \
+	  rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m data.demo $(ARGS)

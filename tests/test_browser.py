@@ -131,3 +131,26 @@ def test_chat_then_cost(app_url: str, page: Page) -> None:
     expect(calls).to_contain_text("1", timeout=30_000)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "cost.png"), full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "heading", "charts"),
+    [
+        ("costs?range=30d&model=SmolLM2-135M-Instruct&grain=hour", "Token cost", 2),
+        ("context-window?range=7d", "Context window", 3),
+        ("latency-report?range=24h&grain=hour&user=guest", "Latency", 2),
+    ],
+)
+def test_shared_links_render_each_page(
+    app_url: str, page: Page, path: str, heading: str, charts: int
+) -> None:
+    """Runs after the chat test, so the database holds that turn."""
+    page.goto(f"{app_url}/{path}")
+    expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=30_000)
+    expect(page.locator(".js-plotly-plot")).to_have_count(charts, timeout=30_000)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "Error:" not in body
+    # The filters from the link are the ones applied (and kept in the URL).
+    assert path.split("?")[1].split("&")[0] in page.url
+    page.screenshot(path=str(ARTIFACTS / f"{path.split('?')[0]}.png"), full_page=True)
