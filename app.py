@@ -73,12 +73,25 @@ page = st.navigation(
         ],
         "Analytics": [
             st.Page("pages/cost.py", title="Cost", icon=":material/payments:", url_path="costs"),
-            st.Page("pages/context.py", title="Context window", icon=":material/memory:",
-                    url_path="context-window"),
-            st.Page("pages/latency.py", title="Latency", icon=":material/timer:",
-                    url_path="latency-report"),
-            st.Page("pages/conversation.py", title="Conversation", icon=":material/forum:",
-                    url_path="conversation-view", visibility="hidden"),
+            st.Page(
+                "pages/context.py",
+                title="Context window",
+                icon=":material/memory:",
+                url_path="context-window",
+            ),
+            st.Page(
+                "pages/latency.py",
+                title="Latency",
+                icon=":material/timer:",
+                url_path="latency-report",
+            ),
+            st.Page(
+                "pages/conversation.py",
+                title="Conversation",
+                icon=":material/forum:",
+                url_path="conversation-view",
+                visibility="hidden",
+            ),
         ],
     }
 )
