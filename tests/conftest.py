@@ -6,17 +6,22 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+import streamlit as st
 from sqlalchemy import Engine, text
+from streamlit.testing.v1 import AppTest
 
 from data.db import make_engine
+from data.demo import generate
 from data.migrate import upgrade
 from data.settings import Settings, get_settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Settings a developer may have in their shell must not leak into the tests.
 ENV_KEYS = [name.upper() for name in Settings.model_fields]
@@ -107,3 +112,40 @@ def local_settings(local_model_port: int, tmp_path: Path) -> Settings:
     return load_settings(
         data_dir=tmp_path / "data", local_model_port=local_model_port, metrics_port=0
     )
+
+
+@pytest.fixture
+def app_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str, local_model_port: int
+) -> Iterator[str]:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LOCAL_MODEL_PORT", str(local_model_port))
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("METRICS_PORT", "0")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield db_url
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def demo(app_env: str) -> Iterator[Engine]:
+    engine = make_engine(app_env)
+    generate(
+        engine=engine,
+        days=10,
+        users=20,
+        sessions=100,
+        calls=1_500,
+        seed=5,
+        end=datetime.now(UTC) - timedelta(days=3),
+    )
+    yield engine
+    engine.dispose()
+
+
+def run(at: AppTest) -> AppTest:
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    return at

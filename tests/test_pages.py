@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,31 +10,7 @@ from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
 from data.db import make_engine
-from data.demo import generate
-from tests.conftest import ROOT, free_port
-
-APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def app_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str, local_model_port: int
-) -> Iterator[str]:
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("LOCAL_MODEL_PORT", str(local_model_port))
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("METRICS_PORT", "0")
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield db_url
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-def run(at: AppTest) -> AppTest:
-    at.run(timeout=120)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+from tests.conftest import APP, free_port, run
 
 
 def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
@@ -86,22 +60,6 @@ def open_page(page: str, **query: str | list[str]) -> AppTest:
         at.query_params[key] = value
     at.switch_page(page)
     return run(at)
-
-
-@pytest.fixture
-def demo(app_env: str) -> Iterator[Engine]:
-    engine = make_engine(app_env)
-    generate(
-        engine=engine,
-        days=10,
-        users=20,
-        sessions=100,
-        calls=1_500,
-        seed=5,
-        end=datetime.now(UTC) - timedelta(days=3),
-    )
-    yield engine
-    engine.dispose()
 
 
 def sql(engine: Engine, query: str, **params: object) -> tuple:  # type: ignore[type-arg]

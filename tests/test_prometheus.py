@@ -19,8 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from data.metrics import LATENCY_BUCKETS
 from data.prometheus import quantile_query
-from tests.conftest import free_port
-from tests.test_pages import APP, app_env, demo, run  # noqa: F401  (fixtures)
+from tests.conftest import APP, free_port, run
 
 MODELS = {"gpt-4o-mini": 0.8, "gpt-4o": 2.0}  # typical latency in seconds
 # Backfilled history ends well before the server's head block (the last ~3 hours).
