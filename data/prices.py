@@ -54,6 +54,24 @@ def load_overrides(path: Path | None) -> dict[str, Rate]:
     return rates
 
 
+@cache
+def linear_rate(provider: str, model: str) -> Rate | None:
+    """A model's per-token rates from genai-prices (None when unknown), for pricing in bulk.
+
+    Only valid for flat prices; `price_call` remains the reference for single calls."""
+    unit = 1_000_000
+
+    def cost(i: int, c: int, o: int) -> float | None:
+        return price_call(
+            provider=provider, model=model, input_tokens=i, cached_input_tokens=c, output_tokens=o
+        ).cost_usd
+
+    total = cost(unit, 0, 0)
+    if total is None:
+        return None
+    return Rate(input=total, cached_input=cost(unit, unit, 0), output=cost(0, 0, unit) or 0.0)
+
+
 def price_call(
     *,
     provider: str,

@@ -55,10 +55,17 @@ metric = (
 )
 prom_url = str(settings.prometheus_url).rstrip("/") if settings.prometheus_url else None
 series = None
-if prom_url:
+if prom_url and (filters.user or filters.session):
+    st.caption(
+        "Prometheus keeps no per-user or per-session series, so with a user or session "
+        "filter the percentiles are computed in the database."
+    )
+elif prom_url:
     try:
         series = _prom(prom_url, filters, metric)
         st.badge(f"Source: Prometheus ({prom_url})", icon=":material/monitoring:", color="green")
+        if metric == "model":
+            st.caption("model_latency_seconds covers every model call (chat and summarization).")
     except prometheus.PrometheusUnavailable as error:
         st.warning(
             f"Prometheus at {prom_url} is unreachable ({error}); showing percentiles "

@@ -75,3 +75,29 @@ def test_broken_overrides_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text('{"acme": {"input": 1}}')
     with pytest.raises(ValueError, match=r"PRICE_OVERRIDES_FILE .*prices.json: 'output'"):
         load_overrides(path)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"])
+def test_bulk_rates_price_like_single_calls(model: str) -> None:
+    from data.prices import linear_rate
+
+    rate = linear_rate("openai", model)
+    assert rate is not None
+    for tokens in [(12_345, 3_456, 789), (1, 0, 1), (200_000, 199_000, 4_000)]:
+        single = price_call(
+            provider="openai",
+            model=model,
+            input_tokens=tokens[0],
+            cached_input_tokens=tokens[1],
+            output_tokens=tokens[2],
+        )
+        bulk = price_call(
+            provider="openai",
+            model=model,
+            input_tokens=tokens[0],
+            cached_input_tokens=tokens[1],
+            output_tokens=tokens[2],
+            overrides={model: rate},
+        )
+        assert bulk.cost_usd == pytest.approx(single.cost_usd, rel=1e-12)
+    assert linear_rate("openai", "acme-llm") is None

@@ -1,0 +1,174 @@
+"""Analyst page data functions at scale: cold and warm timings per page, 7-day and 90-day ranges.
+
+Prints one JSON object with one entry per database: rows, page_p95_ms (the worst page, 90-day
+range, cold), naive_ratio (a naive GROUP BY over raw rows divided by that page time) and the
+detail per page and range.
+
+    python bench/pages.py [--rows N] [--db URL ...] [--reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg
+from sqlalchemy import Engine, text
+
+from data import context, cost, latency
+from data.db import describe, make_engine
+from data.demo import generate
+from data.filters import Filters, parse_filters
+from data.migrate import upgrade
+from data.settings import to_libpq_url, to_sqlalchemy_url
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/acb_bench"
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
+    """Every data call each page makes for one view (the same functions the pages use)."""
+
+    def cost_page() -> None:
+        cost.cost_totals(engine=engine, filters=f)
+        cost.cost_totals(engine=engine, filters=f.previous())
+        cost.cost_over_time(engine=engine, filters=f)
+        cost.what_if(engine=engine, filters=f, target_model="gpt-4o-mini")  # includes by_model
+        cost.cost_by_user(engine=engine, filters=f)
+        cost.cost_by_session(engine=engine, filters=f)
+        cost.known_models(engine=engine)
+
+    def context_page() -> None:
+        context.share_above(engine=engine, filters=f, trigger_percent=75)
+        context.summarization_over_time(engine=engine, filters=f)
+        context.context_histogram(engine=engine, filters=f)
+        context.context_over_time(engine=engine, filters=f, trigger_percent=75)
+        context.sessions_by_peak_context(engine=engine, filters=f)
+
+    def latency_page() -> None:
+        latency.latency_over_time(engine=engine, filters=f, metric="model")
+        latency.latency_summary(engine=engine, filters=f, metric="model")
+        latency.error_rate_over_time(engine=engine, filters=f)
+        latency.slowest_calls(engine=engine, filters=f)
+
+    return {"cost": cost_page, "context": context_page, "latency": latency_page}
+
+
+def naive(engine: Engine, f: Filters) -> None:
+    """What a first version would do: group the raw rows, no index, no rollup."""
+    day = "date(ts)" if engine.dialect.name == "sqlite" else "date_trunc('day', ts)"
+    with engine.connect() as connection:
+        connection.execute(
+            text(
+                f"SELECT {day}, model, user_id, session_id, count(*), sum(cost_usd), "
+                "sum(input_tokens), sum(output_tokens), max(latency_ms) FROM model_calls "
+                "GROUP BY 1, 2, 3, 4"
+            )
+        ).all()
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def prepare(url: str, rows: int, reuse: bool) -> Engine:
+    if url.startswith("postgresql"):
+        admin = to_libpq_url(to_sqlalchemy_url(url)).rsplit("/", 1)
+        with psycopg.connect(admin[0] + "/postgres", autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (admin[1],)
+            ).fetchone()
+            if exists and not reuse:
+                conn.execute(f'DROP DATABASE "{admin[1]}" WITH (FORCE)')
+            if not exists or not reuse:
+                conn.execute(f'CREATE DATABASE "{admin[1]}"')
+    elif not reuse:
+        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    upgrade(url)
+    engine = make_engine(to_sqlalchemy_url(url))
+    with engine.connect() as connection:
+        have = connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one()
+    if have != rows:
+        with engine.begin() as connection:
+            for table in ("model_calls", "messages", "chat_sessions"):
+                connection.execute(text(f"DELETE FROM {table}"))
+        generate(
+            engine=engine,
+            days=90,
+            users=max(rows // 250, 10),
+            sessions=max(rows // 25, 10),
+            calls=rows,
+            seed=1,
+            end=END,
+            messages=False,
+        )
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+    return engine
+
+
+def measure(url: str, rows: int, reuse: bool, runs: int) -> dict[str, object]:
+    engine = prepare(url, rows, reuse)
+    detail: dict[str, dict[str, float]] = {}
+    worst_cold_90 = 0.0
+    for preset in ("7d", "90d"):
+        f, _ = parse_filters({"range": preset}, known_models=[], now=END)
+        for name, fn in pages(engine, f).items():
+            samples = timed(fn, runs)
+            warm = samples[1:]
+            detail[f"{name}_{preset}"] = {
+                "cold_ms": round(samples[0], 1),
+                "warm_p50_ms": round(statistics.median(warm), 1),
+                "warm_p95_ms": round(
+                    max(warm) if len(warm) < 20 else statistics.quantiles(warm, n=20)[-1], 1
+                ),
+            }
+            if preset == "90d":
+                worst_cold_90 = max(worst_cold_90, samples[0])
+    f90, _ = parse_filters({"range": "90d"}, known_models=[], now=END)
+    naive_ms = statistics.median(timed(lambda: naive(engine, f90), 3))
+    engine.dispose()
+    return {
+        "db": describe(to_sqlalchemy_url(url)),
+        "rows": rows,
+        "page_p95_ms": round(worst_cold_90, 1),
+        "naive_group_by_ms": round(naive_ms, 1),
+        "naive_ratio": round(naive_ms / worst_cold_90, 2),
+        "pages": detail,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--db",
+        action="append",
+        help=f"database URL (repeatable); default: a temporary SQLite file and {PG_DEFAULT}",
+    )
+    parser.add_argument("--reuse", action="store_true", help="keep rows from an earlier run")
+    parser.add_argument("--runs", type=int, default=6, help="runs per page (the first is cold)")
+    args = parser.parse_args()
+    urls = args.db or [
+        f"sqlite:///{Path(tempfile.gettempdir()) / 'acb-bench-pages.sqlite3'}",
+        PG_DEFAULT,
+    ]
+    print(json.dumps({"databases": [measure(u, args.rows, args.reuse, args.runs) for u in urls]}))
+
+
+if __name__ == "__main__":
+    main()
