@@ -142,3 +142,30 @@ def chat_models(provider: str = "openai") -> tuple[str, ...]:
                 )
             )
     return ()
+
+
+def price_table(
+    models: list[tuple[str, str]], overrides: dict[str, Rate] | None = None
+) -> list[dict[str, object]]:
+    """The rates in use for (provider, model) pairs, USD per million tokens, and their source."""
+    rows: list[dict[str, object]] = []
+    for provider, model in models:
+        rate = (overrides or BUILTIN_OVERRIDES).get(model)
+        source = "override" if rate is not None else "genai-prices"
+        if model in BUILTIN_OVERRIDES and rate is BUILTIN_OVERRIDES[model]:
+            source = "built in (runs locally)"
+        if rate is None and provider != LOCAL_PROVIDER:
+            rate = linear_rate(provider if provider != "openai-compatible" else "openai", model)
+        rows.append(
+            {
+                "model": model,
+                "provider": provider,
+                "input_per_mtok": None if rate is None else rate.input,
+                "cached_input_per_mtok": None
+                if rate is None
+                else (rate.input if rate.cached_input is None else rate.cached_input),
+                "output_per_mtok": None if rate is None else rate.output,
+                "source": source if rate is not None else "unknown: not priced",
+            }
+        )
+    return rows

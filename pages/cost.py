@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data import cost
 from data.filters import Filters
-from data.prices import BUILTIN_OVERRIDES
+from data.prices import BUILTIN_OVERRIDES, load_overrides, price_table
 from data.settings import get_settings
 from pages import charts, common
 
@@ -212,6 +212,33 @@ c3.metric(
 )
 st.dataframe(what_if, hide_index=True, width="stretch", column_config=charts.COLUMNS)
 common.csv_download(what_if, "what_if")
+
+with st.expander("Price table in use", icon=":material/sell:"):
+    overrides = load_overrides(get_settings().price_overrides_file)
+    pairs = list(by_model[["provider", "model"]].itertuples(index=False, name=None))
+    prices = pd.DataFrame(price_table(pairs, overrides))
+    st.caption(
+        "USD per million tokens. Prices come from genai-prices; self-hosted and custom "
+        "models are priced by the JSON file named by PRICE_OVERRIDES_FILE."
+    )
+    st.dataframe(
+        prices,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "model": "Model",
+            "provider": "Provider",
+            "source": "Source",
+            **{
+                c: st.column_config.NumberColumn(
+                    c.replace("_per_mtok", "").replace("_", " ").capitalize() + " ($/Mtok)",
+                    format="$%.4f",
+                )
+                for c in ("input_per_mtok", "cached_input_per_mtok", "output_per_mtok")
+            },
+        },
+    )
+    common.csv_download(prices, "price_table")
 
 if totals.unpriced_calls:
     st.subheader(f"Unpriced calls ({totals.unpriced_calls:,})")

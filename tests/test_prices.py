@@ -101,3 +101,32 @@ def test_bulk_rates_price_like_single_calls(model: str) -> None:
         )
         assert bulk.cost_usd == pytest.approx(single.cost_usd, rel=1e-12)
     assert linear_rate("openai", "acme-llm") is None
+
+
+def test_price_table_says_where_each_price_comes_from(tmp_path: Path) -> None:
+    from data.prices import price_table
+
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"acme-llm-7b": {"input": 1.0, "output": 2.0}}))
+    rows = {
+        r["model"]: r
+        for r in price_table(
+            [
+                ("openai", "gpt-4o-mini"),
+                ("openai-compatible", "acme-llm-7b"),
+                ("local", LOCAL_MODEL_NAME),
+                ("openai-compatible", "mystery"),
+            ],
+            load_overrides(path),
+        )
+    }
+    assert rows["gpt-4o-mini"]["source"] == "genai-prices"
+    assert (rows["gpt-4o-mini"]["input_per_mtok"], rows["gpt-4o-mini"]["output_per_mtok"]) == (
+        pytest.approx(0.15),
+        pytest.approx(0.60),
+    )
+    assert rows["acme-llm-7b"]["source"] == "override"
+    assert rows["acme-llm-7b"]["cached_input_per_mtok"] == 1.0
+    assert rows[LOCAL_MODEL_NAME]["source"] == "built in (runs locally)"
+    assert rows["mystery"]["source"] == "unknown: not priced"
+    assert rows["mystery"]["input_per_mtok"] is None
