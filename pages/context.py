@@ -197,11 +197,8 @@ else:
             width="stretch",
         )
     with right:
-        long = summaries.melt(
-            id_vars="bucket",
-            value_vars=["latency_p50_ms", "latency_p95_ms"],
-            var_name="percentile",
-            value_name="ms",
+        long = summaries.rename(columns={"latency_p50_ms": "p50", "latency_p95_ms": "p95"}).melt(
+            id_vars="bucket", value_vars=["p50", "p95"], var_name="percentile", value_name="ms"
         )
         st.plotly_chart(
             charts.lines(
