@@ -182,3 +182,26 @@ def turn_caption(stats: TurnStats | None) -> str:
     if stats.errors:
         text += f" · {stats.errors} failed"
     return text
+
+
+def analyst_page() -> tuple[Engine, Filters]:
+    """The start of every analyst page: the database (or a clear error), the shared filters,
+    and, for an empty database, what to do instead of empty charts."""
+    from data.cost import has_calls
+
+    try:
+        db = engine()
+        any_calls = has_calls(engine=db)
+    except SQLAlchemyError as error:
+        st.error(database_error(error))
+        st.stop()
+    filters = sidebar_filters(db)
+    if not any_calls:
+        st.info(
+            "No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "
+            "30 days of demo history with `make demo` (see the README).",
+            icon=":material/info:",
+        )
+        st.page_link("pages/chat.py", label="Open the chat", icon=":material/chat:")
+        st.stop()
+    return db, filters

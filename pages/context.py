@@ -6,10 +6,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from data import context
-from data.cost import has_calls
 from data.filters import Filters
 from data.settings import get_settings
 from pages import charts, common
@@ -27,20 +25,7 @@ st.title("Context window")
 settings = get_settings()
 url = settings.sqlalchemy_url
 trigger = 100 * settings.summary_trigger_fraction
-try:
-    engine = common.engine()
-    any_calls = has_calls(engine=engine)
-except SQLAlchemyError as error:
-    st.error(common.database_error(error))
-    st.stop()
-filters = common.sidebar_filters(engine)
-if not any_calls:
-    st.info(
-        "No model calls are recorded yet. Chat on the **Chat** page, or load demo history "
-        "with `make demo`.",
-        icon=":material/info:",
-    )
-    st.stop()
+engine, filters = common.analyst_page()
 st.caption(common.describe_filters(filters) + f" · summarization trigger {trigger:.0f}%")
 
 above, total = context.share_above(engine=engine, filters=filters, trigger_percent=trigger)

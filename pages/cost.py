@@ -4,7 +4,6 @@ session, what-if re-pricing, and the calls that have no price."""
 import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from data import cost
 from data.filters import Filters
@@ -39,23 +38,7 @@ def delta(now: float | None, before: float | None) -> str | None:
 
 st.title("Token cost")
 url = get_settings().sqlalchemy_url
-try:
-    engine = common.engine()
-    any_calls = cost.has_calls(engine=engine)
-except SQLAlchemyError as error:
-    st.error(common.database_error(error))
-    st.stop()
-
-filters = common.sidebar_filters(engine)
-if not any_calls:
-    st.info(
-        "No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "
-        "30 days of demo history with `make demo` (see the README).",
-        icon=":material/info:",
-    )
-    st.page_link("pages/chat.py", label="Open the chat", icon=":material/chat:")
-    st.stop()
-
+engine, filters = common.analyst_page()
 st.caption(common.describe_filters(filters))
 totals = _totals(engine, url, filters)
 if totals.calls == 0:

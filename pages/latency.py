@@ -3,10 +3,8 @@
 import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from data import latency, prometheus
-from data.cost import has_calls
 from data.filters import Filters
 from data.settings import get_settings
 from pages import charts, common
@@ -28,20 +26,7 @@ def _prom(prom_url: str, filters: Filters, metric: str) -> pd.DataFrame:
 st.title("Latency")
 settings = get_settings()
 url = settings.sqlalchemy_url
-try:
-    engine = common.engine()
-    any_calls = has_calls(engine=engine)
-except SQLAlchemyError as error:
-    st.error(common.database_error(error))
-    st.stop()
-filters = common.sidebar_filters(engine)
-if not any_calls:
-    st.info(
-        "No model calls are recorded yet. Chat on the **Chat** page, or load demo history "
-        "with `make demo`.",
-        icon=":material/info:",
-    )
-    st.stop()
+engine, filters = common.analyst_page()
 
 metric = (
     st.segmented_control(
