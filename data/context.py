@@ -2,99 +2,128 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
-from sqlalchemy import Engine, Float, Integer, and_, case, cast, func, select
+from sqlalchemy import Engine, Float, and_, case, cast, func, select
 
 from data.filters import Filters
-from data.models import ModelCall
+from data.models import ModelCall, RollupContextBins
 from data.percentiles import percentiles
+from data.rollups import BIN_WIDTH, PERCENT, bin_of, ensure_fresh
+from data.source import session_rows, source_for, stored_percentiles, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
-# Context % of one request: its input tokens over the model's input window (a peak, not a sum).
-PERCENT = 100.0 * cast(C.context_tokens, Float) / func.nullif(C.context_window, 0)
-BIN_WIDTH = 5
+B = RollupContextBins.__table__
+__all__ = ["BIN_WIDTH", "PERCENT"]  # the pages read both from here
 
 
-def _chat(filters: Filters):  # type: ignore[no-untyped-def]
+def _chat(filters: Filters) -> Any:
     return and_(
         filters.conditions(), C.purpose == "chat", C.status == "ok", C.context_window.is_not(None)
     )
 
 
-def _frame(engine: Engine, query, columns: list[str]) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    return pd.DataFrame(rows, columns=columns)
+def _bins(engine: Engine, filters: Filters, group: list[Any]) -> Any:
+    """(group..., bin, calls) rows: from the bin rollup, or from raw rows for a user view."""
+    if filters.by_user_or_session:
+        b = bin_of(engine.dialect.name).label("bin")
+        return (
+            select(*group, b, func.count().label("calls"))
+            .where(_chat(filters))
+            .group_by(*group, b)
+            .subquery()
+        )
+    ensure_fresh(engine)
+    return select(*group, B.c.bin, B.c.calls).where(filters.conditions(B, "hour")).subquery()
 
 
 def context_histogram(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Chat calls per 5-point context % bin (bin 70 holds 70 <= % < 75; 100 holds >= 100)."""
-    low = (
-        cast(func.floor(func.min(PERCENT, 100.0) / BIN_WIDTH), Integer) * BIN_WIDTH
-        if engine.dialect.name == "sqlite"
-        else cast(func.floor(func.least(PERCENT, 100.0) / BIN_WIDTH), Integer) * BIN_WIDTH
-    )
-    query = (
-        select(low.label("bin"), func.count().label("calls"))
-        .where(_chat(filters))
-        .group_by(low)
-        .order_by(low)
-    )
-    return _frame(engine, query, ["bin", "calls"])
-
-
-def context_over_time(*, engine: Engine, filters: Filters, trigger_percent: float) -> pd.DataFrame:
-    """Per bucket: chat calls, p50 and p95 context %, and the share at or above the trigger."""
-    period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
-    pct = percentiles(
-        engine=engine, value=PERCENT, groups=[period], where=_chat(filters), quantiles=(0.5, 0.95)
-    )
-    share = _frame(
-        engine,
-        select(period, func.avg(case((trigger_percent <= PERCENT, 1.0), else_=0.0)))
-        .where(_chat(filters))
-        .group_by(period),
-        ["bucket", "share_above_trigger"],
-    )
-    frame = pct.merge(share, on="bucket", how="left").rename(columns={"n": "calls"})
-    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
-    return frame
+    t = _bins(engine, filters, []).c
+    query = select(t.bin, func.sum(t.calls)).group_by(t.bin).order_by(t.bin)
+    return to_frame(engine, query, ["bin", "calls"])
 
 
 def share_above(*, engine: Engine, filters: Filters, trigger_percent: float) -> tuple[int, int]:
     """(chat calls at or above the trigger, all chat calls)."""
-    query = select(
-        func.coalesce(func.sum(case((trigger_percent <= PERCENT, 1), else_=0)), 0), func.count()
-    ).where(_chat(filters))
+    if trigger_percent % BIN_WIDTH == 0:  # the bins answer exactly
+        t = _bins(engine, filters, []).c
+        query = select(
+            func.coalesce(func.sum(case((t.bin >= trigger_percent, t.calls), else_=0)), 0),
+            func.coalesce(func.sum(t.calls), 0),
+        )
+    else:
+        query = select(
+            func.coalesce(func.sum(case((trigger_percent <= PERCENT, 1), else_=0)), 0), func.count()
+        ).where(_chat(filters))
     with engine.connect() as connection:
         above, total = connection.execute(query).one()
     return int(above), int(total)
+
+
+def context_over_time(*, engine: Engine, filters: Filters, trigger_percent: float) -> pd.DataFrame:
+    """Per bucket: chat calls, p50 and p95 context %, and the share at or above the trigger."""
+    pct = stored_percentiles(engine, filters, "context", per_model=False)
+    if pct is None:
+        period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+        pct = percentiles(
+            engine=engine,
+            value=PERCENT,
+            groups=[period],
+            where=_chat(filters),
+            quantiles=(0.5, 0.95),
+        )
+        pct["bucket"] = pd.to_datetime(pct["bucket"], utc=True)
+        share = to_frame(
+            engine,
+            select(period, func.avg(case((trigger_percent <= PERCENT, 1.0), else_=0.0)))
+            .where(_chat(filters))
+            .group_by(period),
+            ["bucket", "share_above_trigger"],
+        )
+        share["bucket"] = pd.to_datetime(share["bucket"], utc=True)
+    else:
+        t = _bins(engine, filters, [B.c.hour]).c
+        period = bucket(t.hour, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+        share = to_frame(
+            engine,
+            select(
+                period,
+                cast(func.sum(case((t.bin >= trigger_percent, t.calls), else_=0)), Float)
+                / func.sum(t.calls),
+            ).group_by(period),
+            ["bucket", "share_above_trigger"],
+        )
+        share["bucket"] = pd.to_datetime(share["bucket"], utc=True)
+        pct = pct.drop(columns=["model", "p99"])
+    frame = pct.merge(share, on="bucket", how="left").rename(columns={"n": "calls"})
+    return frame[["bucket", "calls", "p50", "p95", "share_above_trigger"]]
 
 
 def sessions_by_peak_context(
     *, engine: Engine, filters: Filters, limit: int = 1000
 ) -> pd.DataFrame:
     """Sessions ranked by the fullest request they sent."""
-    summaries = func.sum(case((C.purpose == "summarize", 1), else_=0))
-    peak = func.max(case((and_(C.purpose == "chat", C.status == "ok"), PERCENT)))
+    t = session_rows(engine, filters).c
+    peak = func.max(t.peak_context_percent)
     query = (
         select(
-            C.session_id,
-            func.min(C.user_id),
-            func.min(C.model),
+            t.session_id,
+            func.min(t.user_id),
+            func.min(t.model),
             peak,
-            func.count(),
-            summaries,
-            func.max(C.turn),
+            func.sum(t.calls),
+            func.sum(t.summarizations),
+            func.max(t.max_turn),
         )
-        .where(filters.conditions())
-        .group_by(C.session_id)
+        .group_by(t.session_id)
         .having(peak.is_not(None))
-        .order_by(peak.desc(), C.session_id)
+        .order_by(peak.desc(), t.session_id)
         .limit(limit)
     )
-    return _frame(
+    return to_frame(
         engine,
         query,
         ["session", "user", "model", "peak_context_percent", "calls", "summarizations", "turns"],
@@ -110,7 +139,7 @@ def session_growth(*, engine: Engine, session_id: str) -> pd.DataFrame:
         .where(C.session_id == session_id, C.status == "ok")
         .order_by(C.turn, C.ts, C.id)
     )
-    return _frame(
+    return to_frame(
         engine,
         query,
         ["turn", "purpose", "context_tokens", "context_window", "input_tokens", "output_tokens"],
@@ -118,34 +147,39 @@ def session_growth(*, engine: Engine, session_id: str) -> pd.DataFrame:
 
 
 def summarization_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Per bucket: summarization events, tokens saved, summarizer latency (p50) and cost.
+    """Per bucket: summarization events, tokens saved, summarizer latency (p50/p95) and cost.
 
     Tokens saved by one event = the tokens it folded (its input) minus the summary it wrote
     (its output): that is how much shorter every later request of the session became."""
-    period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
-    where = and_(filters.conditions(), C.purpose == "summarize")
-    sums = _frame(
+    src = source_for(engine, filters)
+    c = src.c
+    period = bucket(c[src.time], dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+    sums = to_frame(
         engine,
         select(
             period,
-            func.count(),
-            func.sum(C.input_tokens - C.output_tokens),
-            func.coalesce(func.sum(C.cost_usd), 0.0),
-            func.sum(case((C.status == "error", 1), else_=0)),
+            src.calls(),
+            func.sum(c.input_tokens) - func.sum(c.output_tokens),
+            func.coalesce(func.sum(c.cost_usd), 0.0),
+            src.count_if(c.status == "error"),
         )
-        .where(where)
+        .where(src.where(filters), c.purpose == "summarize")
         .group_by(period),
         ["bucket", "events", "tokens_saved", "cost_usd", "errors"],
     )
-    lat = percentiles(
-        engine=engine,
-        value=C.latency_ms,
-        groups=[period],
-        where=and_(where, C.status == "ok"),
-        quantiles=(0.5, 0.95),
-    )
-    frame = sums.merge(lat.drop(columns="n"), on="bucket", how="left").rename(
+    sums["bucket"] = pd.to_datetime(sums["bucket"], utc=True)
+    lat = stored_percentiles(engine, filters, "summarize", per_model=False)
+    if lat is None:
+        raw_period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+        lat = percentiles(
+            engine=engine,
+            value=C.latency_ms,
+            groups=[raw_period],
+            where=and_(filters.conditions(), C.purpose == "summarize", C.status == "ok"),
+            quantiles=(0.5, 0.95),
+        )
+        lat["bucket"] = pd.to_datetime(lat["bucket"], utc=True)
+    frame = sums.merge(lat[["bucket", "p50", "p95"]], on="bucket", how="left").rename(
         columns={"p50": "latency_p50_ms", "p95": "latency_p95_ms"}
     )
-    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
     return frame

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, Integer, case, distinct, func, select
 
 from data.filters import Filters
-from data.models import ModelCall
+from data.models import ModelCall, RollupHourly, RollupSessionHourly
 from data.prices import price_call
+from data.rollups import ensure_fresh
+from data.source import session_rows, source_for, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
+S = RollupSessionHourly.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,27 +48,35 @@ def _count_if(condition):  # type: ignore[no-untyped-def]
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0).cast(Integer)
 
 
-def _frame(engine: Engine, query, columns: list[str]) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    with engine.connect() as connection:
-        rows = connection.execute(query).mappings().all()
-    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
+    return to_frame(engine, query, columns)
 
 
 def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
     """Calls, tokens, priced cost, conversations and users under `filters`."""
+    src = source_for(engine, filters)
+    c = src.c
     query = select(
-        func.count(),
-        func.coalesce(func.sum(C.input_tokens), 0),
-        func.coalesce(func.sum(C.cached_input_tokens), 0),
-        func.coalesce(func.sum(C.output_tokens), 0),
-        func.coalesce(func.sum(C.cost_usd), 0.0),
-        _count_if(C.cost_status == "unknown"),
-        _count_if(C.status == "error"),
-        func.count(distinct(C.session_id)),
-        func.count(distinct(C.user_id)),
-    ).where(filters.conditions())
+        func.coalesce(src.calls(), 0),
+        func.coalesce(func.sum(c.input_tokens), 0),
+        func.coalesce(func.sum(c.cached_input_tokens), 0),
+        func.coalesce(func.sum(c.output_tokens), 0),
+        func.coalesce(func.sum(c.cost_usd), 0.0),
+        src.count_if(c.cost_status == "unknown"),
+        src.count_if(c.status == "error"),
+    ).where(src.where(filters))
+    people = (
+        select(func.count(distinct(C.session_id)), func.count(distinct(C.user_id))).where(
+            filters.conditions()
+        )
+        if not src.rollup
+        else select(func.count(distinct(S.c.session_id)), func.count(distinct(S.c.user_id))).where(
+            filters.conditions(S, "hour")
+        )
+    )
     with engine.connect() as connection:
         row = connection.execute(query).one()
+        sessions, users = connection.execute(people).one()
     return CostTotals(
         calls=int(row[0]),
         input_tokens=int(row[1]),
@@ -73,8 +85,8 @@ def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
         cost_usd=float(row[4]),
         unpriced_calls=int(row[5]),
         errors=int(row[6]),
-        sessions=int(row[7]),
-        users=int(row[8]),
+        sessions=int(sessions),
+        users=int(users),
     )
 
 
@@ -92,20 +104,22 @@ OVER_TIME_COLUMNS = [
 
 def cost_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Per time bucket (filters.unit) and model: calls, token types and priced cost."""
-    period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+    src = source_for(engine, filters)
+    c = src.c
+    period = bucket(c[src.time], dialect=engine.dialect.name, unit=filters.unit).label("bucket")
     query = (
         select(
             period,
-            C.model,
-            func.count().label("calls"),
-            func.sum(C.input_tokens).label("input_tokens"),
-            func.sum(C.cached_input_tokens).label("cached_input_tokens"),
-            func.sum(C.output_tokens).label("output_tokens"),
-            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
+            c.model,
+            src.calls().label("calls"),
+            func.sum(c.input_tokens).label("input_tokens"),
+            func.sum(c.cached_input_tokens).label("cached_input_tokens"),
+            func.sum(c.output_tokens).label("output_tokens"),
+            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
         )
-        .where(filters.conditions())
-        .group_by(period, C.model)
-        .order_by(period, C.model)
+        .where(src.where(filters))
+        .group_by(period, c.model)
+        .order_by(period, c.model)
     )
     frame = _frame(engine, query, [c for c in OVER_TIME_COLUMNS if c != "tokens"])
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
@@ -145,21 +159,23 @@ BY_MODEL_COLUMNS = [
 
 def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """One row per model: calls, token types, priced cost, unpriced calls, cost per 1k calls."""
+    src = source_for(engine, filters)
+    c = src.c
     query = (
         select(
-            C.model,
-            C.provider,
-            func.count().label("calls"),
-            func.sum(C.input_tokens).label("input_tokens"),
-            func.sum(C.cached_input_tokens).label("cached_input_tokens"),
-            func.sum(C.output_tokens).label("output_tokens"),
-            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
-            _count_if(C.cost_status == "unknown").label("unpriced_calls"),
-            _count_if(C.status == "error").label("errors"),
+            c.model,
+            c.provider,
+            src.calls().label("calls"),
+            func.sum(c.input_tokens).label("input_tokens"),
+            func.sum(c.cached_input_tokens).label("cached_input_tokens"),
+            func.sum(c.output_tokens).label("output_tokens"),
+            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
+            src.count_if(c.cost_status == "unknown").label("unpriced_calls"),
+            src.count_if(c.status == "error").label("errors"),
         )
-        .where(filters.conditions())
-        .group_by(C.model, C.provider)
-        .order_by(func.coalesce(func.sum(C.cost_usd), 0.0).desc(), C.model)
+        .where(src.where(filters))
+        .group_by(c.model, c.provider)
+        .order_by(func.coalesce(func.sum(c.cost_usd), 0.0).desc(), c.model)
     )
     frame = _frame(
         engine, query, [c for c in BY_MODEL_COLUMNS if c not in ("tokens", "cost_per_1k_calls")]
@@ -171,18 +187,18 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 
 def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Every user (not a top 5): sessions, calls, tokens, priced cost, unpriced calls."""
+    t = session_rows(engine, filters).c
     query = (
         select(
-            C.user_id.label("user"),
-            func.count(distinct(C.session_id)).label("sessions"),
-            func.count().label("calls"),
-            func.sum(C.input_tokens + C.output_tokens).label("tokens"),
-            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
-            _count_if(C.cost_status == "unknown").label("unpriced_calls"),
+            t.user_id.label("user"),
+            func.count(distinct(t.session_id)).label("sessions"),
+            func.sum(t.calls).label("calls"),
+            func.sum(t.tokens).label("tokens"),
+            func.sum(t.cost_usd).label("cost_usd"),
+            func.sum(t.unpriced_calls).label("unpriced_calls"),
         )
-        .where(filters.conditions())
-        .group_by(C.user_id)
-        .order_by(func.coalesce(func.sum(C.cost_usd), 0.0).desc(), C.user_id)
+        .group_by(t.user_id)
+        .order_by(func.sum(t.cost_usd).desc(), t.user_id)
     )
     cols = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
     return _frame(engine, query, cols)
@@ -190,21 +206,21 @@ def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 
 def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Every session: its user, first and last call, turns, calls, tokens and priced cost."""
+    t = session_rows(engine, filters).c
     query = (
         select(
-            C.session_id.label("session"),
-            func.min(C.user_id).label("user"),
-            func.min(C.ts).label("first_call"),
-            func.max(C.ts).label("last_call"),
-            func.max(C.turn).label("turns"),
-            func.count().label("calls"),
-            func.sum(C.input_tokens + C.output_tokens).label("tokens"),
-            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
-            _count_if(C.cost_status == "unknown").label("unpriced_calls"),
+            t.session_id.label("session"),
+            func.min(t.user_id).label("user"),
+            func.min(t.first_call).label("first_call"),
+            func.max(t.last_call).label("last_call"),
+            func.max(t.max_turn).label("turns"),
+            func.sum(t.calls).label("calls"),
+            func.sum(t.tokens).label("tokens"),
+            func.sum(t.cost_usd).label("cost_usd"),
+            func.sum(t.unpriced_calls).label("unpriced_calls"),
         )
-        .where(filters.conditions())
-        .group_by(C.session_id)
-        .order_by(func.coalesce(func.sum(C.cost_usd), 0.0).desc(), C.session_id)
+        .group_by(t.session_id)
+        .order_by(func.sum(t.cost_usd).desc(), t.session_id)
     )
     cols = [
         "session",
@@ -290,8 +306,10 @@ def what_if(
 
 def known_models(*, engine: Engine) -> list[str]:
     """Every model that has a recorded call (for the model filter)."""
+    ensure_fresh(engine)
+    r = RollupHourly.__table__.c
     with engine.connect() as connection:
-        return list(connection.execute(select(C.model).distinct().order_by(C.model)).scalars())
+        return list(connection.execute(select(r.model).distinct().order_by(r.model)).scalars())
 
 
 def has_calls(*, engine: Engine) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_
 
@@ -51,15 +51,25 @@ class Filters:
         """The period of the same length just before this one (for deltas)."""
         return replace(self, start=self.start - self.span, end=self.start)
 
-    def conditions(self) -> ColumnElement[bool]:
-        c = ModelCall.__table__.c
-        parts = [c.ts >= self.start, c.ts < self.end]
+    @property
+    def by_user_or_session(self) -> bool:
+        """Rollups hold no per-user or per-session time series; such views read raw rows."""
+        return bool(self.user or self.session)
+
+    @property
+    def whole_days(self) -> bool:
+        return self.start.hour == 0 and self.end.hour == 0
+
+    def conditions(self, table: Any = None, time: str = "ts") -> ColumnElement[bool]:
+        """The filter on model_calls, or on a rollup table (`time` names its hour column)."""
+        c = (table if table is not None else ModelCall.__table__).c
+        parts = [c[time] >= self.start, c[time] < self.end]
         if self.models:
-            parts.append(c.model.in_(self.models))
+            parts.append(c["model"].in_(self.models))
         if self.user:
-            parts.append(c.user_id == self.user)
+            parts.append(c["user_id"] == self.user)
         if self.session:
-            parts.append(c.session_id == self.session)
+            parts.append(c["session_id"] == self.session)
         return and_(*parts)
 
     def to_query(self) -> dict[str, str | list[str]]:
@@ -84,8 +94,12 @@ def auto_unit(span: timedelta) -> Unit:
 
 
 def preset_window(preset: str, now: datetime) -> tuple[datetime, datetime]:
-    """[start, end) ending at the next whole hour, so a view is stable for an hour of caching."""
-    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    """[start, end): "24h" ends at the next whole hour; the day presets are whole UTC days up to
+    and including today, so each day in a daily chart is a complete day."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if PRESETS[preset] < timedelta(days=2):
+        return hour - PRESETS[preset], hour
+    end = hour.replace(hour=0) + timedelta(days=1) if hour.hour else hour
     return end - PRESETS[preset], end
 
 

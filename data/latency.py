@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 import pandas as pd
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, and_, select
 
 from data.filters import Filters
 from data.models import ModelCall
 from data.percentiles import percentiles
+from data.source import source_for, stored_percentiles, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
@@ -32,8 +34,18 @@ def _metric(metric: str, filters: Filters):  # type: ignore[no-untyped-def]
     raise ValueError(f"unknown latency metric {metric!r}")
 
 
+ROLLUP_METRIC = {"model": "latency", "ttft": "ttft", "summarization": "summarize"}
+SUMMARY_MAX_SPAN = timedelta(days=7)
+
+
 def latency_over_time(*, engine: Engine, filters: Filters, metric: str) -> pd.DataFrame:
-    """p50/p95/p99 in ms per bucket and model, computed inside the database."""
+    """p50/p95/p99 in ms per bucket and model, computed inside the database: exact per-bucket
+    percentiles from the rollup, or from the raw rows for views the rollup cannot serve."""
+    stored = stored_percentiles(engine, filters, ROLLUP_METRIC[metric], per_model=True)
+    if stored is not None:
+        return stored.rename(columns={"n": "calls"})[
+            ["bucket", "model", "calls", "p50", "p95", "p99"]
+        ]
     value, where = _metric(metric, filters)
     period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
     frame = percentiles(engine=engine, value=value, groups=[period, C.model], where=where)
@@ -41,8 +53,11 @@ def latency_over_time(*, engine: Engine, filters: Filters, metric: str) -> pd.Da
     return frame.rename(columns={"n": "calls"})
 
 
-def latency_summary(*, engine: Engine, filters: Filters, metric: str) -> pd.DataFrame:
-    """p50/p95/p99 in ms per model over the whole range."""
+def latency_summary(*, engine: Engine, filters: Filters, metric: str) -> pd.DataFrame | None:
+    """p50/p95/p99 in ms per model over the whole range, for ranges up to 7 days (None beyond:
+    percentiles of a long range cannot come from rollups, and a raw scan is too slow)."""
+    if filters.span > SUMMARY_MAX_SPAN and not filters.by_user_or_session:
+        return None
     value, where = _metric(metric, filters)
     return percentiles(engine=engine, value=value, groups=[C.model], where=where).rename(
         columns={"n": "calls"}
@@ -51,19 +66,18 @@ def latency_summary(*, engine: Engine, filters: Filters, metric: str) -> pd.Data
 
 def error_rate_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Per bucket and model: calls, failed calls and the error rate (%)."""
-    period = bucket(C.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+    src = source_for(engine, filters)
+    c = src.c
+    period = bucket(c[src.time], dialect=engine.dialect.name, unit=filters.unit).label("bucket")
     query = (
-        select(period, C.model, func.count(), func.sum(case((C.status == "error", 1), else_=0)))
-        .where(filters.conditions())
-        .group_by(period, C.model)
-        .order_by(period, C.model)
+        select(period, c.model, src.calls(), src.count_if(c.status == "error"))
+        .where(src.where(filters))
+        .group_by(period, c.model)
+        .order_by(period, c.model)
     )
-    with engine.connect() as connection:
-        frame = pd.DataFrame(
-            connection.execute(query).all(), columns=["bucket", "model", "calls", "errors"]
-        )
+    frame = to_frame(engine, query, ["bucket", "model", "calls", "errors"])
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
-    frame["error_rate"] = 100.0 * frame["errors"] / frame["calls"]
+    frame["error_rate"] = (100.0 * frame["errors"] / frame["calls"]).astype(float)
     return frame
 
 

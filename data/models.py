@@ -119,4 +119,73 @@ class ModelCall(Base):
         Index("ix_model_calls_user_ts", "user_id", "ts"),
         Index("ix_model_calls_session_turn", "session_id", "turn"),
         Index("ix_model_calls_model_ts", "model", "ts"),
+        Index("ix_model_calls_cost_status_ts", "cost_status", "ts"),
+        Index("ix_model_calls_latency", "latency_ms"),
     )
+
+
+class RollupDirty(Base):
+    """UTC hours whose rollups must be recomputed (filled by triggers on model_calls)."""
+
+    __tablename__ = "rollup_dirty"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+
+
+class RollupHourly(Base):
+    """Exact sums per hour, model, provider, purpose, status and cost status."""
+
+    __tablename__ = "rollup_hourly"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    cost_status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+
+
+class RollupSessionHourly(Base):
+    """Exact per-session figures per hour and model (sums, maxima, first and last call)."""
+
+    __tablename__ = "rollup_session_hourly"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    calls: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger)
+    summarizations: Mapped[int] = mapped_column(BigInteger)
+    max_turn: Mapped[int] = mapped_column(Integer)
+    first_call: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_call: Mapped[datetime] = mapped_column(UTCDateTime())
+    peak_context_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RollupContextBins(Base):
+    """Successful chat calls per hour, model and 5-point context % bin."""
+
+    __tablename__ = "rollup_context_bins"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupPercentiles(Base):
+    """Exact p50/p95/p99 of one metric in one hour or day bucket, per model and for '*'."""
+
+    __tablename__ = "rollup_percentiles"
+    unit: Mapped[str] = mapped_column(String(8), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(24), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    p50: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p95: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p99: Mapped[float | None] = mapped_column(Float, nullable=True)

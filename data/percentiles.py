@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Float, Integer, case, cast, func, select
+from sqlalchemy import Connection, Engine, Float, Integer, case, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -21,6 +21,7 @@ def percentiles(
     groups: Sequence[ColumnElement[Any]],
     where: ColumnElement[bool],
     quantiles: Sequence[float] = (0.5, 0.95, 0.99),
+    connection: Connection | None = None,
 ) -> pd.DataFrame:
     """One row per group with `n` and a column `p50`, `p95`, ... per quantile."""
     names = [str(getattr(g, "key", None) or f"g{i}") for i, g in enumerate(groups)]
@@ -39,8 +40,7 @@ def percentiles(
             .group_by(*groups)
             .order_by(*groups)
         )
-        with engine.connect() as connection:
-            rows = connection.execute(query).all()
+        rows = _fetch(engine, connection, query)
         return pd.DataFrame(rows, columns=[*names, "n", *labels]).astype(
             {label: float for label in labels}
         )
@@ -71,11 +71,25 @@ def percentiles(
         .group_by(*sub_groups)
         .order_by(*sub_groups)
     )
-    with engine.connect() as connection:
-        frame = pd.DataFrame(connection.execute(query).mappings().all())
+    frame = pd.DataFrame(_fetch(engine, connection, query, mappings=True))
     if frame.empty:
         return pd.DataFrame(columns=[*names, "n", *labels])
     for label in labels:
         lo, hi, frac = (frame[f"{label}_{s}"].astype(float) for s in ("lo", "hi", "frac"))
         frame[label] = lo + frac * (hi - lo)
     return frame[[*names, "n", *labels]]
+
+
+def _fetch(
+    engine: Engine, connection: Connection | None, query: Any, mappings: bool = False
+) -> list[Any]:
+    """Run on the caller's connection (inside its transaction) or on a fresh one."""
+
+    def go(conn: Connection) -> list[Any]:
+        result = conn.execute(query)
+        return list(result.mappings().all() if mappings else result.all())
+
+    if connection is not None:
+        return go(connection)
+    with engine.connect() as own:
+        return go(own)

@@ -89,18 +89,24 @@ else:
         width="stretch",
     )
     summary = _db(engine, url, "latency_summary", filters, metric=metric)
-    st.dataframe(
-        summary,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            **charts.COLUMNS,
-            **{
-                p: st.column_config.NumberColumn(f"{p} (ms)", format="%.0f")
-                for p in ("p50", "p95", "p99")
+    if summary is None:
+        st.caption(
+            "Percentiles over the whole range are shown for ranges up to 7 days; the "
+            "chart's per-bucket percentiles above are exact for any range."
+        )
+    else:
+        st.dataframe(
+            summary,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                **charts.COLUMNS,
+                **{
+                    p: st.column_config.NumberColumn(f"{p} (ms)", format="%.0f")
+                    for p in ("p50", "p95", "p99")
+                },
             },
-        },
-    )
+        )
     common.csv_download(series, f"latency_{metric}")
 st.caption(
     "Memory recall and tool-call latency appear here once the agent records them "

@@ -17,10 +17,12 @@ def parse(**params: str | list[str]) -> tuple[Filters, list[str]]:
 
 
 @pytest.mark.parametrize(("preset", "days"), [("24h", 1), ("7d", 7), ("30d", 30), ("90d", 90)])
-def test_presets_end_at_the_next_whole_hour(preset: str, days: int) -> None:
+def test_presets_end_at_the_next_whole_hour_or_day(preset: str, days: int) -> None:
     filters, notices = parse(range=preset)
     assert notices == []
-    assert filters.end == datetime(2026, 11, 25, 7, tzinfo=UTC)
+    # 24 hours end at the next whole hour; the day presets are whole UTC days including today.
+    end = datetime(2026, 11, 25, 7, tzinfo=UTC) if days == 1 else datetime(2026, 11, 26, tzinfo=UTC)
+    assert filters.end == end
     assert filters.span == timedelta(days=days)
     assert filters.unit == ("hour" if days <= 3 else "day")
 

@@ -1,7 +1,8 @@
-"""AppTest of the chat page and the cost page, on the real database and model."""
+"""AppTest of every page, on the real database and model."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -161,16 +162,31 @@ def test_context_page_numbers(demo: Engine) -> None:
 
 
 def test_latency_page_from_the_database(demo: Engine) -> None:
-    at = open_page("pages/latency.py", range="30d", model="gpt-4o-mini")
+    at = open_page(
+        "pages/latency.py",
+        range="custom",
+        model="gpt-4o-mini",
+        **{
+            "from": (date.today() - timedelta(days=12)).isoformat(),
+            "to": (date.today() - timedelta(days=6)).isoformat(),
+        },
+    )
     assert any("Source: database" in m.value for m in at.markdown)
+    start = datetime.combine(date.today() - timedelta(days=12), time(), UTC)
+    end = datetime.combine(date.today() - timedelta(days=5), time(), UTC)
     summary = at.dataframe[0].value.set_index("model")
     n = sql(
         demo,
         "SELECT count(*) FROM model_calls WHERE model = 'gpt-4o-mini'"
-        " AND purpose = 'chat' AND status = 'ok'",
+        " AND purpose = 'chat' AND status = 'ok' AND ts >= :a AND ts < :b",
+        a=start if demo.dialect.name != "sqlite" else start.replace(tzinfo=None),
+        b=end if demo.dialect.name != "sqlite" else end.replace(tzinfo=None),
     )[0]
-    assert list(summary.index) == ["gpt-4o-mini"] and summary.loc["gpt-4o-mini", "calls"] == n
-    slow = at.dataframe[1].value
+    assert list(summary.index) == ["gpt-4o-mini"] and summary.loc["gpt-4o-mini", "calls"] == n > 0
+    # Beyond 7 days only the per-bucket percentiles are shown (exact, from the rollup).
+    month = open_page("pages/latency.py", range="30d", model="gpt-4o-mini")
+    assert any("up to 7 days" in c.value for c in month.caption)
+    slow = month.dataframe[0].value
     top = sql(demo, "SELECT max(latency_ms) FROM model_calls WHERE model = 'gpt-4o-mini'")[0]
     assert slow["latency_ms"].iloc[0] == pytest.approx(float(top))
 

@@ -1,0 +1,154 @@
+"""Where a figure is computed from: the raw model_calls rows, or the exact hourly rollup.
+
+Both expose the same columns (model, provider, purpose, status, cost_status, token sums and
+cost), so one query serves both; only counting differs (a rollup row stands for `calls` rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, Table, and_, case, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from data.filters import Filters
+from data.models import ModelCall, RollupHourly, RollupPercentiles, RollupSessionHourly
+from data.rollups import PERCENT, ensure_fresh
+
+
+@dataclass(frozen=True)
+class Source:
+    table: Table
+    time: str
+    rollup: bool
+
+    @property
+    def c(self) -> Any:
+        return self.table.c
+
+    def calls(self) -> ColumnElement[Any]:
+        return func.sum(self.c.calls) if self.rollup else func.count()
+
+    def count_if(self, condition: ColumnElement[bool]) -> ColumnElement[Any]:
+        weight = self.c.calls if self.rollup else 1
+        return func.coalesce(func.sum(case((condition, weight), else_=0)), 0)
+
+    def where(self, filters: Filters) -> ColumnElement[bool]:
+        return filters.conditions(self.table, self.time)
+
+
+RAW = Source(ModelCall.__table__, "ts", rollup=False)  # type: ignore[arg-type]
+HOURLY = Source(RollupHourly.__table__, "hour", rollup=True)  # type: ignore[arg-type]
+
+
+def source_for(engine: Engine, filters: Filters) -> Source:
+    """The hourly rollup unless the view filters by user or session (then the raw rows, which
+    the (user_id, ts) index keeps small). Filters always cover whole hours."""
+    if filters.by_user_or_session:
+        return RAW
+    ensure_fresh(engine)
+    return HOURLY
+
+
+SESSION_COLUMNS = (
+    "session_id",
+    "model",
+    "user_id",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "summarizations",
+    "max_turn",
+    "first_call",
+    "last_call",
+    "peak_context_percent",
+)
+
+
+def session_rows(engine: Engine, filters: Filters) -> Any:
+    """Per-session figures (one or more rows per session; they add up) as a subquery with
+    SESSION_COLUMNS: from rollup_session_hourly, or from raw rows for a user/session view."""
+    if not filters.by_user_or_session:
+        ensure_fresh(engine)
+        s = RollupSessionHourly.__table__.c
+        return (
+            select(*[s[name] for name in SESSION_COLUMNS])
+            .where(filters.conditions(RollupSessionHourly.__table__, "hour"))
+            .subquery()
+        )
+    c = ModelCall.__table__.c
+    chat_ok = and_(c.purpose == "chat", c.status == "ok")
+    return (
+        select(
+            c.session_id,
+            c.model,
+            func.min(c.user_id).label("user_id"),
+            func.count().label("calls"),
+            func.sum(c.input_tokens + c.output_tokens).label("tokens"),
+            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
+            func.sum(case((c.cost_status == "unknown", 1), else_=0)).label("unpriced_calls"),
+            func.sum(case((c.purpose == "summarize", 1), else_=0)).label("summarizations"),
+            func.max(c.turn).label("max_turn"),
+            func.min(c.ts).label("first_call"),
+            func.max(c.ts).label("last_call"),
+            func.max(case((chat_ok, PERCENT))).label("peak_context_percent"),
+        )
+        .where(filters.conditions())
+        .group_by(c.session_id, c.model)
+        .subquery()
+    )
+
+
+def to_frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
+    """Run a query into a DataFrame with plain numbers (Postgres sums of integers are numeric,
+    which arrive as Decimal)."""
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in frame.columns:
+        if frame[name].dtype == object and frame[name].map(lambda v: isinstance(v, Decimal)).any():
+            frame[name] = pd.to_numeric(
+                frame[name].map(lambda v: float(v) if isinstance(v, Decimal) else v)
+            )
+            if (frame[name].dropna() % 1 == 0).all():
+                frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def stored_percentiles(
+    engine: Engine, filters: Filters, metric: str, *, per_model: bool
+) -> pd.DataFrame | None:
+    """Exact per-bucket percentiles from rollup_percentiles, or None when this view needs a
+    grouping they do not hold (a user or session filter, several models pooled together, or
+    day buckets cut by a range that does not start and end at midnight)."""
+    if filters.by_user_or_session or (filters.unit == "day" and not filters.whole_days):
+        return None
+    if not per_model and len(filters.models) > 1:
+        return None
+    ensure_fresh(engine)
+    p = RollupPercentiles.__table__.c
+    where = [
+        p.unit == filters.unit,
+        p.metric == metric,
+        p.bucket >= filters.start,
+        p.bucket < filters.end,
+    ]
+    if per_model:
+        where.append(p.model != "*")
+        if filters.models:
+            where.append(p.model.in_(filters.models))
+    else:
+        where.append(p.model == (filters.models[0] if filters.models else "*"))
+    query = (
+        select(p.bucket, p.model, p.n, p.p50, p.p95, p.p99)
+        .where(*where)
+        .order_by(p.bucket, p.model)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    frame = pd.DataFrame(rows, columns=["bucket", "model", "n", "p50", "p95", "p99"])
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    return frame

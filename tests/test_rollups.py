@@ -1,0 +1,134 @@
+"""Rollups stay exact when calls arrive late, are corrected or are deleted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text, update
+
+from data import context, cost, latency
+from data.demo import generate
+from data.filters import Filters
+from data.models import ModelCall
+from data.recorder import record_calls
+from data.rollups import refresh
+from tests.test_recorder import call
+
+END = datetime(2026, 11, 20, tzinfo=UTC)
+WEEK = Filters(start=END - timedelta(days=7), end=END, unit="day")
+HOURS = Filters(start=END - timedelta(days=2), end=END, unit="hour")
+
+
+def raw(engine: Engine, sql: str, **params: object) -> tuple:  # type: ignore[type-arg]
+    with engine.connect() as connection:
+        return tuple(connection.execute(text(sql), params).one())
+
+
+def window(engine: Engine, filters: Filters) -> dict[str, object]:
+    def ts(value: datetime) -> object:
+        return value.replace(tzinfo=None) if engine.dialect.name == "sqlite" else value
+
+    return {"a": ts(filters.start), "b": ts(filters.end)}
+
+
+def check_exact(engine: Engine, filters: Filters = WEEK) -> None:
+    """The rollup-backed figures equal plain SQL over the raw rows."""
+    calls, tokens, cost_usd, errors, sessions = raw(
+        engine,
+        "SELECT count(*), coalesce(sum(input_tokens + output_tokens), 0), "
+        "coalesce(sum(cost_usd), 0), coalesce(sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END),"
+        " 0), count(DISTINCT session_id) FROM model_calls WHERE ts >= :a AND ts < :b",
+        **window(engine, filters),
+    )
+    totals = cost.cost_totals(engine=engine, filters=filters)
+    assert (totals.calls, totals.tokens, totals.errors, totals.sessions) == (
+        calls,
+        tokens,
+        errors,
+        sessions,
+    )
+    assert totals.cost_usd == pytest.approx(float(cost_usd), rel=1e-9, abs=1e-12)
+    by_session = cost.cost_by_session(engine=engine, filters=filters)
+    assert int(by_session["calls"].sum()) == calls
+    rates = latency.error_rate_over_time(engine=engine, filters=filters)
+    assert int(rates["errors"].sum()) == errors
+    p99 = latency.latency_over_time(engine=engine, filters=filters, metric="model")
+    assert (
+        int(p99["calls"].sum())
+        == raw(
+            engine,
+            "SELECT count(*) FROM model_calls WHERE ts >= :a AND ts < :b AND purpose = "
+            "'chat' AND status = 'ok'",
+            **window(engine, filters),
+        )[0]
+    )
+
+
+@pytest.fixture
+def history(engine: Engine) -> Engine:
+    generate(
+        engine=engine, days=9, users=20, sessions=150, calls=2_500, seed=21, end=END, messages=False
+    )
+    refresh(engine)
+    return engine
+
+
+def test_late_calls_correction_and_deletion_stay_exact(history: Engine) -> None:
+    check_exact(history)
+    check_exact(history, HOURS)
+    # A call that arrives late, into an hour that was already rolled up.
+    late = END - timedelta(days=3, hours=5, minutes=17)
+    record_calls(
+        engine=history,
+        calls=[call(ts=late, session_id="late-1", latency_ms=99_000.0, cost_usd=1.25)],
+    )
+    check_exact(history)
+    slow = latency.slowest_calls(engine=history, filters=WEEK, limit=1)
+    assert slow["session_id"].iloc[0] == "late-1"
+    # A corrected cost, and a call moved to another hour.
+    with history.begin() as connection:
+        connection.execute(
+            text("UPDATE model_calls SET cost_usd = cost_usd * 2 WHERE model = 'gpt-4o'")
+        )
+        # Through the typed table, as the app writes: SQLite keeps one timestamp format.
+        connection.execute(
+            update(ModelCall)
+            .where(ModelCall.session_id == "late-1")
+            .values(ts=END - timedelta(hours=30))
+        )
+    check_exact(history)
+    check_exact(history, HOURS)
+    # A deleted session.
+    with history.begin() as connection:
+        connection.execute(text("DELETE FROM model_calls WHERE session_id = 'late-1'"))
+    check_exact(history)
+    assert "late-1" not in set(cost.cost_by_session(engine=history, filters=WEEK)["session"])
+
+
+def test_rollup_and_raw_paths_agree(history: Engine) -> None:
+    """The same figure through the rollup (no user filter) and through raw rows (a user
+    filter that matches every call) is identical."""
+    with history.begin() as connection:
+        connection.execute(text("UPDATE model_calls SET user_id = 'everyone'"))
+    everyone = Filters(start=WEEK.start, end=WEEK.end, unit="day", user="everyone")
+    for name in ("cost_by_model", "cost_over_time"):
+        a = getattr(cost, name)(engine=history, filters=WEEK)
+        b = getattr(cost, name)(engine=history, filters=everyone)
+        assert a["calls"].tolist() == b["calls"].tolist()
+        assert a["cost_usd"].to_numpy() == pytest.approx(b["cost_usd"].to_numpy())
+    for metric in ("model", "ttft", "summarization"):
+        a = latency.latency_over_time(engine=history, filters=WEEK, metric=metric)
+        b = latency.latency_over_time(engine=history, filters=everyone, metric=metric)
+        assert a["calls"].tolist() == b["calls"].tolist()
+        assert a["p99"].to_numpy() == pytest.approx(b["p99"].to_numpy(), rel=1e-9)
+    a = context.context_over_time(engine=history, filters=WEEK, trigger_percent=75)
+    b = context.context_over_time(engine=history, filters=everyone, trigger_percent=75)
+    assert a["p95"].to_numpy() == pytest.approx(b["p95"].to_numpy(), rel=1e-9)
+    assert a["share_above_trigger"].to_numpy() == pytest.approx(b["share_above_trigger"].to_numpy())
+    assert context.share_above(
+        engine=history, filters=WEEK, trigger_percent=75
+    ) == context.share_above(engine=history, filters=everyone, trigger_percent=75)
+    a = context.sessions_by_peak_context(engine=history, filters=WEEK)
+    b = context.sessions_by_peak_context(engine=history, filters=everyone)
+    assert a["session"].tolist()[:50] == b["session"].tolist()[:50]
