@@ -11,7 +11,7 @@ from data.filters import Filters
 from data.models import ModelCall, RollupContextBins
 from data.percentiles import percentiles
 from data.rollups import BIN_WIDTH, PERCENT, bin_of, ensure_fresh
-from data.source import session_rows, source_for, stored_percentiles, to_frame
+from data.source import isum, session_rows, source_for, stored_percentiles, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
@@ -42,7 +42,7 @@ def _bins(engine: Engine, filters: Filters, group: list[Any]) -> Any:
 def context_histogram(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Chat calls per 5-point context % bin (bin 70 holds 70 <= % < 75; 100 holds >= 100)."""
     t = _bins(engine, filters, []).c
-    query = select(t.bin, func.sum(t.calls)).group_by(t.bin).order_by(t.bin)
+    query = select(t.bin, isum(t.calls)).group_by(t.bin).order_by(t.bin)
     return to_frame(engine, query, ["bin", "calls"])
 
 
@@ -52,7 +52,7 @@ def share_above(*, engine: Engine, filters: Filters, trigger_percent: float) -> 
         t = _bins(engine, filters, []).c
         query = select(
             func.coalesce(func.sum(case((t.bin >= trigger_percent, t.calls), else_=0)), 0),
-            func.coalesce(func.sum(t.calls), 0),
+            func.coalesce(isum(t.calls), 0),
         )
     else:
         query = select(
@@ -92,7 +92,7 @@ def context_over_time(*, engine: Engine, filters: Filters, trigger_percent: floa
             select(
                 period,
                 cast(func.sum(case((t.bin >= trigger_percent, t.calls), else_=0)), Float)
-                / func.sum(t.calls),
+                / isum(t.calls),
             ).group_by(period),
             ["bucket", "share_above_trigger"],
         )
@@ -114,8 +114,8 @@ def sessions_by_peak_context(
             func.min(t.user_id),
             func.min(t.model),
             peak,
-            func.sum(t.calls),
-            func.sum(t.summarizations),
+            isum(t.calls),
+            isum(t.summarizations),
             func.max(t.max_turn),
         )
         .group_by(t.session_id)

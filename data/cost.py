@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Integer, case, distinct, func, select
+from sqlalchemy import Engine, String, distinct, func, select, type_coerce
 
 from data.filters import Filters
 from data.models import ModelCall, RollupHourly, RollupSessionHourly
 from data.prices import price_call
 from data.rollups import ensure_fresh
-from data.source import session_rows, source_for, to_frame
+from data.source import isum, session_rows, source_for, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
@@ -44,10 +44,6 @@ class CostTotals:
         return self.cost_usd / self.users if self.users else None
 
 
-def _count_if(condition):  # type: ignore[no-untyped-def]
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0).cast(Integer)
-
-
 def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
     return to_frame(engine, query, columns)
 
@@ -58,9 +54,9 @@ def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
     c = src.c
     query = select(
         func.coalesce(src.calls(), 0),
-        func.coalesce(func.sum(c.input_tokens), 0),
-        func.coalesce(func.sum(c.cached_input_tokens), 0),
-        func.coalesce(func.sum(c.output_tokens), 0),
+        func.coalesce(isum(c.input_tokens), 0),
+        func.coalesce(isum(c.cached_input_tokens), 0),
+        func.coalesce(isum(c.output_tokens), 0),
         func.coalesce(func.sum(c.cost_usd), 0.0),
         src.count_if(c.cost_status == "unknown"),
         src.count_if(c.status == "error"),
@@ -112,9 +108,9 @@ def cost_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
             period,
             c.model,
             src.calls().label("calls"),
-            func.sum(c.input_tokens).label("input_tokens"),
-            func.sum(c.cached_input_tokens).label("cached_input_tokens"),
-            func.sum(c.output_tokens).label("output_tokens"),
+            isum(c.input_tokens).label("input_tokens"),
+            isum(c.cached_input_tokens).label("cached_input_tokens"),
+            isum(c.output_tokens).label("output_tokens"),
             func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
         )
         .where(src.where(filters))
@@ -166,9 +162,9 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
             c.model,
             c.provider,
             src.calls().label("calls"),
-            func.sum(c.input_tokens).label("input_tokens"),
-            func.sum(c.cached_input_tokens).label("cached_input_tokens"),
-            func.sum(c.output_tokens).label("output_tokens"),
+            isum(c.input_tokens).label("input_tokens"),
+            isum(c.cached_input_tokens).label("cached_input_tokens"),
+            isum(c.output_tokens).label("output_tokens"),
             func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
             src.count_if(c.cost_status == "unknown").label("unpriced_calls"),
             src.count_if(c.status == "error").label("errors"),
@@ -192,10 +188,10 @@ def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         select(
             t.user_id.label("user"),
             func.count(distinct(t.session_id)).label("sessions"),
-            func.sum(t.calls).label("calls"),
-            func.sum(t.tokens).label("tokens"),
+            isum(t.calls).label("calls"),
+            isum(t.tokens).label("tokens"),
             func.sum(t.cost_usd).label("cost_usd"),
-            func.sum(t.unpriced_calls).label("unpriced_calls"),
+            isum(t.unpriced_calls).label("unpriced_calls"),
         )
         .group_by(t.user_id)
         .order_by(func.sum(t.cost_usd).desc(), t.user_id)
@@ -211,13 +207,14 @@ def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         select(
             t.session_id.label("session"),
             func.min(t.user_id).label("user"),
-            func.min(t.first_call).label("first_call"),
-            func.max(t.last_call).label("last_call"),
+            # Parsed by pandas in one vectorised pass instead of row by row.
+            type_coerce(func.min(t.first_call), String).label("first_call"),
+            type_coerce(func.max(t.last_call), String).label("last_call"),
             func.max(t.max_turn).label("turns"),
-            func.sum(t.calls).label("calls"),
-            func.sum(t.tokens).label("tokens"),
+            isum(t.calls).label("calls"),
+            isum(t.tokens).label("tokens"),
             func.sum(t.cost_usd).label("cost_usd"),
-            func.sum(t.unpriced_calls).label("unpriced_calls"),
+            isum(t.unpriced_calls).label("unpriced_calls"),
         )
         .group_by(t.session_id)
         .order_by(func.sum(t.cost_usd).desc(), t.session_id)
@@ -235,7 +232,7 @@ def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     ]
     frame = _frame(engine, query, cols)
     for column in ("first_call", "last_call"):
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="mixed")
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     return frame
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, and_, true
 
 from data.models import ModelCall
 
@@ -60,17 +60,19 @@ class Filters:
     def whole_days(self) -> bool:
         return self.start.hour == 0 and self.end.hour == 0
 
-    def conditions(self, table: Any = None, time: str = "ts") -> ColumnElement[bool]:
+    def conditions(
+        self, table: Any = None, time: str = "ts", *, with_time: bool = True
+    ) -> ColumnElement[bool]:
         """The filter on model_calls, or on a rollup table (`time` names its hour column)."""
         c = (table if table is not None else ModelCall.__table__).c
-        parts = [c[time] >= self.start, c[time] < self.end]
+        parts = [c[time] >= self.start, c[time] < self.end] if with_time else []
         if self.models:
             parts.append(c["model"].in_(self.models))
         if self.user:
             parts.append(c["user_id"] == self.user)
         if self.session:
             parts.append(c["session_id"] == self.session)
-        return and_(*parts)
+        return and_(true(), *parts)
 
     def to_query(self) -> dict[str, str | list[str]]:
         """The URL query parameters that reproduce this view."""

@@ -10,12 +10,18 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Table, and_, case, func, select
+from sqlalchemy import BigInteger, Engine, Table, and_, case, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.filters import Filters
 from data.models import ModelCall, RollupHourly, RollupPercentiles, RollupSessionHourly
 from data.rollups import PERCENT, ensure_fresh
+
+
+def isum(column: Any) -> ColumnElement[Any]:
+    """A sum of integers that stays an integer (Postgres widens bigint sums to numeric, which
+    costs a Decimal per value on the way out)."""
+    return cast(func.sum(column), BigInteger)
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,11 @@ class Source:
         return self.table.c
 
     def calls(self) -> ColumnElement[Any]:
-        return func.sum(self.c.calls) if self.rollup else func.count()
+        return isum(self.c.calls) if self.rollup else func.count()
 
     def count_if(self, condition: ColumnElement[bool]) -> ColumnElement[Any]:
         weight = self.c.calls if self.rollup else 1
-        return func.coalesce(func.sum(case((condition, weight), else_=0)), 0)
+        return func.coalesce(isum(case((condition, weight), else_=0)), 0)
 
     def where(self, filters: Filters) -> ColumnElement[bool]:
         return filters.conditions(self.table, self.time)
@@ -106,15 +112,14 @@ def to_frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
     """Run a query into a DataFrame with plain numbers (Postgres sums of integers are numeric,
     which arrive as Decimal)."""
     with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    frame = pd.DataFrame(rows, columns=columns)
+        rows = [tuple(row) for row in connection.execute(query)]
+    frame = pd.DataFrame.from_records(rows, columns=columns)
     for name in frame.columns:
-        if frame[name].dtype == object and frame[name].map(lambda v: isinstance(v, Decimal)).any():
-            frame[name] = pd.to_numeric(
-                frame[name].map(lambda v: float(v) if isinstance(v, Decimal) else v)
-            )
-            if (frame[name].dropna() % 1 == 0).all():
-                frame[name] = frame[name].astype("Int64")
+        values = frame[name].dropna()
+        if len(values) and isinstance(values.iloc[0], Decimal):
+            numbers = pd.to_numeric(frame[name].map(float, na_action="ignore"))
+            whole = numbers.dropna() % 1 == 0
+            frame[name] = numbers.astype("Int64") if whole.all() else numbers
     return frame
 
 
