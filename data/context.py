@@ -164,7 +164,8 @@ def summarization_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame
             src.count_if(c.status == "error"),
         )
         .where(src.where(filters), c.purpose == "summarize")
-        .group_by(period),
+        .group_by(period)
+        .order_by(period),
         ["bucket", "events", "tokens_saved", "cost_usd", "errors"],
     )
     sums["bucket"] = pd.to_datetime(sums["bucket"], utc=True)

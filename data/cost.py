@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, String, distinct, func, select, type_coerce
+from sqlalchemy import Engine, String, cast, distinct, func, select
 
 from data.filters import Filters
 from data.models import ModelCall, RollupHourly, RollupSessionHourly
@@ -207,9 +207,9 @@ def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         select(
             t.session_id.label("session"),
             func.min(t.user_id).label("user"),
-            # Parsed by pandas in one vectorised pass instead of row by row.
-            type_coerce(func.min(t.first_call), String).label("first_call"),
-            type_coerce(func.max(t.last_call), String).label("last_call"),
+            # As text, parsed by pandas in one vectorised pass instead of row by row.
+            cast(func.min(t.first_call), String).label("first_call"),
+            cast(func.max(t.last_call), String).label("last_call"),
             func.max(t.max_turn).label("turns"),
             isum(t.calls).label("calls"),
             isum(t.tokens).label("tokens"),

@@ -36,7 +36,7 @@ def _metric(metric: str, filters: Filters):  # type: ignore[no-untyped-def]
 
 
 ROLLUP_METRIC = {"model": "latency", "ttft": "ttft", "summarization": "summarize"}
-SUMMARY_MAX_SPAN = timedelta(days=7)
+SUMMARY_MAX_SPAN = timedelta(days=3)
 
 
 def latency_over_time(*, engine: Engine, filters: Filters, metric: str) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def latency_over_time(*, engine: Engine, filters: Filters, metric: str) -> pd.Da
 
 
 def latency_summary(*, engine: Engine, filters: Filters, metric: str) -> pd.DataFrame | None:
-    """p50/p95/p99 in ms per model over the whole range, for ranges up to 7 days (None beyond:
+    """p50/p95/p99 in ms per model over the whole range, for ranges up to 3 days (None beyond:
     percentiles of a long range cannot come from rollups, and a raw scan is too slow)."""
     if filters.span > SUMMARY_MAX_SPAN and not filters.by_user_or_session:
         return None

@@ -236,6 +236,15 @@ def refresh(engine: Engine) -> int:
                 )
             )
             _percentiles(connection, "day", start, end)
+        if connection.dialect.name == "postgresql" and len(hours) > 24:
+            # After a bulk load the planner's row estimates for the rollups are far off.
+            for name in (
+                "rollup_hourly",
+                "rollup_session_hourly",
+                "rollup_context_bins",
+                "rollup_percentiles",
+            ):
+                connection.exec_driver_sql(f"ANALYZE {name}")
     return len(hours)
 
 

@@ -91,7 +91,7 @@ else:
     summary = _db(engine, url, "latency_summary", filters, metric=metric)
     if summary is None:
         st.caption(
-            "Percentiles over the whole range are shown for ranges up to 7 days; the "
+            "Percentiles over the whole range are shown for ranges up to 3 days; the "
             "chart's per-bucket percentiles above are exact for any range."
         )
     else:

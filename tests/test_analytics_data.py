@@ -150,6 +150,7 @@ def test_summarization_over_time(data: Engine) -> None:
     df = calls(data)
     summ = df[df["purpose"] == "summarize"].assign(bucket=lambda d: d["ts"].dt.floor("D"))
     got = context.summarization_over_time(engine=data, filters=WEEK).set_index("bucket")
+    assert got.index.is_monotonic_increasing
     expected = summ.groupby("bucket").agg(events=("id", "size"), cost=("cost_usd", "sum"))
     saved = (summ["input_tokens"] - summ["output_tokens"]).groupby(summ["bucket"]).sum()
     assert (got["events"] == expected["events"]).all() and len(got) > 0
@@ -178,9 +179,14 @@ def test_latency_percentiles(data: Engine, metric: str, column: str, purpose: st
     assert len(got) == len(expected) > 0
     for q, label in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
         assert got[label].to_numpy() == pytest.approx(expected[q].to_numpy(), rel=1e-9)
-    summary = latency.latency_summary(engine=data, filters=WEEK, metric=metric).set_index("model")
-    assert summary["p99"].to_numpy() == pytest.approx(
-        ok.groupby("model")[column].quantile(0.99).to_numpy(), rel=1e-9
+    # Whole-range percentiles come from raw rows, for ranges up to 3 days.
+    assert latency.latency_summary(engine=data, filters=WEEK, metric=metric) is None
+    days = Filters(start=END - timedelta(days=3), end=END, unit="hour")
+    summary = latency.latency_summary(engine=data, filters=days, metric=metric)
+    assert summary is not None
+    recent = ok[ok["ts"] >= days.start]
+    assert summary.set_index("model")["p99"].to_numpy() == pytest.approx(
+        recent.groupby("model")[column].quantile(0.99).to_numpy(), rel=1e-9
     )
 
 

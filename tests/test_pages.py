@@ -167,12 +167,12 @@ def test_latency_page_from_the_database(demo: Engine) -> None:
         range="custom",
         model="gpt-4o-mini",
         **{
-            "from": (date.today() - timedelta(days=12)).isoformat(),
+            "from": (date.today() - timedelta(days=8)).isoformat(),
             "to": (date.today() - timedelta(days=6)).isoformat(),
         },
     )
     assert any("Source: database" in m.value for m in at.markdown)
-    start = datetime.combine(date.today() - timedelta(days=12), time(), UTC)
+    start = datetime.combine(date.today() - timedelta(days=8), time(), UTC)
     end = datetime.combine(date.today() - timedelta(days=5), time(), UTC)
     summary = at.dataframe[0].value.set_index("model")
     n = sql(
@@ -183,9 +183,9 @@ def test_latency_page_from_the_database(demo: Engine) -> None:
         b=end if demo.dialect.name != "sqlite" else end.replace(tzinfo=None),
     )[0]
     assert list(summary.index) == ["gpt-4o-mini"] and summary.loc["gpt-4o-mini", "calls"] == n > 0
-    # Beyond 7 days only the per-bucket percentiles are shown (exact, from the rollup).
+    # Beyond 3 days only the per-bucket percentiles are shown (exact, from the rollup).
     month = open_page("pages/latency.py", range="30d", model="gpt-4o-mini")
-    assert any("up to 7 days" in c.value for c in month.caption)
+    assert any("up to 3 days" in c.value for c in month.caption)
     slow = month.dataframe[0].value
     top = sql(demo, "SELECT max(latency_ms) FROM model_calls WHERE model = 'gpt-4o-mini'")[0]
     assert slow["latency_ms"].iloc[0] == pytest.approx(float(top))
