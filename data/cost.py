@@ -61,15 +61,15 @@ def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
         src.count_if(c.cost_status == "unknown"),
         src.count_if(c.status == "error"),
     ).where(src.where(filters))
-    people = (
-        select(func.count(distinct(C.session_id)), func.count(distinct(C.user_id))).where(
-            filters.conditions()
-        )
-        if not src.rollup
-        else select(func.count(distinct(S.c.session_id)), func.count(distinct(S.c.user_id))).where(
-            filters.conditions(S, "hour")
-        )
-    )
+    table, time = (S, "hour") if src.rollup else (C.session_id.table, "ts")
+    where = filters.conditions(table, time)
+
+    def distinct_count(column: str) -> Any:
+        # count(*) over SELECT DISTINCT hashes; Postgres' count(DISTINCT x) always sorts.
+        inner = select(table.c[column]).where(where).distinct().subquery()
+        return select(func.count()).select_from(inner).scalar_subquery()
+
+    people = select(distinct_count("session_id"), distinct_count("user_id"))
     with engine.connect() as connection:
         row = connection.execute(query).one()
         sessions, users = connection.execute(people).one()
