@@ -44,8 +44,7 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         cost.cost_totals(engine=engine, filters=f.previous())
         cost.cost_over_time(engine=engine, filters=f)
         cost.what_if(engine=engine, filters=f, target_model="gpt-4o-mini")  # includes by_model
-        cost.cost_by_user(engine=engine, filters=f)
-        cost.cost_by_session(engine=engine, filters=f)
+        cost.users_from_sessions(cost.cost_by_session(engine=engine, filters=f))
         cost.known_models(engine=engine)
 
     def context_page() -> None:

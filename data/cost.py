@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, String, cast, distinct, func, select
+from sqlalchemy import Engine, String, cast, func, select
 
 from data.filters import Filters
 from data.models import ModelCall, RollupHourly, RollupSessionHourly
@@ -183,21 +183,25 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 
 def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Every user (not a top 5): sessions, calls, tokens, priced cost, unpriced calls."""
-    t = session_rows(engine, filters).c
-    query = (
-        select(
-            t.user_id.label("user"),
-            func.count(distinct(t.session_id)).label("sessions"),
-            isum(t.calls).label("calls"),
-            isum(t.tokens).label("tokens"),
-            func.sum(t.cost_usd).label("cost_usd"),
-            isum(t.unpriced_calls).label("unpriced_calls"),
-        )
-        .group_by(t.user_id)
-        .order_by(func.sum(t.cost_usd).desc(), t.user_id)
+    return users_from_sessions(cost_by_session(engine=engine, filters=filters))
+
+
+def users_from_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
+    """The per-user table from the per-session one (a session belongs to one user), so a page
+    that shows both reads the sessions once."""
+    columns = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
+    if sessions.empty:
+        return pd.DataFrame(columns=columns)
+    users = sessions.groupby("user", as_index=False).agg(
+        sessions=("session", "size"),
+        calls=("calls", "sum"),
+        tokens=("tokens", "sum"),
+        cost_usd=("cost_usd", "sum"),
+        unpriced_calls=("unpriced_calls", "sum"),
     )
-    cols = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
-    return _frame(engine, query, cols)
+    return users.sort_values(["cost_usd", "user"], ascending=[False, True], ignore_index=True)[
+        columns
+    ]
 
 
 def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:

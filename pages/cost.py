@@ -134,9 +134,10 @@ by_model = _frame(engine, url, "cost_by_model", filters)
 st.dataframe(by_model, hide_index=True, width="stretch", column_config=charts.COLUMNS)
 common.csv_download(by_model, "cost_by_model")
 
+by_session = _frame(engine, url, "cost_by_session", filters)
 tab_users, tab_sessions = st.tabs(["Per user", "Per session"])
 with tab_users:
-    by_user = _frame(engine, url, "cost_by_user", filters)
+    by_user = cost.users_from_sessions(by_session)
     st.caption(
         f"All {len(by_user):,} users; click a column to sort, a row to see the user's "
         "conversations."
@@ -157,7 +158,6 @@ with tab_users:
         st.session_state.pop("_filters_query", None)
         st.rerun()
 with tab_sessions:
-    by_session = _frame(engine, url, "cost_by_session", filters)
     st.caption(f"All {len(by_session):,} sessions; click a row to open the conversation.")
     picked = st.dataframe(
         by_session,
