@@ -207,22 +207,18 @@ def users_from_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
 def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Every session: its user, first and last call, turns, calls, tokens and priced cost."""
     t = session_rows(engine, filters).c
-    query = (
-        select(
-            t.session_id.label("session"),
-            func.min(t.user_id).label("user"),
-            # As text, parsed by pandas in one vectorised pass instead of row by row.
-            cast(func.min(t.first_call), String).label("first_call"),
-            cast(func.max(t.last_call), String).label("last_call"),
-            func.max(t.max_turn).label("turns"),
-            isum(t.calls).label("calls"),
-            isum(t.tokens).label("tokens"),
-            func.sum(t.cost_usd).label("cost_usd"),
-            isum(t.unpriced_calls).label("unpriced_calls"),
-        )
-        .group_by(t.session_id)
-        .order_by(func.sum(t.cost_usd).desc(), t.session_id)
-    )
+    query = select(
+        t.session_id.label("session"),
+        func.min(t.user_id).label("user"),
+        # As text, parsed by pandas in one vectorised pass instead of row by row.
+        cast(func.min(t.first_call), String).label("first_call"),
+        cast(func.max(t.last_call), String).label("last_call"),
+        func.max(t.max_turn).label("turns"),
+        isum(t.calls).label("calls"),
+        isum(t.tokens).label("tokens"),
+        func.sum(t.cost_usd).label("cost_usd"),
+        isum(t.unpriced_calls).label("unpriced_calls"),
+    ).group_by(t.session_id)
     cols = [
         "session",
         "user",
@@ -237,7 +233,8 @@ def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     frame = _frame(engine, query, cols)
     for column in ("first_call", "last_call"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    return frame
+    # Sorted here rather than in SQL: numpy sorts 40k rows faster than SQLite's temp B-tree.
+    return frame.sort_values(["cost_usd", "session"], ascending=[False, True], ignore_index=True)
 
 
 def unpriced_calls(*, engine: Engine, filters: Filters, limit: int = 500) -> pd.DataFrame:
