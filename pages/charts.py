@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -20,9 +18,10 @@ _AXIS = {"hour": "Hour (UTC)", "day": "Day (UTC)"}
 
 def time_axis(fig: go.Figure, filters: Filters) -> go.Figure:
     """The whole filtered range on the x axis, in the filters' buckets."""
-    end = filters.end if filters.unit == "hour" else filters.end + timedelta(days=1)
     fig.update_xaxes(
-        range=[filters.start, end], tickformat=_TICKS[filters.unit], title_text=_AXIS[filters.unit]
+        range=[filters.start, filters.end],
+        tickformat=_TICKS[filters.unit],
+        title_text=_AXIS[filters.unit],
     )
     fig.update_layout(margin={"t": 50, "b": 10}, hovermode="closest")
     return fig
