@@ -87,6 +87,48 @@ def _ranges(starts: Iterable[datetime], step: timedelta) -> list[tuple[datetime,
     return out
 
 
+SESSION_COLUMNS = (
+    "session_id",
+    "model",
+    "user_id",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "summarizations",
+    "max_turn",
+    "first_call",
+    "last_call",
+    "peak_context_percent",
+)
+
+
+def session_aggregate(where: ColumnElement[bool], *extra_groups: Any) -> Any:
+    """Per-session figures of the raw rows matching `where`, grouped by session, model and any
+    `extra_groups` (which come first): the one definition behind rollup_session_hourly and the
+    raw-row path of the per-session tables."""
+    chat_ok = and_(C.purpose == "chat", C.status == "ok")
+    return (
+        select(
+            *extra_groups,
+            C.session_id,
+            C.model,
+            func.min(C.user_id).label("user_id"),
+            func.count().label("calls"),
+            func.sum(C.input_tokens + C.output_tokens).label("tokens"),
+            func.coalesce(func.sum(C.cost_usd), 0.0).label("cost_usd"),
+            func.sum(case((C.cost_status == "unknown", 1), else_=0)).label("unpriced_calls"),
+            func.sum(case((C.purpose == "summarize", 1), else_=0)).label("summarizations"),
+            func.max(C.turn).label("max_turn"),
+            func.min(C.ts).label("first_call"),
+            func.max(C.ts).label("last_call"),
+            func.max(case((chat_ok, PERCENT))).label("peak_context_percent"),
+        )
+        .where(where)
+        .group_by(*extra_groups, C.session_id, C.model)
+    )
+
+
 def _sums(connection: Connection, start: datetime, end: datetime) -> None:
     dialect = connection.dialect.name
     hour = floor(C.ts, dialect, "hour")
@@ -120,41 +162,9 @@ def _sums(connection: Connection, start: datetime, end: datetime) -> None:
             .group_by(hour, *keys),
         )
     )
-    chat_ok = and_(C.purpose == "chat", C.status == "ok")
     connection.execute(
         insert(RollupSessionHourly).from_select(
-            [
-                "hour",
-                "session_id",
-                "model",
-                "user_id",
-                "calls",
-                "tokens",
-                "cost_usd",
-                "unpriced_calls",
-                "summarizations",
-                "max_turn",
-                "first_call",
-                "last_call",
-                "peak_context_percent",
-            ],
-            select(
-                hour,
-                C.session_id,
-                C.model,
-                func.min(C.user_id),
-                func.count(),
-                func.sum(C.input_tokens + C.output_tokens),
-                func.coalesce(func.sum(C.cost_usd), 0.0),
-                func.sum(case((C.cost_status == "unknown", 1), else_=0)),
-                func.sum(case((C.purpose == "summarize", 1), else_=0)),
-                func.max(C.turn),
-                func.min(C.ts),
-                func.max(C.ts),
-                func.max(case((chat_ok, PERCENT))),
-            )
-            .where(where)
-            .group_by(hour, C.session_id, C.model),
+            ["hour", *SESSION_COLUMNS], session_aggregate(where, hour)
         )
     )
     _, condition = METRICS["context"]

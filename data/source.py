@@ -10,12 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import BigInteger, Engine, Table, and_, case, cast, func, select
+from sqlalchemy import BigInteger, Engine, Table, case, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.filters import Filters
 from data.models import ModelCall, RollupHourly, RollupPercentiles, RollupSessionHourly
-from data.rollups import PERCENT, ensure_fresh
+from data.rollups import SESSION_COLUMNS, ensure_fresh, session_aggregate
 
 
 def isum(column: Any) -> ColumnElement[Any]:
@@ -58,22 +58,6 @@ def source_for(engine: Engine, filters: Filters) -> Source:
     return HOURLY
 
 
-SESSION_COLUMNS = (
-    "session_id",
-    "model",
-    "user_id",
-    "calls",
-    "tokens",
-    "cost_usd",
-    "unpriced_calls",
-    "summarizations",
-    "max_turn",
-    "first_call",
-    "last_call",
-    "peak_context_percent",
-)
-
-
 def session_rows(engine: Engine, filters: Filters) -> Any:
     """Per-session figures (one or more rows per session; they add up) as a subquery with
     SESSION_COLUMNS: from rollup_session_hourly, or from raw rows for a user/session view."""
@@ -85,27 +69,7 @@ def session_rows(engine: Engine, filters: Filters) -> Any:
             .where(filters.conditions(RollupSessionHourly.__table__, "hour"))
             .subquery()
         )
-    c = ModelCall.__table__.c
-    chat_ok = and_(c.purpose == "chat", c.status == "ok")
-    return (
-        select(
-            c.session_id,
-            c.model,
-            func.min(c.user_id).label("user_id"),
-            func.count().label("calls"),
-            func.sum(c.input_tokens + c.output_tokens).label("tokens"),
-            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
-            func.sum(case((c.cost_status == "unknown", 1), else_=0)).label("unpriced_calls"),
-            func.sum(case((c.purpose == "summarize", 1), else_=0)).label("summarizations"),
-            func.max(c.turn).label("max_turn"),
-            func.min(c.ts).label("first_call"),
-            func.max(c.ts).label("last_call"),
-            func.max(case((chat_ok, PERCENT))).label("peak_context_percent"),
-        )
-        .where(filters.conditions())
-        .group_by(c.session_id, c.model)
-        .subquery()
-    )
+    return session_aggregate(filters.conditions()).subquery()
 
 
 def to_frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
