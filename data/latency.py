@@ -10,7 +10,7 @@ from sqlalchemy import Engine, String, and_, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.filters import Filters
-from data.models import ModelCall
+from data.models import AgentEvent, ModelCall
 from data.percentiles import percentiles
 from data.source import source_for, stored_percentiles, to_frame
 from data.timebucket import bucket
@@ -21,7 +21,26 @@ METRICS: dict[str, str] = {
     "model": "Model latency",
     "ttft": "Time to first token",
     "summarization": "Summarization",
+    "memory": "Memory recall",
+    "tool": "Tool calls",
 }
+# Memory recall and tool calls are agent_events, grouped by their name (the tool; "memory").
+EVENT_KINDS = {"memory": "memory_recall", "tool": "tool_call"}
+E = AgentEvent.__table__.c
+
+
+def _events(metric: str, filters: Filters) -> ColumnElement[bool]:
+    parts = [
+        E.kind == EVENT_KINDS[metric],
+        E.status == "ok",
+        E.ts >= filters.start,
+        E.ts < filters.end,
+    ]
+    if filters.user:
+        parts.append(E.user_id == filters.user)
+    if filters.session:
+        parts.append(E.session_id == filters.session)
+    return and_(*parts)
 
 
 def _metric(metric: str, filters: Filters):  # type: ignore[no-untyped-def]
@@ -42,6 +61,16 @@ SUMMARY_MAX_SPAN = timedelta(days=3)
 def latency_over_time(*, engine: Engine, filters: Filters, metric: str) -> pd.DataFrame:
     """p50/p95/p99 in ms per bucket and model, computed inside the database: exact per-bucket
     percentiles from the rollup, or from the raw rows for views the rollup cannot serve."""
+    if metric in EVENT_KINDS:
+        period = bucket(E.ts, dialect=engine.dialect.name, unit=filters.unit).label("bucket")
+        frame = percentiles(
+            engine=engine,
+            value=E.latency_ms,
+            groups=[period, E.name.label("model")],
+            where=_events(metric, filters),
+        )
+        frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+        return frame.rename(columns={"n": "calls"})
     stored = stored_percentiles(engine, filters, ROLLUP_METRIC[metric], per_model=True)
     if stored is not None:
         return stored.rename(columns={"n": "calls"})[
@@ -59,6 +88,13 @@ def latency_summary(*, engine: Engine, filters: Filters, metric: str) -> pd.Data
     percentiles of a long range cannot come from rollups, and a raw scan is too slow)."""
     if filters.span > SUMMARY_MAX_SPAN and not filters.by_user_or_session:
         return None
+    if metric in EVENT_KINDS:
+        return percentiles(
+            engine=engine,
+            value=E.latency_ms,
+            groups=[E.name.label("model")],
+            where=_events(metric, filters),
+        ).rename(columns={"n": "calls"})
     value, where = _metric(metric, filters)
     return percentiles(engine=engine, value=value, groups=[C.model], where=where).rename(
         columns={"n": "calls"}

@@ -189,3 +189,30 @@ class RollupPercentiles(Base):
     p50: Mapped[float | None] = mapped_column(Float, nullable=True)
     p95: Mapped[float | None] = mapped_column(Float, nullable=True)
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+EVENT_KINDS = ("memory_recall", "tool_call")
+
+
+class AgentEvent(Base):
+    """A timed agent step that is not a model call: a memory recall or a tool call."""
+
+    __tablename__ = "agent_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(String(64))
+    turn: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(24))  # one of EVENT_KINDS
+    name: Mapped[str] = mapped_column(String(128))  # the tool's name; "memory" for recall
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    hits: Mapped[int | None] = mapped_column(Integer, nullable=True)  # memories recalled
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        Index("ix_agent_events_kind_ts", "kind", "ts"),
+        Index("ix_agent_events_session_turn", "session_id", "turn"),
+    )

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
-from data.metrics import observe_call
-from data.models import ModelCall
-from data.records import CallRecord
+from data.metrics import MEMORY_RETRIEVAL_LATENCY, observe_call
+from data.models import EVENT_KINDS, AgentEvent, ModelCall
+from data.records import CallRecord, EventRecord
 
 
 def record_call(*, session: Session, call: CallRecord) -> None:
@@ -38,3 +38,14 @@ class Recorder:
         with self.engine.connect() as connection:
             connection.execute(insert(ModelCall), [call.as_row()])
         observe_call(call)
+
+
+def record_event(*, engine: Engine, event: EventRecord) -> None:
+    """Store one memory recall or tool call; a recall also feeds
+    memory_retrieval_latency_seconds."""
+    if event.kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {event.kind!r}")
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
+        connection.execute(insert(AgentEvent), [event.as_row()])
+    if event.kind == "memory_recall":
+        MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)

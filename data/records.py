@@ -47,3 +47,23 @@ class CallRecord:
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A memory recall or a tool call, as the agent timed it."""
+
+    user_id: str
+    session_id: str
+    turn: int
+    kind: str  # "memory_recall" | "tool_call"
+    name: str
+    latency_ms: float
+    status: str = "ok"
+    error: str | None = None
+    hits: int | None = None
+    top_score: float | None = None
+    ts: datetime = field(default_factory=utcnow)
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)

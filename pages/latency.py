@@ -40,12 +40,15 @@ metric = (
 )
 prom_url = str(settings.prometheus_url).rstrip("/") if settings.prometheus_url else None
 series = None
-if prom_url and (filters.user or filters.session):
+events = metric in latency.EVENT_KINDS
+grouped_by = {"memory": "Store", "tool": "Tool"}.get(metric, "Model")
+# Memory recall and tool calls are always read from agent_events in the database.
+if prom_url and not events and (filters.user or filters.session):
     st.caption(
         "Prometheus keeps no per-user or per-session series, so with a user or session "
         "filter the percentiles are computed in the database."
     )
-elif prom_url:
+elif prom_url and not events:
     try:
         series = _prom(prom_url, filters, metric)
         st.badge(f"Source: Prometheus ({prom_url})", icon=":material/monitoring:", color="green")
@@ -63,8 +66,13 @@ if series is None:
 st.caption(common.describe_filters(filters))
 
 if series.empty:
+    hint = (
+        " The agent records one for each long-term memory search and each tool call it makes."
+        if events
+        else ""
+    )
     st.info(
-        f"No {latency.METRICS[metric].lower()} measurements match these filters.",
+        f"No {latency.METRICS[metric].lower()} measurements match these filters.{hint}",
         icon=":material/info:",
     )
 else:
@@ -74,16 +82,16 @@ else:
         var_name="percentile",
         value_name="ms",
     )
-    long["series"] = long["model"] + " " + long["percentile"]
+    long = long.rename(columns={"model": grouped_by.lower()})
     st.plotly_chart(
         charts.lines(
             long,
             filters,
             y="ms",
-            color="model",
+            color=grouped_by.lower(),
             dash="percentile",
             axis=f"{latency.METRICS[metric]} (ms)",
-            title=f"{latency.METRICS[metric]}: p50 / p95 / p99 by model",
+            title=f"{latency.METRICS[metric]}: p50 / p95 / p99 by {grouped_by.lower()}",
             value="%{y:,.0f} ms",
         ),
         width="stretch",
@@ -108,11 +116,6 @@ else:
             },
         )
     common.csv_download(series, f"latency_{metric}")
-st.caption(
-    "Memory recall and tool-call latency appear here once the agent records them "
-    "(long-term memory and tools are not part of the agent yet)."
-)
-
 errors = _db(engine, url, "error_rate_over_time", filters)
 st.plotly_chart(
     charts.lines(

@@ -74,7 +74,7 @@ def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _truncate(engine: Engine) -> None:
     with engine.begin() as connection:
-        for table in ("model_calls", "messages", "chat_sessions"):
+        for table in ("agent_events", "model_calls", "messages", "chat_sessions"):
             connection.execute(text(f"DELETE FROM {table}"))
 
 

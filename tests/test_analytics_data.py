@@ -199,3 +199,59 @@ def test_error_rate_and_slowest_calls(data: Engine) -> None:
     assert got["error_rate"].to_numpy() == pytest.approx(expected.to_numpy())
     slow = latency.slowest_calls(engine=data, filters=WEEK, limit=10)
     assert slow["latency_ms"].to_numpy() == pytest.approx(df["latency_ms"].nlargest(10).to_numpy())
+
+
+def test_memory_recall_and_tool_call_percentiles(engine: Engine) -> None:
+    from prometheus_client import REGISTRY
+
+    from data.recorder import record_event
+    from data.records import EventRecord
+
+    rng = np.random.default_rng(3)
+    before = REGISTRY.get_sample_value("memory_retrieval_latency_seconds_count") or 0
+    rows = []
+    for i in range(400):
+        kind, name = [
+            ("memory_recall", "memory"),
+            ("tool_call", "order_lookup"),
+            ("tool_call", "search_faq"),
+        ][i % 3]
+        event = EventRecord(
+            user_id=f"u{i % 7}",
+            session_id=f"s{i % 40}",
+            turn=i % 5,
+            kind=kind,
+            name=name,
+            latency_ms=float(rng.lognormal(3, 0.7)),
+            ts=END - timedelta(hours=int(i % 70)),
+            status="error" if i % 37 == 0 else "ok",
+            hits=int(i % 5) if kind == "memory_recall" else None,
+        )
+        record_event(engine=engine, event=event)
+        rows.append(event)
+    assert (
+        REGISTRY.get_sample_value("memory_retrieval_latency_seconds_count") or 0
+    ) - before == sum(e.kind == "memory_recall" for e in rows)
+    df = pd.DataFrame([e.as_row() for e in rows])
+    hours = Filters(start=END - timedelta(days=3), end=END, unit="hour")
+    in_range = (df["ts"] >= hours.start) & (df["ts"] < hours.end)  # END itself is excluded
+    df = df[(df["status"] == "ok") & in_range].assign(bucket=lambda d: d["ts"].dt.floor("h"))
+    for metric, kind in (("memory", "memory_recall"), ("tool", "tool_call")):
+        got = latency.latency_over_time(engine=engine, filters=hours, metric=metric)
+        part = df[df["kind"] == kind]
+        expected = part.groupby(["bucket", "name"])["latency_ms"].quantile([0.5, 0.99]).unstack()
+        got = got.set_index(["bucket", "model"]).sort_index()
+        assert len(got) == len(expected) > 0
+        assert got["p99"].to_numpy() == pytest.approx(expected[0.99].to_numpy(), rel=1e-9)
+        summary = latency.latency_summary(engine=engine, filters=hours, metric=metric)
+        assert summary is not None
+        assert summary.set_index("model")["p50"].to_numpy() == pytest.approx(
+            part.groupby("name")["latency_ms"].median().to_numpy(), rel=1e-9
+        )
+    with pytest.raises(ValueError, match="unknown event kind"):
+        record_event(
+            engine=engine,
+            event=EventRecord(
+                user_id="u", session_id="s", turn=1, kind="nap", name="x", latency_ms=1.0
+            ),
+        )

@@ -270,3 +270,32 @@ def test_pages_name_an_unreachable_database(
         assert message.startswith("The database Postgres (127.0.0.1:"), message
         assert "s3cret" not in message
     st.cache_resource.clear()
+
+
+def test_latency_page_shows_tool_calls_and_explains_missing_recall(demo: Engine) -> None:
+    from data.recorder import record_event
+    from data.records import EventRecord
+
+    now = datetime.now(UTC) - timedelta(days=4)
+    for i in range(30):
+        record_event(
+            engine=demo,
+            event=EventRecord(
+                user_id="demo-user-001",
+                session_id="demo-5-00001",
+                turn=1,
+                kind="tool_call",
+                name="order_lookup" if i % 2 else "search_faq",
+                latency_ms=40.0 + i,
+                ts=now,
+            ),
+        )
+    at = open_page("pages/latency.py", range="7d")
+    at.segmented_control(key="latency_metric").set_value("tool")
+    run(at)
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "order_lookup" in spec and "search_faq" in spec and "Tool calls (ms)" in spec
+    at.segmented_control(key="latency_metric").set_value("memory")
+    run(at)
+    assert at.info[0].value.startswith("No memory recall measurements match these filters.")
+    assert "long-term memory search" in at.info[0].value
