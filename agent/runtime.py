@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 class Runtime:
     service: ChatService
     chat_spec: ModelSpec
-    summary_spec: ModelSpec
     server: local_server.LocalServer | None
 
 
@@ -64,4 +63,4 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     )
     label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
     service = ChatService(agent=agent, engine=engine, model_label=label)
-    return Runtime(service=service, chat_spec=chat_spec, summary_spec=summary_spec, server=server)
+    return Runtime(service=service, chat_spec=chat_spec, server=server)

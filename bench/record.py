@@ -12,7 +12,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,5 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    tempfile.tempdir = None
     main()

@@ -44,10 +44,6 @@ class CostTotals:
         return self.cost_usd / self.users if self.users else None
 
 
-def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
-    return to_frame(engine, query, columns)
-
-
 def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
     """Calls, tokens, priced cost, conversations and users under `filters`."""
     src = source_for(engine, filters)
@@ -117,7 +113,7 @@ def cost_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         .group_by(period, c.model)
         .order_by(period, c.model)
     )
-    frame = _frame(engine, query, [c for c in OVER_TIME_COLUMNS if c != "tokens"])
+    frame = to_frame(engine, query, [c for c in OVER_TIME_COLUMNS if c != "tokens"])
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
     frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
     return frame[OVER_TIME_COLUMNS]
@@ -173,7 +169,7 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         .group_by(c.model, c.provider)
         .order_by(func.coalesce(func.sum(c.cost_usd), 0.0).desc(), c.model)
     )
-    frame = _frame(
+    frame = to_frame(
         engine, query, [c for c in BY_MODEL_COLUMNS if c not in ("tokens", "cost_per_1k_calls")]
     )
     frame["tokens"] = frame["input_tokens"] + frame["output_tokens"]
@@ -230,7 +226,7 @@ def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         "cost_usd",
         "unpriced_calls",
     ]
-    frame = _frame(engine, query, cols)
+    frame = to_frame(engine, query, cols)
     for column in ("first_call", "last_call"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     # Sorted here rather than in SQL: numpy sorts 40k rows faster than SQLite's temp B-tree.
@@ -264,7 +260,7 @@ def unpriced_calls(*, engine: Engine, filters: Filters, limit: int = 500) -> pd.
         "input_tokens",
         "output_tokens",
     ]
-    frame = _frame(engine, query, cols)
+    frame = to_frame(engine, query, cols)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
     return frame
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str) -> Engine:
@@ -46,16 +43,3 @@ def describe(url: str) -> str:
     if parsed.get_backend_name() == "sqlite":
         return f"SQLite ({parsed.database})"
     return f"Postgres ({parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database})"
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    factory = sessionmaker(engine, expire_on_commit=False)
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

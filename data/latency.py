@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import pandas as pd
 from sqlalchemy import Engine, String, and_, literal, select, type_coerce
@@ -16,7 +15,6 @@ from data.source import source_for, stored_percentiles, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
-Metric = Literal["model", "ttft", "summarization"]
 METRICS: dict[str, str] = {
     "model": "Model latency",
     "ttft": "Time to first token",

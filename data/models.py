@@ -21,10 +21,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # SQLite only autoincrements INTEGER PRIMARY KEY; Postgres gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-PURPOSES = ("chat", "summarize", "embedding", "other")
-COST_STATUSES = ("provided", "computed", "unknown")
-CALL_STATUSES = ("ok", "error")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Engine, insert
-from sqlalchemy.orm import Session
 
 from data.metrics import MEMORY_RETRIEVAL_LATENCY, observe_call
 from data.models import EVENT_KINDS, AgentEvent, ModelCall
 from data.records import CallRecord, EventRecord
-
-
-def record_call(*, session: Session, call: CallRecord) -> None:
-    """Add one call to `session` (the caller commits)."""
-    session.execute(insert(ModelCall), [call.as_row()])
 
 
 def record_calls(*, engine: Engine, calls: Sequence[CallRecord]) -> int:

@@ -36,10 +36,6 @@ class CallRecord:
     demo: bool = False
 
     @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    @property
     def context_percent(self) -> float | None:
         if not self.context_window:
             return None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import streamlit as st
@@ -25,6 +28,22 @@ APP = str(ROOT / "app.py")
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Settings a developer may have in their shell must not leak into the tests.
 ENV_KEYS = [name.upper() for name in Settings.model_fields]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait for a server we started to answer 200 on `url`, or fail with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"{url} did not become ready:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def free_port() -> int:

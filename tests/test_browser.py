@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_ready
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -54,16 +53,7 @@ def app_url(local_model_port: int, tmp_path_factory: pytest.TempPathFactory) -> 
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start: " + (data_dir / "streamlit.log").read_text())
+    wait_ready(f"{url}/_stcore/health", process, data_dir / "streamlit.log", timeout=60)
     # The run command exports /metrics before anyone opens a page, so Prometheus can scrape.
     metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     for name, kind in [

@@ -7,7 +7,6 @@ import json
 import random
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from data.metrics import LATENCY_BUCKETS
 from data.prometheus import quantile_query
-from tests.conftest import APP, free_port, run
+from tests.conftest import APP, free_port, run, wait_ready
 
 MODELS = {"gpt-4o-mini": 0.8, "gpt-4o": 2.0}  # typical latency in seconds
 # Backfilled history ends well before the server's head block (the last ~3 hours).
@@ -92,16 +91,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        server.kill()
-        pytest.fail("Prometheus did not become ready: " + (work / "prometheus.log").read_text())
+    wait_ready(f"{url}/-/ready", server, work / "prometheus.log", timeout=30)
     yield url
     server.terminate()
     server.wait(timeout=15)
