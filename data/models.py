@@ -187,7 +187,7 @@ class RollupPercentiles(Base):
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-EVENT_KINDS = ("memory_recall", "tool_call")
+EVENT_KINDS = ("memory_recall", "tool_call", "summarization")
 
 
 class AgentEvent(Base):
@@ -207,6 +207,13 @@ class AgentEvent(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     hits: Mapped[int | None] = mapped_column(Integer, nullable=True)  # memories recalled
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Summarization events: the model, the request's tokens before and after, messages folded.
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tokens_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_after: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    messages_folded: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # JSON: recalled memories, a tool's arguments and result preview (shown on the chat page).
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index("ix_agent_events_kind_ts", "kind", "ts"),

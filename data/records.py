@@ -47,18 +47,23 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """A memory recall or a tool call, as the agent timed it."""
+    """A memory recall, a tool call or a summarization, as the agent timed it."""
 
     user_id: str
     session_id: str
     turn: int
-    kind: str  # "memory_recall" | "tool_call"
+    kind: str  # "memory_recall" | "tool_call" | "summarization"
     name: str
     latency_ms: float
     status: str = "ok"
     error: str | None = None
     hits: int | None = None
     top_score: float | None = None
+    model: str | None = None
+    tokens_before: int | None = None
+    tokens_after: int | None = None
+    messages_folded: int | None = None
+    detail: str | None = None  # JSON
     ts: datetime = field(default_factory=utcnow)
 
     def as_row(self) -> dict[str, Any]:

@@ -62,6 +62,28 @@ class Settings(BaseSettings):
     summary_trigger_fraction: float = Field(default=0.75, gt=0, le=1)
     summary_keep_messages: int = Field(default=50, ge=1, le=10_000)
 
+    # Resilience and caching (seed 4.2)
+    model_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries on 429, 5xx, timeouts, dropped connections."
+    )
+    fallback_model: str | None = Field(
+        default=None, description="Model tried once the chat model's retries are used up."
+    )
+    response_cache: bool = Field(
+        default=False, description="Serve the same model + messages from the response cache."
+    )
+    response_cache_ttl_s: int = Field(default=86_400, ge=1, le=30 * 86_400)
+
+    # Long-term memory (seed 4.2, 6.4)
+    memory_top_k: int = Field(default=4, ge=3, le=5)
+    memory_threshold: float = Field(default=0.7, ge=0.6, le=0.8)
+    embedding_model: str = Field(
+        default="text-embedding-3-small", description="OpenAI embedding model (with a key)."
+    )
+
+    # Tools (seed 4.2): "auto" binds them unless the chat model is the embedded local one.
+    agent_tools: Literal["auto", "on", "off"] = "auto"
+
     # Storage
     database_url: str | None = None
     data_dir: Path = Path(".data")
@@ -72,6 +94,8 @@ class Settings(BaseSettings):
     # LangSmith (seed 5.2)
     langsmith_api_key: SecretStr | None = None
     langsmith_project: str = "agent_chatbase"
+    langsmith_tracing: bool = False
+    langsmith_endpoint: AnyHttpUrl = AnyHttpUrl("https://api.smith.langchain.com")
 
     # Metrics (seed 5.1)
     prometheus_url: AnyHttpUrl | None = None
@@ -112,6 +136,7 @@ class Settings(BaseSettings):
         "langsmith_api_key",
         "prometheus_url",
         "summary_model",
+        "fallback_model",
         "chat_model_context_window",
         "price_overrides_file",
         mode="before",
@@ -154,6 +179,18 @@ class Settings(BaseSettings):
     @property
     def uses_local_model(self) -> bool:
         return self.openai_api_key is None and self.openai_base_url is None
+
+    @property
+    def uses_tools(self) -> bool:
+        """Bind the support tools? Never to the embedded model: it cannot call them."""
+        if self.agent_tools == "auto":
+            return not self.uses_local_model
+        return self.agent_tools == "on"
+
+    @property
+    def langsmith_enabled(self) -> bool:
+        """Trace runs to LangSmith only when tracing is on and a key is set."""
+        return self.langsmith_tracing and self.langsmith_api_key is not None
 
     @property
     def sqlalchemy_url(self) -> str:
