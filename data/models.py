@@ -219,3 +219,51 @@ class AgentEvent(Base):
         Index("ix_agent_events_kind_ts", "kind", "ts"),
         Index("ix_agent_events_session_turn", "session_id", "turn"),
     )
+
+
+ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "returned", "cancelled")
+
+
+class Order(Base):
+    """A customer's order, as the support tools look it up (demo rows are flagged)."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_number: Mapped[str] = mapped_column(String(16), unique=True)  # "A-10234"
+    user_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # one of ORDER_STATUSES
+    # JSON list of {"name", "qty", "unit_usd"}: read whole, never queried inside.
+    items: Mapped[str] = mapped_column(Text)
+    total_usd: Mapped[float] = mapped_column(Float)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    carrier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tracking_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_orders_user_placed", "user_id", "placed_at"),)
+
+
+TICKET_KINDS = ("ticket", "escalation")
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+class SupportTicket(Base):
+    """A ticket or a hand-over to a human that the agent opened during a chat turn."""
+
+    __tablename__ = "support_tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(String(64))
+    turn: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # one of TICKET_KINDS
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(16))  # one of TICKET_PRIORITIES
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_support_tickets_user_created", "user_id", "created_at"),)
