@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
@@ -39,7 +40,7 @@ def _known_window(model: str) -> int | None:
 
 
 def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
-    """The spec for `role` ("chat" or "summarize") under `settings`."""
+    """The spec for `role` ("chat", "summarize" or "fallback") under `settings`."""
     if settings.uses_local_model:
         # The server's context holds prompt and answer, so the input window is what is left.
         window = settings.local_model_ctx - settings.local_model_max_tokens
@@ -51,16 +52,21 @@ def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
             max_tokens=settings.local_model_max_tokens,
             timeout_s=settings.model_timeout_s,
         )
-    name = (
-        settings.chat_model if role == "chat" else (settings.summary_model or settings.chat_model)
-    )
+    if role == "fallback":
+        if not settings.fallback_model:
+            raise ModelConfigError("FALLBACK_MODEL is not set")
+        name = settings.fallback_model
+    elif role == "chat":
+        name = settings.chat_model
+    else:
+        name = settings.summary_model or settings.chat_model
     # CHAT_MODEL_CONTEXT_WINDOW overrides the chat model's profile; the summarizer uses its own
     # profile and falls back to the override only when it has none.
     override = settings.chat_model_context_window
     known = _known_window(name)
     found = (override or known) if role == "chat" else (known or override)
     if found is None:
-        setting = "CHAT_MODEL" if role == "chat" else "SUMMARY_MODEL"
+        setting = {"chat": "CHAT_MODEL", "fallback": "FALLBACK_MODEL"}.get(role, "SUMMARY_MODEL")
         raise ModelConfigError(
             f"{setting}={name!r} has no known input window; set CHAT_MODEL_CONTEXT_WINDOW"
         )
@@ -81,8 +87,15 @@ def make_chat_model(
     settings: Settings,
     purpose: str,
     callbacks: Sequence[BaseCallbackHandler] = (),
+    max_retries: int = 1,
+    cache: BaseCache | None = None,
 ) -> ChatOpenAI:
-    """A real ChatOpenAI for `spec`, tagged with its purpose for telemetry."""
+    """A real ChatOpenAI for `spec`, tagged with its purpose for telemetry.
+
+    `max_retries` is the OpenAI client's own retry (backoff, honours Retry-After); the agent's
+    chat model gets 0 here because ModelRetryMiddleware retries it, so that every failed attempt
+    is seen and recorded. `cache` is the optional response cache (False disables the global one).
+    """
     # OpenAI-compatible servers need some key; the local one ignores it.
     key = settings.openai_api_key or SecretStr("unused")
     return ChatOpenAI(  # type: ignore[call-arg]  # max_tokens is a pydantic field, not in __init__
@@ -92,7 +105,8 @@ def make_chat_model(
         stream_usage=True,
         max_tokens=spec.max_tokens,
         timeout=spec.timeout_s,
-        max_retries=1,
+        max_retries=max_retries,
+        cache=cache if cache is not None else False,
         temperature=0.3,
         profile={"max_input_tokens": spec.context_window},
         callbacks=list(callbacks),

@@ -7,12 +7,15 @@ import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import openai
-from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
+from langsmith import Client as LangSmithClient
+from langsmith.run_helpers import tracing_context
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -58,13 +61,34 @@ class TurnOutcome:
     chunks: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Tracing:
+    """Where agent runs are traced: a LangSmith client and project, or nowhere (client None)."""
+
+    client: LangSmithClient | None
+    project: str
+
+    def context(self) -> AbstractContextManager[None]:
+        # enabled=False is explicit: with LangSmith unconfigured the agent makes no call to it,
+        # whatever LANGSMITH_TRACING says in the process environment.
+        if self.client is None:
+            return tracing_context(enabled=False)
+        return tracing_context(enabled=True, client=self.client, project_name=self.project)
+
+
+NO_TRACING = Tracing(client=None, project="")
+
+
 class ChatService:
     """The chat page's only entry point to the agent."""
 
-    def __init__(self, *, agent: Any, engine: Engine, model_label: str) -> None:
+    def __init__(
+        self, *, agent: Any, engine: Engine, model_label: str, tracing: Tracing = NO_TRACING
+    ) -> None:
         self.agent = agent
         self.engine = engine
         self.model_label = model_label
+        self.tracing = tracing
 
     def stream_turn(
         self, *, user_id: str, session_id: str, message: str, outcome: TurnOutcome
@@ -92,16 +116,20 @@ class ChatService:
             "run_name": "support_turn",
         }
         try:
-            for chunk, meta in self.agent.stream(
-                {"messages": [HumanMessage(text)]}, config=config, stream_mode="messages"
-            ):
-                if (
-                    isinstance(chunk, AIMessageChunk)
-                    and meta.get("langgraph_node") == "model"
-                    and chunk.text
+            with self.tracing.context():
+                for chunk, meta in self.agent.stream(
+                    {"messages": [HumanMessage(text)]}, config=config, stream_mode="messages"
                 ):
-                    outcome.chunks.append(chunk.text)
-                    yield chunk.text
+                    # Streamed tokens arrive as chunks; an answer that was not streamed (a
+                    # response-cache hit) arrives whole, as one AIMessage.
+                    if (
+                        isinstance(chunk, AIMessage)
+                        and meta.get("langgraph_node") == "model"
+                        and chunk.text
+                        and not chunk.tool_calls
+                    ):
+                        outcome.chunks.append(chunk.text)
+                        yield chunk.text
         except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as error:
             raise DependencyError(
                 f"The chat model ({self.model_label}) is unreachable: {_reason(error)}. "

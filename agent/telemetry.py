@@ -109,6 +109,26 @@ class CallTelemetry(BaseCallbackHandler):
         usage = message.usage_metadata if message is not None else None
         text = message.text if message is not None else "".join(call.chunks)
         source = "provider"
+        if usage is not None and "total_cost" in usage:
+            # LangChain's cache hook answered (it zeroes total_cost on a hit): no provider call,
+            # no tokens billed. The request's size still counts for context %.
+            context = int(usage.get("input_tokens", 0) or 0)
+            self._emit(
+                call,
+                run_id=run_id,
+                latency_ms=(end - call.start) * 1000,
+                ttft_ms=None,
+                input_tokens=0,
+                cached=0,
+                output_tokens=0,
+                source="cache",
+                cost=0.0,
+                cost_status="cache_hit",
+                status="ok",
+                error=None,
+                context_tokens=context,
+            )
+            return
         if usage and usage.get("input_tokens"):
             input_tokens = int(usage.get("input_tokens", 0))
             output_tokens = int(usage.get("output_tokens", 0))
@@ -192,6 +212,7 @@ class CallTelemetry(BaseCallbackHandler):
         cost_status: str,
         status: str,
         error: str | None,
+        context_tokens: int | None = None,
     ) -> None:
         meta = call.metadata
         purpose = "summarize" if meta.get("lc_source") == "summarization" else self.purpose
@@ -211,7 +232,7 @@ class CallTelemetry(BaseCallbackHandler):
             cost_status=cost_status,
             latency_ms=latency_ms,
             ttft_ms=ttft_ms,
-            context_tokens=input_tokens,
+            context_tokens=input_tokens if context_tokens is None else context_tokens,
             context_window=self.spec.context_window,
             status=status,
             error=error,
