@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, func, insert, select, update
 
-from data.models import ChatSession, Message, ModelCall, utcnow
+from data.models import AgentEvent, ChatSession, Message, ModelCall, utcnow
 
 MAX_MESSAGE_CHARS = 8000
 
@@ -138,6 +140,58 @@ def add_assistant_message(
                 run_id=run_id,
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """A memory recall, tool call or summarization of one turn, as the chat page shows it."""
+
+    kind: str
+    name: str
+    latency_ms: float
+    status: str
+    error: str | None
+    hits: int | None
+    top_score: float | None
+    tokens_before: int | None
+    tokens_after: int | None
+    messages_folded: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def turn_events(*, engine: Engine, session_id: str) -> dict[int, list[TurnEvent]]:
+    """The agent events of a session by turn, in the order they happened."""
+    e = AgentEvent.__table__.c
+    query = (
+        select(
+            e.turn,
+            e.kind,
+            e.name,
+            e.latency_ms,
+            e.status,
+            e.error,
+            e.hits,
+            e.top_score,
+            e.tokens_before,
+            e.tokens_after,
+            e.messages_folded,
+            e.detail,
+        )
+        .where(e.session_id == session_id)
+        .order_by(e.turn, e.id)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    out: dict[int, list[TurnEvent]] = {}
+    for row in rows:
+        try:
+            detail = json.loads(row.detail) if row.detail else {}
+        except ValueError:
+            detail = {}
+        out.setdefault(int(row.turn), []).append(
+            TurnEvent(*row[1:11], detail=detail if isinstance(detail, dict) else {})
+        )
+    return out
 
 
 def transcript(*, engine: Engine, session_id: str) -> list[TranscriptMessage]:

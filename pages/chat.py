@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
 from agent.service import ChatInputError, DependencyError, TurnOutcome
-from data.conversations import list_sessions, transcript, turn_stats
+from data.conversations import list_sessions, transcript, turn_events, turn_stats
 from pages import common
 
 common.ensure_routed()
@@ -59,11 +59,13 @@ else:
     st.caption(f"Session `{session_id}`")
 
 stats = turn_stats(engine=engine, session_id=session_id)
+events = turn_events(engine=engine, session_id=session_id)
 for message in transcript(engine=engine, session_id=session_id):
     with st.chat_message(message.role):
         st.markdown(message.content)
         if message.role == "assistant":
             st.caption(common.turn_caption(stats.get(message.turn)))
+            common.turn_details(events.get(message.turn))
 
 try:
     # Built once per process; with the embedded model this starts its server if needed.

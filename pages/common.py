@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.runtime import Runtime, build_runtime
-from data.conversations import TurnStats
+from data.conversations import TurnEvent, TurnStats
 from data.cost import known_models
 from data.db import describe, make_engine
 from data.filters import PRESET_LABELS, Filters, parse_filters
@@ -182,6 +183,62 @@ def turn_caption(stats: TurnStats | None) -> str:
     if stats.errors:
         text += f" · {stats.errors} failed"
     return text
+
+
+def turn_details(events: list[TurnEvent] | None) -> None:
+    """What the agent did for one answer: the memories it recalled, the tools it called and a
+    summarization, in an expander under the answer. Nothing is drawn for a turn without events."""
+    if not events:
+        return
+    recalls = [e for e in events if e.kind == "memory_recall"]
+    tools = [e for e in events if e.kind == "tool_call"]
+    folds = [e for e in events if e.kind == "summarization"]
+    memories = [m for e in recalls for m in e.detail.get("memories", [])]
+    parts = [f"{len(memories)} memor{'y' if len(memories) == 1 else 'ies'} used"]
+    if tools:
+        failed = sum(e.status != "ok" for e in tools)
+        parts.append(f"{len(tools)} tool call{'s' if len(tools) != 1 else ''}")
+        if failed:
+            parts.append(f"{failed} failed")
+    if folds:
+        parts.append("summarized")
+    with st.expander(" · ".join(parts), icon=":material/psychology:"):
+        for fold in folds:
+            st.markdown(
+                f"**Summarized** before this answer: {fold.messages_folded or 0} messages folded, "
+                f"{fold.tokens_before or 0:,} → {fold.tokens_after or 0:,} tokens "
+                f"in {fold.latency_ms / 1000:.2f} s."
+            )
+            if summary := fold.detail.get("summary"):
+                st.caption(summary)
+        for recall in recalls:
+            if recall.status != "ok":
+                st.warning(f"Memory was unavailable: {recall.error}", icon=":material/warning:")
+        if memories:
+            st.markdown("**Memories recalled**")
+            for memory in memories:
+                st.markdown(f"- {memory.get('text', '')} `{float(memory.get('score', 0)):.2f}`")
+        elif recalls:
+            st.caption(
+                f"No memory above the similarity threshold ({recalls[0].latency_ms:.0f} ms)."
+            )
+        if tools:
+            st.markdown("**Tools called**")
+            for tool in tools:
+                mark = "✅" if tool.status == "ok" else "⚠️"
+                args = tool.detail.get("args")
+                st.markdown(
+                    f"- {mark} `{tool.name}` {'' if args is None else f'`{compact_json(args)}`'} "
+                    f"· {tool.latency_ms:.0f} ms"
+                )
+                if tool.status != "ok" and tool.error:
+                    st.caption(tool.error)
+
+
+def compact_json(value: Any, limit: int = 120) -> str:
+    """A one-line JSON preview, clipped to `limit` characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def analyst_page() -> tuple[Engine, Filters]:

@@ -3,7 +3,13 @@
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.conversations import get_session, session_calls, transcript, turn_stats
+from data.conversations import (
+    get_session,
+    session_calls,
+    transcript,
+    turn_events,
+    turn_stats,
+)
 from pages import charts, common
 
 common.ensure_routed()
@@ -29,6 +35,7 @@ if session is None:
 
 calls = session_calls(engine=engine, session_id=session_id)
 stats = turn_stats(engine=engine, session_id=session_id)
+events = turn_events(engine=engine, session_id=session_id)
 st.caption(
     f"Session `{session.id}` · user `{session.user_id}` · started "
     f"{session.created_at:%Y-%m-%d %H:%M} UTC · {len(calls):,} model calls"
@@ -53,6 +60,7 @@ for message in transcript(engine=engine, session_id=session_id):
         st.markdown(message.content)
         if message.role == "assistant":
             st.caption(common.turn_caption(stats.get(message.turn)))
+            common.turn_details(events.get(message.turn))
 
 st.subheader("Model calls")
 st.dataframe(calls, hide_index=True, width="stretch", column_config=charts.COLUMNS)
