@@ -81,7 +81,9 @@ def extract_facts(text: str, *, role: str) -> list[Fact]:
                 add("name", f"The customer's name is {name}.")
             for phone in PHONE_RE.findall(sentence):
                 digits = re.sub(r"\D", "", phone)
-                if 8 <= len(digits) <= 15 and not ORDER_RE.search(phone):
+                # A leading + or 10+ digits: dates and amounts are not phone numbers.
+                international = phone.strip().startswith("+") and len(digits) >= 8
+                if (international or len(digits) >= 10) and len(digits) <= 15:
                     add("phone", f"The customer's phone number is {phone.strip()}.")
             if PROBLEM_RE.search(sentence) and len(sentence) >= 12:
                 add("problem", f"The customer's problem: “{sentence}”")
