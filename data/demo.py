@@ -1,11 +1,14 @@
 """Demo history: about 30 days of realistic synthetic support traffic.
 
-`python -m data.demo` loads it into the configured database. Every demo row is flagged
-`demo = true`; the loader refuses to mix with existing rows unless told how."""
+`python -m data.demo` loads it into the configured database: sessions, messages and model calls,
+plus the customers' orders and the agent's tool calls and memory recalls. Demo calls, sessions
+and orders are flagged `demo = true` (an agent event is a demo row through its demo session);
+the loader refuses to mix with existing rows unless told how."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -18,7 +21,8 @@ from sqlalchemy import Engine, delete, func, insert, select
 
 from data.db import describe, make_engine
 from data.migrate import upgrade
-from data.models import ChatSession, Message, ModelCall
+from data.models import AgentEvent, ChatSession, Message, ModelCall, Order
+from data.orders import recent_orders
 from data.prices import linear_rate, price_call
 from data.rollups import refresh
 from data.settings import SettingsError, get_settings
@@ -47,17 +51,24 @@ ERRORS = (
     "InternalServerError: Error code: 500 - The server had an error",
 )
 
+# Each question with the support tools the agent calls to answer it (agent/tools.py).
 ASKS = (
-    "Where is my order {order}? It was supposed to arrive on Monday.",
-    "I want to return the shoes from order {order}, they are too small.",
-    "My card was charged twice for order {order}.",
-    "Can I change the delivery address for {order}?",
-    "The package for {order} arrived damaged. What can I do?",
-    "How long does a refund take after you receive a return?",
-    "Do you ship to Canada, and how much does it cost?",
-    "I never received the confirmation e-mail for {order}.",
-    "Can I cancel order {order}? I ordered the wrong size.",
-    "Is there a warranty on the headphones I bought ({order})?",
+    ("Where is my order {order}? It was supposed to arrive on Monday.", ("lookup_order",)),
+    (
+        "I want to return the shoes from order {order}, they are too small.",
+        ("lookup_order", "search_help_center"),
+    ),
+    ("My card was charged twice for order {order}.", ("lookup_order", "open_ticket")),
+    ("Can I change the delivery address for {order}?", ("lookup_order",)),
+    (
+        "The package for {order} arrived damaged. What can I do?",
+        ("search_help_center", "open_ticket"),
+    ),
+    ("How long does a refund take after you receive a return?", ("search_help_center",)),
+    ("Do you ship to Canada, and how much does it cost?", ("search_help_center",)),
+    ("I never received the confirmation e-mail for {order}.", ("list_recent_orders",)),
+    ("Can I cancel order {order}? I ordered the wrong size.", ("lookup_order",)),
+    ("Is there a warranty on the headphones I bought ({order})?", ("search_help_center",)),
 )
 ANSWERS = (
     "I checked order {order}: it left our warehouse yesterday and should arrive within two "
@@ -75,6 +86,40 @@ ANSWERS = (
     "I have re-sent the confirmation for {order}. Please also check your spam folder.",
     "Order {order} was cancelled and the full amount will be refunded to your card.",
     "The headphones carry a two-year warranty. I can start a warranty claim for {order} now.",
+)
+
+
+# The chat page's default user (pages/chat.py). The demo gives them a few orders, so that right
+# after `make demo` one can ask the agent "where is my order A-…?".
+CHAT_PAGE_USER = "guest"
+CATALOG = (
+    ("Trail running shoes", 89.00),
+    ("Wireless headphones", 129.00),
+    ("Merino wool socks (3 pack)", 24.50),
+    ("Rain jacket", 149.00),
+    ("Insulated water bottle", 19.90),
+    ("Yoga mat", 39.00),
+    ("Daypack 22 l", 79.00),
+    ("Fleece pullover", 69.00),
+    ("Bluetooth speaker", 59.00),
+    ("Cotton T-shirt", 22.00),
+)
+CARRIERS = ("UPS", "FedEx", "USPS", "DHL")
+# Typical latencies of the agent's steps: a recall embeds the message and searches memory; the
+# help-center search embeds the query; the others are one or two indexed queries.
+RECALL_LATENCY_MS = 24.0
+TOOL_LATENCY_MS = {
+    "lookup_order": 9.0,
+    "list_recent_orders": 12.0,
+    "search_help_center": 38.0,
+    "open_ticket": 16.0,
+    "escalate_to_human": 21.0,
+}
+ESCALATION_RATE = 0.02
+STEP_ERROR_RATE = 0.008
+STEP_ERRORS = (
+    "OperationalError: connection to the database timed out",
+    "TimeoutError: the embedding model did not answer within 5 s",
 )
 
 
@@ -99,9 +144,15 @@ def generate(
     seed: int = 7,
     end: datetime | None = None,
     messages: bool = True,
+    support: bool = False,
 ) -> dict[str, int]:
-    """Insert demo sessions, messages and model calls; returns the counts written."""
+    """Insert demo sessions, messages and model calls; returns the counts written.
+
+    With `support`, also the orders the conversations are about (plus a few for the chat
+    page's user) and the agent's memory recalls and tool calls for every turn. They come from
+    their own random stream, so the calls are the same with and without them."""
     rng = random.Random(seed)
+    side = random.Random(f"{seed}-support")
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     user_ids = [f"demo-user-{i:03d}" for i in range(1, users + 1)]
@@ -119,21 +170,28 @@ def generate(
     session_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
     call_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    order_rows: list[dict[str, Any]] = []
     for index, length in enumerate(lengths):
         model = rng.choices(MODELS, weights=[m.share for m in MODELS])[0]
         # Every user has at least one session; the rest follow a heavy-tailed weighting.
         user = user_ids[index] if index < users else rng.choices(user_ids, weights=user_weights)[0]
         session_id = f"demo-{seed}-{index:05d}"
         t = _diurnal_time(rng, start, days)
-        order = f"#{rng.randrange(100000, 999999)}"
+        order = _order_number(index, seed)
         context = SYSTEM_TOKENS
         turn, made, title = 0, 0, ""
         first_call, first_message = len(call_rows), len(message_rows)
+        first_event, first_order = len(event_rows), len(order_rows)
+        if support:  # the customer placed the order a few days before asking about it
+            placed = t - timedelta(days=side.uniform(0.2, 12))
+            order_rows.append(_order(side, number=order, user=user, placed_at=placed))
         # Context grows with each turn (retrieved policies, order details, the answer).
         growth = _lognormal(rng, 2600, 0.6)
         while made < length:
             turn += 1
-            ask = rng.choice(ASKS).format(order=order)
+            ask, tools = rng.choice(ASKS)
+            ask = ask.format(order=order)
             title = title or ask[:60]
             if context > 0.75 * model.window and made + 2 <= length:
                 folded = context - SYSTEM_TOKENS
@@ -180,6 +238,19 @@ def generate(
                 )
             )
             made += 1
+            if support:
+                event_rows.extend(
+                    _turn_events(
+                        side,
+                        at=t,
+                        user=user,
+                        session_id=session_id,
+                        turn=turn,
+                        ask=ask,
+                        tools=() if failed else tools,
+                        order=order_rows[-1],
+                    )
+                )
             message_rows.append(
                 dict(
                     session_id=session_id,
@@ -210,6 +281,11 @@ def generate(
                 row["ts"] -= shift
             for row in message_rows[first_message:]:
                 row["created_at"] -= shift
+            for row in event_rows[first_event:]:
+                row["ts"] -= shift
+            for row in order_rows[first_order:]:
+                for key in ("placed_at", "shipped_at", "delivered_at", "returned_at"):
+                    row[key] -= shift
             t -= shift
         session_rows.append(
             dict(
@@ -224,20 +300,187 @@ def generate(
 
     if not messages:  # benchmarks need only the calls
         message_rows = []
+    if support:
+        # The chat page's user: one order of each kind a customer asks about.
+        for i, (age, fate) in enumerate(
+            (
+                (timedelta(hours=3), "delivered"),  # paid, not shipped yet
+                (timedelta(hours=50), "delivered"),  # shipped, on its way
+                (timedelta(days=12), "delivered"),
+                (timedelta(days=25), "returned"),
+            )
+        ):
+            number = _order_number(sessions + i, seed)
+            order_rows.append(
+                _order(side, number=number, user=CHAT_PAGE_USER, placed_at=end - age, fate=fate)
+            )
+        order_rows = [_settle(row, end) for row in order_rows]
     with engine.begin() as connection:
         for table, rows in (
             (ChatSession, session_rows),
             (Message, message_rows),
             (ModelCall, call_rows),
+            (AgentEvent, event_rows),
+            (Order, order_rows),
         ):
             for i in range(0, len(rows), 5000):
                 connection.execute(insert(table), rows[i : i + 5000])
-    return {
+    written = {
         "sessions": len(session_rows),
         "messages": len(message_rows),
         "calls": len(call_rows),
         "users": len({r["user_id"] for r in session_rows}),
     }
+    if support:
+        written |= {"orders": len(order_rows), "agent events": len(event_rows)}
+    return written
+
+
+def _order_number(index: int, seed: int) -> str:
+    """A unique, random-looking order number for the `index`-th demo order: 48,271 is prime to
+    90,000, so the five digits run through all 90,000 values before the letter moves on."""
+    digits = 10_000 + (index * 48_271 + seed * 1009) % 90_000
+    return f"{chr(ord('A') + index // 90_000)}-{digits}"
+
+
+def _order(
+    rng: random.Random, *, number: str, user: str, placed_at: datetime, fate: str | None = None
+) -> dict[str, Any]:
+    """A demo order's whole timeline; `fate` is how it ends: "delivered", "returned" or
+    "cancelled" (random when not given). `_settle` turns it into a row as of a moment."""
+    picks = rng.sample(CATALOG, rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0])
+    items: list[dict[str, Any]] = [
+        {"name": name, "qty": 2 if price < 30 and rng.random() < 0.3 else 1, "unit_usd": price}
+        for name, price in picks
+    ]
+    carrier = rng.choices(CARRIERS, weights=(0.4, 0.25, 0.25, 0.1))[0]
+    shipped_at = placed_at + timedelta(hours=rng.uniform(6, 48))
+    delivered_at = shipped_at + timedelta(days=rng.uniform(2, 6))
+    return dict(
+        order_number=number,
+        user_id=user,
+        fate=fate or rng.choices(("delivered", "returned", "cancelled"), (0.9, 0.06, 0.04))[0],
+        items=json.dumps(items),
+        total_usd=round(sum(i["qty"] * i["unit_usd"] for i in items), 2),
+        placed_at=placed_at,
+        shipped_at=shipped_at,
+        delivered_at=delivered_at,
+        returned_at=delivered_at + timedelta(days=rng.uniform(3, 14)),
+        carrier=carrier,
+        tracking_number=_tracking_number(rng, carrier),
+        demo=True,
+    )
+
+
+def _tracking_number(rng: random.Random, carrier: str) -> str:
+    """A tracking number in the carrier's usual shape."""
+    if carrier == "UPS":
+        return "1Z" + "".join(rng.choices("0123456789ABCDEFGHJKLMNPRSTUVWXYZ", k=16))
+    length, prefix = {"FedEx": (12, ""), "USPS": (18, "9400"), "DHL": (10, "")}[carrier]
+    return prefix + "".join(rng.choices("0123456789", k=length))
+
+
+def _status_at(order: dict[str, Any], at: datetime) -> str:
+    """The order's status at `at`, from its timeline (a cancellation comes 3 hours in)."""
+    if at < order["placed_at"] + timedelta(minutes=20):
+        return "placed"
+    if order["fate"] == "cancelled" and at >= order["placed_at"] + timedelta(hours=3):
+        return "cancelled"
+    if at < order["shipped_at"]:
+        return "paid"
+    if at < order["delivered_at"]:
+        return "shipped"
+    return "returned" if order["fate"] == "returned" and at >= order["returned_at"] else "delivered"
+
+
+def _settle(order: dict[str, Any], end: datetime) -> dict[str, Any]:
+    """The orders row for an order's timeline as of `end`: what has not happened yet is empty."""
+    status = _status_at(order, end)
+    row = {k: v for k, v in order.items() if k not in ("fate", "returned_at")}
+    row["status"] = status
+    if status in ("placed", "paid", "cancelled"):
+        row |= dict(shipped_at=None, carrier=None, tracking_number=None)
+    if status in ("placed", "paid", "cancelled", "shipped"):
+        row["delivered_at"] = None
+    return row
+
+
+def _turn_events(
+    rng: random.Random,
+    *,
+    at: datetime,
+    user: str,
+    session_id: str,
+    turn: int,
+    ask: str,
+    tools: tuple[str, ...],
+    order: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The agent_events of one turn whose answer started at `at`: the memory recall, then the
+    tools the question needs (run in parallel), now and then a hand-over to a human."""
+    failed = rng.random() < STEP_ERROR_RATE
+    hits = 0 if failed else rng.choices(range(5), weights=(0.35, 0.25, 0.2, 0.12, 0.08))[0]
+    recall = _lognormal(rng, RECALL_LATENCY_MS, 0.5)
+    rows = [
+        dict(
+            ts=at - timedelta(milliseconds=recall + 400),
+            user_id=user,
+            session_id=session_id,
+            turn=turn,
+            kind="memory_recall",
+            name="memory",
+            latency_ms=round(recall, 3),
+            status="error" if failed else "ok",
+            error=rng.choice(STEP_ERRORS) if failed else None,
+            hits=None if failed else hits,
+            top_score=round(rng.uniform(0.7, 0.95), 3) if hits else None,
+            detail=None,
+        )
+    ]
+    if tools and rng.random() < ESCALATION_RATE:
+        tools = (*tools, "escalate_to_human")
+    status = _status_at(order, at)
+    for name in tools:
+        args, result = {
+            "lookup_order": (
+                {"order_number": order["order_number"]},
+                f"Order {order['order_number']}: status {status}",
+            ),
+            "list_recent_orders": (
+                {},
+                f"{order['order_number']}: {status}, placed {order['placed_at']:%Y-%m-%d}, "
+                f"${order['total_usd']:.2f}",
+            ),
+            "search_help_center": ({"query": ask}, "Help-center articles matching the question"),
+            "open_ticket": (
+                {"subject": ask[:80], "details": ask, "priority": "normal"},
+                "Ticket is open (priority normal).",
+            ),
+            "escalate_to_human": (
+                {"reason": "The customer asked to talk to a person."},
+                "Escalation is open.",
+            ),
+        }[name]
+        failed = rng.random() < STEP_ERROR_RATE
+        error = rng.choice(STEP_ERRORS) if failed else None
+        latency = _lognormal(rng, TOOL_LATENCY_MS[name], 0.6)
+        rows.append(
+            dict(
+                ts=at - timedelta(milliseconds=300),
+                user_id=user,
+                session_id=session_id,
+                turn=turn,
+                kind="tool_call",
+                name=name,
+                latency_ms=round(latency, 3),
+                status="error" if failed else "ok",
+                error=error,
+                hits=None,
+                top_score=None,
+                detail=json.dumps({"args": args, "result": error or result}),
+            )
+        )
+    return rows
 
 
 def _call(
@@ -305,7 +548,9 @@ def remove(*, engine: Engine) -> None:
         connection.execute(delete(ModelCall).where(ModelCall.demo.is_(True)))
         demo_sessions = select(ChatSession.id).where(ChatSession.demo.is_(True))
         connection.execute(delete(Message).where(Message.session_id.in_(demo_sessions)))
+        connection.execute(delete(AgentEvent).where(AgentEvent.session_id.in_(demo_sessions)))
         connection.execute(delete(ChatSession).where(ChatSession.demo.is_(True)))
+        connection.execute(delete(Order).where(Order.demo.is_(True)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,8 +600,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if demo:
-        remove(engine=engine)
+    # Also when no demo calls are left: a stray demo order would collide with the new ones.
+    remove(engine=engine)
     written = generate(
         engine=engine,
         days=args.days,
@@ -364,9 +609,15 @@ def main(argv: list[str] | None = None) -> int:
         sessions=args.sessions,
         calls=args.calls,
         seed=args.seed,
+        support=True,
     )
     print(
         f"loaded demo history into {where}: " + ", ".join(f"{v:,} {k}" for k, v in written.items())
+    )
+    tries = recent_orders(engine=engine, user_id=CHAT_PAGE_USER)
+    print(
+        f"try the chat page as {CHAT_PAGE_USER!r}: ask about "
+        + ", ".join(f"{o.order_number} ({o.status})" for o in tries)
     )
     started = time.perf_counter()
     hours = refresh(engine)  # so the first page view does not pay for it
