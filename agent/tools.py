@@ -1,0 +1,334 @@
+"""The support agent's tools (orders, help center, tickets), their telemetry, and the same facts
+as prompt context for a model that cannot call tools.
+
+Who is asking never comes from the model: every tool reads the user, session and turn from the
+run's config metadata (set by ChatService), so a customer cannot read another customer's order
+by naming a different user."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain.agents.middleware import AgentMiddleware
+from langchain.tools import ToolRuntime
+from langchain_core.messages import BaseMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, tool
+from langgraph.errors import GraphBubbleUp
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+from sqlalchemy import Engine
+
+from agent.knowledge import KnowledgeBase
+from data import orders
+from data.orders import OrderView
+from data.recorder import record_event
+from data.records import EventRecord
+
+log = logging.getLogger(__name__)
+
+# Help-center hits below this cosine are noise for the model; calibrated on agent/kb with the
+# local MiniLM embedder (unrelated questions score under 0.3, paraphrases above 0.45).
+SEARCH_MIN_SCORE = 0.3
+# help_context injects one entry into a small model's prompt unasked, so it must be surer.
+HELP_CONTEXT_MIN_SCORE = 0.45
+RECENT_ORDERS = 5
+MAX_ORDERS_IN_CONTEXT = 3
+RESULT_PREVIEW_CHARS = 300
+TRANSCRIPT_FOR_HUMAN = 6  # messages copied into an escalation so the human has the context
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who the current turn belongs to."""
+
+    user_id: str
+    session_id: str
+    turn: int
+
+
+def caller(config: RunnableConfig) -> Caller | None:
+    """The user, session and turn of the run, from the metadata ChatService puts in the config;
+    None when the run was started without a user (the tools then refuse)."""
+    metadata = config.get("metadata") or {}
+    user_id = str(metadata.get("user_id") or "").strip()
+    if not user_id:
+        return None
+    session_id = str(
+        metadata.get("session_id") or (config.get("configurable") or {}).get("thread_id") or ""
+    )
+    return Caller(user_id=user_id, session_id=session_id, turn=int(metadata.get("turn") or 0))
+
+
+NO_CALLER = "I cannot tell which customer this is, so I cannot look at orders or open tickets."
+
+
+def _day(value: Any) -> str:
+    return f"{value:%Y-%m-%d}" if value is not None else "-"
+
+
+def describe_order(order: OrderView) -> str:
+    """The order's facts as a few lines of text for the model (tools and prompt context)."""
+    items = ", ".join(f"{i.qty} x {i.name} (${i.unit_usd:.2f})" for i in order.items)
+    lines = [
+        f"Order {order.order_number}: status {order.status}",
+        f"Items: {items}; total ${order.total_usd:.2f}",
+        f"Placed: {_day(order.placed_at)}",
+    ]
+    if order.shipped_at:
+        lines.append(
+            f"Shipped: {_day(order.shipped_at)} with {order.carrier}, "
+            f"tracking number {order.tracking_number}"
+        )
+    if order.delivered_at:
+        lines.append(f"Delivered: {_day(order.delivered_at)}")
+    return "\n".join(lines)
+
+
+def _not_an_order_number(text: str) -> str:
+    return (
+        f"{text!r} is not an order number. Order numbers look like A-10234 (a letter, a "
+        "hyphen, five digits). Ask the customer for it, or call list_recent_orders."
+    )
+
+
+def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
+    """The support tools, bound to the database and the help-center knowledge base."""
+
+    @tool(parse_docstring=True)
+    def lookup_order(order_number: str, runtime: ToolRuntime) -> str:
+        """Look up one of the customer's orders: status, items, total, when it was placed,
+        shipped and delivered, the carrier and the tracking number.
+
+        Use it whenever the customer asks about a specific order (where is it, has it
+        shipped, what was in it). Only the customer's own orders can be found.
+
+        Args:
+            order_number: The order number as the customer gave it, e.g. "A-10234".
+        """
+        who = caller(runtime.config)
+        if who is None:
+            return NO_CALLER
+        number = orders.normalize_order_number(order_number)
+        if number is None:
+            return _not_an_order_number(order_number)
+        order = orders.get_order(engine=engine, user_id=who.user_id, order_number=number)
+        if order is None:
+            return (
+                f"No order {number} was found for this customer. Ask them to check the "
+                "number, or call list_recent_orders to see their orders."
+            )
+        return describe_order(order)
+
+    @tool(parse_docstring=True)
+    def list_recent_orders(runtime: ToolRuntime) -> str:
+        """List the customer's most recent orders (newest first) with number, status, date
+        and total.
+
+        Use it when the customer asks about "my order" without giving a number, or gives a
+        number that was not found."""
+        who = caller(runtime.config)
+        if who is None:
+            return NO_CALLER
+        found = orders.recent_orders(engine=engine, user_id=who.user_id, limit=RECENT_ORDERS)
+        if not found:
+            return "This customer has no orders."
+        return "\n".join(
+            f"{o.order_number}: {o.status}, placed {_day(o.placed_at)}, ${o.total_usd:.2f}, "
+            + ", ".join(i.name for i in o.items)
+            for o in found
+        )
+
+    @tool(parse_docstring=True)
+    def search_help_center(query: str) -> str:
+        """Search the help center (shipping, returns, refunds, warranty, payments, changing
+        or cancelling an order, account, privacy, contacting a human) for the policy that
+        answers the customer's question.
+
+        Use it before answering any question about a policy, price, time limit or
+        procedure, and answer from what it returns rather than from memory.
+
+        Args:
+            query: The customer's question in plain words, e.g. "how long does a refund
+                take".
+        """
+        if not query.strip():
+            return "The query is empty: pass the customer's question."
+        hits = [h for h in knowledge.search(query, k=3) if h.score >= SEARCH_MIN_SCORE]
+        if not hits:
+            return (
+                "The help center has no article about this. Say so, and offer to open a "
+                "ticket (open_ticket) if the customer needs an answer."
+            )
+        return "\n\n".join(f"## {h.entry.title}\n{h.entry.text}" for h in hits)
+
+    @tool(parse_docstring=True)
+    def open_ticket(
+        subject: str,
+        details: str,
+        runtime: ToolRuntime,
+        priority: Literal["low", "normal", "high", "urgent"] = "normal",
+    ) -> str:
+        """Open a support ticket for something you cannot settle in this chat, such as a
+        refund to issue, a damaged or missing parcel, a duplicate charge, an address change
+        or a warranty claim. The support team answers by e-mail within one working day.
+
+        Confirm with the customer before opening a ticket, then tell them its number.
+
+        Args:
+            subject: One line saying what the ticket is about, with the order number if
+                there is one.
+            details: Everything the team needs: what happened, what the customer wants,
+                order numbers, dates.
+            priority: "urgent" only for safety or legal issues, "high" when money is at
+                stake or the customer is blocked, "low" for questions, else "normal".
+        """
+        who = caller(runtime.config)
+        if who is None:
+            return NO_CALLER
+        if not subject.strip() or not details.strip():
+            return "Both subject and details are needed to open a ticket."
+        ticket = orders.create_ticket(
+            engine=engine,
+            user_id=who.user_id,
+            session_id=who.session_id,
+            turn=who.turn,
+            kind="ticket",
+            subject=subject,
+            body=details,
+            priority=priority,
+        )
+        return (
+            f"Ticket #{ticket.id} is open (priority {ticket.priority}). The support team will "
+            "answer the customer by e-mail within one working day."
+        )
+
+    @tool(parse_docstring=True)
+    def escalate_to_human(reason: str, runtime: ToolRuntime) -> str:
+        """Hand the conversation to a human support agent.
+
+        Use it when the customer asks for a person, is upset after two attempts to help,
+        or needs something no tool can do (identity checks, exceptions to a policy,
+        legal or safety matters). Tell the customer that a person will take over.
+
+        Args:
+            reason: Why a human is needed, in one or two sentences.
+        """
+        who = caller(runtime.config)
+        if who is None:
+            return NO_CALLER
+        if not reason.strip():
+            return "Give the reason for the hand-over."
+        messages: list[BaseMessage] = list(runtime.state.get("messages", []))
+        recent = "\n".join(
+            f"{m.type}: {m.text}" for m in messages[-TRANSCRIPT_FOR_HUMAN:] if m.text
+        )
+        ticket = orders.create_ticket(
+            engine=engine,
+            user_id=who.user_id,
+            session_id=who.session_id,
+            turn=who.turn,
+            kind="escalation",
+            subject=f"Escalation: {reason.strip()}",
+            body=f"{reason.strip()}\n\nRecent conversation:\n{recent}",
+            priority="high",
+        )
+        return (
+            f"Escalation #{ticket.id} is open. A human colleague will take over this "
+            "conversation within 4 working hours (Mon-Fri 8-20, Sat 9-17 Eastern)."
+        )
+
+    return [lookup_order, list_recent_orders, search_help_center, open_ticket, escalate_to_human]
+
+
+class ToolTelemetryMiddleware(AgentMiddleware):
+    """Times every tool call and records it in agent_events (kind "tool_call"); turns a tool
+    that raises into an error ToolMessage so the model can recover and the turn completes."""
+
+    def __init__(self, *, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        call = request.tool_call
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            result = handler(request)
+        except GraphBubbleUp:  # interrupts are control flow, not failures
+            raise
+        except Exception as exc:
+            log.warning("tool %s failed", call["name"], exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            result = ToolMessage(
+                content=(
+                    f"The tool {call['name']} failed ({error[:200]}). Tell the customer this "
+                    "step did not work; do not invent the result."
+                ),
+                name=call["name"],
+                tool_call_id=call["id"],
+                status="error",
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        content = result.text if isinstance(result, ToolMessage) else ""
+        if error is None and isinstance(result, ToolMessage) and result.status == "error":
+            error = content[:500]  # invalid arguments: ToolNode already wrote the message
+        self._record(request, latency_ms=latency_ms, error=error, content=content)
+        return result
+
+    def _record(
+        self, request: ToolCallRequest, *, latency_ms: float, error: str | None, content: str
+    ) -> None:
+        who = caller(request.runtime.config) or Caller(user_id="", session_id="", turn=0)
+        event = EventRecord(
+            user_id=who.user_id,
+            session_id=who.session_id,
+            turn=who.turn,
+            kind="tool_call",
+            name=request.tool_call["name"],
+            latency_ms=round(latency_ms, 3),
+            status="error" if error else "ok",
+            error=error,
+            detail=json.dumps(
+                {"args": request.tool_call["args"], "result": content[:RESULT_PREVIEW_CHARS]},
+                default=str,
+            ),
+        )
+        try:
+            record_event(engine=self.engine, event=event)
+        except Exception:  # telemetry must never cost the customer their answer
+            log.warning("could not record tool call %s", event.name, exc_info=True)
+
+
+def order_context(engine: Engine, user_id: str, text: str) -> str | None:
+    """The facts of the orders mentioned in `text` (the user's own only), as a block for the
+    prompt of a model that cannot call tools; None when the message names no order."""
+    numbers = orders.order_numbers_in(text)[:MAX_ORDERS_IN_CONTEXT]
+    if not numbers or not user_id:
+        return None
+    blocks = []
+    for number in numbers:
+        order = orders.get_order(engine=engine, user_id=user_id, order_number=number)
+        blocks.append(
+            describe_order(order) if order else f"Order {number}: not found for this customer."
+        )
+    return "Order facts from the order database:\n\n" + "\n\n".join(blocks)
+
+
+def help_context(knowledge: KnowledgeBase, text: str) -> str | None:
+    """The help-center entry that best answers `text`, when it is a confident match, as a block
+    for the prompt of a model that cannot call tools."""
+    hits = knowledge.search(text, k=1)
+    if not hits or hits[0].score < HELP_CONTEXT_MIN_SCORE:
+        return None
+    entry = hits[0].entry
+    return f"Help-center article ({entry.topic}):\n## {entry.title}\n{entry.text}"
