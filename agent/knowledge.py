@@ -10,12 +10,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from agent.embeddings import Embedder
+    from agent.embeddings import Embedder, TurnRef
 
 KB_DIR = Path(__file__).resolve().parent / "kb"
 
@@ -92,8 +92,9 @@ class KnowledgeBase:
         vectors = embedder.embed([entry.as_text() for entry in self.entries])
         self._matrix = np.asarray(vectors, dtype=np.float32)
 
-    def search(self, query: str, k: int = 3, *, ref: Any = None) -> list[Hit]:
-        """The `k` entries most similar to `query`, best first (an empty query finds nothing)."""
+    def search(self, query: str, k: int = 3, *, ref: TurnRef | None = None) -> list[Hit]:
+        """The `k` entries most similar to `query`, best first (a blank query finds nothing).
+        With `ref`, the embedding call is recorded against that chat turn."""
         if not query.strip() or k < 1:
             return []
         vector = np.asarray(self.embedder.embed([query], ref=ref)[0], dtype=np.float32)
