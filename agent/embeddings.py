@@ -255,10 +255,6 @@ class LocalEmbedder:
         )
         return np.concatenate(parts).tolist()
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens the model sees for `text` (after truncation at LOCAL_MAX_TOKENS)."""
-        return len(self._tokenizer.encode(text).ids)
-
 
 class OpenAIEmbedder:
     """OpenAI's embeddings API (or a compatible server at `base_url`) via the official client.
@@ -496,9 +492,16 @@ def make_embedder(settings: Settings, *, sink: Sink | None = None) -> Embedder:
     cache: VectorCache
     if settings.redis_url is not None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # No retries: redis-py's default retries a refused connection with backoff for
+        # seconds, which a turn would wait for; a miss costs one embedding instead.
         client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            settings.redis_url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
         )
         cache = RedisVectorCache(client)
     else:
