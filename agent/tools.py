@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware
@@ -24,6 +24,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from sqlalchemy import Engine
 
+from agent.embeddings import TurnRef
 from agent.knowledge import KnowledgeBase
 from data import orders
 from data.orders import OrderView
@@ -44,16 +45,7 @@ RESULT_PREVIEW_CHARS = 300
 TRANSCRIPT_FOR_HUMAN = 6  # messages copied into an escalation so the human has the context
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who the current turn belongs to."""
-
-    user_id: str
-    session_id: str
-    turn: int
-
-
-def caller(config: RunnableConfig) -> Caller | None:
+def caller(config: RunnableConfig) -> TurnRef | None:
     """The user, session and turn of the run, from the metadata ChatService puts in the config;
     None when the run was started without a user (the tools then refuse)."""
     metadata = config.get("metadata") or {}
@@ -63,13 +55,13 @@ def caller(config: RunnableConfig) -> Caller | None:
     session_id = str(
         metadata.get("session_id") or (config.get("configurable") or {}).get("thread_id") or ""
     )
-    return Caller(user_id=user_id, session_id=session_id, turn=int(metadata.get("turn") or 0))
+    return TurnRef(user_id=user_id, session_id=session_id, turn=int(metadata.get("turn") or 0))
 
 
 NO_CALLER = "I cannot tell which customer this is, so I cannot look at orders or open tickets."
 
 
-def _day(value: Any) -> str:
+def _day(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d}" if value is not None else "-"
 
 
@@ -146,7 +138,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         )
 
     @tool(parse_docstring=True)
-    def search_help_center(query: str) -> str:
+    def search_help_center(query: str, runtime: ToolRuntime) -> str:
         """Search the help center (shipping, returns, refunds, warranty, payments, changing
         or cancelling an order, account, privacy, contacting a human) for the policy that
         answers the customer's question.
@@ -160,7 +152,8 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         """
         if not query.strip():
             return "The query is empty: pass the customer's question."
-        hits = [h for h in knowledge.search(query, k=3) if h.score >= SEARCH_MIN_SCORE]
+        hits = knowledge.search(query, k=3, ref=caller(runtime.config))
+        hits = [h for h in hits if h.score >= SEARCH_MIN_SCORE]
         if not hits:
             return (
                 "The help center has no article about this. Say so, and offer to open a "
@@ -289,7 +282,7 @@ class ToolTelemetryMiddleware(AgentMiddleware):
     def _record(
         self, request: ToolCallRequest, *, latency_ms: float, error: str | None, content: str
     ) -> None:
-        who = caller(request.runtime.config) or Caller(user_id="", session_id="", turn=0)
+        who = caller(request.runtime.config) or TurnRef(user_id="", session_id="", turn=0)
         event = EventRecord(
             user_id=who.user_id,
             session_id=who.session_id,
@@ -325,10 +318,11 @@ def order_context(engine: Engine, user_id: str, text: str) -> str | None:
     return "Order facts from the order database:\n\n" + "\n\n".join(blocks)
 
 
-def help_context(knowledge: KnowledgeBase, text: str) -> str | None:
+def help_context(knowledge: KnowledgeBase, text: str, *, ref: TurnRef | None = None) -> str | None:
     """The help-center entry that best answers `text`, when it is a confident match, as a block
-    for the prompt of a model that cannot call tools."""
-    hits = knowledge.search(text, k=1)
+    for the prompt of a model that cannot call tools. With `ref`, the query's embedding call is
+    recorded against that turn."""
+    hits = knowledge.search(text, k=1, ref=ref)
     if not hits or hits[0].score < HELP_CONTEXT_MIN_SCORE:
         return None
     entry = hits[0].entry

@@ -33,7 +33,8 @@ from agent.tools import (
     order_context,
 )
 from data import demo, orders
-from data.models import AgentEvent, Order, SupportTicket
+from data.models import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
+from data.records import CallRecord
 from tests.fake_openai import FakeOpenAI, Usage, drop, error, text, tool_call
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -86,9 +87,15 @@ ORDERS = [
 
 
 @pytest.fixture(scope="session")
-def knowledge() -> KnowledgeBase:
+def embedding_calls() -> list[CallRecord]:
+    """What the embedder records: the calls made for a chat turn (a `ref`)."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def knowledge(embedding_calls: list[CallRecord]) -> KnowledgeBase:
     """The shipped knowledge base on the real local embedder, embedded once per test run."""
-    return KnowledgeBase(embedder=LocalEmbedder())
+    return KnowledgeBase(embedder=LocalEmbedder(sink=embedding_calls.append))
 
 
 @pytest.fixture
@@ -187,15 +194,24 @@ def test_recent_orders_are_limited_and_newest_first(db: Engine) -> None:
     assert [o.order_number for o in got] == [f"A-3{i:04d}" for i in range(5)]
 
 
-def test_search_help_center(tools: dict[str, BaseTool]) -> None:
+def test_search_help_center(tools: dict[str, BaseTool], embedding_calls: list[CallRecord]) -> None:
     search = tools["search_help_center"]
-    found = search.invoke({"query": "how long until I get my money back after returning?"})
+    embedding_calls.clear()
+    found = run_tool(search, query="how long until I get my money back after returning?")
+    # The query's embedding is recorded against the turn, like every model call.
+    [embedding] = embedding_calls
+    assert (embedding.purpose, embedding.user_id, embedding.session_id, embedding.turn) == (
+        "embedding",
+        "alice",
+        "s-alice",
+        3,
+    )
     assert found.startswith("## How long does a refund take?\n")
     assert "5 to 10 working days" in found
-    assert search.invoke({"query": "Write me a poem about cats"}).startswith(
+    assert run_tool(search, query="Write me a poem about cats").startswith(
         "The help center has no article about this."
     )
-    assert search.invoke({"query": "  "}) == "The query is empty: pass the customer's question."
+    assert run_tool(search, query="  ") == "The query is empty: pass the customer's question."
 
 
 def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> None:
@@ -223,6 +239,7 @@ def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> Non
     # The human gets the conversation so far, not just the reason.
     assert "human: My shoes from A-10001 have not arrived." in second.body
     assert run_tool(tools["open_ticket"], subject=" ", details="x").startswith("Both subject")
+    assert tools["open_ticket"].args["priority"]["enum"] == list(TICKET_PRIORITIES)
 
 
 def test_tools_work_on_a_fresh_demo(engine: Engine, knowledge: KnowledgeBase) -> None:
