@@ -1,0 +1,267 @@
+"""Long-term memory on the real local embedder and qdrant-client's local mode: embedded on disk
+(one collection per user) and in memory with the server's layout (one shared collection)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from agent.embeddings import (
+    CachedEmbedder,
+    Embedder,
+    LocalEmbedder,
+    LRUVectorCache,
+    OpenAIEmbedder,
+    TurnRef,
+)
+from agent.memory import (
+    MemoryStore,
+    MemoryUnavailable,
+    make_memory_store,
+    memory_id,
+    similarity,
+)
+from data.records import CallRecord
+from data.settings import load_settings
+from tests.conftest import free_port
+
+# In local mode a payload index is only recorded; that is expected for the shared layout here.
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+
+THRESHOLD = 0.7  # the settings' default (the seed allows 0.6 to 0.8)
+
+
+@dataclass(frozen=True)
+class Item:
+    text: str
+    kind: str = "fact"
+
+
+class Counting:
+    """Passes calls through to a real embedder and keeps what each call asked for."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+        self.calls.append(list(texts))
+        return self.inner.embed(texts, ref=ref)
+
+
+class CountingClient(QdrantClient):
+    """A real local-mode client that counts the search requests sent to it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.searches: list[str] = []
+
+    def query_batch_points(self, *args: Any, **kwargs: Any) -> Any:
+        self.searches.append("query_batch_points")
+        return super().query_batch_points(*args, **kwargs)
+
+    def query_points(self, *args: Any, **kwargs: Any) -> Any:
+        self.searches.append("query_points")
+        return super().query_points(*args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+@pytest.fixture
+def embedder(local_embedder: LocalEmbedder) -> Counting:
+    return Counting(local_embedder)
+
+
+@pytest.fixture(params=["per_user", "shared"])
+def store(
+    request: pytest.FixtureRequest, embedder: Counting, tmp_path: Path
+) -> Iterator[MemoryStore]:
+    """Embedded on disk with its own layout, and the server's layout in memory."""
+    if request.param == "per_user":
+        client = CountingClient(path=str(tmp_path / "qdrant"))
+    else:
+        client = CountingClient(":memory:")
+    store = MemoryStore(client, embedder, layout=request.param)
+    yield store
+    store.close()
+
+
+ORDER = Item("Order A-1234 arrived damaged", "problem")
+EMAIL = Item("My email is bob@example.com", "email")
+
+
+def test_recall_finds_a_paraphrase_and_not_unrelated_text(store: MemoryStore) -> None:
+    assert store.remember("alice", [ORDER, EMAIL], session_id="s1") == 2
+    broken, weather = store.recall(
+        "alice", ["my package was broken", "what is the weather today"], k=4, threshold=THRESHOLD
+    )
+    assert [m.text for m in broken] == [ORDER.text]
+    (hit,) = broken
+    assert (hit.kind, hit.user_id, hit.session_id) == ("problem", "alice", "s1")
+    assert hit.id == memory_id("alice", ORDER.text)
+    assert hit.created_at.tzinfo is not None
+    assert weather == []
+    # The score is (1 + cosine) / 2 of the two texts' vectors, computed here independently.
+    query, stored = np.array(store.embedder.embed(["my package was broken", ORDER.text]))
+    assert hit.score == pytest.approx(similarity(float(query @ stored)), abs=1e-4)
+    assert hit.score >= THRESHOLD
+
+
+def test_a_user_never_recalls_another_users_memories(store: MemoryStore) -> None:
+    query = "order A-1234 damaged"
+    store.remember("alice", [ORDER], session_id="s1")
+    store.remember("bob", [Item(query)], session_id="s2")  # a perfect match, but Bob's
+    (alice,) = store.recall("alice", [query], k=1, threshold=0.5)
+    (bob,) = store.recall("bob", [query], k=5, threshold=0.5)
+    assert [(m.user_id, m.text) for m in alice] == [("alice", ORDER.text)]
+    assert [(m.user_id, m.text) for m in bob] == [("bob", query)]
+    assert bob[0].score == pytest.approx(1.0, abs=1e-5)
+    assert store.recall("carol", [query], k=5, threshold=0.0) == [[]]
+
+
+def test_k_and_threshold(store: MemoryStore) -> None:
+    facts = [
+        "Order A-1234 arrived damaged",
+        "Order A-1234 was a blue kettle",
+        "We will refund order A-1234 within 5 days",
+        "The customer's name is Bob Smith",
+        "The customer cannot log in to the app",
+    ]
+    store.remember("alice", [Item(text) for text in facts], session_id="s1")
+    (every,) = store.recall("alice", ["order A-1234"], k=5, threshold=0.0)
+    assert len(every) == 5
+    scores = [m.score for m in every]
+    assert scores == sorted(scores, reverse=True)
+    (two,) = store.recall("alice", ["order A-1234"], k=2, threshold=0.0)
+    assert two == every[:2]
+    cut = (scores[1] + scores[2]) / 2
+    (strict,) = store.recall("alice", ["order A-1234"], k=5, threshold=cut)
+    assert strict == every[:2]
+    assert all(m.score >= cut for m in strict)
+
+
+def test_remember_is_idempotent(store: MemoryStore, embedder: Counting) -> None:
+    assert store.remember("alice", [ORDER, ORDER], session_id="s1") == 1
+    assert len(embedder.calls) == 1
+    same = Item("  order a-1234   ARRIVED damaged ", "problem")
+    assert store.remember("alice", [same], session_id="s2") == 0
+    assert len(embedder.calls) == 1, "a known fact is not embedded again"
+    assert store.remember("alice", [same, EMAIL], session_id="s2") == 1
+    assert embedder.calls[-1] == [EMAIL.text]
+    assert store.count("alice") == 2
+    assert store.remember("bob", [ORDER], session_id="s3") == 1, "the same text, another user"
+    assert store.count() == 3
+
+
+def test_recall_embeds_once_and_searches_once(store: MemoryStore, embedder: Counting) -> None:
+    store.remember("alice", [ORDER, EMAIL], session_id="s1")
+    embedder.calls.clear()
+    client = store.client
+    assert isinstance(client, CountingClient)
+    client.searches.clear()
+    queries = ["my package was broken", "order number A-1234", "what's my email?"]
+    hits = store.recall("alice", queries, k=3, threshold=THRESHOLD)
+    assert embedder.calls == [queries]
+    assert client.searches == ["query_batch_points"]
+    assert [m.text for m in hits[1]][:1] == [ORDER.text]
+    assert [m.text for m in hits[2]][:1] == [EMAIL.text]
+    assert store.recall("alice", [], k=3, threshold=THRESHOLD) == []
+
+
+def test_forget_user_and_count(store: MemoryStore) -> None:
+    store.remember("alice", [ORDER, EMAIL], session_id="s1")
+    store.remember("bob", [ORDER], session_id="s2")
+    assert (store.count("alice"), store.count("bob"), store.count()) == (2, 1, 3)
+    assert store.forget_user("alice") == 2
+    assert store.forget_user("alice") == 0
+    assert (store.count("alice"), store.count()) == (0, 1)
+    assert store.recall("alice", ["order A-1234"], k=3, threshold=0.0) == [[]]
+    assert store.remember("alice", [ORDER], session_id="s3") == 1
+
+
+def test_bad_input_is_a_value_error(store: MemoryStore) -> None:
+    for user in ["", "   "]:
+        with pytest.raises(ValueError, match="user_id"):
+            store.remember(user, [ORDER], session_id="s1")
+        with pytest.raises(ValueError, match="user_id"):
+            store.recall(user, ["hi"])
+    with pytest.raises(ValueError, match="text"):
+        store.remember("alice", [ORDER, Item("  ")], session_id="s1")
+    with pytest.raises(ValueError, match="kind"):
+        store.remember("alice", [Item("fine", "")], session_id="s1")
+    with pytest.raises(ValueError, match="query"):
+        store.recall("alice", ["fine", ""])
+    assert store.count() == 0, "nothing of a bad batch is stored"
+
+
+def test_recall_records_one_embedding_call(local_embedder: LocalEmbedder, tmp_path: Path) -> None:
+    records: list[CallRecord] = []
+    embedder = CachedEmbedder(LocalEmbedder(sink=records.append), LRUVectorCache())
+    store = MemoryStore(QdrantClient(path=str(tmp_path / "q")), embedder)
+    ref = TurnRef(user_id="alice", session_id="s1", turn=2)
+    store.remember("alice", [ORDER, EMAIL], session_id="s1", ref=ref)
+    store.recall("alice", ["my package was broken", "my email"], ref=ref)
+    store.recall("alice", ["my package was broken"], ref=ref)  # cached: no call
+    assert [(r.purpose, r.user_id, r.turn) for r in records] == [("embedding", "alice", 2)] * 2
+    store.close()
+
+
+def test_writes_are_on_disk_when_remember_returns(embedder: Counting, tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    store = make_memory_store(settings, embedder)
+    assert (store.layout, store.top_k, store.threshold) == ("per_user", 4, 0.7)
+    store.remember("alice", [ORDER, EMAIL], session_id="s1")
+    # Read the committed rows with a separate SQLite connection while the store is open.
+    (storage,) = (tmp_path / "data" / "qdrant").glob("collection/*/storage.sqlite")
+    with sqlite3.connect(storage) as connection:
+        assert connection.execute("SELECT count(*) FROM points").fetchone() == (2,)
+
+    with pytest.raises(MemoryUnavailable, match="qdrant"):
+        make_memory_store(settings, embedder)  # the folder is locked by the open store
+    store.close()
+    reopened = make_memory_store(settings, embedder)
+    (hits,) = reopened.recall("alice", ["my package was broken"])
+    assert [m.text for m in hits] == [ORDER.text]
+    reopened.close()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_qdrant_down_is_memory_unavailable(embedder: Counting, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = load_settings(data_dir=tmp_path, qdrant_url=url, qdrant_api_key="qd-secret-key")
+    store = make_memory_store(settings, embedder)
+    assert store.layout == "shared"
+    started = time.perf_counter()
+    for call in (
+        lambda: store.recall("alice", ["my package was broken"]),
+        lambda: store.remember("alice", [ORDER], session_id="s1"),
+        lambda: store.count(),
+    ):
+        with pytest.raises(MemoryUnavailable) as raised:
+            call()
+        message = str(raised.value)
+        assert "Qdrant" in message and url in message and "qd-secret-key" not in message
+    assert time.perf_counter() - started < 3
+    assert embedder.calls == [], "nothing is embedded for a store that cannot answer"
+
+
+def test_embeddings_down_is_memory_unavailable(tmp_path: Path) -> None:
+    down = OpenAIEmbedder(
+        api_key="sk-x", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0
+    )
+    store = MemoryStore(QdrantClient(path=str(tmp_path / "q")), down)
+    with pytest.raises(MemoryUnavailable, match="embeddings"):
+        store.remember("alice", [ORDER], session_id="s1")
+    store.close()
