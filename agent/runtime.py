@@ -1,24 +1,35 @@
-"""Assembles the running agent from Settings: models, telemetry, checkpointer, service."""
+"""Assembles the running agent from Settings: models, telemetry, memory, tools, checkpointer,
+service."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.caches import BaseCache
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langsmith import Client as LangSmithClient
 from sqlalchemy import Engine
 
 from agent import local_server
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
+from agent.embeddings import Embedder, make_embedder
 from agent.graph import build_agent
+from agent.knowledge import KnowledgeBase
+from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
 from agent.models import ModelSpec, make_chat_model, resolve_spec
+from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
+from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from data.prices import load_overrides
 from data.recorder import Recorder, record_event
-from data.records import EventRecord
+from data.records import CallRecord, EventRecord
 from data.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +40,7 @@ class Runtime:
     service: ChatService
     chat_spec: ModelSpec
     server: local_server.LocalServer | None
+    parts: AgentParts
 
 
 def local_usage_counter(port: int) -> UsageCounter:
@@ -67,9 +79,6 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
             cache=cache,
         )
 
-    def events(event: EventRecord) -> None:
-        record_event(engine=engine, event=event)
-
     cache = (
         make_response_cache(ttl_s=settings.response_cache_ttl_s, redis_url=settings.redis_url)
         if settings.response_cache
@@ -78,23 +87,103 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     fallback = None
     if settings.fallback_model and not settings.uses_local_model:
         fallback = model_for(resolve_spec(settings, role="fallback"), "chat", cache=cache)
-    agent = build_agent(
+    parts = assemble(
+        settings,
+        engine=engine,
         # The chat model is retried by ModelRetryMiddleware (every attempt recorded); the
         # summarizer runs inside before_model, so the OpenAI client retries it itself.
         chat_model=model_for(chat_spec, "chat", cache=cache),
         summary_model=model_for(summary_spec, "summarize", max_retries=settings.model_max_retries),
-        checkpointer=make_checkpointer(settings),
-        trigger_fraction=settings.summary_trigger_fraction,
-        keep_messages=settings.summary_keep_messages,
         fallback_model=fallback,
-        max_retries=settings.model_max_retries,
-        events=events,
+        sink=recorder,
     )
     label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
     service = ChatService(
-        agent=agent, engine=engine, model_label=label, tracing=make_tracing(settings)
+        agent=parts.agent, engine=engine, model_label=label, tracing=make_tracing(settings)
     )
-    return Runtime(service=service, chat_spec=chat_spec, server=server)
+    return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
+
+
+@dataclass
+class AgentParts:
+    """The agent and what it was built from, for the pages (memory status) and the tests."""
+
+    agent: Any
+    embedder: Embedder
+    knowledge: KnowledgeBase
+    memory: MemoryStore | None
+    memory_error: str | None
+    middleware: MemoryMiddleware
+    tools: list[BaseTool]
+
+
+def assemble(
+    settings: Settings,
+    *,
+    engine: Engine,
+    chat_model: BaseChatModel,
+    summary_model: BaseChatModel,
+    fallback_model: BaseChatModel | None = None,
+    sink: Callable[[CallRecord], None] | None = None,
+    retry_initial_delay_s: float = 1.0,
+    checkpointer: BaseCheckpointSaver[str] | None = None,
+) -> AgentParts:
+    """The agent around given models: memory, context injection or tools, summarization,
+    retries, fallback and recording. The app passes real models; tests and the turn-overhead
+    bench pass a scripted one and get every other part exactly as the app has it."""
+
+    def events(event: EventRecord) -> None:
+        record_event(engine=engine, event=event)
+
+    embedder = make_embedder(settings, sink=sink)
+    knowledge = KnowledgeBase(embedder=embedder)
+    memory: MemoryStore | None = None
+    memory_error = None
+    try:
+        memory = make_memory_store(settings, embedder)
+    except MemoryUnavailable as error:
+        # The agent still answers; the chat page says memory is off and why.
+        memory_error = str(error)
+        log.warning("long-term memory is off: %s", error)
+    tools = make_tools(engine=engine, knowledge=knowledge) if settings.uses_tools else []
+    providers: list[ContextProvider] = []
+    if not tools:
+        # A model without tools gets what a tool would have found: the orders named in the
+        # message and the best help-center entry, in its prompt.
+        providers = [
+            lambda user_id, text: order_context(engine, user_id, text),
+            lambda user_id, text: help_context(knowledge, text),
+        ]
+    middleware = MemoryMiddleware(
+        memory,
+        k=settings.memory_top_k,
+        threshold=settings.memory_threshold,
+        events=events,
+        providers=providers,
+    )
+    agent = build_agent(
+        chat_model=chat_model,
+        summary_model=summary_model,
+        checkpointer=checkpointer or make_checkpointer(settings),
+        trigger_fraction=settings.summary_trigger_fraction,
+        keep_messages=settings.summary_keep_messages,
+        tools=tools,
+        fallback_model=fallback_model,
+        max_retries=settings.model_max_retries,
+        retry_initial_delay_s=retry_initial_delay_s,
+        before=[middleware],
+        after=[ToolTelemetryMiddleware(engine=engine)] if tools else [],
+        events=events,
+    )
+    return AgentParts(
+        agent=agent,
+        embedder=embedder,
+        knowledge=knowledge,
+        memory=memory,
+        memory_error=memory_error,
+        middleware=middleware,
+        tools=tools,
+    )
 
 
 def make_tracing(settings: Settings) -> Tracing:

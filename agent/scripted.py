@@ -44,13 +44,13 @@ class ScriptedChatModel(FakeMessagesListChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         self.prompts.append(list(messages))
+        message: BaseMessage
         if self.reply is not None:
             message = self.reply(list(messages))
         else:
             message = (
                 super()._generate(messages, stop, run_manager, **kwargs).generations[0].message
             )
-            assert isinstance(message, AIMessage)
         prompt = count_tokens_approximately(messages)
         answer = count_tokens_approximately([message])
         usage = {"input_tokens": prompt, "output_tokens": answer, "total_tokens": prompt + answer}

@@ -189,7 +189,19 @@ def turn_events(*, engine: Engine, session_id: str) -> dict[int, list[TurnEvent]
         except ValueError:
             detail = {}
         out.setdefault(int(row.turn), []).append(
-            TurnEvent(*row[1:11], detail=detail if isinstance(detail, dict) else {})
+            TurnEvent(
+                kind=row.kind,
+                name=row.name,
+                latency_ms=float(row.latency_ms),
+                status=row.status,
+                error=row.error,
+                hits=row.hits,
+                top_score=row.top_score,
+                tokens_before=row.tokens_before,
+                tokens_after=row.tokens_after,
+                messages_folded=row.messages_folded,
+                detail=detail if isinstance(detail, dict) else {},
+            )
         )
     return out
 

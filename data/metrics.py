@@ -54,17 +54,21 @@ def observe_call(call: CallRecord) -> None:
     TOKEN_USAGE.labels(call.model, "input").inc(uncached)
     TOKEN_USAGE.labels(call.model, "cached_input").inc(call.cached_input_tokens)
     TOKEN_USAGE.labels(call.model, "output").inc(call.output_tokens)
+    if call.cost_usd:
+        COST.labels(call.model).inc(call.cost_usd)
     seconds = call.latency_ms / 1000
+    if call.purpose == "embedding":
+        # Not an LLM request: counted and priced above, kept out of the latency histograms the
+        # latency page reads (the database path selects chat and summarize calls the same way).
+        return
     MODEL_LATENCY.labels(call.model).observe(seconds)
     if call.purpose == "summarize":
         SUMMARIZATION_LATENCY.labels(call.model).observe(seconds)
     if call.ttft_ms is not None:
         TTFT.labels(call.model).observe(call.ttft_ms / 1000)
     percent = call.context_percent
-    if percent is not None and call.status == "ok":
+    if percent is not None and call.status == "ok" and call.purpose == "chat":
         CONTEXT_WINDOW.labels(call.model).observe(percent)
-    if call.cost_usd:
-        COST.labels(call.model).inc(call.cost_usd)
 
 
 _lock = threading.Lock()

@@ -1,0 +1,241 @@
+"""Long-term memory in the agent loop (seed 4.2, 6.3, 6.4).
+
+`MemoryMiddleware` does two things:
+- before each model call (`wrap_model_call`) it recalls the user's memories for the new message
+  and puts them, with any context the providers add (an order found in the message, the best
+  help-center entry), into the system message of that request only. The state is untouched, so
+  the injected text is never summarized or stored twice.
+- after each model call (`after_model`) it extracts the critical facts of the new messages
+  (agent/facts.py) and stores them. That happens on the turn the fact appears, so every fact is
+  in memory before SummarizationMiddleware can fold its message away.
+
+Recall runs once per turn: the first model call recalls, later calls of the same turn (after
+tool calls) reuse that result. All queries of a turn (the message and each identifier in it)
+go to the store in one batched request. Writes go to one background thread, so storing facts
+adds nothing to the turn; a recall first waits for that user's pending writes, so a user always
+reads their own writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from agent.embeddings import TurnRef
+from agent.facts import ORDER_RE, extract_facts
+from agent.memory import Memory, MemoryStore, MemoryUnavailable
+from agent.middleware import EventSink, emit, turn_meta
+from data.records import EventRecord
+
+log = logging.getLogger(__name__)
+
+# (user_id, message text) -> a block of text for the prompt, or None
+ContextProvider = Callable[[str, str], str | None]
+
+MEMORY_HEADER = (
+    "What you remember about this customer from earlier messages and conversations. "
+    "Use it, and do not ask again for anything listed here:"
+)
+
+
+def recall_queries(text: str) -> list[str]:
+    """The message itself plus each order number in it: an identifier on its own matches the
+    stored fact far better than a long message that mentions it in passing."""
+    queries = [text]
+    for match in ORDER_RE.finditer(text):
+        number = match.group(1) or match.group(2)
+        queries.append(f"order number {number}")
+    return queries
+
+
+def _latest_human(messages: Sequence[Any]) -> HumanMessage | None:
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage) and not message.additional_kwargs.get("lc_source"):
+            return message
+    return None
+
+
+class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+    """Recall into the prompt, facts into memory. See the module docstring. With no store
+    (memory unavailable at start-up) it still adds the providers' context."""
+
+    def __init__(
+        self,
+        store: MemoryStore | None,
+        *,
+        k: int,
+        threshold: float,
+        events: EventSink | None = None,
+        providers: Sequence[ContextProvider] = (),
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.k = k
+        self.threshold = threshold
+        self.events = events
+        self.providers = list(providers)
+        self._recalled: dict[tuple[str, int], tuple[str, list[Memory]]] = {}
+        self._stored: set[tuple[str, int, str]] = set()
+        self._pending: dict[str, list[Future[int]]] = {}
+        self._lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-writer")
+
+    # Recall ---------------------------------------------------------------------------------
+
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse:
+        human = _latest_human(request.messages)
+        if human is None:
+            return handler(request)
+        user_id, session_id, turn = turn_meta()
+        text = str(human.text)
+        memories = [] if self.store is None else self._recall_once(user_id, session_id, turn, text)
+        blocks = []
+        if memories:
+            blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in memories)]))
+        for provider in self.providers:
+            try:
+                block = provider(user_id, text)
+            except Exception:  # a context provider never breaks the turn
+                log.exception("context provider %r failed", provider)
+                block = None
+            if block:
+                blocks.append(block)
+        if not blocks:
+            return handler(request)
+        base = request.system_message.text if request.system_message else ""
+        system = SystemMessage("\n\n".join([base, *blocks]).strip())
+        return handler(request.override(system_message=system))
+
+    def _recall_once(self, user_id: str, session_id: str, turn: int, text: str) -> list[Memory]:
+        assert self.store is not None
+        key = (session_id, turn)
+        with self._lock:
+            done = self._recalled.get(key)
+        if done is not None and done[0] == text:
+            return done[1]
+        self.flush(user_id)
+        queries = recall_queries(text)
+        started = time.perf_counter()
+        status, error, memories = "ok", None, []
+        try:
+            hits = self.store.recall(
+                user_id,
+                queries,
+                k=self.k,
+                threshold=self.threshold,
+                ref=TurnRef(user_id=user_id, session_id=session_id, turn=turn),
+            )
+            memories = _merge(hits, self.k)
+        except MemoryUnavailable as failure:
+            status, error = "error", str(failure)
+            log.warning("memory recall skipped: %s", failure)
+        latency_ms = (time.perf_counter() - started) * 1000
+        emit(
+            self.events,
+            EventRecord(
+                user_id=user_id,
+                session_id=session_id,
+                turn=turn,
+                kind="memory_recall",
+                name="memory",
+                latency_ms=latency_ms,
+                status=status,
+                error=error,
+                hits=len(memories),
+                top_score=max((m.score for m in memories), default=None),
+                detail=json.dumps(
+                    {
+                        "queries": len(queries),
+                        "memories": [
+                            {"text": m.text, "kind": m.kind, "score": round(m.score, 4)}
+                            for m in memories
+                        ],
+                    }
+                ),
+            ),
+        )
+        with self._lock:
+            # Only the current turn of each session is needed; drop the rest.
+            self._recalled = {k: v for k, v in self._recalled.items() if k[0] != session_id}
+            self._recalled[key] = (text, memories)
+        return memories
+
+    # Facts ----------------------------------------------------------------------------------
+
+    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        if self.store is None:
+            return None
+        messages = state["messages"]
+        user_id, session_id, turn = turn_meta()
+        facts = []
+        human = _latest_human(messages)
+        if human is not None and self._first_time(session_id, turn, "user"):
+            facts += extract_facts(str(human.text), role="user")
+        last = messages[-1] if messages else None
+        if (
+            isinstance(last, AIMessage)
+            and last.text
+            and not last.tool_calls
+            and self._first_time(session_id, turn, "assistant")
+        ):
+            facts += extract_facts(str(last.text), role="assistant")
+        if facts:
+            self._write(user_id, session_id, turn, facts)
+        return None
+
+    def _first_time(self, session_id: str, turn: int, role: str) -> bool:
+        key = (session_id, turn, role)
+        with self._lock:
+            if key in self._stored:
+                return False
+            self._stored = {k for k in self._stored if k[0] != session_id or k[1] == turn}
+            self._stored.add(key)
+            return True
+
+    def _write(self, user_id: str, session_id: str, turn: int, facts: list[Any]) -> None:
+        ref = TurnRef(user_id=user_id, session_id=session_id, turn=turn)
+
+        store_ = self.store
+        assert store_ is not None
+
+        def store() -> int:
+            try:
+                return store_.remember(user_id, facts, session_id=session_id, ref=ref)
+            except Exception:  # logged; the conversation goes on without the fact
+                log.exception("could not store %d facts for a user", len(facts))
+                return 0
+
+        future = self._writer.submit(store)
+        with self._lock:
+            pending = [f for f in self._pending.get(user_id, []) if not f.done()]
+            self._pending[user_id] = [*pending, future]
+
+    def flush(self, user_id: str | None = None, timeout: float = 10.0) -> None:
+        """Wait for pending writes (of one user, or all): read-your-writes before a recall."""
+        with self._lock:
+            if user_id is None:
+                futures = [f for fs in self._pending.values() for f in fs]
+            else:
+                futures = self._pending.pop(user_id, [])
+        for future in futures:
+            future.result(timeout=timeout)
+
+
+def _merge(hits: list[list[Memory]], k: int) -> list[Memory]:
+    """One list from the per-query hits: each memory once (its best score), best first."""
+    best: dict[str, Memory] = {}
+    for per_query in hits:
+        for memory in per_query:
+            known = best.get(memory.id)
+            if known is None or memory.score > known.score:
+                best[memory.id] = memory
+    return sorted(best.values(), key=lambda m: m.score, reverse=True)[:k]
