@@ -116,6 +116,13 @@ TOOL_LATENCY_MS = {
     "escalate_to_human": 21.0,
 }
 ESCALATION_RATE = 0.02
+# Facts the agent keeps about a customer (agent/facts.py's kinds), as a recall returns them.
+MEMORIES = (
+    ("order_number", "The customer's order number is {order}."),
+    ("email", "The customer's e-mail address is {user}@example.com."),
+    ("problem", "The customer's problem: “{ask}”"),
+    ("promise", "The agent promised to e-mail an update about {order}."),
+)
 STEP_ERROR_RATE = 0.008
 STEP_ERRORS = (
     "OperationalError: connection to the database timed out",
@@ -421,6 +428,16 @@ def _turn_events(
     failed = rng.random() < STEP_ERROR_RATE
     hits = 0 if failed else rng.choices(range(5), weights=(0.35, 0.25, 0.2, 0.12, 0.08))[0]
     recall = _lognormal(rng, RECALL_LATENCY_MS, 0.5)
+    # What the chat page lists under the answer, in the shape agent/recall.py records.
+    scores = sorted((rng.uniform(0.7, 0.95) for _ in range(hits)), reverse=True)
+    memories = [
+        {
+            "text": text.format(order=order["order_number"], user=user, ask=ask),
+            "kind": kind,
+            "score": round(score, 4),
+        }
+        for (kind, text), score in zip(rng.sample(MEMORIES, hits), scores, strict=True)
+    ]
     rows = [
         dict(
             ts=at - timedelta(milliseconds=recall + 400),
@@ -433,8 +450,8 @@ def _turn_events(
             status="error" if failed else "ok",
             error=rng.choice(STEP_ERRORS) if failed else None,
             hits=None if failed else hits,
-            top_score=round(rng.uniform(0.7, 0.95), 3) if hits else None,
-            detail=None,
+            top_score=memories[0]["score"] if hits else None,
+            detail=None if failed else json.dumps({"queries": 1, "memories": memories}),
         )
     ]
     if tools and rng.random() < ESCALATION_RATE:

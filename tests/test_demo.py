@@ -180,6 +180,9 @@ def test_support_data_is_consistent_and_deterministic(empty: Engine) -> None:
     assert set(ok["hits"]) == {0, 1, 2, 3, 4}
     assert ok["top_score"].isna().eq(ok["hits"] == 0).all()
     assert ok["top_score"].dropna().between(0.7, 0.95).all()
+    recalled = ok["detail"].map(lambda d: [m["score"] for m in json.loads(d)["memories"]])
+    assert (recalled.map(len) == ok["hits"]).all()
+    assert (recalled[ok["hits"] > 0].map(max) == ok.loc[ok["hits"] > 0, "top_score"]).all()
     tools = events[events["kind"] == "tool_call"]
     assert set(tools["name"]) == set(demo.TOOL_LATENCY_MS)
     assert 0.001 <= (tools["status"] == "error").mean() <= 0.03
