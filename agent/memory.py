@@ -194,8 +194,10 @@ class MemoryStore:
         self._known.add(name)
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Serialise calls in embedded mode; turn service failures into MemoryUnavailable."""
+    def _qdrant(self) -> Iterator[None]:
+        """Around every Qdrant call: the embedded client's lock, and MemoryUnavailable for a
+        server that cannot be reached or fails. Embedding happens outside, so a slow
+        embeddings API never holds the lock."""
         try:
             with self._lock:
                 yield
@@ -203,6 +205,10 @@ class MemoryStore:
             raise MemoryUnavailable(
                 f"Qdrant at {self.url} is unavailable: {type(error).__name__}: {error}"
             ) from None
+
+    def _embed(self, texts: list[str], ref: TurnRef | None) -> list[list[float]]:
+        try:
+            return self.embedder.embed(texts, ref=ref)
         except EmbeddingError as error:
             raise MemoryUnavailable(f"memory embeddings are unavailable: {error}") from None
 
@@ -232,36 +238,34 @@ class MemoryStore:
         if not fresh:
             return 0
         name = self._collection(user_id)
-        with self._guard():
+        with self._qdrant():
             if self._exists(name):
                 stored = self.client.retrieve(
                     name, ids=list(fresh), with_payload=False, with_vectors=False
                 )
                 for point in stored:
                     fresh.pop(str(point.id), None)
-            if not fresh:
-                return 0
-            vectors = self.embedder.embed([item.text for item in fresh.values()], ref=ref)
-            self._ensure(name)
-            now = datetime.now(UTC).isoformat()
-            self.client.upsert(
-                name,
-                points=[
-                    models.PointStruct(
-                        id=point_id,
-                        vector=vector,
-                        payload={
-                            "user_id": user_id,
-                            "session_id": session_id,
-                            "text": item.text,
-                            "kind": item.kind,
-                            "created_at": now,
-                        },
-                    )
-                    for (point_id, item), vector in zip(fresh.items(), vectors, strict=True)
-                ],
-                wait=True,
+        if not fresh:
+            return 0
+        vectors = self._embed([item.text for item in fresh.values()], ref)
+        now = datetime.now(UTC).isoformat()
+        points = [
+            models.PointStruct(
+                id=point_id,
+                vector=vector,
+                payload={
+                    "user_id": user_id,
+                    "session_id": session_id,
+                    "text": item.text,
+                    "kind": item.kind,
+                    "created_at": now,
+                },
             )
+            for (point_id, item), vector in zip(fresh.items(), vectors, strict=True)
+        ]
+        with self._qdrant():
+            self._ensure(name)
+            self.client.upsert(name, points=points, wait=True)
         return len(fresh)
 
     def recall(
@@ -288,10 +292,11 @@ class MemoryStore:
         k = self.top_k if k is None else k
         threshold = self.threshold if threshold is None else threshold
         name = self._collection(user_id)
-        with self._guard():
+        with self._qdrant():
             if not self._exists(name):
                 return [[] for _ in queries]
-            vectors = self.embedder.embed(list(queries), ref=ref)
+        vectors = self._embed(list(queries), ref)
+        with self._qdrant():
             responses = self.client.query_batch_points(
                 name,
                 requests=[
@@ -320,7 +325,7 @@ class MemoryStore:
         """Delete every memory of `user_id`; returns how many there were."""
         user_id = _user(user_id)
         name = self._collection(user_id)
-        with self._guard():
+        with self._qdrant():
             if not self._exists(name):
                 return 0
             count = self._count(name, user_id)
@@ -337,7 +342,7 @@ class MemoryStore:
 
     def count(self, user_id: str | None = None) -> int:
         """Memories of `user_id`, or of all users."""
-        with self._guard():
+        with self._qdrant():
             if user_id is not None:
                 name = self._collection(_user(user_id))
                 return self._count(name, user_id) if self._exists(name) else 0

@@ -228,7 +228,7 @@ def test_writes_are_on_disk_when_remember_returns(embedder: Counting, tmp_path: 
     with sqlite3.connect(storage) as connection:
         assert connection.execute("SELECT count(*) FROM points").fetchone() == (2,)
 
-    with pytest.raises(MemoryUnavailable, match="qdrant"):
+    with pytest.raises(MemoryUnavailable, match="Qdrant embedded storage"):
         make_memory_store(settings, embedder)  # the folder is locked by the open store
     store.close()
     reopened = make_memory_store(settings, embedder)
