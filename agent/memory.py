@@ -401,7 +401,9 @@ def make_memory_store(settings: Settings, embedder: Embedder) -> MemoryStore:
     path = settings.data_dir / "qdrant"
     path.mkdir(parents=True, exist_ok=True)
     try:
-        client = QdrantClient(path=str(path))
+        # The store serialises its calls, so SQLite's same-thread check (on where the SQLite
+        # build asks for it) would only stop the app's threads from taking turns.
+        client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
     except RuntimeError as error:  # the folder is locked by another client
         raise MemoryUnavailable(f"Qdrant embedded storage at {path}: {error}") from None
     return MemoryStore(client, embedder, url=str(path), **common)

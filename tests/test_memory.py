@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -235,6 +236,31 @@ def test_writes_are_on_disk_when_remember_returns(embedder: Counting, tmp_path: 
     (hits,) = reopened.recall("alice", ["my package was broken"])
     assert [m.text for m in hits] == [ORDER.text]
     reopened.close()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_threads_take_turns_on_the_embedded_store(embedder: Counting, tmp_path: Path) -> None:
+    """The app's chat threads and the memory writer share one embedded store."""
+    store = make_memory_store(load_settings(data_dir=tmp_path), embedder)
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(15):
+                user = f"user-{i % 3}"
+                store.remember(user, [Item(f"fact {i} from worker {worker}")], session_id="s")
+                store.recall(user, [f"fact {i}"], k=2, threshold=0.0)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.count() == 60 and store.count("user-0") == 20
+    store.close()
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
