@@ -29,7 +29,7 @@ import numpy as np
 
 from data.prices import Rate, load_overrides, price_call
 from data.records import CallRecord
-from data.settings import LOCAL_PROVIDER, Settings
+from data.settings import LOCAL_EMBEDDING_MODEL, LOCAL_PROVIDER, Settings
 
 if TYPE_CHECKING:
     import redis
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[CallRecord], None]
 
-LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2-onnx-int8"
 LOCAL_EMBEDDING_DIM = 384
 # sentence-transformers truncates this model at 256 tokens (its positions go to 512, but it was
 # trained on 256), so 256 is the input window the vectors are good for.

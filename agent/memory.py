@@ -353,6 +353,36 @@ class MemoryStore:
             ]
             return sum(self._count(name, None) for name in names)
 
+    def session_memories(self, user_id: str, session_id: str, *, limit: int) -> list[Memory]:
+        """The memories first taken from one session's messages, newest first, by payload
+        filter rather than by meaning: after a fold, these are what the folded messages said.
+        No embedding is needed; `score` is 1.0 (an exact match on the session). The newest
+        facts are kept when there are more than `limit`."""
+        user_id = _user(user_id)
+        name = self._collection(user_id)
+        condition = models.FieldCondition(
+            key="session_id", match=models.MatchValue(value=session_id)
+        )
+        scope = self._scope(user_id)
+        must = [condition, *(scope.must if scope is not None and scope.must else [])]
+        with self._qdrant():
+            if not self._exists(name):
+                return []
+            points, _ = self.client.scroll(
+                name,
+                scroll_filter=models.Filter(must=must),  # type: ignore[arg-type]
+                limit=1_000,
+                with_payload=True,
+                with_vectors=False,
+            )
+        found = [
+            _memory(models.ScoredPoint(id=p.id, version=0, score=1.0, payload=p.payload))
+            for p in points
+            if p.payload and p.payload.get("user_id") == user_id
+        ]
+        found.sort(key=lambda m: m.created_at, reverse=True)
+        return found[:limit]
+
     def _count(self, name: str, user_id: str | None) -> int:
         return self.client.count(name, count_filter=self._scope(user_id), exact=True).count
 

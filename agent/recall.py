@@ -36,6 +36,9 @@ from data.records import EventRecord
 
 log = logging.getLogger(__name__)
 
+# After a fold, at most this many of the session's own facts come back (newest first).
+MAX_RESTORED_FACTS = 12
+
 # (user_id, message text) -> a block of text for the prompt, or None
 ContextProvider = Callable[[str, str], str | None]
 
@@ -97,7 +100,12 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return handler(request)
         user_id, session_id, turn = turn_meta()
         text = str(human.text)
-        memories = [] if self.store is None else self._recall_once(user_id, session_id, turn, text)
+        folded = any(
+            m.additional_kwargs.get("lc_source") == "summarization" for m in request.messages
+        )
+        memories: list[Memory] = []
+        if self.store is not None:
+            memories = self._recall_once(user_id, session_id, turn, text, folded=folded)
         blocks = []
         if memories:
             blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in memories)]))
@@ -115,7 +123,12 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         system = SystemMessage("\n\n".join([base, *blocks]).strip())
         return handler(request.override(system_message=system))
 
-    def _recall_once(self, user_id: str, session_id: str, turn: int, text: str) -> list[Memory]:
+    def _recall_once(
+        self, user_id: str, session_id: str, turn: int, text: str, *, folded: bool
+    ) -> list[Memory]:
+        """The memories for this turn: the top-k semantic hits for the message and, once the
+        conversation has been summarized, the facts taken from this session's own messages
+        (the summary may have dropped them; these are what the folded messages said)."""
         assert self.store is not None
         key = (session_id, turn)
         with self._lock:
@@ -125,7 +138,9 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.flush(user_id)
         queries = recall_queries(text)
         started = time.perf_counter()
-        status, error, memories = "ok", None, []
+        status, error = "ok", None
+        memories: list[Memory] = []
+        restored: list[Memory] = []
         try:
             hits = self.store.recall(
                 user_id,
@@ -135,6 +150,15 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 ref=TurnRef(user_id=user_id, session_id=session_id, turn=turn),
             )
             memories = _merge(hits, self.k)
+            if folded:
+                seen = {m.id for m in memories}
+                restored = [
+                    m
+                    for m in self.store.session_memories(
+                        user_id, session_id, limit=MAX_RESTORED_FACTS
+                    )
+                    if m.id not in seen
+                ]
         except MemoryUnavailable as failure:
             status, error = "error", str(failure)
             log.warning("memory recall skipped: %s", failure)
@@ -159,6 +183,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                             {"text": m.text, "kind": m.kind, "score": round(m.score, 4)}
                             for m in memories
                         ],
+                        "restored": [{"text": m.text, "kind": m.kind} for m in restored],
                     }
                 ),
             ),
@@ -166,8 +191,8 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         with self._lock:
             # Only the current turn of each session is needed; drop the rest.
             self._recalled = {k: v for k, v in self._recalled.items() if k[0] != session_id}
-            self._recalled[key] = (text, memories)
-        return memories
+            self._recalled[key] = (text, memories + restored)
+        return memories + restored
 
     # Facts ----------------------------------------------------------------------------------
 

@@ -18,10 +18,11 @@ from sqlalchemy import Engine
 from agent import local_server
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
-from agent.embeddings import Embedder, make_embedder
+from agent.embeddings import Embedder, TurnRef, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
+from agent.middleware import turn_meta
 from agent.models import ModelSpec, make_chat_model, resolve_spec
 from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
@@ -152,7 +153,7 @@ def assemble(
         # message and the best help-center entry, in its prompt.
         providers = [
             lambda user_id, text: order_context(engine, user_id, text),
-            lambda user_id, text: help_context(knowledge, text),
+            lambda user_id, text: help_context(knowledge, text, ref=TurnRef(*turn_meta())),
         ]
     middleware = MemoryMiddleware(
         memory,

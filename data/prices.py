@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genai_prices import Usage, calc_price
 
-from data.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER
+from data.settings import LOCAL_EMBEDDING_MODEL, LOCAL_MODEL_NAME, LOCAL_PROVIDER
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,10 @@ class Price:
 
 # The embedded model runs on the user's own CPU: it costs nothing, and saying so is a price,
 # not a missing one.
-BUILTIN_OVERRIDES: dict[str, Rate] = {LOCAL_MODEL_NAME: Rate(input=0.0, output=0.0)}
+BUILTIN_OVERRIDES: dict[str, Rate] = {
+    LOCAL_MODEL_NAME: Rate(input=0.0, output=0.0),
+    LOCAL_EMBEDDING_MODEL: Rate(input=0.0, output=0.0),
+}
 
 
 @cache

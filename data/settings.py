@@ -24,6 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+# The local embedder: all-MiniLM-L6-v2 as int8 ONNX (agent/embeddings.py).
+LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2-onnx-int8"
 LOCAL_PROVIDER = "local"
 
 # Streamlit reads secrets from these two files; we read the same files so a value set for the

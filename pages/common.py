@@ -194,7 +194,9 @@ def turn_details(events: list[TurnEvent] | None) -> None:
     tools = [e for e in events if e.kind == "tool_call"]
     folds = [e for e in events if e.kind == "summarization"]
     memories = [m for e in recalls for m in e.detail.get("memories", [])]
-    parts = [f"{len(memories)} memor{'y' if len(memories) == 1 else 'ies'} used"]
+    restored = [m for e in recalls for m in e.detail.get("restored", [])]
+    used = len(memories) + len(restored)
+    parts = [f"{used} memor{'y' if used == 1 else 'ies'} used"]
     if tools:
         failed = sum(e.status != "ok" for e in tools)
         parts.append(f"{len(tools)} tool call{'s' if len(tools) != 1 else ''}")
@@ -218,7 +220,11 @@ def turn_details(events: list[TurnEvent] | None) -> None:
             st.markdown("**Memories recalled**")
             for memory in memories:
                 st.markdown(f"- {memory.get('text', '')} `{float(memory.get('score', 0)):.2f}`")
-        elif recalls:
+        if restored:
+            st.markdown("**Facts restored from this conversation's summarized messages**")
+            for memory in restored:
+                st.markdown(f"- {memory.get('text', '')}")
+        if recalls and not memories and not restored:
             st.caption(
                 f"No memory above the similarity threshold ({recalls[0].latency_ms:.0f} ms)."
             )
