@@ -15,10 +15,12 @@ import hashlib
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_core._api import LangChainBetaWarning
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps, loads
 from langchain_core.outputs import ChatGeneration, Generation
@@ -82,7 +84,10 @@ class ResponseCache(BaseCache):
         if raw is None:
             return None
         try:
-            return _without_ids(loads(raw))
+            with warnings.catch_warnings():
+                # load/dumps are marked beta; they are what LangChain's own caches use.
+                warnings.simplefilter("ignore", LangChainBetaWarning)
+                return _without_ids(loads(raw))
         except Exception:  # an entry from another version: treat as a miss
             log.warning("dropping an unreadable response-cache entry")
             return None
@@ -91,7 +96,9 @@ class ResponseCache(BaseCache):
         # Failed or empty answers are never cached.
         if not return_val or not any(g.text for g in return_val):
             return
-        key, raw = _key(prompt, llm_string), dumps(list(return_val))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LangChainBetaWarning)
+            key, raw = _key(prompt, llm_string), dumps(list(return_val))
         if self.redis is not None:
             try:
                 self.redis.set(key, raw, ex=self.ttl_s)

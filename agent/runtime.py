@@ -128,16 +128,19 @@ def assemble(
     sink: Callable[[CallRecord], None] | None = None,
     retry_initial_delay_s: float = 1.0,
     checkpointer: BaseCheckpointSaver[str] | None = None,
+    embedder: Embedder | None = None,
+    knowledge: KnowledgeBase | None = None,
 ) -> AgentParts:
     """The agent around given models: memory, context injection or tools, summarization,
     retries, fallback and recording. The app passes real models; tests and the turn-overhead
-    bench pass a scripted one and get every other part exactly as the app has it."""
+    bench pass a scripted one and get every other part exactly as the app has it (they may
+    also pass an embedder and knowledge base built once, which take about a second to build)."""
 
     def events(event: EventRecord) -> None:
         record_event(engine=engine, event=event)
 
-    embedder = make_embedder(settings, sink=sink)
-    knowledge = KnowledgeBase(embedder=embedder)
+    embedder = embedder or make_embedder(settings, sink=sink)
+    knowledge = knowledge or KnowledgeBase(embedder=embedder)
     memory: MemoryStore | None = None
     memory_error = None
     try:

@@ -18,6 +18,8 @@ import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
+from agent.embeddings import Embedder, make_embedder
+from agent.knowledge import KnowledgeBase
 from data.db import make_engine
 from data.demo import generate
 from data.migrate import upgrade
@@ -124,6 +126,19 @@ def local_model_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     server = LocalServer(port=port, n_ctx=4096, log_file=log).start(timeout=120)
     yield port
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_embedder() -> Embedder:
+    """The app's local embedder (with its in-process cache, recording nothing), built once:
+    for tests about something else than recording embedding calls."""
+    return make_embedder(load_settings(openai_api_key=None, redis_url=None))
+
+
+@pytest.fixture(scope="session")
+def shared_knowledge(shared_embedder: Embedder) -> KnowledgeBase:
+    """The shipped help center on the shared embedder (embedding it takes about a second)."""
+    return KnowledgeBase(embedder=shared_embedder)
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 `POST /v1/chat/completions` answers from a queue of scripted replies, streaming (SSE `data:`
 chunks, then a usage chunk when the request sets `stream_options.include_usage`, then
 `data: [DONE]`) or not, as the request asks. A reply is plain text, tool calls, an HTTP error
-(429/500/503, optionally with Retry-After), a delay, or a dropped connection; every request is
-recorded. Usage:
+(429/500/503, optionally with Retry-After), a delay, a dropped connection, or a recorded
+stream replayed verbatim (`replay`); every request is recorded. Usage:
 
     with FakeOpenAI([tool_call("lookup_order", order_number="A-10234"), text("Shipped.")]) as api:
         model = ChatOpenAI(base_url=api.url, api_key="test", model="gpt-4o-mini")
@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -66,6 +67,12 @@ class Reply:
     delay: float = 0.0
     drop: bool = False
     error: str = ""
+    recorded: str | None = None  # a recorded SSE stream, replayed byte for byte
+
+
+def replay(path: str | Path) -> Reply:
+    """A recorded streaming response (an `.sse` file of `data:` lines), sent back verbatim."""
+    return Reply(recorded=Path(path).read_text())
 
 
 def text(content: str, *, usage: Usage | None = None, delay: float = 0.0) -> Reply:
@@ -190,6 +197,8 @@ class FakeOpenAI:
                     kind = "rate_limit_error" if reply.status == 429 else "server_error"
                     payload = {"error": {"message": reply.error, "type": kind, "code": None}}
                     return self._json(reply.status, payload, headers)
+                if reply.recorded is not None:
+                    return self._raw_stream(reply.recorded.encode())
                 usage = reply.usage or _estimate_usage(body, reply)
                 model = body.get("model", "gpt-4o-mini")
                 if body.get("stream"):
@@ -208,6 +217,15 @@ class FakeOpenAI:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _raw_stream(self, data: bytes) -> None:
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+                self.wfile.flush()
 
             def _stream(self, chunks: Iterator[dict[str, Any]]) -> None:
                 # No Content-Length: the body ends when the connection closes.

@@ -15,6 +15,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from agent.embeddings import Embedder
+from agent.knowledge import KnowledgeBase
 from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
@@ -54,7 +56,15 @@ def prompt_text(messages: list[BaseMessage]) -> str:
 class Chat:
     """An agent assembled exactly as the app does, around scripted models."""
 
-    def __init__(self, engine: Engine, data_dir: Path, *, window: int = 1_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        data_dir: Path,
+        *,
+        window: int = 1_000,
+        embedder: Embedder | None = None,
+        knowledge: KnowledgeBase | None = None,
+    ) -> None:
         settings = load_settings(
             data_dir=data_dir, summary_keep_messages=4, memory_top_k=5, metrics_port=0
         )
@@ -70,6 +80,8 @@ class Chat:
             summary_model=self.summarizer,
             checkpointer=InMemorySaver(),
             sink=Recorder(engine),
+            embedder=embedder,
+            knowledge=knowledge,
         )
         self.service = ChatService(agent=self.parts.agent, engine=engine, model_label="scripted")
 
@@ -83,8 +95,10 @@ class Chat:
 
 
 @pytest.fixture
-def chat(engine: Engine, tmp_path: Path) -> Iterator[Chat]:
-    chat = Chat(engine, tmp_path / "data")
+def chat(
+    engine: Engine, tmp_path: Path, shared_embedder: Embedder, shared_knowledge: KnowledgeBase
+) -> Iterator[Chat]:
+    chat = Chat(engine, tmp_path / "data", embedder=shared_embedder, knowledge=shared_knowledge)
     yield chat
     chat.close()
 
@@ -158,7 +172,11 @@ def test_recall_across_sessions_is_batched_recorded_and_shown(chat: Chat, engine
     assert recalls[0]["hits"] == 0 and recalls[0]["top_score"] is None
 
 
-def test_embedding_calls_are_recorded_as_model_calls(chat: Chat, engine: Engine) -> None:
+def test_embedding_calls_are_recorded_as_model_calls(
+    engine: Engine, tmp_path: Path, shared_knowledge: KnowledgeBase
+) -> None:
+    # The app's own embedder, recording into this test's database.
+    chat = Chat(engine, tmp_path / "data", knowledge=shared_knowledge)
     chat.say("gina", "s-emb", "My order D-4242 is broken.")
     chat.say("gina", "s-emb", "Can you check D-4242 again?")
     chat.parts.middleware.flush()
@@ -171,14 +189,18 @@ def test_embedding_calls_are_recorded_as_model_calls(chat: Chat, engine: Engine)
     assert {r.turn for r in rows} == {1, 2}
     assert all(r.input_tokens > 0 and r.user_id == "gina" for r in rows)
     assert all(r.cost_status != "unknown" for r in rows), "the local embedder is priced ($0)"
+    chat.close()
 
 
-def test_memory_unavailable_keeps_the_agent_answering(engine: Engine, tmp_path: Path) -> None:
+def test_memory_unavailable_keeps_the_agent_answering(
+    engine: Engine, tmp_path: Path, shared_embedder: Embedder, shared_knowledge: KnowledgeBase
+) -> None:
     """A second process on the same embedded storage cannot open it: the agent runs without
     memory, says why, and still answers."""
-    first = Chat(engine, tmp_path / "shared")
+    shared = {"embedder": shared_embedder, "knowledge": shared_knowledge}
+    first = Chat(engine, tmp_path / "shared", **shared)  # type: ignore[arg-type]
     try:
-        second = Chat(engine, tmp_path / "shared")
+        second = Chat(engine, tmp_path / "shared", **shared)  # type: ignore[arg-type]
         assert second.parts.memory is None
         assert second.parts.memory_error and re.search("qdrant", second.parts.memory_error, re.I)
         assert second.say("hank", "s-x", "My order E-1000 is late.").startswith("Understood")
