@@ -22,12 +22,20 @@ from typing import Any
 
 from langchain_core._api import LangChainBetaWarning
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.load import dumps, loads
-from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.load import Serializable, dumps, loads
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation
 
 log = logging.getLogger(__name__)
 
 PREFIX = "acb:response:"
+ALLOWED: list[type[Serializable]] = [
+    ChatGeneration,
+    ChatGenerationChunk,
+    Generation,
+    AIMessage,
+    AIMessageChunk,
+]
 
 
 def _key(prompt: str, llm_string: str) -> str:
@@ -87,7 +95,9 @@ class ResponseCache(BaseCache):
             with warnings.catch_warnings():
                 # load/dumps are marked beta; they are what LangChain's own caches use.
                 warnings.simplefilter("ignore", LangChainBetaWarning)
-                return _without_ids(loads(raw))
+                # Only generations and messages: a cache entry can never construct anything
+                # else (Redis may be shared with other software).
+                return _without_ids(loads(raw, allowed_objects=ALLOWED))
         except Exception:  # an entry from another version: treat as a miss
             log.warning("dropping an unreadable response-cache entry")
             return None
