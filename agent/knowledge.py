@@ -7,6 +7,7 @@ when the KnowledgeBase is built; a search embeds only the query and takes cosine
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,22 +83,33 @@ def load_entries(directory: Path = KB_DIR) -> list[Entry]:
 
 
 class KnowledgeBase:
-    """The entries and their embeddings, computed once at construction."""
+    """The entries and their embeddings. The entries are embedded on first use, not at
+    construction, so an embeddings API that is down at start-up costs the help-center search
+    (an error the tool reports to the model), never the app's start."""
 
     def __init__(self, *, embedder: Embedder, entries: Sequence[Entry] | None = None) -> None:
         self.embedder = embedder
         self.entries = list(entries) if entries is not None else load_entries()
         if not self.entries:
             raise ValueError("the knowledge base has no entries")
-        vectors = embedder.embed([entry.as_text() for entry in self.entries])
-        self._matrix = np.asarray(vectors, dtype=np.float32)
+        self._matrix: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def matrix(self) -> np.ndarray:
+        """The entries' embeddings, one row each; computed once (raises EmbeddingError)."""
+        with self._lock:
+            if self._matrix is None:
+                vectors = self.embedder.embed([entry.as_text() for entry in self.entries])
+                self._matrix = np.asarray(vectors, dtype=np.float32)
+            return self._matrix
 
     def search(self, query: str, k: int = 3, *, ref: TurnRef | None = None) -> list[Hit]:
         """The `k` entries most similar to `query`, best first (a blank query finds nothing).
         With `ref`, the embedding call is recorded against that chat turn."""
         if not query.strip() or k < 1:
             return []
+        matrix = self.matrix()
         vector = np.asarray(self.embedder.embed([query], ref=ref)[0], dtype=np.float32)
-        scores = self._matrix @ vector
+        scores = matrix @ vector
         best = np.argsort(-scores, kind="stable")[:k]
         return [Hit(entry=self.entries[i], score=float(scores[i])) for i in best]

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from agent import local_server
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
-from agent.embeddings import Embedder, TurnRef, make_embedder
+from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
@@ -98,6 +98,12 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         fallback_model=fallback,
         sink=recorder,
     )
+    try:
+        # Embed the help center now, while the page shows its start-up spinner, rather than
+        # in the first customer's turn. If embeddings are down, searches report it later.
+        parts.knowledge.matrix()
+    except EmbeddingError as error:
+        log.warning("the help center is not searchable yet: %s", error)
     label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
     service = ChatService(
         agent=parts.agent, engine=engine, model_label=label, tracing=make_tracing(settings)

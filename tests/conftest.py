@@ -137,8 +137,10 @@ def shared_embedder() -> Embedder:
 
 @pytest.fixture(scope="session")
 def shared_knowledge(shared_embedder: Embedder) -> KnowledgeBase:
-    """The shipped help center on the shared embedder (embedding it takes about a second)."""
-    return KnowledgeBase(embedder=shared_embedder)
+    """The shipped help center on the shared embedder, embedded once (about a second)."""
+    knowledge = KnowledgeBase(embedder=shared_embedder)
+    knowledge.matrix()
+    return knowledge
 
 
 @pytest.fixture
