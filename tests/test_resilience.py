@@ -231,3 +231,56 @@ def test_an_unreachable_redis_cache_is_a_miss_not_a_failure(
         assert service.run_turn(user_id="u1", session_id="s-r1", message="Hi").text == "Hello!"
         again = service.run_turn(user_id="u2", session_id="s-r2", message="Hi").text
     assert again == "Hello again!"
+
+
+def test_tools_in_the_app_agent_are_called_recorded_and_shown(
+    engine: Engine, tmp_path: Path, shared: Shared
+) -> None:
+    """AGENT_TOOLS=on: the model's two tool calls of one turn run, are recorded, and are what
+    the chat page lists under the answer (data.conversations.turn_events)."""
+    from data import orders as order_data
+    from data.conversations import turn_events
+    from tests.fake_openai import ToolCall, tool_calls
+
+    replies = [
+        tool_calls(
+            ToolCall("lookup_order", {"order_number": "A-99999"}),
+            ToolCall("search_help_center", {"query": "how do returns work"}),
+        ),
+        text("Order A-99999 is not on your account; returns take 30 days."),
+    ]
+    settings = load_settings(
+        data_dir=tmp_path / "data", metrics_port=0, agent_tools="on", model_max_retries=0
+    )
+    with FakeOpenAI(replies) as api:
+        spec = ModelSpec(
+            provider="openai-compatible",
+            model="gpt-4o-mini",
+            base_url=api.url,
+            context_window=128_000,
+            max_tokens=256,
+            timeout_s=10,
+        )
+        model = make_chat_model(spec, settings=settings, purpose="chat", max_retries=0)
+        parts = assemble(
+            settings,
+            engine=engine,
+            chat_model=model,
+            summary_model=model,
+            checkpointer=InMemorySaver(),
+            embedder=shared[0],
+            knowledge=shared[1],
+        )
+        service = ChatService(agent=parts.agent, engine=engine, model_label="fake")
+        outcome = service.run_turn(user_id="u9", session_id="s-tools", message="Return A-99999?")
+    assert outcome.text.startswith("Order A-99999 is not on your account")
+    sent = [t["function"]["name"] for t in api.bodies[0]["tools"]]
+    assert {"lookup_order", "search_help_center", "open_ticket", "escalate_to_human"} <= set(sent)
+    results = [m for m in api.bodies[1]["messages"] if m["role"] == "tool"]
+    assert len(results) == 2
+    assert order_data.get_order(engine=engine, user_id="u9", order_number="A-99999") is None
+    shown = turn_events(engine=engine, session_id="s-tools")[outcome.turn]
+    tools = {e.name: e for e in shown if e.kind == "tool_call"}
+    assert set(tools) == {"lookup_order", "search_help_center"}
+    assert tools["lookup_order"].detail["args"] == {"order_number": "A-99999"}
+    assert [e.kind for e in shown].count("memory_recall") == 1
