@@ -8,7 +8,7 @@ memories across 100 users, in embedded mode on disk (`recall_p50_ms`, `recall_p9
 creates their collection). For comparison, `shared_layout_recall_*` is the same recall on one
 collection with a user_id filter, the server layout, in local mode. The local embedder is
 measured separately: `embedder_startup_s` (imports and model load) and
-`embedder_sentences_per_s` (batched).
+`embedder_sentences_per_s` (batches of 32 support messages of 20 to 50 tokens).
 
     python bench/memory.py [--users N] [--queries N] [--batch N]
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -140,7 +141,12 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=200, help="one-memory writes timed")
     parser.add_argument("--sentences", type=int, default=512, help="for the embedder rate")
     args = parser.parse_args()
-    result: dict[str, object] = {"layout": "per_user", "users": args.users}
+    # The machine may be shared: the load says how much the numbers can be trusted.
+    result: dict[str, object] = {
+        "layout": "per_user",
+        "users": args.users,
+        "load_1m": os.getloadavg()[0],
+    }
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as folder:
         embedder = PrecomputedEmbedder(seed=1)
