@@ -30,6 +30,11 @@ def make_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:
         return saver
     path = Path(settings.data_dir) / "checkpoints.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
-    saver_sqlite = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+    connection = sqlite3.connect(path, check_same_thread=False)
+    # WAL with synchronous=NORMAL, like the app database (data/db.py): a commit is durable
+    # against an application crash and costs no fsync, instead of two in rollback-journal mode.
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    saver_sqlite = SqliteSaver(connection)
     saver_sqlite.setup()
     return saver_sqlite

@@ -117,8 +117,14 @@ class ChatService:
         }
         try:
             with self.tracing.context():
+                # durability="exit": the conversation state is checkpointed once, when the
+                # turn ends, instead of after every step of the graph. A turn that fails
+                # midway leaves the previous state (the user's message is in our own table).
                 for chunk, meta in self.agent.stream(
-                    {"messages": [HumanMessage(text)]}, config=config, stream_mode="messages"
+                    {"messages": [HumanMessage(text)]},
+                    config=config,
+                    stream_mode="messages",
+                    durability="exit",
                 ):
                     # Streamed tokens arrive as chunks; an answer that was not streamed (a
                     # response-cache hit) arrives whole, as one AIMessage.

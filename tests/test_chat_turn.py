@@ -60,7 +60,8 @@ def test_real_turn_is_recorded_exported_and_resumable(settings: Settings) -> Non
 
     with engine.connect() as connection:
         [row] = connection.execute(
-            text("SELECT * FROM model_calls WHERE session_id = :s"), {"s": session_id}
+            text("SELECT * FROM model_calls WHERE session_id = :s AND purpose = 'chat'"),
+            {"s": session_id},
         ).mappings()
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0
     assert row["latency_ms"] > 0 and 0 < row["ttft_ms"] <= row["latency_ms"]
@@ -84,7 +85,10 @@ def test_real_turn_is_recorded_exported_and_resumable(settings: Settings) -> Non
     with engine.connect() as connection:
         inputs = (
             connection.execute(
-                text("SELECT input_tokens FROM model_calls WHERE session_id = :s ORDER BY turn"),
+                text(
+                    "SELECT input_tokens FROM model_calls"
+                    " WHERE session_id = :s AND purpose = 'chat' ORDER BY turn"
+                ),
                 {"s": session_id},
             )
             .scalars()
