@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, case, func, insert, select, update
 
 from data.models import AgentEvent, ChatSession, Message, ModelCall, utcnow
 
@@ -218,19 +218,26 @@ def transcript(*, engine: Engine, session_id: str) -> list[TranscriptMessage]:
 
 
 def turn_stats(*, engine: Engine, session_id: str) -> dict[int, TurnStats]:
-    """Per-turn usage of a session, from its model-call rows."""
+    """Per-turn usage of a session, from its model-call rows. Tokens, latency and the call
+    count are the model's (chat and summarize); the cost also includes the turn's embedding
+    calls, which are part of what the answer cost."""
     unpriced = func.sum((ModelCall.cost_status == "unknown").cast(ModelCall.turn.type))
-    context = func.max(100.0 * ModelCall.context_tokens / func.nullif(ModelCall.context_window, 0))
+    llm = ModelCall.purpose != "embedding"
+    percent = 100.0 * ModelCall.context_tokens / func.nullif(ModelCall.context_window, 0)
+
+    def llm_sum(column: Any) -> Any:
+        return func.sum(case((llm, column), else_=0))
+
     query = (
         select(
             ModelCall.turn,
-            func.count(),
-            func.sum(ModelCall.input_tokens),
-            func.sum(ModelCall.output_tokens),
+            func.sum(case((llm, 1), else_=0)),
+            llm_sum(ModelCall.input_tokens),
+            llm_sum(ModelCall.output_tokens),
             func.sum(ModelCall.cost_usd),
             unpriced,
-            func.sum(ModelCall.latency_ms),
-            context,
+            llm_sum(ModelCall.latency_ms),
+            func.max(case((llm, percent))),
             func.sum((ModelCall.status == "error").cast(ModelCall.turn.type)),
         )
         .where(ModelCall.session_id == session_id)

@@ -28,7 +28,10 @@ def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
     engine = make_engine(app_env)
     with engine.connect() as connection:
         row = connection.execute(
-            text("SELECT input_tokens, output_tokens, session_id FROM model_calls")
+            text(
+                "SELECT input_tokens, output_tokens, session_id FROM model_calls"
+                " WHERE purpose = 'chat'"
+            )
         ).one()
     assert caption.startswith(f"{row[0]:,} in · {row[1]:,} out tokens · $0.000000 · ")
     # The session is now listed and selected, so a fresh visit can resume it.
