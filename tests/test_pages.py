@@ -46,6 +46,27 @@ def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
     engine.dispose()
 
 
+def test_chat_page_shows_the_memories_an_answer_used(app_env: str) -> None:
+    """A fact told in one session is recalled in a new one, and listed under that answer."""
+    at = run(AppTest.from_file(APP, default_timeout=120))
+    at.sidebar.text_input(key="user_id").set_value("dora")
+    run(at)
+    at.chat_input[0].set_value("My order B-7731 never arrived, the tracking stopped in Lyon.")
+    run(at)
+    first = at.chat_message[1]
+    assert first.expander[0].label == "0 memories used"  # nothing known yet
+    # A new session of the same customer.
+    at.sidebar.selectbox(key="session_choice").set_value("__new__")
+    run(at)
+    at.chat_input[0].set_value("Any news about my order B-7731 that never arrived?")
+    run(at)
+    answer = at.chat_message[-1]
+    label = answer.expander[0].label
+    assert label.endswith("used") and not label.startswith("0 "), label
+    listed = " ".join(m.value for m in answer.expander[0].markdown)
+    assert "B-7731" in listed and "Memories recalled" in listed
+
+
 def test_chat_page_rejects_a_blank_message(app_env: str) -> None:
     at = run(AppTest.from_file(APP, default_timeout=60))
     at.chat_input[0].set_value(" \x00 ")
