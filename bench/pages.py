@@ -40,12 +40,9 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
     """Every data call each page makes for one view (the same functions the pages use)."""
 
     def cost_page() -> None:
-        cost.cost_totals(engine=engine, filters=f)
-        cost.cost_totals(engine=engine, filters=f.previous())
-        cost.cost_over_time(engine=engine, filters=f)
-        cost.what_if(engine=engine, filters=f, target_model="gpt-4o-mini")  # includes by_model
-        cost.users_from_sessions(cost.cost_by_session(engine=engine, filters=f))
-        cost.known_models(engine=engine)
+        view = cost.page_data(engine=engine, filters=f)
+        cost.reprice(view.by_model, target_model="gpt-4o-mini")
+        cost.known_models(engine=engine)  # the sidebar's model filter
 
     def context_page() -> None:
         context.share_above(engine=engine, filters=f, trigger_percent=75)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,12 @@ class CostTotals:
 
 def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
     """Calls, tokens, priced cost, conversations and users under `filters`."""
+    sessions, users = _people(engine, filters)
+    return CostTotals(**_call_sums(engine, filters), sessions=sessions, users=users)
+
+
+def _call_sums(engine: Engine, filters: Filters) -> dict[str, Any]:
+    """Every CostTotals field but the distinct conversations and users."""
     src = source_for(engine, filters)
     c = src.c
     query = select(
@@ -57,7 +64,26 @@ def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
         src.count_if(c.cost_status == "unknown"),
         src.count_if(c.status == "error"),
     ).where(src.where(filters))
-    table, time = (S, "hour") if src.rollup else (C.session_id.table, "ts")
+    with engine.connect() as connection:
+        row = connection.execute(query).one()
+    return {
+        "calls": int(row[0]),
+        "input_tokens": int(row[1]),
+        "cached_input_tokens": int(row[2]),
+        "output_tokens": int(row[3]),
+        "cost_usd": float(row[4]),
+        "unpriced_calls": int(row[5]),
+        "errors": int(row[6]),
+    }
+
+
+def _people(engine: Engine, filters: Filters) -> tuple[int, int]:
+    """(distinct conversations, distinct users) under `filters`."""
+    if filters.by_user_or_session:
+        table, time = C.session_id.table, "ts"
+    else:
+        ensure_fresh(engine)
+        table, time = S, "hour"
     where = filters.conditions(table, time)
 
     def distinct_count(column: str) -> Any:
@@ -65,21 +91,11 @@ def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
         inner = select(table.c[column]).where(where).distinct().subquery()
         return select(func.count()).select_from(inner).scalar_subquery()
 
-    people = select(distinct_count("session_id"), distinct_count("user_id"))
     with engine.connect() as connection:
-        row = connection.execute(query).one()
-        sessions, users = connection.execute(people).one()
-    return CostTotals(
-        calls=int(row[0]),
-        input_tokens=int(row[1]),
-        cached_input_tokens=int(row[2]),
-        output_tokens=int(row[3]),
-        cost_usd=float(row[4]),
-        unpriced_calls=int(row[5]),
-        errors=int(row[6]),
-        sessions=int(sessions),
-        users=int(users),
-    )
+        sessions, users = connection.execute(
+            select(distinct_count("session_id"), distinct_count("user_id"))
+        ).one()
+    return int(sessions), int(users)
 
 
 OVER_TIME_COLUMNS = [
@@ -268,11 +284,16 @@ def unpriced_calls(*, engine: Engine, filters: Filters, limit: int = 500) -> pd.
 def what_if(
     *, engine: Engine, filters: Filters, target_model: str, provider: str = "openai"
 ) -> pd.DataFrame:
-    """Re-price the filtered traffic as if every call had gone to `target_model`.
+    """Re-price the filtered traffic as if every call had gone to `target_model`."""
+    by_model = cost_by_model(engine=engine, filters=filters)
+    return reprice(by_model, target_model=target_model, provider=provider)
+
+
+def reprice(by_model: pd.DataFrame, *, target_model: str, provider: str = "openai") -> pd.DataFrame:
+    """The what-if table from a cost_by_model table, so a page that shows both reads it once.
 
     Token sums are taken per model and priced with the target's rates (genai-prices); a
     model's rates are linear in tokens, so pricing the sums equals pricing each call."""
-    by_model = cost_by_model(engine=engine, filters=filters)
     rows = []
     for row in by_model.itertuples(index=False):
         price = price_call(
@@ -296,6 +317,45 @@ def what_if(
     )
     frame["difference_usd"] = frame["what_if_cost_usd"] - frame["actual_cost_usd"]
     return frame
+
+
+@dataclass(frozen=True, slots=True)
+class CostPageData:
+    """Every figure of one cost page view but the what-if, which depends on a widget: reprice
+    `by_model` for it."""
+
+    totals: CostTotals
+    previous: CostTotals  # the period of the same length just before, for the deltas
+    over_time: pd.DataFrame
+    by_model: pd.DataFrame
+    by_session: pd.DataFrame
+    by_user: pd.DataFrame
+
+
+def page_data(*, engine: Engine, filters: Filters) -> CostPageData:
+    """The cost page's figures. The per-session table takes longer than all the other queries
+    together, so a second thread reads it while this one reads the rest: sqlite3 and psycopg
+    let go of the GIL while the database works, so the view costs about that one table.
+
+    The conversations and users of the current period are the rows of the per-session table
+    and its distinct users (a session belongs to one user): the same rows cost_totals counts
+    with two DISTINCT scans, which the page then need not pay for."""
+    ensure_fresh(engine)  # once, before the second thread, so the two do not race to refresh
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        by_session = pool.submit(cost_by_session, engine=engine, filters=filters)
+        sums = _call_sums(engine, filters)
+        previous = cost_totals(engine=engine, filters=filters.previous())
+        over_time = cost_over_time(engine=engine, filters=filters)
+        by_model = cost_by_model(engine=engine, filters=filters)
+        sessions = by_session.result()
+    return CostPageData(
+        totals=CostTotals(**sums, sessions=len(sessions), users=int(sessions["user"].nunique())),
+        previous=previous,
+        over_time=over_time,
+        by_model=by_model,
+        by_session=sessions,
+        by_user=users_from_sessions(sessions),
+    )
 
 
 def known_models(*, engine: Engine) -> list[str]:

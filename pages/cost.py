@@ -16,18 +16,13 @@ TTL = 60
 
 
 @st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
-def _totals(_engine: Engine, url: str, filters: Filters) -> cost.CostTotals:
-    return cost.cost_totals(engine=_engine, filters=filters)
+def _view(_engine: Engine, url: str, filters: Filters) -> cost.CostPageData:
+    return cost.page_data(engine=_engine, filters=filters)
 
 
 @st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
-def _frame(_engine: Engine, url: str, name: str, filters: Filters) -> pd.DataFrame:
-    return getattr(cost, name)(engine=_engine, filters=filters)
-
-
-@st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
-def _what_if(_engine: Engine, url: str, filters: Filters, target: str) -> pd.DataFrame:
-    return cost.what_if(engine=_engine, filters=filters, target_model=target)
+def _unpriced(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
+    return cost.unpriced_calls(engine=_engine, filters=filters)
 
 
 def delta(now: float | None, before: float | None) -> str | None:
@@ -40,7 +35,8 @@ st.title("Token cost")
 url = get_settings().sqlalchemy_url
 engine, filters = common.analyst_page()
 st.caption(common.describe_filters(filters))
-totals = _totals(engine, url, filters)
+view = _view(engine, url, filters)
+totals, before = view.totals, view.previous
 if totals.calls == 0:
     st.info(
         "No model calls match these filters. Widen the date range or clear the model, user "
@@ -48,7 +44,6 @@ if totals.calls == 0:
         icon=":material/info:",
     )
     st.stop()
-before = _totals(engine, url, filters.previous())
 
 cards = [*st.columns(3), *st.columns(3)]
 cards[0].metric(
@@ -99,7 +94,7 @@ cards[5].metric(
     "add the model to PRICE_OVERRIDES_FILE to price them.",
 )
 
-over_time = _frame(engine, url, "cost_over_time", filters)
+over_time = view.over_time
 left, right = st.columns(2)
 with left:
     st.plotly_chart(
@@ -130,14 +125,13 @@ with right:
 common.csv_download(over_time, "cost_over_time")
 
 st.subheader("Per model")
-by_model = _frame(engine, url, "cost_by_model", filters)
+by_model = view.by_model
 st.dataframe(by_model, hide_index=True, width="stretch", column_config=charts.COLUMNS)
 common.csv_download(by_model, "cost_by_model")
 
-by_session = _frame(engine, url, "cost_by_session", filters)
+by_session, by_user = view.by_session, view.by_user
 tab_users, tab_sessions = st.tabs(["Per user", "Per session"])
 with tab_users:
-    by_user = cost.users_from_sessions(by_session)
     st.caption(
         f"All {len(by_user):,} users; click a column to sort, a row to see the user's "
         "conversations."
@@ -180,7 +174,8 @@ target = st.selectbox(
     index=priced.index("gpt-4o-mini"),
     key="what_if_model",
 )
-what_if = _what_if(engine, url, filters, target)
+# Re-pricing the per-model sums runs no query, so it needs no cache.
+what_if = cost.reprice(by_model, target_model=target)
 actual = what_if["actual_cost_usd"].sum()
 hypothetical = what_if["what_if_cost_usd"].sum()
 c1, c2, c3 = st.columns(3)
@@ -229,6 +224,6 @@ if totals.unpriced_calls:
         "These calls are counted but not priced. Give their models a price in the "
         "file named by PRICE_OVERRIDES_FILE."
     )
-    unpriced = _frame(engine, url, "unpriced_calls", filters)
+    unpriced = _unpriced(engine, url, filters)
     st.dataframe(unpriced, hide_index=True, width="stretch", column_config=charts.COLUMNS)
     common.csv_download(unpriced, "unpriced_calls")

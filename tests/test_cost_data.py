@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, text
 
-from data.cost import cost_by_model, cost_over_time, cost_totals, has_calls
+from data.cost import (
+    cost_by_model,
+    cost_by_session,
+    cost_by_user,
+    cost_over_time,
+    cost_totals,
+    has_calls,
+    page_data,
+    reprice,
+    what_if,
+)
 from data.demo import generate
 from data.filters import Filters
 from data.recorder import record_calls
@@ -112,6 +123,49 @@ def test_per_model_table_matches_pandas(demo_engine: Engine) -> None:
         assert got.loc[model, "errors"] == (rows["status"] == "error").sum()
     assert set(got.index) == {"gpt-4o-mini", "gpt-4.1-mini", "gpt-4o", "acme-llm"}
     assert got["cost_usd"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # the rollups
+        {"models": ("gpt-4o", "acme-llm")},
+        {"user": "u1"},  # raw rows: the edge calls' user
+        {"start": END - timedelta(days=30), "end": END - timedelta(days=20)},  # nothing
+    ],
+    ids=["rollups", "models", "user", "empty"],
+)
+def test_page_data_is_the_figures_of_each_function(
+    demo_engine: Engine, changes: dict[str, object]
+) -> None:
+    """The cost page's concurrent read gives exactly what each figure's own function gives
+    (the exports and the other tests use those), and its conversation and user counts, taken
+    from the per-session table, equal plain SQL."""
+    filters = replace(Filters(start=END - timedelta(days=7), end=END), **changes)
+    page = page_data(engine=demo_engine, filters=filters)
+    assert page.totals == cost_totals(engine=demo_engine, filters=filters)
+    assert page.previous == cost_totals(engine=demo_engine, filters=filters.previous())
+    for got, function in [
+        (page.over_time, cost_over_time),
+        (page.by_model, cost_by_model),
+        (page.by_session, cost_by_session),
+        (page.by_user, cost_by_user),
+    ]:
+        pd.testing.assert_frame_equal(got, function(engine=demo_engine, filters=filters))
+    pd.testing.assert_frame_equal(
+        reprice(page.by_model, target_model="gpt-4o-mini"),
+        what_if(engine=demo_engine, filters=filters, target_model="gpt-4o-mini"),
+    )
+    df = window(frame(demo_engine), filters.start, filters.end)
+    if filters.models:
+        df = df[df["model"].isin(filters.models)]
+    if filters.user:
+        df = df[df["user_id"] == filters.user]
+    assert (page.totals.sessions, page.totals.users) == (
+        df["session_id"].nunique(),
+        df["user_id"].nunique(),
+    )
+    assert (page.totals.calls > 0) == ("start" not in changes)
 
 
 def test_empty_range_and_empty_database(engine: Engine) -> None:
