@@ -3,8 +3,9 @@
 `MemoryMiddleware` does two things:
 - before each model call (`wrap_model_call`) it recalls the user's memories for the new message
   and puts them, with any context the providers add (an order found in the message, the best
-  help-center entry), into the system message of that request only. The state is untouched, so
-  the injected text is never summarized or stored twice.
+  help-center entry), into that request only: its system message, or, for a small local model,
+  next to the customer's question. The state is untouched, so the injected text is never
+  summarized or stored twice.
 - after each model call (`after_model`) it extracts the critical facts of the new messages
   (agent/facts.py) and stores them. That happens on the turn the fact appears, so every fact is
   in memory before SummarizationMiddleware can fold its message away.
@@ -21,9 +22,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -41,6 +42,10 @@ MAX_RESTORED_FACTS = 12
 
 # (user_id, message text) -> a block of text for the prompt, or None
 ContextProvider = Callable[[str, str], str | None]
+# Where recalled memories and provided context go: the system message of the request, or next
+# to the customer's question in their message (better for small local models).
+Placement = Literal["system", "user"]
+USE_FACTS = "Answer the customer using the facts above where they help."
 
 MEMORY_HEADER = (
     "What you remember about this customer from earlier messages and conversations. "
@@ -76,15 +81,18 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         k: int,
         threshold: float,
         events: EventSink | None = None,
-        providers: Sequence[ContextProvider] = (),
+        providers: Mapping[str, ContextProvider] | None = None,
+        placement: Placement = "system",
     ) -> None:
         super().__init__()
         self.store = store
         self.k = k
         self.threshold = threshold
         self.events = events
-        self.providers = list(providers)
+        self.providers = dict(providers or {})
+        self.placement = placement
         self._recalled: dict[tuple[str, int], tuple[str, list[Memory]]] = {}
+        self._provided: dict[tuple[str, int], tuple[str, list[str]]] = {}
         self._stored: set[tuple[str, int, str]] = set()
         self._pending: dict[str, list[Future[int]]] = {}
         self._lock = threading.Lock()
@@ -109,19 +117,68 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         blocks = []
         if memories:
             blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in memories)]))
-        for provider in self.providers:
-            try:
-                block = provider(user_id, text)
-            except Exception:  # a context provider never breaks the turn
-                log.exception("context provider %r failed", provider)
-                block = None
-            if block:
-                blocks.append(block)
+        blocks += self._provide_once(user_id, session_id, turn, text)
         if not blocks:
             return handler(request)
+        if self.placement == "user":
+            # Small local models follow facts placed next to the question far better than
+            # facts in the system message (checked with SmolLM2-135M on an order question).
+            messages = list(request.messages)
+            at = max(i for i, m in enumerate(messages) if m is human)
+            messages[at] = HumanMessage(
+                "\n\n".join([*blocks, f"{USE_FACTS}\nCustomer: {text}"]), id=human.id
+            )
+            return handler(request.override(messages=messages))
         base = request.system_message.text if request.system_message else ""
         system = SystemMessage("\n\n".join([base, *blocks]).strip())
         return handler(request.override(system_message=system))
+
+    def _provide_once(self, user_id: str, session_id: str, turn: int, text: str) -> list[str]:
+        """The providers' blocks for this turn, computed on its first model call. Each block
+        a provider found is recorded as a tool call under the provider's name: for a model
+        without tools, the middleware is what looked the order or the article up."""
+        key = (session_id, turn)
+        with self._lock:
+            done = self._provided.get(key)
+        if done is not None and done[0] == text:
+            return done[1]
+        blocks = []
+        for name, provider in self.providers.items():
+            started = time.perf_counter()
+            status, error, block = "ok", None, None
+            try:
+                block = provider(user_id, text)
+            except Exception as failure:  # a context provider never breaks the turn
+                log.exception("context provider %s failed", name)
+                status, error = "error", f"{type(failure).__name__}: {failure}"[:500]
+            if block is None and status == "ok":
+                continue  # nothing to look up in this message
+            emit(
+                self.events,
+                EventRecord(
+                    user_id=user_id,
+                    session_id=session_id,
+                    turn=turn,
+                    kind="tool_call",
+                    name=name,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    status=status,
+                    error=error,
+                    detail=json.dumps(
+                        {
+                            "args": {"message": text[:200]},
+                            "result": (block or "")[:300],
+                            "injected": True,
+                        }
+                    ),
+                ),
+            )
+            if block:
+                blocks.append(block)
+        with self._lock:
+            self._provided = {k: v for k, v in self._provided.items() if k[0] != session_id}
+            self._provided[key] = (text, blocks)
+        return blocks
 
     def _recall_once(
         self, user_id: str, session_id: str, turn: int, text: str, *, folded: bool

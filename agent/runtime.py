@@ -156,20 +156,24 @@ def assemble(
         memory_error = str(error)
         log.warning("long-term memory is off: %s", error)
     tools = make_tools(engine=engine, knowledge=knowledge) if settings.uses_tools else []
-    providers: list[ContextProvider] = []
+    providers: dict[str, ContextProvider] = {}
     if not tools:
-        # A model without tools gets what a tool would have found: the orders named in the
-        # message and the best help-center entry, in its prompt.
-        providers = [
-            lambda user_id, text: order_context(engine, user_id, text),
-            lambda user_id, text: help_context(knowledge, text, ref=TurnRef(*turn_meta())),
-        ]
+        # A model without tools gets what the tools would have found, in its prompt: the
+        # orders named in the message and the best help-center entry (recorded under the
+        # tools' names).
+        providers = {
+            "lookup_order": lambda user_id, text: order_context(engine, user_id, text),
+            "search_help_center": lambda user_id, text: help_context(
+                knowledge, text, ref=TurnRef(*turn_meta())
+            ),
+        }
     middleware = MemoryMiddleware(
         memory,
         k=settings.memory_top_k,
         threshold=settings.memory_threshold,
         events=events,
         providers=providers,
+        placement="user" if settings.uses_local_model else "system",
     )
     agent = build_agent(
         chat_model=chat_model,

@@ -36,7 +36,7 @@ with st.sidebar:
         help="Who is chatting. Sessions are listed per user.",
     ).strip()
     sessions = list_sessions(engine=engine, user_id=user_id) if user_id else []
-    labels = {NEW: "➕ New session"}
+    labels = {NEW: "+ New session"}
     labels |= {
         s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
         for s in sessions

@@ -44,7 +44,9 @@ FILLER = (
 
 def agent_reply(messages: list[BaseMessage]) -> AIMessage:
     last = next(m for m in reversed(messages) if isinstance(m, HumanMessage))
-    if PLANTED["problem"] in str(last.text):
+    # The customer's own words: injected facts come before "Customer: ".
+    question = str(last.text).rsplit("Customer: ", 1)[-1]
+    if PLANTED["problem"] in question:
         return AIMessage(f"I'm sorry about that. I will send you a {PLANTED['promise']}.")
     return AIMessage("Understood. " + "Here is how that works in detail. " * 8)
 
@@ -135,7 +137,9 @@ def test_facts_survive_two_summarizations(chat: Chat, engine: Engine) -> None:
         assert "summary" in json.loads(str(fold["detail"]))
 
     final = chat.model.prompts[-1]
-    conversation = prompt_text([m for m in final if m.type != "system"])
+    # The conversation itself: everything but the system message and the question, which
+    # carries the recalled memories (the embedded model's placement).
+    conversation = prompt_text([m for m in final[:-1] if m.type != "system"])
     # The planted messages were folded away and the summary lost them ...
     assert not any(fact in conversation for fact in PLANTED.values())
     # ... and recall put every one of them back into the model's prompt.
@@ -156,9 +160,11 @@ def test_recall_across_sessions_is_batched_recorded_and_shown(chat: Chat, engine
     chat.say("frank", "s-other", "My order C-9000 never arrived either.")
     chat.say("erin", "s-2", "Is there any news about my missing package B-5512?")
 
-    system = str(chat.model.prompts[-1][0].text)
-    assert "B-5512" in system
-    assert "C-9000" not in system, "another user's memory must never be recalled"
+    # With the embedded model's settings the memories go next to the question.
+    question = str(chat.model.prompts[-1][-1].text)
+    assert question.endswith("Customer: Is there any news about my missing package B-5512?")
+    assert "The customer's problem: “My order B-5512 never arrived" in question
+    assert "C-9000" not in prompt_text(chat.model.prompts[-1]), "never another user's memory"
 
     recalls = event_rows(engine, "memory_recall")
     assert len(recalls) == 3, "one recall per turn"
