@@ -100,5 +100,20 @@ with st.sidebar:
     st.caption(f"Database: {describe(settings.sqlalchemy_url)}")
     model = "SmolLM2-135M-Instruct (local)" if settings.uses_local_model else settings.chat_model
     st.caption(f"Chat model: {model} · environment: {settings.environment}")
+    memory = f"Qdrant at {settings.qdrant_url}" if settings.qdrant_url else "embedded Qdrant"
+    embedder = settings.embedding_model if settings.openai_api_key else "local MiniLM"
+    tools = "on" if settings.uses_tools else "off (lookups go into the prompt)"
+    tracing = (
+        f"LangSmith project {settings.langsmith_project}" if settings.langsmith_enabled else "off"
+    )
+    st.caption(
+        f"Memory: {memory}, {embedder} embeddings · tools: {tools} · tracing: {tracing}",
+        help="Long-term memory is per user: facts from each message (order numbers, names, "
+        "e-mail addresses, problems, promises) are stored, and the best matches for a new "
+        "message are added to the model's prompt. Tools are bound to models that can call "
+        "them; the embedded model gets the order and help-center facts in its prompt instead. "
+        "Tracing sends every agent run to LangSmith when LANGSMITH_TRACING=true and "
+        "LANGSMITH_API_KEY are set.",
+    )
 
 page.run()

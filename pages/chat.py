@@ -69,10 +69,16 @@ for message in transcript(engine=engine, session_id=session_id):
 
 try:
     # Built once per process; with the embedded model this starts its server if needed.
-    service = common.runtime().service
+    runtime = common.runtime()
+    service = runtime.service
 except (LocalModelError, ModelConfigError) as error:
     st.error(f"The chat model is unavailable: {error}")
     st.stop()
+if runtime.parts.memory_error:
+    st.warning(
+        f"Long-term memory is off: {runtime.parts.memory_error}. The agent answers without it.",
+        icon=":material/warning:",
+    )
 
 prompt = st.chat_input("Ask the support agent…", max_chars=8000)
 if prompt:
