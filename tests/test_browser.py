@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +24,14 @@ ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
 
 
 @pytest.fixture(scope="module")
-def app_url(local_model_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served app's DATA_DIR (its SQLite database lives there)."""
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def app_url(local_model_port: int, data_dir: Path) -> Iterator[str]:
     port = free_port()
-    data_dir = tmp_path_factory.mktemp("e2e")
     metrics_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
@@ -94,7 +101,7 @@ def page() -> Iterator[Page]:
         browser.close()
 
 
-def test_chat_then_cost(app_url: str, page: Page) -> None:
+def test_chat_then_cost(app_url: str, page: Page, data_dir: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # A shared link to a page is the first request this server sees: app.py must still route it.
     page.goto(f"{app_url}/costs")
@@ -115,10 +122,21 @@ def test_chat_then_cost(app_url: str, page: Page) -> None:
     assert len(messages.nth(1).inner_text().strip()) > 20
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
 
+    # The chat call and the turn's embedding calls (help-center search, storing facts, which
+    # happens on a background writer just after the answer): wait until the rows settle.
+    stored: dict[str, int] = {}
+    for _ in range(40):
+        with sqlite3.connect(data_dir / "agent_chatbase.sqlite3") as db:
+            now = dict(db.execute("SELECT purpose, count(*) FROM model_calls GROUP BY purpose"))
+        if now == stored:
+            break
+        stored = now
+        time.sleep(0.5)
     page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Cost").click()
     expect(page.get_by_role("heading", name="Token cost")).to_be_visible(timeout=30_000)
+    assert stored.get("chat") == 1 and stored.get("embedding", 0) >= 1, stored
     calls = page.get_by_test_id("stMetric").filter(has_text="Model calls")
-    expect(calls).to_contain_text("1", timeout=30_000)
+    expect(calls).to_contain_text(re.compile(rf"Model calls\s*{sum(stored.values())}\b"))
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "cost.png"), full_page=True)
 
