@@ -22,8 +22,15 @@ def test_conversation_metadata_uses_an_index(postgres_server_url: str) -> None:
             connection.execute(text(f"DELETE FROM {table}"))
     generate(engine=engine, calls=20_000, sessions=800, users=200, seed=11, end=datetime.now(UTC))
     with engine.begin() as connection:
+        # The seed's user is the demo user with the most calls in the last 7 days.
+        busiest = connection.execute(
+            text(
+                "SELECT user_id FROM model_calls WHERE ts > NOW() - INTERVAL '7 days' "
+                "GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1"
+            )
+        ).scalar_one()
         connection.execute(
-            text("UPDATE model_calls SET user_id = 'user_123' WHERE user_id = 'demo-user-042'")
+            text("UPDATE model_calls SET user_id = 'user_123' WHERE user_id = :u"), {"u": busiest}
         )
         connection.execute(text("ANALYZE model_calls"))
         plan = "\n".join(r[0] for r in connection.execute(text("EXPLAIN " + SEED_QUERY)))
