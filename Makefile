@@ -78,6 +78,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/record.py $(ARGS)
 	$(PY) bench/turn.py
+	$(PY) bench/memory.py
+	$(PY) bench/turn_overhead.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -140,6 +140,15 @@ def make_response_cache(*, ttl_s: int, redis_url: str | None) -> ResponseCache:
     if redis_url is None:
         return ResponseCache(ttl_s=ttl_s)
     import redis  # only needed with REDIS_URL
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    # No retries: redis-py retries a refused connection with backoff for seconds, which a
+    # turn would wait for; a miss only costs one model call.
+    client = redis.Redis.from_url(
+        redis_url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
     return ResponseCache(ttl_s=ttl_s, redis=client)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -308,8 +309,14 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 futures = [f for fs in self._pending.values() for f in fs]
             else:
                 futures = self._pending.pop(user_id, [])
+        deadline = time.monotonic() + timeout
         for future in futures:
-            future.result(timeout=timeout)
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FuturesTimeout:
+                # A stuck write must not stall the conversation: recall without it.
+                log.warning("a memory write is still running after %.0f s", timeout)
+                return
 
 
 def _merge(hits: list[list[Memory]], k: int) -> list[Memory]:

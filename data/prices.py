@@ -98,19 +98,21 @@ def price_call(
         return Price(cost_usd=cost, status="computed")
     if provider == LOCAL_PROVIDER:
         return Price(cost_usd=None, status="unknown")
-    try:
-        result = calc_price(
-            Usage(
-                input_tokens=input_tokens,
-                cache_read_tokens=min(cached_input_tokens, input_tokens),
-                output_tokens=output_tokens,
-            ),
-            model_ref=model,
-            provider_id=None if provider in ("openai-compatible", "") else provider,
-        )
-    except LookupError:
-        return Price(cost_usd=None, status="unknown")
-    return Price(cost_usd=float(Decimal(result.total_price)), status="computed")
+    usage = Usage(
+        input_tokens=input_tokens,
+        cache_read_tokens=min(cached_input_tokens, input_tokens),
+        output_tokens=output_tokens,
+    )
+    # An OpenAI-compatible gateway serves models under their vendor's names; genai-prices
+    # matches chat models without a provider, but embedding models only under "openai".
+    candidates = [None, "openai"] if provider in ("openai-compatible", "") else [provider]
+    for provider_id in candidates:
+        try:
+            result = calc_price(usage, model_ref=model, provider_id=provider_id)
+        except LookupError:
+            continue
+        return Price(cost_usd=float(Decimal(result.total_price)), status="computed")
+    return Price(cost_usd=None, status="unknown")
 
 
 _NOT_CHAT = (

@@ -130,3 +130,15 @@ def test_price_table_says_where_each_price_comes_from(tmp_path: Path) -> None:
     assert rows[LOCAL_MODEL_NAME]["source"] == "built in (runs locally)"
     assert rows["mystery"]["source"] == "unknown: not priced"
     assert rows["mystery"]["input_per_mtok"] is None
+
+
+def test_an_embedding_model_behind_an_openai_compatible_gateway_is_priced() -> None:
+    # text-embedding-3-small lists at $0.02 per million input tokens.
+    price = price_call(
+        provider="openai-compatible",
+        model="text-embedding-3-small",
+        input_tokens=1_000_000,
+        cached_input_tokens=0,
+        output_tokens=0,
+    )
+    assert price.status == "computed" and price.cost_usd == pytest.approx(0.02)
