@@ -107,6 +107,10 @@ def make_chat_model(
         timeout=spec.timeout_s,
         max_retries=max_retries,
         cache=cache if cache is not None else False,
+        # ChatOpenAI sends the cap as `max_completion_tokens`, which llama.cpp's server (and
+        # other OpenAI-compatible servers) ignore: without `max_tokens` the embedded model
+        # generated until its context was full, sometimes for minutes.
+        extra_body=None if spec.provider == "openai" else {"max_tokens": spec.max_tokens},
         temperature=0.3,
         profile={"max_input_tokens": spec.context_window},
         callbacks=list(callbacks),

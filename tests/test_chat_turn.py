@@ -64,6 +64,8 @@ def test_real_turn_is_recorded_exported_and_resumable(settings: Settings) -> Non
             {"s": session_id},
         ).mappings()
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0
+    # The cap reaches the server (llama.cpp ignores max_completion_tokens); +1 for the end token.
+    assert row["output_tokens"] <= settings.local_model_max_tokens + 1
     assert row["latency_ms"] > 0 and 0 < row["ttft_ms"] <= row["latency_ms"]
     assert row["cost_usd"] == 0 and row["cost_status"] == "computed"
     assert row["usage_source"] == "counted" and row["purpose"] == "chat"

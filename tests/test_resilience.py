@@ -108,6 +108,9 @@ def test_transient_failures_are_retried_and_every_attempt_recorded(
         outcome = service.run_turn(user_id="u1", session_id="s-retry", message="Where is it?")
     assert outcome.text == "Your order shipped."
     assert len(api.requests) == 4
+    # An OpenAI-compatible server gets the answer cap as max_tokens (llama.cpp, vLLM, Ollama
+    # read that one), not only as OpenAI's max_completion_tokens.
+    assert api.bodies[-1]["max_tokens"] == 256
     rows = calls(engine, "s-retry")
     assert [r.status for r in rows] == ["error", "error", "error", "ok"]
     assert "429" in str(rows[0].error) and "503" in str(rows[1].error)
