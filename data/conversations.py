@@ -40,6 +40,7 @@ class TurnStats:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptMessage:
+    id: int  # the message row; thumbs are stored against it
     turn: int
     role: str
     content: str
@@ -208,7 +209,14 @@ def turn_events(*, engine: Engine, session_id: str) -> dict[int, list[TurnEvent]
 
 def transcript(*, engine: Engine, session_id: str) -> list[TranscriptMessage]:
     query = (
-        select(Message.turn, Message.role, Message.content, Message.created_at, Message.run_id)
+        select(
+            Message.id,
+            Message.turn,
+            Message.role,
+            Message.content,
+            Message.created_at,
+            Message.run_id,
+        )
         .where(Message.session_id == session_id)
         .order_by(Message.turn, Message.id)
     )

@@ -267,3 +267,118 @@ class SupportTicket(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_support_tickets_user_created", "user_id", "created_at"),)
+
+
+SYNC_STATES = ("pending", "synced", "failed", "local")
+
+
+class FeedbackThumbs(Base):
+    """An end user's thumbs on one assistant answer (latest wins), and its LangSmith outbox
+    state. `version` grows on every change, so the sync worker can tell whether what it pushed
+    is still the latest value."""
+
+    __tablename__ = "feedback_thumbs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), unique=True
+    )
+    session_id: Mapped[str] = mapped_column(String(64))
+    turn: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(String(128))
+    score: Mapped[int] = mapped_column(Integer)  # 1 up, 0 down
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Outbox: the LangSmith feedback id is fixed when the row is created, so a retry or an
+    # update always addresses the same LangSmith feedback.
+    feedback_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    sync_state: Mapped[str] = mapped_column(String(16))  # one of SYNC_STATES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("ix_feedback_thumbs_session", "session_id"),
+        Index("ix_feedback_thumbs_outbox", "sync_state", "next_attempt_at"),
+    )
+
+
+class ReviewItem(Base):
+    """A conversation in the review queue: how many independent scores it needs, and the
+    reviewer it is reserved for (until that reviewer has scored it)."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("chat_sessions.id", ondelete="CASCADE"), unique=True
+    )
+    reviews_required: Mapped[int] = mapped_column(Integer)
+    assigned_to: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_review_items_assigned", "assigned_to"),)
+
+
+CLAIM_END_REASONS = ("saved", "released", "expired")
+
+
+class ReviewClaim(Base):
+    """A reviewer's claim on an item. Rows are kept after they end (with the reason), so a late
+    save can be told why its claim is gone; a partial unique index allows one open claim per
+    item."""
+
+    __tablename__ = "review_claims"
+
+    token: Mapped[str] = mapped_column(String(36), primary_key=True)
+    item_id: Mapped[int] = mapped_column(BigId, ForeignKey("review_items.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+    __table_args__ = (
+        Index(
+            "ux_review_claims_open_item",
+            "item_id",
+            unique=True,
+            sqlite_where=ended_at.is_(None),
+            postgresql_where=ended_at.is_(None),
+        ),
+        Index("ix_review_claims_reviewer_open", "reviewer", "ended_at"),
+    )
+
+
+class ReviewScore(Base):
+    """One reviewer's 1-5 score of a queued conversation, and its LangSmith outbox state."""
+
+    __tablename__ = "review_scores"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(BigId, ForeignKey("review_items.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(64))
+    reviewer: Mapped[str] = mapped_column(String(128))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    feedback_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    sync_state: Mapped[str] = mapped_column(String(16))  # one of SYNC_STATES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("ux_review_scores_item_reviewer", "item_id", "reviewer", unique=True),
+        Index("ix_review_scores_reviewer_created", "reviewer", "created_at"),
+        Index("ix_review_scores_created", "created_at"),
+        Index("ix_review_scores_session", "session_id"),
+        Index("ix_review_scores_outbox", "sync_state", "next_attempt_at"),
+    )

@@ -111,6 +111,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     environment: Literal["development", "test", "staging", "production"] = "development"
 
+    # Feedback and review (issue 5)
+    reviews_required: int = Field(
+        default=2, ge=1, le=5, description="Independent reviewer scores wanted per conversation."
+    )
+    review_claim_ttl_s: int = Field(
+        default=900, ge=60, le=86_400, description="How long a reviewer's claim on an item lasts."
+    )
+    feedback_sync_interval_s: int = Field(
+        default=5, ge=1, le=3600, description="How often the outbox pushes feedback to LangSmith."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -204,6 +215,12 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.sqlalchemy_url.startswith("postgresql")
+
+    @property
+    def langsmith_feedback_enabled(self) -> bool:
+        """Sync feedback to LangSmith whenever a key is set: feedback attaches to runs traced
+        earlier, so it does not depend on tracing being on right now."""
+        return self.langsmith_api_key is not None
 
 
 def to_sqlalchemy_url(url: str) -> str:
