@@ -41,10 +41,25 @@ SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 @dataclass(frozen=True, slots=True)
 class Fact:
-    """One fact worth keeping: `kind` is order_number, email, name, phone, problem or promise."""
+    """One fact worth keeping: `kind` is order_number, email, name, phone, problem or promise.
+    `keys` are the identifiers in it (order numbers, e-mail addresses), normalised with
+    `identifier()`, so that a later message naming one recalls it exactly."""
 
     kind: str
     text: str
+    keys: tuple[str, ...] = ()
+
+
+def identifier(text: str) -> str:
+    """The form an identifier is stored and looked up in: upper case, no '#', no spaces."""
+    return text.strip().lstrip("#").replace(" ", "").upper()
+
+
+def identifiers(text: str) -> list[str]:
+    """The order numbers and e-mail addresses in a message, normalised, each once."""
+    found = [identifier(m.group(1) or m.group(2)) for m in ORDER_RE.finditer(text)]
+    found += [identifier(e) for e in EMAIL_RE.findall(text)]
+    return list(dict.fromkeys(found))
 
 
 def _sentences(text: str) -> list[str]:
@@ -64,19 +79,21 @@ def extract_facts(text: str, *, role: str) -> list[Fact]:
     facts: list[Fact] = []
     seen: set[str] = set()
 
-    def add(kind: str, fact: str) -> None:
+    def add(kind: str, fact: str, *keys: str) -> None:
         fact = _clip(fact)
         if fact.lower() not in seen:
             seen.add(fact.lower())
-            facts.append(Fact(kind, fact))
+            facts.append(Fact(kind, fact, tuple(identifier(key) for key in keys)))
 
     if role == "user":
         for sentence in _sentences(text):
             for match in ORDER_RE.finditer(sentence):
                 number = match.group(1) or match.group(2)
-                add("order_number", f"The customer's order number is {number}: “{sentence}”")
+                add(
+                    "order_number", f"The customer's order number is {number}: “{sentence}”", number
+                )
             for email in EMAIL_RE.findall(sentence):
-                add("email", f"The customer's e-mail address is {email}.")
+                add("email", f"The customer's e-mail address is {email}.", email)
             for name in NAME_RE.findall(sentence):
                 add("name", f"The customer's name is {name}.")
             for phone in PHONE_RE.findall(sentence):
@@ -86,7 +103,8 @@ def extract_facts(text: str, *, role: str) -> list[Fact]:
                 if (international or len(digits) >= 10) and len(digits) <= 15:
                     add("phone", f"The customer's phone number is {phone.strip()}.")
             if PROBLEM_RE.search(sentence) and len(sentence) >= 12:
-                add("problem", f"The customer's problem: “{sentence}”")
+                keys = [m.group(1) or m.group(2) for m in ORDER_RE.finditer(sentence)]
+                add("problem", f"The customer's problem: “{sentence}”", *keys)
     elif role == "assistant":
         for sentence in _sentences(text):
             if PROMISE_RE.search(sentence):

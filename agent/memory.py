@@ -35,7 +35,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -191,6 +191,9 @@ class MemoryStore:
                     type=models.KeywordIndexType.KEYWORD, is_tenant=True
                 ),
             )
+            self.client.create_payload_index(
+                name, "keys", field_schema=models.PayloadSchemaType.KEYWORD
+            )
         self._known.add(name)
 
     @contextlib.contextmanager
@@ -258,6 +261,7 @@ class MemoryStore:
                     "session_id": session_id,
                     "text": item.text,
                     "kind": item.kind,
+                    "keys": [str(key) for key in getattr(item, "keys", ())],
                     "created_at": now,
                 },
             )
@@ -273,44 +277,56 @@ class MemoryStore:
         user_id: str,
         queries: Sequence[str],
         *,
+        keys: Sequence[str] = (),
         k: int | None = None,
         threshold: float | None = None,
         ref: TurnRef | None = None,
     ) -> list[list[Memory]]:
-        """For each query, the user's `k` best memories scoring at least `threshold`, best first.
+        """For each query, the user's `k` best memories scoring at least `threshold`, best
+        first; then, for each of `keys` (an identifier such as an order number), the memories
+        stored with that key, scored 1.0 (an exact match needs no embedding).
 
-        All queries are embedded in one call and searched in one batched Qdrant request. A user
-        with no memories yet costs no embedding at all in the embedded layout."""
+        All queries are embedded in one call, and queries and keys go to Qdrant in one batched
+        request. A user with no memories yet costs no embedding at all in the embedded layout."""
         user_id = _user(user_id)
-        if isinstance(queries, str):
-            raise TypeError("recall() takes a sequence of queries, not one string")
-        for query in queries:
+        if isinstance(queries, str) or isinstance(keys, str):
+            raise TypeError("recall() takes sequences of queries and keys, not one string")
+        for query in [*queries, *keys]:
             if not isinstance(query, str) or not query.strip():
-                raise ValueError("a recall query must be a non-empty string")
-        if not queries:
+                raise ValueError("a recall query or key must be a non-empty string")
+        if not queries and not keys:
             return []
         k = self.top_k if k is None else k
         threshold = self.threshold if threshold is None else threshold
         name = self._collection(user_id)
         with self._qdrant():
             if not self._exists(name):
-                return [[] for _ in queries]
-        vectors = self._embed(list(queries), ref)
-        with self._qdrant():
-            responses = self.client.query_batch_points(
-                name,
-                requests=[
-                    models.QueryRequest(
-                        query=vector,
-                        filter=self._scope(user_id),
-                        limit=k,
-                        score_threshold=2.0 * threshold - 1.0,  # as a cosine
-                        with_payload=True,
-                    )
-                    for vector in vectors
-                ],
+                return [[] for _ in [*queries, *keys]]
+        vectors = self._embed(list(queries), ref) if queries else []
+        scope = self._scope(user_id)
+        requests = [
+            models.QueryRequest(
+                query=vector,
+                filter=scope,
+                limit=k,
+                score_threshold=2.0 * threshold - 1.0,  # as a cosine
+                with_payload=True,
             )
-        return [
+            for vector in vectors
+        ]
+        for key in keys:
+            match = models.FieldCondition(key="keys", match=models.MatchAny(any=[key]))
+            must = [match, *(scope.must if scope is not None and scope.must else [])]
+            requests.append(
+                models.QueryRequest(
+                    filter=models.Filter(must=must),  # type: ignore[arg-type]
+                    limit=k,
+                    with_payload=True,
+                )
+            )
+        with self._qdrant():
+            responses = self.client.query_batch_points(name, requests=requests)
+        found = [
             [
                 _memory(point)
                 for point in response.points
@@ -318,8 +334,17 @@ class MemoryStore:
                 and point.payload.get("user_id") == user_id
                 and similarity(point.score) >= threshold
             ]
-            for response in responses
+            for response in responses[: len(queries)]
         ]
+        for response in responses[len(queries) :]:
+            found.append(
+                [
+                    replace(_memory(point), score=1.0)
+                    for point in response.points
+                    if point.payload and point.payload.get("user_id") == user_id
+                ]
+            )
+        return found
 
     def forget_user(self, user_id: str) -> int:
         """Delete every memory of `user_id`; returns how many there were."""

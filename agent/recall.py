@@ -6,15 +6,15 @@
   help-center entry), into that request only: its system message, or, for a small local model,
   next to the customer's question. The state is untouched, so the injected text is never
   summarized or stored twice.
-- after each model call (`after_model`) it extracts the critical facts of the new messages
-  (agent/facts.py) and stores them. That happens on the turn the fact appears, so every fact is
-  in memory before SummarizationMiddleware can fold its message away.
+- around the same model call it extracts the critical facts of the customer's message and of
+  the answer (agent/facts.py) and stores them. That happens on the turn the fact appears, so
+  every fact is in memory before SummarizationMiddleware can fold its message away.
 
 Recall runs once per turn: the first model call recalls, later calls of the same turn (after
-tool calls) reuse that result. All queries of a turn (the message and each identifier in it)
-go to the store in one batched request. Writes go to one background thread, so storing facts
-adds nothing to the turn; a recall first waits for that user's pending writes, so a user always
-reads their own writes."""
+tool calls) reuse that result. The message is searched by meaning and each identifier in it
+(order numbers, e-mail addresses) by exact key, with one embedding and one batched request.
+Writes go to one background thread, so storing facts adds nothing to the turn; a recall first
+waits for that user's pending writes, so a user always reads their own writes."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from agent.embeddings import TurnRef
-from agent.facts import ORDER_RE, extract_facts
+from agent.facts import extract_facts, identifiers
 from agent.memory import Memory, MemoryStore, MemoryUnavailable
 from agent.middleware import EventSink, emit, turn_meta
 from data.records import EventRecord
@@ -52,16 +52,6 @@ MEMORY_HEADER = (
     "What you remember about this customer from earlier messages and conversations. "
     "Use it, and do not ask again for anything listed here:"
 )
-
-
-def recall_queries(text: str) -> list[str]:
-    """The message itself plus each order number in it: an identifier on its own matches the
-    stored fact far better than a long message that mentions it in passing."""
-    queries = [text]
-    for match in ORDER_RE.finditer(text):
-        number = match.group(1) or match.group(2)
-        queries.append(f"order number {number}")
-    return queries
 
 
 def _latest_human(messages: Sequence[Any]) -> HumanMessage | None:
@@ -115,13 +105,16 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         memories: list[Memory] = []
         if self.store is not None:
             memories = self._recall_once(user_id, session_id, turn, text, folded=folded)
+            # The customer's facts are written while the model runs (after the recall, so
+            # this message never recalls itself).
+            self._remember(user_id, session_id, turn, text, role="user")
         blocks = []
         if memories:
             blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in memories)]))
         blocks += self._provide_once(user_id, session_id, turn, text)
         if not blocks:
-            return handler(request)
-        if self.placement == "user":
+            sent = request
+        elif self.placement == "user":
             # Small local models follow facts placed next to the question far better than
             # facts in the system message (checked with SmolLM2-135M on an order question).
             messages = list(request.messages)
@@ -129,10 +122,18 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             messages[at] = HumanMessage(
                 "\n\n".join([*blocks, f"{USE_FACTS}\nCustomer: {text}"]), id=human.id
             )
-            return handler(request.override(messages=messages))
-        base = request.system_message.text if request.system_message else ""
-        system = SystemMessage("\n\n".join([base, *blocks]).strip())
-        return handler(request.override(system_message=system))
+            sent = request.override(messages=messages)
+        else:
+            base = request.system_message.text if request.system_message else ""
+            system = SystemMessage("\n\n".join([base, *blocks]).strip())
+            sent = request.override(system_message=system)
+        response = handler(sent)
+        if self.store is not None:
+            answers = getattr(response, "result", None) or [response]
+            answer = next((m for m in reversed(answers) if isinstance(m, AIMessage)), None)
+            if answer is not None and answer.text and not answer.tool_calls:
+                self._remember(user_id, session_id, turn, str(answer.text), role="assistant")
+        return response
 
     def _provide_once(self, user_id: str, session_id: str, turn: int, text: str) -> list[str]:
         """The providers' blocks for this turn, computed on its first model call. Each block
@@ -194,7 +195,9 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if done is not None and done[0] == text:
             return done[1]
         self.flush(user_id)
-        queries = recall_queries(text)
+        # The message by meaning, and each identifier in it (order numbers, e-mail addresses)
+        # exactly: one embedding, one batched request.
+        queries, keys = [text], identifiers(text)
         started = time.perf_counter()
         status, error = "ok", None
         memories: list[Memory] = []
@@ -203,6 +206,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             hits = self.store.recall(
                 user_id,
                 queries,
+                keys=keys,
                 k=self.k,
                 threshold=self.threshold,
                 ref=TurnRef(user_id=user_id, session_id=session_id, turn=turn),
@@ -236,7 +240,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 top_score=max((m.score for m in memories), default=None),
                 detail=json.dumps(
                     {
-                        "queries": len(queries),
+                        "queries": len(queries) + len(keys),
                         "memories": [
                             {"text": m.text, "kind": m.kind, "score": round(m.score, 4)}
                             for m in memories
@@ -254,26 +258,15 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     # Facts ----------------------------------------------------------------------------------
 
-    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        if self.store is None:
-            return None
-        messages = state["messages"]
-        user_id, session_id, turn = turn_meta()
-        facts = []
-        human = _latest_human(messages)
-        if human is not None and self._first_time(session_id, turn, "user"):
-            facts += extract_facts(str(human.text), role="user")
-        last = messages[-1] if messages else None
-        if (
-            isinstance(last, AIMessage)
-            and last.text
-            and not last.tool_calls
-            and self._first_time(session_id, turn, "assistant")
-        ):
-            facts += extract_facts(str(last.text), role="assistant")
+    def _remember(self, user_id: str, session_id: str, turn: int, text: str, *, role: str) -> None:
+        """Queue the facts of one message for storage, once per turn and role. Done inside
+        the model call rather than in an `after_model` hook: a hook is one more graph step
+        per call, and this way the customer's facts are embedded while the model answers."""
+        if not self._first_time(session_id, turn, role):
+            return
+        facts = extract_facts(text, role=role)
         if facts:
             self._write(user_id, session_id, turn, facts)
-        return None
 
     def _first_time(self, session_id: str, turn: int, role: str) -> bool:
         key = (session_id, turn, role)
