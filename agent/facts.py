@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 MAX_FACT_CHARS = 300
 
-ORDER_RE = re.compile(r"(?<![\w-])(?:#\s?(\d{5,10})|([A-Z]{1,4}-\d{3,10}))(?![\w-])")
+# Customers type order numbers in either case ("a-10234"); identifier() upper-cases them.
+ORDER_RE = re.compile(r"(?<![\w-])(?:#\s?(\d{5,10})|([A-Z]{1,4}-\d{3,10}))(?![\w-])", re.IGNORECASE)
 EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?![\w-])")
 NAME_RE = re.compile(
     r"\b(?:my name is|my name's|i am called|call me|this is)\s+"

@@ -212,3 +212,13 @@ def test_memory_unavailable_keeps_the_agent_answering(
         assert second.say("hank", "s-x", "My order E-1000 is late.").startswith("Understood")
     finally:
         first.close()
+
+
+def test_an_identifier_alone_recalls_its_fact_exactly(chat: Chat, engine: Engine) -> None:
+    """A bare order number says little by meaning; its key finds the stored fact anyway."""
+    chat.say("ivan", "s-a", "My order Z-4411 arrived with a cracked screen.")
+    chat.say("ivan", "s-b", "z-4411")
+    question = str(chat.model.prompts[-1][-1].text)
+    assert "“My order Z-4411 arrived with a cracked screen.”" in question
+    detail = json.loads(str(event_rows(engine, "memory_recall")[-1]["detail"]))
+    assert any(m["score"] == 1.0 and "Z-4411" in m["text"] for m in detail["memories"])
