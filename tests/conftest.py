@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
@@ -27,6 +28,8 @@ from data.settings import Settings, get_settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
+# The machine's Redis (started before the session on this kind of machine); tests use db 15.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Settings a developer may have in their shell must not leak into the tests.
 ENV_KEYS = [name.upper() for name in Settings.model_fields]
@@ -86,6 +89,20 @@ def postgres_server_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The machine's Redis. With CI=true a missing Redis fails the test instead of skipping."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is unreachable at {REDIS_URL}: {error}")
+        pytest.skip(f"Redis is unreachable at {REDIS_URL}: {error}")
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.sqlite3'}"
@@ -95,7 +112,16 @@ def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _truncate(engine: Engine) -> None:
     with engine.begin() as connection:
-        for table in ("agent_events", "model_calls", "messages", "chat_sessions"):
+        for table in (
+            "review_scores",
+            "review_claims",
+            "review_items",
+            "feedback_thumbs",
+            "agent_events",
+            "model_calls",
+            "messages",
+            "chat_sessions",
+        ):
             connection.execute(text(f"DELETE FROM {table}"))
 
 

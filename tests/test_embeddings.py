@@ -7,7 +7,6 @@ import base64
 import importlib.util
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -36,9 +35,8 @@ from agent.embeddings import (
 )
 from data.records import CallRecord
 from data.settings import load_settings
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, free_port
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REF = TurnRef(user_id="u-1", session_id="s-1", turn=3)
 # text-embedding-3-small's list price, USD per million input tokens.
 SMALL_USD_PER_MTOK = 0.02
@@ -143,20 +141,6 @@ def test_lru_cache_is_bounded() -> None:
     cache.put_many({"c": b"3"})
     assert cache.get_many(["a", "b", "c"]) == [b"1", None, b"3"]
     assert len(cache) == 2
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    """The machine's Redis. On CI a missing Redis fails the test instead of skipping it."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is unreachable at {REDIS_URL}: {error}")
-        pytest.skip(f"Redis is unreachable at {REDIS_URL}: {error}")
-    yield client
-    client.close()
 
 
 def test_redis_cache_is_shared_between_embedders(

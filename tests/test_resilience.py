@@ -4,13 +4,11 @@ the response cache (in-process and Redis); cached input tokens priced at the cac
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -26,11 +24,11 @@ from data.conversations import transcript
 from data.models import ModelCall
 from data.recorder import Recorder
 from data.settings import load_settings
+from tests.conftest import REDIS_URL
 from tests.fake_openai import FakeOpenAI, drop, error, replay, text
 
 Shared = tuple[Embedder, KnowledgeBase]
 RECORDED = Path(__file__).parent / "data" / "openai_stream_cached_tokens.sse"
-REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own; emptied of our keys after
 
 
 @pytest.fixture
@@ -190,13 +188,7 @@ def response_cache(request: pytest.FixtureRequest) -> Iterator[ResponseCache]:
     if request.param == "in-process":
         yield make_response_cache(ttl_s=60, redis_url=None)
         return
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as failure:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is unreachable at {REDIS_URL}: {failure}")
-        pytest.skip(f"Redis is unreachable at {REDIS_URL}")
+    request.getfixturevalue("redis_client")  # the machine's Redis, or fail on CI
     cache = make_response_cache(ttl_s=60, redis_url=REDIS_URL)
     cache.clear()
     yield cache
