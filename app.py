@@ -93,6 +93,20 @@ page = st.navigation(
                 visibility="hidden",
             ),
         ],
+        "Quality": [
+            st.Page(
+                "pages/review.py",
+                title="Review",
+                icon=":material/rate_review:",
+                url_path="review-queue",
+            ),
+            st.Page(
+                "pages/feedback.py",
+                title="Feedback",
+                icon=":material/reviews:",
+                url_path="feedback-report",
+            ),
+        ],
     }
 )
 
@@ -106,14 +120,21 @@ with st.sidebar:
     tracing = (
         f"LangSmith project {settings.langsmith_project}" if settings.langsmith_enabled else "off"
     )
+    feedback = (
+        f"synced to LangSmith project {settings.langsmith_project}"
+        if settings.langsmith_feedback_enabled
+        else "kept in the database only"
+    )
     st.caption(
-        f"Memory: {memory}, {embedder} embeddings · tools: {tools} · tracing: {tracing}",
+        f"Memory: {memory}, {embedder} embeddings · tools: {tools} · tracing: {tracing} · "
+        f"feedback: {feedback}",
         help="Long-term memory is per user: facts from each message (order numbers, names, "
         "e-mail addresses, problems, promises) are stored, and the best matches for a new "
         "message are added to the model's prompt. Tools are bound to models that can call "
         "them; the embedded model gets the order and help-center facts in its prompt instead. "
         "Tracing sends every agent run to LangSmith when LANGSMITH_TRACING=true and "
-        "LANGSMITH_API_KEY are set.",
+        "LANGSMITH_API_KEY are set; thumbs and review scores are sent to LangSmith whenever "
+        "LANGSMITH_API_KEY is set.",
     )
 
 page.run()

@@ -1,4 +1,5 @@
-"""Chat with the support agent: streaming answers, sessions you can resume, usage per answer."""
+"""Chat with the support agent: streaming answers, sessions you can resume, usage per answer,
+and thumbs with an optional comment under every answer."""
 
 import uuid
 
@@ -8,7 +9,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
 from agent.service import ChatInputError, DependencyError, TurnOutcome
-from data.conversations import list_sessions, transcript, turn_events, turn_stats
+from data.conversations import TranscriptMessage, list_sessions
+from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
+from data.settings import get_settings
 from pages import common
 
 common.ensure_routed()
@@ -58,14 +61,58 @@ else:
     session_id = choice
     st.caption(f"Session `{session_id}`")
 
-stats = turn_stats(engine=engine, session_id=session_id)
-events = turn_events(engine=engine, session_id=session_id)
-for message in transcript(engine=engine, session_id=session_id):
-    with st.chat_message(message.role):
-        st.markdown(message.content)
-        if message.role == "assistant":
-            st.caption(common.turn_caption(stats.get(message.turn)))
-            common.turn_details(events.get(message.turn))
+common.feedback_sync()
+stored = thumbs_for_session(engine=engine, session_id=session_id)
+
+
+def thumbs(message: TranscriptMessage) -> None:
+    """Thumbs and an optional comment under an answer, saved as soon as they change (the
+    latest wins); a comment is kept when the thumbs change."""
+    saved = stored.get(message.id)
+    with st.container(horizontal=True, vertical_alignment="center"):
+        value = st.feedback(
+            "thumbs", key=f"fb-{message.id}", default=None if saved is None else saved.score
+        )
+        with (
+            st.popover(
+                "Comment" if saved is None or not saved.comment else "Edit comment",
+                icon=":material/comment:",
+                type="tertiary",
+                help="Tell the team what was good or wrong with this answer.",
+            ),
+            st.form(f"fbf-{message.id}", border=False),
+        ):
+            comment = st.text_area(
+                "What was good or wrong with this answer?",
+                value=(saved.comment or "") if saved else "",
+                key=f"fbc-{message.id}",
+                max_chars=MAX_COMMENT_CHARS,
+            )
+            sent = st.form_submit_button("Save comment", icon=":material/save:")
+    kept = saved.comment if saved else None
+    if sent:
+        if value is None:
+            st.warning("Choose thumbs up or down first, then save the comment.")
+            return
+        kept = comment.strip() or None
+    elif value is None or (saved is not None and value == saved.score):
+        return
+    try:
+        stored[message.id] = set_thumbs(
+            engine=engine,
+            message_id=message.id,
+            user_id=user_id,
+            score=value,
+            comment=kept,
+            sync_enabled=get_settings().langsmith_feedback_enabled,
+        )
+    except FeedbackInputError as error:
+        st.error(str(error), icon=":material/error:")
+        return
+    st.toast("Thanks: your feedback is saved.", icon=":material/thumb_up:")
+
+
+common.conversation(engine, session_id, footer=thumbs)
 
 try:
     # Built once per process; with the embedded model this starts its server if needed.

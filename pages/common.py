@@ -1,8 +1,10 @@
-"""Process-wide resources for the pages: the engine and the agent runtime (cached)."""
+"""Process-wide resources for the pages (the engine, the agent runtime, the feedback sync) and
+the pieces several pages draw: filters, captions, transcripts, the reviewer's name."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,10 +13,18 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.runtime import Runtime, build_runtime
-from data.conversations import TurnEvent, TurnStats
+from data.conversations import (
+    TranscriptMessage,
+    TurnEvent,
+    TurnStats,
+    transcript,
+    turn_events,
+    turn_stats,
+)
 from data.cost import known_models
 from data.db import describe, make_engine
 from data.filters import PRESET_LABELS, Filters, parse_filters
+from data.langsmith_sync import SyncWorker, client_from_settings
 from data.metrics import start_exporter
 from data.migrate import upgrade
 from data.settings import get_settings
@@ -47,6 +57,48 @@ def engine() -> Engine:
 def runtime() -> Runtime:
     """The agent and its chat service (starts the embedded model server when needed)."""
     return build_runtime(get_settings(), engine=engine())
+
+
+def _stop_worker(worker: SyncWorker | None) -> None:
+    if worker is not None:
+        worker.stop()
+
+
+@st.cache_resource(show_spinner=False, on_release=_stop_worker)
+def feedback_sync() -> SyncWorker | None:
+    """The LangSmith outbox worker, started once per process when a LangSmith key is set;
+    None when feedback stays local."""
+    settings = get_settings()
+    client = client_from_settings(settings) if settings.langsmith_feedback_enabled else None
+    if client is None:
+        return None
+    return SyncWorker(
+        engine(),
+        client,
+        interval_s=settings.feedback_sync_interval_s,
+        project_name=settings.langsmith_project,
+    ).start()
+
+
+def _keep_reviewer() -> None:
+    st.session_state["reviewer"] = " ".join(st.session_state["reviewer_input"].split())
+
+
+def reviewer() -> str | None:
+    """Who is reviewing: a name typed once per browser session in the sidebar. Until sign-in
+    exists this is the reviewer's identity; sign-in replaces this one function."""
+    # A widget's state is dropped on pages that do not draw it, so the name lives in its own
+    # key and survives a visit to another page.
+    st.session_state["reviewer_input"] = st.session_state.get("reviewer", "")
+    st.sidebar.text_input(
+        "Reviewer",
+        key="reviewer_input",
+        max_chars=64,
+        placeholder="Your name",
+        on_change=_keep_reviewer,
+        help="Scores, claims and queue changes are recorded under this name.",
+    )
+    return st.session_state.get("reviewer") or None
 
 
 def database_error(error: SQLAlchemyError) -> str:
@@ -239,6 +291,41 @@ def turn_details(events: list[TurnEvent] | None) -> None:
                 )
                 if tool.status != "ok" and tool.error:
                     st.caption(tool.error)
+
+
+def conversation(
+    engine: Engine,
+    session_id: str,
+    *,
+    folds: Collection[int] = (),
+    footer: Callable[[TranscriptMessage], None] | None = None,
+) -> None:
+    """A conversation as chat messages: each answer with its usage caption and what the agent
+    did, a notice (with the summary when it was recorded) before each turn where older messages
+    were summarized (from its events, and the turns in `folds`), and `footer` under each
+    answer."""
+    stats = turn_stats(engine=engine, session_id=session_id)
+    events = turn_events(engine=engine, session_id=session_id)
+    summaries = {
+        turn: [e.detail.get("summary") for e in found if e.kind == "summarization"]
+        for turn, found in events.items()
+    }
+    folded = set(folds) | {turn for turn, found in summaries.items() if found}
+    for message in transcript(engine=engine, session_id=session_id):
+        if message.role == "user" and message.turn in folded:
+            text = next((s for s in summaries.get(message.turn, []) if s), None)
+            st.info(
+                f"Before turn {message.turn} the older messages were summarized"
+                + (f": {text}" if text else " (the summary text was not recorded)."),
+                icon=":material/compress:",
+            )
+        with st.chat_message(message.role):
+            st.markdown(message.content)
+            if message.role == "assistant":
+                st.caption(turn_caption(stats.get(message.turn)))
+                turn_details(events.get(message.turn))
+                if footer is not None:
+                    footer(message)
 
 
 def compact_json(value: Any, limit: int = 120) -> str:

@@ -1,0 +1,292 @@
+"""Feedback: reviewer scores over time and by model, quality against context, summarization and
+cost, customers' thumbs, how much reviewers agree, and the LangSmith sync."""
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from sqlalchemy import Engine
+
+from data import feedback_analytics as fa
+from data import langsmith_sync
+from data.agreement import AgreementReport, agreement, disagreements
+from data.filters import Filters
+from data.review import scores_frame
+from data.settings import get_settings
+from pages import charts, common
+
+common.ensure_routed()
+TTL = 60
+# Red to green, so a drift towards low scores shows at a glance.
+SCORE_COLORS = {"1": "#d7301f", "2": "#fc8d59", "3": "#bdbdbd", "4": "#91cf60", "5": "#1a9850"}
+COLUMNS = {
+    **charts.COLUMNS,
+    "score": st.column_config.NumberColumn("Score"),
+    "scores": st.column_config.NumberColumn("Scores"),
+    "mean_score": st.column_config.NumberColumn("Mean score", format="%.2f"),
+    "reviewer": "Reviewer",
+    "reviewer_a": "Reviewer A",
+    "reviewer_b": "Reviewer B",
+    "items": st.column_config.NumberColumn("Items both scored"),
+    "alpha": st.column_config.NumberColumn("Krippendorff's α", format="%.3f"),
+    "exact_pct": st.column_config.NumberColumn("Same score", format="%.1f%%"),
+    "within_one_pct": st.column_config.NumberColumn("Within one", format="%.1f%%"),
+    "spread": st.column_config.NumberColumn("Spread"),
+    "comment": "Comment",
+    "created_at": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm"),
+    "sync_state": "Sync",
+    "source": "Source",
+    "key": "Key",
+}
+
+
+@st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
+def _analytics(_engine: Engine, url: str, filters: Filters) -> dict[str, pd.DataFrame]:
+    return {
+        "over_time": fa.score_distribution_over_time(engine=_engine, filters=filters),
+        "by_model": fa.score_distribution_by_model(engine=_engine, filters=filters),
+        "context": fa.score_by_context_bucket(engine=_engine, filters=filters),
+        "summarized": fa.score_by_summarized(engine=_engine, filters=filters),
+        "cost": fa.score_by_cost_bucket(engine=_engine, filters=filters),
+        "thumbs": fa.thumbs_rate_over_time(engine=_engine, filters=filters),
+    }
+
+
+@st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
+def _scores(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
+    return scores_frame(engine=_engine, start=filters.start, end=filters.end)
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner="Reading LangSmith feedback…")
+def _pulled(_engine: Engine, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    client = langsmith_sync.client_from_settings(get_settings())
+    if client is None:
+        return pd.DataFrame()
+    return langsmith_sync.pull_feedback(client=client, run_ids=run_ids, engine=_engine)
+
+
+def score_bars(frame: pd.DataFrame, **kwargs: object) -> go.Figure:
+    """Scores stacked 1 to 5, red to green."""
+    fig = px.bar(
+        frame.assign(score=frame["score"].astype(int).astype(str)),
+        color="score",
+        color_discrete_map=SCORE_COLORS,
+        category_orders={"score": list(SCORE_COLORS)},
+        **kwargs,  # type: ignore[arg-type]
+    )
+    fig.update_layout(legend_title_text="Score", margin={"t": 50, "b": 10})
+    return fig
+
+
+def mean_bars(frame: pd.DataFrame, x: str, axis: str, title: str) -> go.Figure:
+    """Mean score per group, with the number of scores behind each bar."""
+    fig = px.bar(frame, x=x, y="mean_score", title=title, custom_data=["scores"])
+    fig.update_traces(
+        hovertemplate=f"{axis}: %{{x}}<br>Mean score: %{{y:.2f}} of 5<br>"
+        "%{customdata[0]:,} scores<extra></extra>",
+        marker_color="#4c78a8",
+    )
+    fig.update_yaxes(title_text="Mean score (1–5)", range=[0, 5])
+    fig.update_xaxes(title_text=axis, type="category")
+    fig.update_layout(margin={"t": 50, "b": 10})
+    return fig
+
+
+def scores_tab(data: dict[str, pd.DataFrame]) -> None:
+    over_time, by_model = data["over_time"], data["by_model"]
+    if over_time.empty:
+        st.info(
+            "No scores in this range yet: open **Review**, claim a conversation and score it, "
+            "or widen the date range.",
+            icon=":material/info:",
+        )
+        st.page_link("pages/review.py", label="Open Review", icon=":material/rate_review:")
+        return
+    st.caption(
+        "Conversations are placed in time by their first model call: the chart shows the "
+        "quality of the answers given then, whenever they were reviewed."
+    )
+    left, right = st.columns(2)
+    with left:
+        fig = score_bars(
+            over_time,
+            x="bucket",
+            y="count",
+            title="Scores over time",
+            labels={"count": "Scores", "bucket": ""},
+        )
+        fig.update_traces(
+            hovertemplate=f"%{{x|{'%b %d %H:%M' if filters.unit == 'hour' else '%b %d'}}}"
+            "<br>Score %{fullData.name}: %{y:,} scores<extra></extra>"
+        )
+        st.plotly_chart(charts.time_axis(fig, filters), width="stretch")
+    with right:
+        fig = score_bars(
+            by_model,
+            x="count",
+            y="model",
+            orientation="h",
+            barnorm="percent",
+            title="Scores by model (share of each model's scores)",
+            labels={"count": "Share of scores (%)", "model": "Model"},
+            custom_data=["count"],
+        )
+        fig.update_traces(
+            hovertemplate="%{y}<br>Score %{fullData.name}: %{customdata[0]:,} scores "
+            "(%{x:.1f}%)<extra></extra>"
+        )
+        st.plotly_chart(fig, width="stretch")
+    common.csv_download(over_time, "scores_over_time")
+    common.csv_download(by_model, "scores_by_model")
+
+
+def quality_tab(data: dict[str, pd.DataFrame]) -> None:
+    context, summarized, cost = data["context"], data["summarized"], data["cost"]
+    if context.empty and summarized.empty and cost.empty:
+        st.info(
+            "No scored conversations in this range: score some under **Review** to compare "
+            "quality with context use, summarization and cost.",
+            icon=":material/info:",
+        )
+        return
+    bounds = zip(cost["low_usd"], cost["high_usd"], strict=True)
+    cost = cost.assign(range=[f"${lo:,.4f}–${hi:,.4f}" for lo, hi in bounds])
+    c1, c2, c3 = st.columns(3)
+    c1.plotly_chart(
+        mean_bars(context, "bucket", "Peak context (% of window)", "Score by context use"),
+        width="stretch",
+    )
+    c2.plotly_chart(
+        mean_bars(
+            summarized.assign(summarized=summarized["summarized"].map({True: "yes", False: "no"})),
+            "summarized",
+            "Summarized",
+            "Score by summarization",
+        ),
+        width="stretch",
+    )
+    c3.plotly_chart(
+        mean_bars(cost, "range", "Conversation cost (USD)", "Score by cost (quartiles)"),
+        width="stretch",
+    )
+    for frame, name in ((context, "context"), (summarized, "summarized"), (cost, "cost")):
+        common.csv_download(frame, f"score_by_{name}")
+
+
+def thumbs_tab(thumbs: pd.DataFrame) -> None:
+    if thumbs.empty:
+        st.info(
+            "No thumbs from customers in this range: they appear as people rate answers on the "
+            "**Chat** page.",
+            icon=":material/info:",
+        )
+        return
+    fig = px.line(
+        thumbs.assign(up_pct=100 * thumbs["up_rate"]),
+        x="bucket",
+        y="up_pct",
+        markers=True,
+        title="Thumbs-up rate over time",
+        labels={"up_pct": "Thumbs up (%)"},
+        custom_data=["up", "down"],
+    )
+    fig.update_traces(
+        hovertemplate="%{x|%b %d %H:%M}<br>%{y:.1f}% up (%{customdata[0]:,} up, "
+        "%{customdata[1]:,} down)<extra></extra>"
+    )
+    fig.update_yaxes(range=[0, 105])
+    st.plotly_chart(charts.time_axis(fig, filters), width="stretch")
+    common.csv_download(thumbs, "thumbs_over_time")
+
+
+def agreement_tab(scores: pd.DataFrame, report: AgreementReport) -> None:
+    st.caption(
+        "Over the scores given in the selected range, on items two or more reviewers scored. "
+        "Krippendorff's α for ordinal data: 1 is full agreement, 0 what chance gives."
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.metric(
+        "Krippendorff's α (ordinal)",
+        "–" if report.alpha is None else f"{report.alpha:.3f}",
+        border=True,
+        help="Undefined until two reviewers scored one item and the scores vary.",
+    )
+    c2.metric("Items with 2+ scores", f"{report.items:,}", border=True)
+    c3.metric("Reviewers", f"{report.reviewers:,}", border=True)
+    if report.items == 0:
+        st.info(
+            "No item has two scores yet: queue conversations with two or more reviews each "
+            "under **Review → Queue**, and let two reviewers score them.",
+            icon=":material/info:",
+        )
+    else:
+        st.subheader("Per reviewer pair")
+        st.dataframe(report.pairs, hide_index=True, width="stretch", column_config=COLUMNS)
+        common.csv_download(report.pairs, "agreement_pairs")
+        st.subheader("Disagreements")
+        spread = disagreements(scores)
+        st.caption("Largest spread first; click a row to open the conversation.")
+        picked = st.dataframe(
+            spread,
+            hide_index=True,
+            width="stretch",
+            key="disagreements",
+            on_select="rerun",
+            selection_mode="single-row",
+            column_config={**COLUMNS, "scores": "Scores"},
+        )
+        common.csv_download(spread, "disagreements")
+        if picked.selection.rows:
+            common.open_conversation(spread.iloc[picked.selection.rows[0]]["session_id"])
+    with st.expander(f"All {len(scores):,} scores in this range"):
+        st.dataframe(scores, hide_index=True, width="stretch", column_config=COLUMNS)
+        common.csv_download(scores, "scores")
+
+
+def langsmith_tab(scores: pd.DataFrame) -> None:
+    settings = get_settings()
+    if not settings.langsmith_feedback_enabled:
+        st.info(
+            "LangSmith is not configured (no LANGSMITH_API_KEY): every thumb and score stays "
+            "in this database, marked local.",
+            icon=":material/cloud_off:",
+        )
+    status = langsmith_sync.sync_status(engine=engine)
+    cards = st.columns(4)
+    for card, state in zip(cards, ("pending", "synced", "failed", "local"), strict=True):
+        card.metric(state.capitalize(), f"{status.get(state, 0):,}", border=True)
+    if not settings.langsmith_feedback_enabled:
+        return
+    if st.button("Retry now", icon=":material/sync:"):
+        due = langsmith_sync.retry_now(engine=engine)
+        st.toast(f"{due:,} items will be pushed on the next sync.", icon=":material/sync:")
+    st.subheader("Local and LangSmith feedback")
+    local = scores.dropna(subset=["run_id"]).assign(key=langsmith_sync.QUALITY_KEY, source="local")
+    pulled = _pulled(engine, tuple(sorted(set(local["run_id"]))))
+    both = pd.concat(
+        [local[["run_id", "key", "score", "comment", "created_at", "source"]], pulled],
+        ignore_index=True,
+    )
+    st.dataframe(both, hide_index=True, width="stretch", column_config=COLUMNS)
+    common.csv_download(both, "feedback_by_source")
+
+
+st.title("Feedback")
+engine, filters = common.analyst_page()
+common.feedback_sync()
+st.caption(common.describe_filters(filters))
+url = get_settings().sqlalchemy_url
+data = _analytics(engine, url, filters)
+scores = _scores(engine, url, filters)
+report = agreement(scores)
+tabs = st.tabs(["Scores", "Quality vs cost", "Thumbs", "Agreement", "LangSmith"])
+with tabs[0]:
+    scores_tab(data)
+with tabs[1]:
+    quality_tab(data)
+with tabs[2]:
+    thumbs_tab(data["thumbs"])
+with tabs[3]:
+    agreement_tab(scores, report)
+with tabs[4]:
+    langsmith_tab(scores)

@@ -1,0 +1,322 @@
+"""Review conversations: reviewers claim the next one, read it and score it 1 to 5 against a
+rubric; leads fill and assign the queue; everyone sees progress."""
+
+from datetime import UTC, datetime, time
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from data import review
+from data.conversations import TranscriptMessage, get_session, session_calls
+from data.feedback import MAX_COMMENT_CHARS, thumbs_for_session
+from data.settings import get_settings
+from pages import charts, common
+
+common.ensure_routed()
+
+COLUMNS = {
+    **charts.COLUMNS,
+    "item_id": st.column_config.NumberColumn("Item"),
+    "started": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm"),
+    "latency_p95_ms": st.column_config.NumberColumn("p95 latency (ms)", format="%.0f"),
+    "summarized": st.column_config.CheckboxColumn("Summarized"),
+    "thumbs_down": st.column_config.CheckboxColumn("Thumbs-down"),
+    "queued": st.column_config.CheckboxColumn("Queued"),
+    "reviews_required": st.column_config.NumberColumn("Reviews wanted"),
+    "reviews_done": st.column_config.NumberColumn("Reviews done"),
+    "assigned_to": "Assigned to",
+    "claimed_by": "Claimed by",
+    "claim_expires_at": st.column_config.DatetimeColumn("Claim ends (UTC)", format="HH:mm:ss"),
+    "created_by": "Queued by",
+    "created_at": st.column_config.DatetimeColumn("Queued (UTC)", format="YYYY-MM-DD HH:mm"),
+    "reviewer": "Reviewer",
+    "done_today": st.column_config.NumberColumn("Done today"),
+    "done_in_range": st.column_config.NumberColumn("Done in range"),
+    "claimed": st.column_config.NumberColumn("Claimed now"),
+    "pending": st.column_config.NumberColumn("Assigned, pending"),
+}
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner="Finding conversations…")
+def _candidates(_engine: Engine, url: str, filters: review.QueueFilters) -> pd.DataFrame:
+    return review.candidates(engine=_engine, filters=filters)
+
+
+def claim_next() -> None:
+    try:
+        claim = review.claim_next(engine=engine, reviewer=who, ttl_s=settings.review_claim_ttl_s)
+    except review.ReviewInputError as error:
+        st.session_state["review_error"] = str(error)
+        return
+    st.session_state["claim"] = claim
+    st.session_state.pop("review_error", None)
+    if claim is None:
+        st.session_state["review_error"] = (
+            "Nothing to review: every queued conversation has its reviews, is claimed by someone "
+            "else or is assigned to another reviewer. A lead adds conversations under **Queue**."
+        )
+
+
+def release() -> None:
+    if claim := st.session_state.pop("claim", None):
+        review.release(engine=engine, token=claim.token)
+    st.session_state.pop("review_error", None)
+
+
+def save_and_next() -> None:
+    """Save the score under the claim, then claim the next item: the score is stored before
+    the next conversation loads."""
+    claim, score = st.session_state.get("claim"), st.session_state.get("score")
+    if claim is None:
+        return
+    if score is None:
+        st.session_state["review_error"] = "Choose a score from 1 to 5, then save."
+        return
+    try:
+        review.save_score(
+            engine=engine,
+            token=claim.token,
+            reviewer=who,
+            score=score,
+            comment=st.session_state.get("score_comment") or None,
+            sync_enabled=settings.langsmith_feedback_enabled,
+        )
+    except review.ReviewInputError as error:
+        st.session_state["review_error"] = str(error)
+        return
+    st.session_state["saved"] = (claim.item_id, claim.session_id, score)
+    st.session_state["toast"] = True
+    st.session_state["score"], st.session_state["score_comment"] = None, ""
+    claim_next()
+
+
+def review_tab() -> None:
+    if saved := st.session_state.get("saved"):
+        item_id, session_id, score = saved
+        if st.session_state.pop("toast", False):
+            st.toast(f"Saved {score}/5 for {session_id}.", icon=":material/check_circle:")
+        others = review.item_scores(engine=engine, item_id=item_id, reviewer=who)
+        with st.expander(f"Other reviewers' scores of {session_id} ({len(others)})"):
+            if others.empty:
+                st.caption("Nobody else has scored it yet.")
+            else:
+                st.dataframe(others, hide_index=True, width="stretch", column_config=COLUMNS)
+    claim = st.session_state.get("claim")
+    if claim is not None and claim.reviewer != who:  # the name in the sidebar changed
+        release()
+        claim = None
+    error = st.session_state.get("review_error")
+    if claim is None:
+        if error:
+            st.info(error, icon=":material/inbox:")
+        st.button("Claim next", type="primary", icon=":material/play_arrow:", on_click=claim_next)
+        st.caption(
+            f"A claim keeps a conversation yours for {settings.review_claim_ttl_s // 60} minutes; "
+            "nobody else gets it meanwhile."
+        )
+        return
+    session = get_session(engine=engine, session_id=claim.session_id)
+    calls = session_calls(engine=engine, session_id=claim.session_id)
+    thumbs = thumbs_for_session(engine=engine, session_id=claim.session_id)
+    cost = calls["cost_usd"].sum()
+    st.caption(
+        f"Conversation `{claim.session_id}` · user `{session.user_id if session else '?'}` · "
+        f"{calls['model'].iloc[-1] if len(calls) else 'no calls'} · ${cost:,.6f} · "
+        f"{int((calls['input_tokens'] + calls['output_tokens']).sum()):,} tokens · "
+        f"yours until {claim.expires_at:%H:%M} UTC"
+    )
+    left, right = st.columns([3, 2], gap="medium")
+    with left, st.container(height=640, border=True):
+
+        def customer(message: TranscriptMessage) -> None:
+            if given := thumbs.get(message.id):
+                mark = "👍" if given.score else "👎"
+                st.caption(f"Customer: {mark} {given.comment or ''}")
+
+        common.conversation(
+            engine,
+            claim.session_id,
+            folds=set(calls.loc[calls["purpose"] == "summarize", "turn"]),
+            footer=customer,
+        )
+    with right:
+        st.markdown("**Rubric**")
+        st.markdown("\n".join(f"{n}. {text}" for n, text in review.RUBRIC))
+        if error:
+            st.error(error, icon=":material/error:")
+        with st.form("score_form", border=True):
+            st.radio(
+                "Score",
+                range(review.SCORE_MIN, review.SCORE_MAX + 1),
+                index=None,
+                horizontal=True,
+                key="score",
+                help="1 wrong or harmful … 5 resolved; see the rubric above.",
+            )
+            st.text_input(
+                "Comment",
+                key="score_comment",
+                max_chars=MAX_COMMENT_CHARS,
+                placeholder="Why this score (optional); Enter saves",
+            )
+            st.form_submit_button(
+                "Save and next",
+                type="primary",
+                icon=":material/done:",
+                on_click=save_and_next,
+                shortcut="Ctrl+Enter",
+            )
+        st.caption("Other reviewers' scores are shown once you have scored.")
+        with st.container(horizontal=True):
+            st.button("Skip and release", icon=":material/undo:", on_click=release)
+            if error:
+                st.button("Claim again", icon=":material/refresh:", on_click=claim_next)
+
+
+def queue_tab() -> None:
+    filters = common.sidebar_filters(engine)
+    st.caption(common.describe_filters(filters))
+    c1, c2, c3, c4, c5 = st.columns(5)
+    not_scored = c1.checkbox("Not yet scored", key="q_not_scored")
+    thumbs_down = c1.checkbox("Thumbs-down", key="q_thumbs_down")
+    summarized = c1.checkbox("Summarized", key="q_summarized")
+    cost_pct = c2.number_input(
+        "Cost above percentile", 0, 99, None, placeholder="any", key="q_cost_pct"
+    )
+    latency_pct = c3.number_input(
+        "p95 latency above percentile", 0, 99, None, placeholder="any", key="q_latency_pct"
+    )
+    sample = c4.number_input("Random sample of", 1, 10_000, None, placeholder="all", key="q_sample")
+    seed = c5.number_input(
+        "Seed", 0, 2**31 - 1, 0, key="q_seed", help="The same seed gives the same sample."
+    )
+    query = review.QueueFilters(
+        start=filters.start,
+        end=filters.end,
+        models=filters.models,
+        user=filters.user,
+        not_scored=not_scored,
+        thumbs_down=thumbs_down,
+        summarized=summarized,
+        cost_above_pct=cost_pct,
+        latency_above_pct=latency_pct,
+        sample=sample,
+        seed=seed,
+    )
+    found = _candidates(engine, settings.sqlalchemy_url, query)
+    if found.empty:
+        st.info(
+            "No conversations match. Widen the date range in the sidebar or clear a filter.",
+            icon=":material/info:",
+        )
+    else:
+        st.caption(f"{len(found):,} conversations; select rows to queue only those.")
+        picked = st.dataframe(
+            found,
+            hide_index=True,
+            width="stretch",
+            key="candidates",
+            on_select="rerun",
+            selection_mode="multi-row",
+            column_config=COLUMNS,
+        )
+        common.csv_download(found, "review_candidates")
+        chosen = found.iloc[picked.selection.rows] if picked.selection.rows else found
+        fresh = chosen.loc[~chosen["queued"], "session_id"].tolist()
+        with st.form("enqueue", border=False), st.container(horizontal=True):
+            wanted = st.number_input(
+                "Reviews per conversation", 1, 5, settings.reviews_required, key="q_required"
+            )
+            assignee = st.text_input("Assign to (optional)", max_chars=128, key="q_assignee")
+            add = st.form_submit_button(
+                f"Add {len(fresh):,} to the queue", type="primary", disabled=not fresh
+            )
+        if add:
+            try:
+                added = review.enqueue(
+                    engine=engine,
+                    session_ids=fresh,
+                    reviews_required=int(wanted),
+                    created_by=who,
+                    assigned_to=assignee.strip() or None,
+                )
+            except review.ReviewInputError as error:
+                st.error(str(error), icon=":material/error:")
+            else:
+                _candidates.clear()
+                st.toast(f"{added:,} conversations queued.", icon=":material/playlist_add:")
+                st.rerun()
+
+    st.subheader("The queue")
+    items = review.queue(engine=engine)
+    if items.empty:
+        st.caption("Nothing is queued yet: pick conversations above and add them.")
+        return
+    chosen_items = st.dataframe(
+        items,
+        hide_index=True,
+        width="stretch",
+        key="queue_items",
+        on_select="rerun",
+        selection_mode="multi-row",
+        column_config=COLUMNS,
+    )
+    common.csv_download(items, "review_queue")
+    ids = items.iloc[chosen_items.selection.rows]["item_id"].astype(int).tolist()
+    with st.form("assign", border=False), st.container(horizontal=True):
+        target = st.text_input("Reviewer", max_chars=128, key="assign_to", placeholder="anyone")
+        go = st.form_submit_button(f"Assign {len(ids):,} selected", disabled=not ids)
+    if go:
+        changed = review.assign(engine=engine, item_ids=ids, reviewer=target.strip() or None)
+        st.toast(f"{changed:,} items assigned to {target.strip() or 'anyone'}.")
+        st.rerun()
+
+
+def progress_tab() -> None:
+    filters = common.sidebar_filters(engine)
+    today = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    done = review.progress(engine=engine, day_start=today, start=filters.start, end=filters.end)
+    st.caption(f"Today is {today:%Y-%m-%d} UTC · range {common.describe_filters(filters)}")
+    if done.empty:
+        st.info(
+            "No reviews yet: claim a conversation under **Review**, or queue some under **Queue**.",
+            icon=":material/info:",
+        )
+        return
+    totals = {
+        "done_today": "Scores today",
+        "done_in_range": "Scores in range",
+        "claimed": "Claimed now",
+        "pending": "Assigned, pending",
+    }
+    for card, (column, label) in zip(st.columns(4), totals.items(), strict=True):
+        card.metric(label, f"{int(done[column].sum()):,}", border=True)
+    st.dataframe(done, hide_index=True, width="stretch", column_config=COLUMNS)
+    common.csv_download(done, "review_progress")
+
+
+st.title("Review")
+try:
+    engine = common.engine()
+except SQLAlchemyError as error:
+    st.error(common.database_error(error))
+    st.stop()
+settings = get_settings()
+common.feedback_sync()
+name = common.reviewer()
+if name is None:
+    st.info(
+        "Type your name under **Reviewer** in the sidebar to start: claims, scores and queue "
+        "changes are recorded under it.",
+        icon=":material/badge:",
+    )
+    st.stop()
+who: str = name
+
+tabs = st.tabs(["Review", "Queue", "Progress"], key="review_tab", on_change="rerun")
+for tab, draw in zip(tabs, (review_tab, queue_tab, progress_tab), strict=True):
+    if tab.open:
+        with tab:
+            draw()
