@@ -37,14 +37,25 @@ def turn_meta() -> tuple[str, str, int]:
     )
 
 
-def emit(sink: EventSink | None, event: EventRecord) -> None:
-    """Hand an event to the sink; a failure to record never fails the turn."""
+def emit(sink: EventSink | None, kind: str, name: str, latency_ms: float, **fields: Any) -> None:
+    """Record one event of the running turn (user, session and turn from the run's metadata);
+    a failure to record never fails the turn."""
     if sink is None:
         return
+    user_id, session_id, turn = turn_meta()
+    event = EventRecord(
+        user_id=user_id,
+        session_id=session_id,
+        turn=turn,
+        kind=kind,
+        name=name,
+        latency_ms=latency_ms,
+        **fields,
+    )
     try:
         sink(event)
     except Exception:
-        log.exception("could not record a %s event", event.kind)
+        log.exception("could not record a %s event", kind)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -74,21 +85,15 @@ class RecordedSummarization(SummarizationMiddleware):
         latency_ms = (time.perf_counter() - started) * 1000
         kept = [m for m in update["messages"] if not isinstance(m, RemoveMessage)]
         summary, preserved = kept[0], kept[1:]
-        user_id, session_id, turn = turn_meta()
         emit(
             self.events,
-            EventRecord(
-                user_id=user_id,
-                session_id=session_id,
-                turn=turn,
-                kind="summarization",
-                name="summarize",
-                latency_ms=latency_ms,
-                model=str(getattr(self.model, "model_name", None) or type(self.model).__name__),
-                tokens_before=int(self.token_counter(messages)),
-                tokens_after=int(self.token_counter(kept)),
-                messages_folded=len(messages) - len(preserved),
-                detail=json.dumps({"summary": str(summary.text)[:4000]}),
-            ),
+            "summarization",
+            "summarize",
+            latency_ms,
+            model=str(getattr(self.model, "model_name", None) or type(self.model).__name__),
+            tokens_before=int(self.token_counter(messages)),
+            tokens_after=int(self.token_counter(kept)),
+            messages_folded=len(messages) - len(preserved),
+            detail=json.dumps({"summary": str(summary.text)[:4000]}),
         )
         return update

@@ -34,7 +34,6 @@ from agent.embeddings import TurnRef
 from agent.facts import extract_facts, identifiers
 from agent.memory import Memory, MemoryStore, MemoryUnavailable
 from agent.middleware import EventSink, emit, turn_meta
-from data.records import EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -157,22 +156,17 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 continue  # nothing to look up in this message
             emit(
                 self.events,
-                EventRecord(
-                    user_id=user_id,
-                    session_id=session_id,
-                    turn=turn,
-                    kind="tool_call",
-                    name=name,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    status=status,
-                    error=error,
-                    detail=json.dumps(
-                        {
-                            "args": {"message": text[:200]},
-                            "result": (block or "")[:300],
-                            "injected": True,
-                        }
-                    ),
+                "tool_call",
+                name,
+                (time.perf_counter() - started) * 1000,
+                status=status,
+                error=error,
+                detail=json.dumps(
+                    {
+                        "args": {"message": text[:200]},
+                        "result": (block or "")[:300],
+                        "injected": True,
+                    }
                 ),
             )
             if block:
@@ -227,27 +221,22 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         latency_ms = (time.perf_counter() - started) * 1000
         emit(
             self.events,
-            EventRecord(
-                user_id=user_id,
-                session_id=session_id,
-                turn=turn,
-                kind="memory_recall",
-                name="memory",
-                latency_ms=latency_ms,
-                status=status,
-                error=error,
-                hits=len(memories),
-                top_score=max((m.score for m in memories), default=None),
-                detail=json.dumps(
-                    {
-                        "queries": len(queries) + len(keys),
-                        "memories": [
-                            {"text": m.text, "kind": m.kind, "score": round(m.score, 4)}
-                            for m in memories
-                        ],
-                        "restored": [{"text": m.text, "kind": m.kind} for m in restored],
-                    }
-                ),
+            "memory_recall",
+            "memory",
+            latency_ms,
+            status=status,
+            error=error,
+            hits=len(memories),
+            top_score=max((m.score for m in memories), default=None),
+            detail=json.dumps(
+                {
+                    "queries": len(queries) + len(keys),
+                    "memories": [
+                        {"text": m.text, "kind": m.kind, "score": round(m.score, 4)}
+                        for m in memories
+                    ],
+                    "restored": [{"text": m.text, "kind": m.kind} for m in restored],
+                }
             ),
         )
         with self._lock:
