@@ -120,15 +120,21 @@ def review_tab() -> None:
     session = get_session(engine=engine, session_id=claim.session_id)
     calls = session_calls(engine=engine, session_id=claim.session_id)
     thumbs = thumbs_for_session(engine=engine, session_id=claim.session_id)
-    cost = calls["cost_usd"].sum()
-    st.caption(
-        f"Conversation `{claim.session_id}` · user `{session.user_id if session else '?'}` · "
-        f"{calls['model'].iloc[-1] if len(calls) else 'no calls'} · ${cost:,.6f} · "
-        f"{int((calls['input_tokens'] + calls['output_tokens']).sum()):,} tokens · "
-        f"yours until {claim.expires_at:%H:%M} UTC"
-    )
+    folds = set(calls.loc[calls["purpose"] == "summarize", "turn"])
+    about = [f"Conversation `{claim.session_id}`", f"user `{session.user_id if session else '?'}`"]
+    if len(calls):
+        about += [
+            str(calls["model"].iloc[-1]),
+            f"{calls['turn'].max()} turns",
+            f"summarized {len(folds)}×" if folds else "never summarized",
+            f"${calls['cost_usd'].sum():,.6f}",
+            f"{int((calls['input_tokens'] + calls['output_tokens']).sum()):,} tokens",
+        ]
+    else:
+        about.append("no model calls recorded")
+    st.caption(" · ".join([*about, f"yours until {claim.expires_at:%H:%M} UTC"]))
     left, right = st.columns([3, 2], gap="medium")
-    with left, st.container(height=640, border=True):
+    with left, st.container(height=640, border=True, autoscroll=False):
 
         def customer(message: TranscriptMessage) -> None:
             if given := thumbs.get(message.id):
@@ -138,7 +144,7 @@ def review_tab() -> None:
         common.conversation(
             engine,
             claim.session_id,
-            folds=set(calls.loc[calls["purpose"] == "summarize", "turn"]),
+            folds=folds,
             footer=customer,
         )
     with right:
@@ -221,6 +227,7 @@ def queue_tab() -> None:
             on_select="rerun",
             selection_mode="multi-row",
             column_config=COLUMNS,
+            column_order=[c for c in found.columns if c != "item_id"],
         )
         common.csv_download(found, "review_candidates")
         chosen = found.iloc[picked.selection.rows] if picked.selection.rows else found

@@ -162,3 +162,47 @@ def test_shared_links_render_each_page(
     # The filters from the link are the ones applied (and kept in the URL).
     assert path.split("?")[1].split("&")[0] in page.url
     page.screenshot(path=str(ARTIFACTS / f"{path.split('?')[0]}.png"), full_page=True)
+
+
+def test_one_review_from_start_to_finish(app_url: str, page: Page, data_dir: Path) -> None:
+    """A lead queued a conversation; a reviewer types their name, claims it, reads it, scores
+    it with the keyboard (Enter saves) and the score is in the database."""
+    from data.conversations import add_assistant_message, start_turn
+    from data.db import make_engine
+    from data.migrate import upgrade
+    from data.review import enqueue
+
+    url = f"sqlite:///{data_dir / 'agent_chatbase.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    turn = start_turn(engine=engine, session_id="e2e-review", user_id="rita", text="Refund?")
+    add_assistant_message(
+        engine=engine,
+        session_id="e2e-review",
+        turn=turn,
+        text="Refunds reach your account 5 to 10 working days after the return arrives.",
+        run_id=None,
+    )
+    enqueue(engine=engine, session_ids=["e2e-review"], reviews_required=1, created_by="lead")
+    engine.dispose()
+
+    page.goto(f"{app_url}/review-queue")
+    expect(page.get_by_role("heading", name="Review")).to_be_visible(timeout=30_000)
+    name = page.get_by_role("textbox", name="Reviewer")
+    name.fill("erin")
+    name.press("Enter")
+    page.get_by_role("button", name="Claim next").click()
+    expect(page.get_by_text("Refunds reach your account 5 to 10")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Conversation e2e-review")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
+    page.get_by_test_id("stRadio").get_by_text("4", exact=True).click()
+    comment = page.get_by_role("textbox", name="Comment")
+    comment.fill("Right, but say how to send the parcel back.")
+    comment.press("Enter")
+    expect(page.get_by_text("Saved 4/5 for e2e-review.")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Nothing to review")).to_be_visible()
+    with sqlite3.connect(data_dir / "agent_chatbase.sqlite3") as db:
+        scores = db.execute(
+            "SELECT session_id, reviewer, score, comment FROM review_scores"
+        ).fetchall()
+    assert scores == [("e2e-review", "erin", 4, "Right, but say how to send the parcel back.")]

@@ -155,6 +155,13 @@ def test_lead_queues_a_seeded_sample_and_assigns_it(demo: Engine) -> None:
     # The queue table lists them; reassign the first two to dave.
     items = at.dataframe[1].value
     assert len(items) == 5
+    at.session_state["queue_items"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    run(at)
+    at.text_input(key="assign_to").set_value("dave")
+    button(at, "Assign 2 selected").click()
+    run(at)
+    assigned = rows(demo, "SELECT id, assigned_to FROM review_items ORDER BY id")
+    assert [a for _, a in assigned] == ["dave", "dave", "carol", "carol", "carol"]
 
 
 def test_chat_thumbs_are_saved_and_changed(app_env: str) -> None:
