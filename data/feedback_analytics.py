@@ -1,46 +1,193 @@
 """Feedback analytics: reviewer scores over time and by model, score against context %,
-summarization and cost (quality against cost), and the customers' thumbs-up rate.
+summarization and cost (quality against cost), the customers' thumbs-up rate, and all local
+feedback in the shape of LangSmith's, to show beside what other tools wrote there.
 
-Conversations are placed in time by their first model call, so "over time" shows the quality of
-the answers given then, whenever they were reviewed."""
+Conversations are placed in time by their first model call, and answers by when they were
+given, so "over time" shows the quality of the answers given then, whenever they were
+reviewed."""
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, exists, select
 
 from data.filters import Filters
+from data.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY
+from data.models import FeedbackThumbs, Message, ModelCall
+from data.review import scores_frame
 
-CONTEXT_BUCKETS = (0.0, 25.0, 50.0, 75.0, 90.0)  # lower edges, in % of the input window
+# Lower edges of the peak-context buckets, in % of the input window; summarization starts at
+# 75 % by default, so that edge is kept.
+CONTEXT_EDGES = (0.0, 25.0, 50.0, 75.0, 90.0)
+FREQ = {"day": "D", "hour": "h"}
+
+
+def _scores(engine: Engine, filters: Filters) -> pd.DataFrame:
+    """The scores of the conversations that started in the filters' range, for their models,
+    user and session."""
+    frame = scores_frame(engine=engine, start=filters.start, end=filters.end, by="conversation")
+    if filters.models:
+        frame = frame[frame["model"].isin(filters.models)]
+    if filters.user:
+        frame = frame[frame["user_id"] == filters.user]
+    if filters.session:
+        frame = frame[frame["session_id"] == filters.session]
+    return frame.reset_index(drop=True)
+
+
+def _mean_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    grouped = frame.groupby(column, observed=True, sort=True)["score"]
+    return pd.DataFrame(
+        {"scores": grouped.size(), "mean_score": grouped.mean().astype(float)}
+    ).reset_index()
 
 
 def score_distribution_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Scores per time bucket (filters.unit): bucket, score, count."""
-    raise NotImplementedError
+    """Scores per time bucket (filters.unit) of the conversation's start: bucket, score,
+    count."""
+    frame = _scores(engine, filters)
+    if frame.empty:
+        return pd.DataFrame(columns=["bucket", "score", "count"])
+    frame["bucket"] = pd.to_datetime(frame["started"], utc=True).dt.floor(FREQ[filters.unit])
+    counts = frame.groupby(["bucket", "score"]).size().rename("count").reset_index()
+    return counts.astype({"score": int, "count": int})
 
 
 def score_distribution_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Scores per model: model, score, count."""
-    raise NotImplementedError
+    frame = _scores(engine, filters)
+    if frame.empty:
+        return pd.DataFrame(columns=["model", "score", "count"])
+    counts = frame.groupby(["model", "score"]).size().rename("count").reset_index()
+    return counts.astype({"score": int, "count": int})
+
+
+def context_bucket_labels() -> list[str]:
+    edges = [*CONTEXT_EDGES, None]
+    return [
+        f"{low:g}–{high:g}%" if high is not None else f"{low:g}%+"
+        for low, high in itertools.pairwise(edges)
+    ]
 
 
 def score_by_context_bucket(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Mean score by the conversation's peak context % bucket: bucket, scores, mean_score."""
-    raise NotImplementedError
+    """Mean score by the conversation's peak context % bucket (CONTEXT_EDGES, lower edge
+    included; every bucket, mean NaN where nothing was scored): bucket, scores, mean_score.
+    Conversations without a known window are left out."""
+    frame = _scores(engine, filters).dropna(subset=["peak_context_percent"])
+    labels = context_bucket_labels()
+    frame["bucket"] = pd.cut(
+        frame["peak_context_percent"].astype(float),
+        bins=[*CONTEXT_EDGES, float("inf")],
+        labels=labels,
+        right=False,
+    )
+    out = _mean_by(frame, "bucket").astype({"bucket": str}).set_index("bucket")
+    # Every bucket, empty ones too: a chart that skips one hides that nothing was reviewed there.
+    out = out.reindex(labels).fillna({"scores": 0}).astype({"scores": int})
+    return out.rename_axis("bucket").reset_index()
 
 
 def score_by_summarized(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Mean score of summarized and not summarized conversations: summarized, scores,
     mean_score."""
-    raise NotImplementedError
+    frame = _scores(engine, filters).dropna(subset=["summarized"])
+    return _mean_by(frame.astype({"summarized": bool}), "summarized")
 
 
 def score_by_cost_bucket(*, engine: Engine, filters: Filters, buckets: int = 4) -> pd.DataFrame:
-    """Mean score by conversation cost quantile bucket: bucket, low_usd, high_usd, scores,
+    """Mean score by conversation cost: the scored conversations are cut into `buckets`
+    equal-count cost ranges (each conversation counted once, however many scores it has;
+    ranges that would repeat an edge are merged): bucket, low_usd, high_usd, scores,
     mean_score."""
-    raise NotImplementedError
+    columns = ["bucket", "low_usd", "high_usd", "scores", "mean_score"]
+    frame = _scores(engine, filters).dropna(subset=["cost_usd"])
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    costs = frame.drop_duplicates("session_id").set_index("session_id")["cost_usd"].astype(float)
+    cut = pd.qcut(costs, q=buckets, duplicates="drop")
+    if cut.isna().all():  # every conversation cost the same
+        cut = pd.Series(pd.Interval(costs.min(), costs.max(), closed="both"), index=costs.index)
+    frame["interval"] = frame["session_id"].map(cut)
+    out = _mean_by(frame, "interval")
+    out["low_usd"] = [max(i.left, costs.min()) for i in out["interval"]]
+    out["high_usd"] = [i.right for i in out["interval"]]
+    out["bucket"] = [
+        f"${low:.4f}–${high:.4f}" for low, high in zip(out["low_usd"], out["high_usd"], strict=True)
+    ]
+    return out[columns]
+
+
+def _thumbs(engine: Engine, filters: Filters) -> pd.DataFrame:
+    """Thumbs on the answers given in the filters' range (and model of that turn, user,
+    session): answered_at, score, comment, run_id, feedback_uuid, updated_at."""
+    t = FeedbackThumbs.__table__.c
+    query = (
+        select(
+            Message.created_at,
+            t.score,
+            t.comment,
+            t.run_id,
+            t.feedback_uuid,
+            t.updated_at,
+        )
+        .join(Message, Message.id == t.message_id)
+        .where(Message.created_at >= filters.start, Message.created_at < filters.end)
+    )
+    if filters.user:
+        query = query.where(t.user_id == filters.user)
+    if filters.session:
+        query = query.where(t.session_id == filters.session)
+    if filters.models:
+        c = ModelCall.__table__.c
+        query = query.where(
+            exists().where(
+                c.session_id == t.session_id,
+                c.turn == t.turn,
+                c.purpose == "chat",
+                c.model.in_(filters.models),
+            )
+        )
+    columns = ["answered_at", "score", "comment", "run_id", "feedback_uuid", "updated_at"]
+    with engine.connect() as connection:
+        frame = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=columns)
+    for name in ("answered_at", "updated_at"):
+        frame[name] = pd.to_datetime(frame[name], utc=True)
+    return frame
 
 
 def thumbs_rate_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Customers' thumbs per time bucket: bucket, up, down, up_rate (0-1)."""
-    raise NotImplementedError
+    """Customers' thumbs per time bucket (filters.unit) of the answer: bucket, up, down,
+    up_rate (0-1)."""
+    frame = _thumbs(engine, filters)
+    if frame.empty:
+        return pd.DataFrame(columns=["bucket", "up", "down", "up_rate"])
+    frame["bucket"] = frame["answered_at"].dt.floor(FREQ[filters.unit])
+    grouped = frame.groupby("bucket")["score"]
+    out = pd.DataFrame({"up": grouped.sum(), "down": grouped.size() - grouped.sum()})
+    out = out.astype(int)
+    out["up_rate"] = out["up"] / (out["up"] + out["down"])
+    return out.reset_index()
+
+
+def local_feedback(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+    """This app's thumbs and scores in the shape of data.langsmith_sync.pull_feedback (source
+    "local"), so a page can show both lists as one."""
+    thumbs = _thumbs(engine, filters)
+    scores = _scores(engine, filters)
+    rows = [
+        *[
+            (r.feedback_uuid, r.run_id, THUMBS_KEY, r.score, None, r.comment, r.updated_at)
+            for r in thumbs.itertuples()
+        ],
+        *[
+            (r.feedback_uuid, r.run_id, QUALITY_KEY, r.score, None, r.comment, r.created_at)
+            for r in scores.itertuples()
+        ],
+    ]
+    frame = pd.DataFrame(rows, columns=PULL_COLUMNS[:7])
+    frame["source_type"] = "app"
+    frame["source"] = "local"
+    return frame[PULL_COLUMNS]

@@ -660,6 +660,7 @@ SCORE_COLUMNS = [
     "created_at",
     "sync_state",
     "run_id",
+    "feedback_uuid",
 ]
 FACT_COLUMNS = ["user_id", "model", "started", "peak_context_percent", "summarized", "cost_usd"]
 
@@ -672,10 +673,10 @@ def scores_frame(
     by: Literal["scored", "conversation"] = "scored",
 ) -> pd.DataFrame:
     """Every score with its item, session, reviewer, score, comment, created_at, sync_state,
-    run_id and the conversation's user_id, model, started, peak context %, summarized and cost
-    (over all of its calls). `by="scored"` takes the scores given in [start, end) (a review
-    round); `by="conversation"` the scores of conversations started in [start, end) (quality
-    over time)."""
+    run_id, feedback_uuid (its LangSmith feedback id) and the conversation's user_id, model,
+    started, peak context %, summarized and cost (over all of its calls). `by="scored"` takes
+    the scores given in [start, end) (a review round); `by="conversation"` the scores of
+    conversations started in [start, end) (quality over time)."""
     query = select(S.id, *[S[name] for name in SCORE_COLUMNS[1:]]).order_by(S.id)
     if by == "scored":
         query = query.where(S.created_at >= start, S.created_at < end)
