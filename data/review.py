@@ -635,7 +635,7 @@ def progress(
     names = ["done_today", "done_in_range", "claimed", "pending"]
     with engine.connect() as connection:
         counts = {
-            name: dict(connection.execute(query).tuples().all())
+            name: dict(connection.execute(query).all())
             for name, query in zip(
                 names, (scored(day_start, day_end), scored(start, end), live, pending), strict=True
             )
