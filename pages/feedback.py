@@ -5,6 +5,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from langsmith.utils import LangSmithError
 from sqlalchemy import Engine
 
 from data import feedback_analytics as fa
@@ -25,6 +26,7 @@ COLUMNS = {
     "scores": st.column_config.NumberColumn("Scores"),
     "mean_score": st.column_config.NumberColumn("Mean score", format="%.2f"),
     "reviewer": "Reviewer",
+    "item_id": st.column_config.NumberColumn("Item"),
     "reviewer_a": "Reviewer A",
     "reviewer_b": "Reviewer B",
     "items": st.column_config.NumberColumn("Items both scored"),
@@ -36,7 +38,11 @@ COLUMNS = {
     "created_at": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm"),
     "sync_state": "Sync",
     "source": "Source",
+    "source_type": "Source type",
     "key": "Key",
+    "value": "Value",
+    "feedback_id": "Feedback id",
+    "run_id": "Run id",
 }
 
 
@@ -58,11 +64,12 @@ def _scores(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Reading LangSmith feedback…")
-def _pulled(_engine: Engine, run_ids: tuple[str, ...]) -> pd.DataFrame:
+def _pulled(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
     client = langsmith_sync.client_from_settings(get_settings())
     if client is None:
-        return pd.DataFrame()
-    return langsmith_sync.pull_feedback(client=client, run_ids=run_ids, engine=_engine)
+        return pd.DataFrame(columns=langsmith_sync.PULL_COLUMNS)
+    runs = langsmith_sync.traced_run_ids(engine=_engine, start=filters.start, end=filters.end)
+    return langsmith_sync.pull_feedback(client=client, run_ids=runs, engine=_engine)
 
 
 def score_bars(frame: pd.DataFrame, **kwargs: object) -> go.Figure:
@@ -85,6 +92,8 @@ def mean_bars(frame: pd.DataFrame, x: str, axis: str, title: str) -> go.Figure:
         hovertemplate=f"{axis}: %{{x}}<br>Mean score: %{{y:.2f}} of 5<br>"
         "%{customdata[0]:,} scores<extra></extra>",
         marker_color="#4c78a8",
+        texttemplate="%{y:.2f}<br>n=%{customdata[0]:,}",
+        textposition="inside",
     )
     fig.update_yaxes(title_text="Mean score (1–5)", range=[0, 5])
     fig.update_xaxes(title_text=axis, type="category")
@@ -120,24 +129,25 @@ def scores_tab(data: dict[str, pd.DataFrame]) -> None:
             "<br>Score %{fullData.name}: %{y:,} scores<extra></extra>"
         )
         st.plotly_chart(charts.time_axis(fig, filters), width="stretch")
+        common.csv_download(over_time, "scores_over_time")
     with right:
+        totals = by_model.groupby("model")["count"].transform("sum")
         fig = score_bars(
-            by_model,
+            by_model.assign(model=by_model["model"] + " (" + totals.map("{:,}".format) + ")"),
             x="count",
             y="model",
             orientation="h",
-            barnorm="percent",
             title="Scores by model (share of each model's scores)",
-            labels={"count": "Share of scores (%)", "model": "Model"},
+            labels={"count": "Share of scores (%)", "model": "Model (scores)"},
             custom_data=["count"],
         )
         fig.update_traces(
             hovertemplate="%{y}<br>Score %{fullData.name}: %{customdata[0]:,} scores "
             "(%{x:.1f}%)<extra></extra>"
         )
+        fig.update_layout(barnorm="percent")
         st.plotly_chart(fig, width="stretch")
-    common.csv_download(over_time, "scores_over_time")
-    common.csv_download(by_model, "scores_by_model")
+        common.csv_download(by_model, "scores_by_model")
 
 
 def quality_tab(data: dict[str, pd.DataFrame]) -> None:
@@ -149,28 +159,21 @@ def quality_tab(data: dict[str, pd.DataFrame]) -> None:
             icon=":material/info:",
         )
         return
-    bounds = zip(cost["low_usd"], cost["high_usd"], strict=True)
-    cost = cost.assign(range=[f"${lo:,.4f}–${hi:,.4f}" for lo, hi in bounds])
-    c1, c2, c3 = st.columns(3)
-    c1.plotly_chart(
-        mean_bars(context, "bucket", "Peak context (% of window)", "Score by context use"),
-        width="stretch",
-    )
-    c2.plotly_chart(
-        mean_bars(
+    views = [
+        (context, "bucket", "Peak context (% of window)", "Score by context use", "context"),
+        (
             summarized.assign(summarized=summarized["summarized"].map({True: "yes", False: "no"})),
             "summarized",
             "Summarized",
             "Score by summarization",
+            "summarized",
         ),
-        width="stretch",
-    )
-    c3.plotly_chart(
-        mean_bars(cost, "range", "Conversation cost (USD)", "Score by cost (quartiles)"),
-        width="stretch",
-    )
-    for frame, name in ((context, "context"), (summarized, "summarized"), (cost, "cost")):
-        common.csv_download(frame, f"score_by_{name}")
+        (cost, "bucket", "Conversation cost (USD)", "Score by cost (quartiles)", "cost"),
+    ]
+    for column, (frame, x, axis, title, name) in zip(st.columns(3), views, strict=True):
+        with column:
+            st.plotly_chart(mean_bars(frame, x, axis, title), width="stretch")
+            common.csv_download(frame, f"score_by_{name}")
 
 
 def thumbs_tab(thumbs: pd.DataFrame) -> None:
@@ -201,7 +204,8 @@ def thumbs_tab(thumbs: pd.DataFrame) -> None:
 
 def agreement_tab(scores: pd.DataFrame, report: AgreementReport) -> None:
     st.caption(
-        "Over the scores given in the selected range, on items two or more reviewers scored. "
+        "Over the scores given in the selected range (every model and user), on items two or "
+        "more reviewers scored. "
         "Krippendorff's α for ordinal data: 1 is full agreement, 0 what chance gives."
     )
     c1, c2, c3 = st.columns(3)
@@ -243,7 +247,12 @@ def agreement_tab(scores: pd.DataFrame, report: AgreementReport) -> None:
         common.csv_download(scores, "scores")
 
 
-def langsmith_tab(scores: pd.DataFrame) -> None:
+def retry() -> None:
+    # Before the rerun draws the counts, so they already show the retried items as pending.
+    st.session_state["retried"] = langsmith_sync.retry_now(engine=engine)
+
+
+def langsmith_tab() -> None:
     settings = get_settings()
     if not settings.langsmith_feedback_enabled:
         st.info(
@@ -251,23 +260,68 @@ def langsmith_tab(scores: pd.DataFrame) -> None:
             "in this database, marked local.",
             icon=":material/cloud_off:",
         )
+    if (due := st.session_state.pop("retried", None)) is not None:
+        st.toast(f"{due:,} items will be pushed on the next sync.", icon=":material/sync:")
     status = langsmith_sync.sync_status(engine=engine)
     cards = st.columns(4)
     for card, state in zip(cards, ("pending", "synced", "failed", "local"), strict=True):
-        card.metric(state.capitalize(), f"{status.get(state, 0):,}", border=True)
+        card.metric(
+            state.capitalize(),
+            f"{status.get(state, 0):,}",
+            border=True,
+            help=f"{status.get('retrying', 0):,} of them wait out a backoff after a failure"
+            if state == "pending"
+            else None,
+        )
     if not settings.langsmith_feedback_enabled:
         return
-    if st.button("Retry now", icon=":material/sync:"):
-        due = langsmith_sync.retry_now(engine=engine)
-        st.toast(f"{due:,} items will be pushed on the next sync.", icon=":material/sync:")
-    st.subheader("Local and LangSmith feedback")
-    local = scores.dropna(subset=["run_id"]).assign(key=langsmith_sync.QUALITY_KEY, source="local")
-    pulled = _pulled(engine, tuple(sorted(set(local["run_id"]))))
-    both = pd.concat(
-        [local[["run_id", "key", "score", "comment", "created_at", "source"]], pulled],
-        ignore_index=True,
+    st.button(
+        "Retry now",
+        icon=":material/sync:",
+        help="Push failed items and those waiting out a backoff on the next sync.",
+        on_click=retry,
     )
-    st.dataframe(both, hide_index=True, width="stretch", column_config=COLUMNS)
+    st.subheader("Local and LangSmith feedback")
+    local = fa.local_feedback(engine=engine, filters=filters)
+    try:
+        pulled = _pulled(engine, url, filters)
+    except LangSmithError as error:
+        st.warning(f"LangSmith feedback could not be read: {error}", icon=":material/cloud_off:")
+        pulled = pd.DataFrame(columns=langsmith_sync.PULL_COLUMNS)
+    shown = st.segmented_control(
+        "Source",
+        ["local", "langsmith"],
+        selection_mode="multi",
+        default=["local", "langsmith"],
+        format_func={
+            "local": f"This app ({len(local):,})",
+            "langsmith": f"Other tools in LangSmith ({len(pulled):,})",
+        }.__getitem__,
+        key="feedback_sources",
+    )
+    # One run's local and LangSmith feedback side by side.
+    both = (
+        pd.concat([local, pulled], ignore_index=True)
+        .loc[lambda frame: frame["source"].isin(shown)]
+        .sort_values(["run_id", "source", "created_at"], ignore_index=True)
+    )
+    st.dataframe(
+        both,
+        hide_index=True,
+        width="stretch",
+        column_config=COLUMNS,
+        column_order=[
+            "source",
+            "key",
+            "score",
+            "value",
+            "comment",
+            "created_at",
+            "source_type",
+            "run_id",
+            "feedback_id",
+        ],
+    )
     common.csv_download(both, "feedback_by_source")
 
 
@@ -289,4 +343,4 @@ with tabs[2]:
 with tabs[3]:
     agreement_tab(scores, report)
 with tabs[4]:
-    langsmith_tab(scores)
+    langsmith_tab()

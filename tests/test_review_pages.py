@@ -3,6 +3,7 @@ Postgres with the real model server and the demo history."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -190,3 +191,107 @@ def test_chat_thumbs_are_saved_and_changed(app_env: str) -> None:
     assert rows(engine, stored) == [(1, "It did not answer my question.", "local")]
     assert at.text_area(key=f"fbc-{answer}").proto.max_chars == MAX_COMMENT_CHARS
     engine.dispose()
+
+
+def score_round(engine: Engine, sessions: list[str], scores: dict[str, list[int]]) -> None:
+    """Each reviewer scores `sessions` in order (claims take the oldest open item first)."""
+    review.enqueue(
+        engine=engine, session_ids=sessions, reviews_required=len(scores), created_by="lead"
+    )
+    for reviewer, given in scores.items():
+        for session, score in zip(sessions, given, strict=True):
+            claim = review.claim_next(engine=engine, reviewer=reviewer)
+            assert claim is not None and claim.session_id == session
+            review.save_score(engine=engine, token=claim.token, reviewer=reviewer, score=score)
+
+
+def feedback_page() -> AppTest:
+    at = run(AppTest.from_file(APP, default_timeout=60))
+    at.query_params["range"] = "30d"
+    at.switch_page("pages/feedback.py")
+    return run(at)
+
+
+def test_feedback_page_scores_agreement_and_local_sync(demo: Engine) -> None:
+    import krippendorff
+    import numpy as np
+
+    sessions = [r[0] for r in rows(demo, "SELECT id FROM chat_sessions ORDER BY id LIMIT 3")]
+    score_round(demo, sessions, {"alice": [1, 4, 5], "bob": [3, 4, 2]})
+    at = feedback_page()
+    assert at.title[0].value == "Feedback"
+    assert len(at.get("plotly_chart")) == 5  # over time, by model, context, summarized, cost
+    metrics = {m.label: m.value for m in at.metric}
+    expected = krippendorff.alpha(
+        reliability_data=np.array([[1, 4, 5], [3, 4, 2]]), level_of_measurement="ordinal"
+    )
+    assert metrics["Krippendorff's α (ordinal)"] == f"{expected:.3f}"
+    assert metrics["Items with 2+ scores"] == "3" and metrics["Reviewers"] == "2"
+    assert any("LangSmith is not configured" in i.value for i in at.info)
+    assert metrics["Local"] == "6" and metrics["Pending"] == "0"
+    pairs = at.dataframe[0].value
+    assert pairs[["reviewer_a", "reviewer_b", "items"]].values.tolist() == [["alice", "bob", 3]]
+    spread = at.dataframe[1].value
+    assert spread[["session_id", "spread"]].values.tolist() == [
+        [sessions[2], 3],
+        [sessions[0], 2],
+        [sessions[1], 0],
+    ]
+    # A disagreement opens its conversation.
+    at.session_state["disagreements"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    run(at)
+    assert at.title[0].value == "Conversation"
+    assert at.query_params["session"] in (sessions[2], [sessions[2]])
+
+
+def test_feedback_page_without_scores_says_what_to_do(demo: Engine) -> None:
+    at = feedback_page()
+    infos = [i.value for i in at.info]
+    assert any(i.startswith("No scores in this range yet: open **Review**") for i in infos)
+    assert any(i.startswith("No item has two scores yet") for i in infos)
+    assert any(i.startswith("No thumbs from customers in this range") for i in infos)
+
+
+def test_feedback_page_with_langsmith(demo: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from langsmith import Client
+
+    from tests.fake_langsmith import FakeLangSmith
+
+    with FakeLangSmith() as server:
+        monkeypatch.setenv("LANGSMITH_API_KEY", "test-key")
+        monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+        monkeypatch.setenv("FEEDBACK_SYNC_INTERVAL_S", "1")
+        session = rows(demo, "SELECT id FROM chat_sessions ORDER BY id LIMIT 1")[0][0]
+        run_id = "6f1c3a52-8d5e-4e8b-9a4f-3f0a1c2b7d90"
+        with demo.begin() as connection:
+            connection.execute(
+                text(
+                    "UPDATE messages SET run_id = :r WHERE id = (SELECT max(id) FROM messages"
+                    " WHERE session_id = :s AND role = 'assistant')"
+                ),
+                {"r": run_id, "s": session},
+            )
+        score_round(demo, [session], {"alice": [2]})  # pending: it has a run id
+        Client(api_url=server.url, api_key="test-key").create_feedback(
+            run_id,
+            key="correctness",
+            score=0,
+            comment="from an evaluator",
+            session_id=server.add_project("agent_chatbase"),
+        )
+        at = feedback_page()
+        assert not any("LangSmith is not configured" in i.value for i in at.info)
+        both = at.dataframe[-1].value
+        assert sorted(both["source"]) == ["langsmith", "local"]
+        theirs = both[both["source"] == "langsmith"].iloc[0]
+        assert (theirs["key"], theirs["comment"]) == ("correctness", "from an evaluator")
+        # The worker the page started pushes the score.
+        for _ in range(50):
+            if rows(demo, "SELECT sync_state FROM review_scores") == [("synced",)]:
+                break
+            time.sleep(0.2)
+        assert rows(demo, "SELECT sync_state FROM review_scores") == [("synced",)]
+        button(at, "Retry now").click()
+        run(at)
+        assert at.toast[0].value == "0 items will be pushed on the next sync."
+        assert {m.label: m.value for m in at.metric}["Synced"] == "1"
