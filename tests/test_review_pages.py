@@ -295,3 +295,41 @@ def test_feedback_page_with_langsmith(demo: Engine, monkeypatch: pytest.MonkeyPa
         run(at)
         assert at.toast[0].value == "0 items will be pushed on the next sync."
         assert {m.label: m.value for m in at.metric}["Synced"] == "1"
+
+
+def test_viewer_shows_where_a_conversation_was_summarized(demo: Engine) -> None:
+    import json
+
+    from data.recorder import record_event
+    from data.records import EventRecord
+
+    session = rows(demo, "SELECT id FROM chat_sessions ORDER BY id LIMIT 1")[0][0]
+    user, turn = rows(
+        demo,
+        "SELECT user_id, max(turn) FROM messages JOIN chat_sessions s ON s.id = session_id"
+        " WHERE session_id = :s GROUP BY user_id",
+        s=session,
+    )[0]
+    summary = "The customer's parcel was damaged; a replacement was promised."
+    record_event(
+        engine=demo,
+        event=EventRecord(
+            user_id=user,
+            session_id=session,
+            turn=turn,
+            kind="summarization",
+            name="summarizer",
+            latency_ms=800.0,
+            tokens_before=9000,
+            tokens_after=700,
+            messages_folded=12,
+            detail=json.dumps({"summary": summary}),
+        ),
+    )
+    review.enqueue(engine=demo, session_ids=[session], reviews_required=1, created_by="lead")
+    at = claim(review_page("alice"))
+    notices = [i.value for i in at.info]
+    assert f"Before turn {turn} the older messages were summarized: {summary}" in notices
+    assert any(
+        "Summarized** before this answer: 12 messages folded" in m.value for m in at.markdown
+    )
