@@ -18,8 +18,10 @@ waits for that user's pending writes, so a user always reads their own writes.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +53,13 @@ MEMORY_HEADER = (
     "What you remember about this customer from earlier messages and conversations. "
     "Use it, and do not ask again for anything listed here:"
 )
+
+
+def _background() -> None:
+    """Lower the writer thread's CPU priority (Linux schedules threads one by one): storing
+    facts is never urgent, and on a small machine it must not slow a customer's recall."""
+    with contextlib.suppress(AttributeError, OSError):  # no per-thread priority on this OS
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
 
 
 def _latest_human(messages: Sequence[Any]) -> HumanMessage | None:
@@ -86,7 +95,9 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._stored: set[tuple[str, int, str]] = set()
         self._pending: dict[str, list[Future[int]]] = {}
         self._lock = threading.Lock()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-writer")
+        self._writer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="memory-writer", initializer=_background
+        )
 
     # Recall ---------------------------------------------------------------------------------
 
