@@ -91,6 +91,44 @@ def sync_status(*, engine: Engine) -> dict[str, int]:
     return counts
 
 
+def sync_problems(*, engine: Engine, limit: int = 50) -> pd.DataFrame:
+    """The items that failed or are waiting out a backoff, newest attempt first: which
+    feedback, its run, how many attempts, the last error and when it is tried again."""
+    columns = [
+        "kind",
+        "feedback_id",
+        "run_id",
+        "sync_state",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+    ]
+    frames = []
+    with engine.connect() as connection:
+        for box in OUTBOXES:
+            t = box.table.c
+            rows = connection.execute(
+                select(
+                    t.feedback_uuid,
+                    t.run_id,
+                    t.sync_state,
+                    t.attempts,
+                    t.last_error,
+                    t.next_attempt_at,
+                )
+                .where(
+                    or_(t.sync_state == "failed", and_(t.sync_state == "pending", t.attempts > 0))
+                )
+                .order_by(t.next_attempt_at.desc())
+                .limit(limit)
+            ).all()
+            frame = pd.DataFrame(rows, columns=columns[1:])
+            frame.insert(0, "kind", box.key)
+            frames.append(frame)
+    found = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return found.sort_values("next_attempt_at", ascending=False, na_position="last").head(limit)
+
+
 def retry_now(*, engine: Engine) -> int:
     """Make failed items and items waiting out a backoff due now, with a fresh round of
     attempts; how many were changed."""

@@ -3,13 +3,7 @@
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.conversations import (
-    get_session,
-    session_calls,
-    transcript,
-    turn_events,
-    turn_stats,
-)
+from data.conversations import get_session, session_calls
 from pages import charts, common
 
 common.ensure_routed()
@@ -34,8 +28,6 @@ if session is None:
     st.stop()
 
 calls = session_calls(engine=engine, session_id=session_id)
-stats = turn_stats(engine=engine, session_id=session_id)
-events = turn_events(engine=engine, session_id=session_id)
 st.caption(
     f"Session `{session.id}` · user `{session.user_id}` · started "
     f"{session.created_at:%Y-%m-%d %H:%M} UTC · {len(calls):,} model calls"
@@ -49,18 +41,9 @@ c3.metric(
 )
 c4.metric("Summarizations", f"{int((calls['purpose'] == 'summarize').sum())}", border=True)
 
-folds = set(calls.loc[calls["purpose"] == "summarize", "turn"])
-for message in transcript(engine=engine, session_id=session_id):
-    if message.role == "user" and message.turn in folds:
-        st.info(
-            f"Before turn {message.turn} the older messages were summarized.",
-            icon=":material/compress:",
-        )
-    with st.chat_message(message.role):
-        st.markdown(message.content)
-        if message.role == "assistant":
-            st.caption(common.turn_caption(stats.get(message.turn)))
-            common.turn_details(events.get(message.turn))
+common.conversation(
+    engine, session_id, folds=set(calls.loc[calls["purpose"] == "summarize", "turn"])
+)
 
 st.subheader("Model calls")
 st.dataframe(calls, hide_index=True, width="stretch", column_config=charts.COLUMNS)

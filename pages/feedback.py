@@ -281,6 +281,11 @@ def langsmith_tab() -> None:
         help="Push failed items and those waiting out a backoff on the next sync.",
         on_click=retry,
     )
+    problems = langsmith_sync.sync_problems(engine=engine)
+    if not problems.empty:
+        st.subheader("Failed and retrying")
+        st.dataframe(problems, hide_index=True, width="stretch")
+        common.csv_download(problems, "feedback_sync_problems")
     st.subheader("Local and LangSmith feedback")
     local = fa.local_feedback(engine=engine, filters=filters)
     try:

@@ -22,6 +22,7 @@ from data.langsmith_sync import (
     client_from_settings,
     pull_feedback,
     retry_now,
+    sync_problems,
     sync_status,
 )
 from data.models import ChatSession, FeedbackThumbs, Message, ReviewScore, utcnow
@@ -233,6 +234,10 @@ def test_a_rejected_run_id_fails_with_its_reason_and_is_not_retried(
         "404" in failed[0].last_error and f"Run {rows[1].run_id} not found" in failed[0].last_error
     )
     assert failed[0].next_attempt_at is None
+    # The page lists it with its reason.
+    problems = sync_problems(engine=engine)
+    assert list(problems["run_id"]) == [rows[1].run_id]
+    assert problems.iloc[0]["sync_state"] == "failed" and "404" in problems.iloc[0]["last_error"]
 
     requests_before = len(server.received.feedback_requests())
     for _ in range(3):
