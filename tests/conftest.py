@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
-from agent.embeddings import Embedder, make_embedder
+from agent.embeddings import Embedder, TurnRef, make_embedder
 from agent.knowledge import KnowledgeBase
 from data.db import make_engine
 from data.demo import generate
@@ -33,6 +33,19 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Settings a developer may have in their shell must not leak into the tests.
 ENV_KEYS = [name.upper() for name in Settings.model_fields]
+
+
+class Counting:
+    """Passes calls through to a real embedder and keeps what each call asked for."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+        self.calls.append(list(texts))
+        return self.inner.embed(texts, ref=ref)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

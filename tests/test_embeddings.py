@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from agent.embeddings import (
     LOCAL_EMBEDDING_MODEL,
     OPENAI_MAX_TOKENS,
     CachedEmbedder,
-    Embedder,
     EmbeddingError,
     LocalEmbedder,
     LRUVectorCache,
@@ -35,7 +34,7 @@ from agent.embeddings import (
 )
 from data.records import CallRecord
 from data.settings import load_settings
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import REDIS_URL, Counting, free_port
 
 REF = TurnRef(user_id="u-1", session_id="s-1", turn=3)
 # text-embedding-3-small's list price, USD per million input tokens.
@@ -45,19 +44,6 @@ SMALL_USD_PER_MTOK = 0.02
 @pytest.fixture(scope="session")
 def local_embedder() -> LocalEmbedder:
     return LocalEmbedder()
-
-
-class Counting:
-    """Passes calls through to a real embedder and keeps what each call asked for."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
-        self.calls: list[list[str]] = []
-
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
-        self.calls.append(list(texts))
-        return self.inner.embed(texts, ref=ref)
 
 
 def test_local_vectors_are_unit_length_and_in_order(local_embedder: LocalEmbedder) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from qdrant_client import QdrantClient
 
 from agent.embeddings import (
     CachedEmbedder,
-    Embedder,
     LocalEmbedder,
     LRUVectorCache,
     OpenAIEmbedder,
@@ -32,7 +31,7 @@ from agent.memory import (
 )
 from data.records import CallRecord
 from data.settings import load_settings
-from tests.conftest import free_port
+from tests.conftest import Counting, free_port
 
 # In local mode a payload index is only recorded; that is expected for the shared layout here.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -44,19 +43,6 @@ THRESHOLD = 0.7  # the settings' default (the seed allows 0.6 to 0.8)
 class Item:
     text: str
     kind: str = "fact"
-
-
-class Counting:
-    """Passes calls through to a real embedder and keeps what each call asked for."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
-        self.calls: list[list[str]] = []
-
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
-        self.calls.append(list(texts))
-        return self.inner.embed(texts, ref=ref)
 
 
 class CountingClient(QdrantClient):
