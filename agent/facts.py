@@ -5,7 +5,9 @@ The extractor is deterministic pattern matching, not a model call: it costs noth
 microseconds, behaves the same with the 135M local model (which cannot extract reliably) as with
 GPT-4o, and a test can state exactly which facts must survive. It keeps the kinds the issue names:
 order numbers, names, e-mail addresses, promises made, and the customer's stated problem.
-Each fact is a short sentence that embeds well, so a later question recalls it."""
+Each fact is a short sentence for the prompt, searched by the customer's own sentence it came
+from: that is what a later question resembles, and the recall of the same message has usually
+just embedded it, so storing the fact needs no second model run."""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class Fact:
     kind: str
     text: str
     keys: tuple[str, ...] = ()
+    embed_text: str = ""  # the sentence the fact came from: what its memory is searched by
 
 
 def identifier(text: str) -> str:
@@ -80,34 +83,40 @@ def extract_facts(text: str, *, role: str) -> list[Fact]:
     facts: list[Fact] = []
     seen: set[str] = set()
 
-    def add(kind: str, fact: str, *keys: str) -> None:
+    def add(kind: str, fact: str, *keys: str, source: str = "") -> None:
         fact = _clip(fact)
         if fact.lower() not in seen:
             seen.add(fact.lower())
-            facts.append(Fact(kind, fact, tuple(identifier(key) for key in keys)))
+            keyed = tuple(identifier(key) for key in keys)
+            facts.append(Fact(kind, fact, keyed, _clip(source) if source else fact))
 
     if role == "user":
         for sentence in _sentences(text):
             for match in ORDER_RE.finditer(sentence):
                 number = match.group(1) or match.group(2)
                 add(
-                    "order_number", f"The customer's order number is {number}: “{sentence}”", number
+                    "order_number",
+                    f"The customer's order number is {number}: “{sentence}”",
+                    number,
+                    source=sentence,
                 )
             for email in EMAIL_RE.findall(sentence):
-                add("email", f"The customer's e-mail address is {email}.", email)
+                add("email", f"The customer's e-mail address is {email}.", email, source=sentence)
             for name in NAME_RE.findall(sentence):
-                add("name", f"The customer's name is {name}.")
+                add("name", f"The customer's name is {name}.", source=sentence)
             for phone in PHONE_RE.findall(sentence):
                 digits = re.sub(r"\D", "", phone)
                 # A leading + or 10+ digits: dates and amounts are not phone numbers.
                 international = phone.strip().startswith("+") and len(digits) >= 8
                 if (international or len(digits) >= 10) and len(digits) <= 15:
-                    add("phone", f"The customer's phone number is {phone.strip()}.")
+                    add(
+                        "phone", f"The customer's phone number is {phone.strip()}.", source=sentence
+                    )
             if PROBLEM_RE.search(sentence) and len(sentence) >= 12:
                 keys = [m.group(1) or m.group(2) for m in ORDER_RE.finditer(sentence)]
-                add("problem", f"The customer's problem: “{sentence}”", *keys)
+                add("problem", f"The customer's problem: “{sentence}”", *keys, source=sentence)
     elif role == "assistant":
         for sentence in _sentences(text):
             if PROMISE_RE.search(sentence):
-                add("promise", f"The agent promised the customer: “{sentence}”")
+                add("promise", f"The agent promised the customer: “{sentence}”", source=sentence)
     return facts

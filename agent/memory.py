@@ -65,7 +65,9 @@ class MemoryUnavailable(RuntimeError):
 
 class MemoryItem(Protocol):
     """What `remember` stores: a short text and its kind ("order_number", "email", "name",
-    "promise", "problem", "fact", ...). `agent.facts.Fact` is one."""
+    "promise", "problem", "fact", ...). `agent.facts.Fact` is one. Optional attributes:
+    `keys` (identifiers to recall it by exactly) and `embed_text` (what to embed, if not
+    the text)."""
 
     @property
     def text(self) -> str: ...
@@ -250,7 +252,13 @@ class MemoryStore:
                     fresh.pop(str(point.id), None)
         if not fresh:
             return 0
-        vectors = self._embed([item.text for item in fresh.values()], ref)
+        # An item may name the text to embed (`embed_text`): a fact is embedded as the
+        # sentence it came from, which the recall of that same message has usually just
+        # embedded, so the embedding cache answers and storing the fact costs no model run.
+        texts = [getattr(item, "embed_text", None) or item.text for item in fresh.values()]
+        vectors = self._embed(list(dict.fromkeys(texts)), ref)
+        by_text = dict(zip(dict.fromkeys(texts), vectors, strict=True))
+        vectors = [by_text[text] for text in texts]
         now = datetime.now(UTC).isoformat()
         points = [
             models.PointStruct(
