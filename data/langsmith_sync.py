@@ -30,6 +30,18 @@ from data.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
+class _HandledHere(logging.Filter):
+    """The langsmith client logs a traceback for every feedback it fails to create, then
+    raises; the outbox catches that, keeps the reason on the item and logs one line per pass,
+    so the client's copy is dropped (three tracebacks per rejected item otherwise)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Error creating feedback"
+
+
+logging.getLogger("langsmith.client").addFilter(_HandledHere())
+
 THUMBS_KEY = "thumbs"  # score 1 (up) or 0 (down)
 QUALITY_KEY = "quality"  # the reviewer's score as given, 1-5 (not normalised)
 BACKOFF_BASE_S = 2.0
@@ -236,17 +248,28 @@ class SyncWorker:
         retry and failed. A transient failure ends the pass: the service is unwell, and the
         untried items stay due for the next pass."""
         totals = {"synced": 0, "retrying": 0, "failed": 0}
+        reasons: set[str] = set()
         while True:
             items = self._lease()
             if not items:
                 break
             outcomes = self._push(items)
             self._record(outcomes)
-            for _, outcome, _ in outcomes:
+            for _, outcome, reason in outcomes:
                 if outcome in totals:
                     totals[outcome] += 1
+                if reason:
+                    reasons.add(reason)
             if any(outcome == "retrying" for _, outcome, _ in outcomes) or len(items) < self.batch:
                 break
+        if totals["retrying"] or totals["failed"]:
+            log.warning(
+                "feedback sync: %d synced, %d to retry, %d failed (%s)",
+                totals["synced"],
+                totals["retrying"],
+                totals["failed"],
+                "; ".join(sorted(reasons))[:300],
+            )
         return totals
 
     def _lease(self) -> list[_Item]:
