@@ -1,5 +1,6 @@
 """A scripted OpenAI-compatible server for tests: the real wire format, no network.
 
+`POST /v1/embeddings` answers with deterministic vectors (see `_embeddings`).
 `POST /v1/chat/completions` answers from a queue of scripted replies, streaming (SSE `data:`
 chunks, then a usage chunk when the request sets `stream_options.include_usage`, then
 `data: [DONE]`) or not, as the request asks. A reply is plain text, tool calls, an HTTP error
@@ -17,6 +18,7 @@ status the OpenAI client does not retry), so the test fails instead of hanging."
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,9 @@ class FakeOpenAI:
                 with server._lock:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     server.requests.append(Request(self.path, headers, body))
+                if self.path.rstrip("/") == "/v1/embeddings":
+                    status, payload = _embeddings(body)
+                    return self._json(status, payload)
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 reply = server._next(body)
@@ -241,6 +248,27 @@ class FakeOpenAI:
                 self.wfile.flush()
 
         return Handler
+
+
+def _embeddings(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST /v1/embeddings: one deterministic vector per input (seeded by the text, not unit
+    length, so a client must normalise), float or base64 as asked, listed in reverse order (a
+    client must sort by index), usage.prompt_tokens = words. An input "boom" answers 500."""
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    if "boom" in inputs:
+        return 500, {"error": {"message": "server exploded", "type": "server_error"}}
+    dim = 3072 if body["model"] == "text-embedding-3-large" else 1536
+    data = []
+    for i, text in enumerate(inputs):
+        seed = int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little")
+        vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32) * 3
+        encoded: Any = vector.tolist()
+        if body.get("encoding_format") == "base64":
+            encoded = base64.b64encode(vector.tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    tokens = sum(len(text.split()) for text in inputs)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return 200, {"object": "list", "data": data[::-1], "model": body["model"], "usage": usage}
 
 
 def _message(reply: Reply) -> dict[str, Any]:

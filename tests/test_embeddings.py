@@ -3,17 +3,12 @@ server that speaks the /v1/embeddings wire format, and the real Redis of this ma
 
 from __future__ import annotations
 
-import base64
 import importlib.util
-import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +30,7 @@ from agent.embeddings import (
 from data.records import CallRecord
 from data.settings import load_settings
 from tests.conftest import REDIS_URL, Counting, free_port
+from tests.fake_openai import FakeOpenAI
 
 REF = TurnRef(user_id="u-1", session_id="s-1", turn=3)
 # text-embedding-3-small's list price, USD per million input tokens.
@@ -179,72 +175,10 @@ def test_make_embedder_picks_local_and_the_cache(tmp_path: Path) -> None:
 # OpenAI ------------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
-    """A threaded HTTP server answering POST /v1/embeddings like OpenAI: base64 or float
-    vectors (not unit length, to test normalisation) and usage.prompt_tokens = words."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.auth: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                server.auth.append(self.headers.get("Authorization", ""))
-                inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-                if self.path != "/v1/embeddings" or "boom" in inputs:
-                    self._send(500, {"error": {"message": "server exploded", "type": "server"}})
-                    return
-                data = []
-                dim = 3072 if body["model"] == "text-embedding-3-large" else 1536
-                for i, text in enumerate(inputs):
-                    seed = int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little")
-                    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32) * 3
-                    encoded: Any = vector.tolist()
-                    if body.get("encoding_format") == "base64":
-                        encoded = base64.b64encode(vector.tobytes()).decode()
-                    data.append({"object": "embedding", "index": i, "embedding": encoded})
-                tokens = sum(len(text.split()) for text in inputs)
-                self._send(
-                    200,
-                    {
-                        "object": "list",
-                        "data": data[::-1],  # the client must order by index
-                        "model": body["model"],
-                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                    },
-                )
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    yield server
-    server.close()
+    with FakeOpenAI() as server:
+        yield server
 
 
 def test_openai_embedder_records_usage_and_cost(fake_openai: FakeOpenAI) -> None:
@@ -259,9 +193,9 @@ def test_openai_embedder_records_usage_and_cost(fake_openai: FakeOpenAI) -> None
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # Order follows the input, whatever order the server lists them in.
     assert float(vectors[0] @ np.array(embedder.embed(texts[:1])[0])) > 0.9999
-    assert fake_openai.requests[0]["model"] == "text-embedding-3-small"
-    assert fake_openai.requests[0]["input"] == texts
-    assert fake_openai.auth[0] == "Bearer sk-test-key"
+    assert fake_openai.bodies[0]["model"] == "text-embedding-3-small"
+    assert fake_openai.bodies[0]["input"] == texts
+    assert fake_openai.requests[0].headers["authorization"] == "Bearer sk-test-key"
 
     (record,) = records
     assert (record.purpose, record.provider, record.model) == (
