@@ -21,6 +21,7 @@ from agent.checkpoint import make_checkpointer
 from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase
+from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
 from agent.middleware import turn_meta
 from agent.models import ModelSpec, make_chat_model, resolve_spec
@@ -59,6 +60,9 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     chat_spec = resolve_spec(settings, role="chat")
     summary_spec = resolve_spec(settings, role="summarize")
     recorder = Recorder(engine)
+    ledger = TurnLedger(
+        calls=recorder, events=lambda event: record_event(engine=engine, event=event)
+    )
     overrides = load_overrides(settings.price_overrides_file)
     counter = local_usage_counter(settings.local_model_port) if settings.uses_local_model else None
 
@@ -68,7 +72,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         telemetry = CallTelemetry(
             spec=spec,
             purpose=purpose,
-            sink=recorder,
+            sink=ledger.call,
             price_overrides=overrides,
             usage_counter=counter,
         )
@@ -97,7 +101,8 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         chat_model=model_for(chat_spec, "chat", cache=cache),
         summary_model=model_for(summary_spec, "summarize", max_retries=settings.model_max_retries),
         fallback_model=fallback,
-        sink=recorder,
+        sink=ledger.call,
+        events=ledger.event,
     )
     try:
         # Embed the help center now, while the page shows its start-up spinner, rather than
@@ -112,6 +117,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         model_label=label,
         tracing=make_tracing(settings),
         counter=parts.counter,
+        ledger=ledger,
     )
     return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
 
@@ -138,6 +144,7 @@ def assemble(
     summary_model: BaseChatModel,
     fallback_model: BaseChatModel | None = None,
     sink: Callable[[CallRecord], None] | None = None,
+    events: Callable[[EventRecord], None] | None = None,
     retry_initial_delay_s: float = 1.0,
     checkpointer: BaseCheckpointSaver[str] | None = None,
     embedder: Embedder | None = None,
@@ -148,8 +155,10 @@ def assemble(
     bench pass a scripted one and get every other part exactly as the app has it (they may
     also pass an embedder and knowledge base built once, which take about a second to build)."""
 
-    def events(event: EventRecord) -> None:
+    def recorded(event: EventRecord) -> None:
         record_event(engine=engine, event=event)
+
+    events = events or recorded
 
     embedder = embedder or make_embedder(settings, sink=sink)
     knowledge = knowledge or KnowledgeBase(embedder=embedder)

@@ -20,12 +20,14 @@ from langsmith.run_helpers import tracing_context
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.context import TurnContext
+from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
 from agent.window import ContextWindowExceeded, MessageTooLong, WindowCounter
 from data import conversations
 from data.conversations import MAX_MESSAGE_CHARS
 from data.recorder import record_event
-from data.records import EventRecord
+from data.records import CallRecord, EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ def clean_message(text: str | None) -> str:
 
 @dataclass
 class TurnOutcome:
-    """Filled in while a turn streams; complete once the stream is exhausted."""
+    """Filled in while a turn streams; complete once the stream is exhausted. `calls` and
+    `events` are what the turn recorded (model calls of every purpose, recalls, tool calls,
+    folds), also when it failed."""
 
     session_id: str
     turn: int = 0
@@ -69,6 +73,60 @@ class TurnOutcome:
     run_id: str | None = None
     wall_ms: float = 0.0
     chunks: list[str] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def chat_calls(self) -> list[CallRecord]:
+        return [c for c in self.calls if c.purpose == "chat"]
+
+    def tokens(self) -> dict[str, int]:
+        """The turn's chat-model usage: input (cached included), cached input, output."""
+        chat = self.chat_calls
+        return {
+            "input_tokens": sum(c.input_tokens for c in chat),
+            "cached_input_tokens": sum(c.cached_input_tokens for c in chat),
+            "output_tokens": sum(c.output_tokens for c in chat),
+        }
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the turn cost, the summarizer's and the embedder's calls included; None when
+        any call is unpriced."""
+        if any(c.cost_usd is None for c in self.calls):
+            return None
+        return sum(c.cost_usd or 0.0 for c in self.calls)
+
+    @property
+    def cost_status(self) -> str:
+        statuses = {c.cost_status for c in self.calls}
+        if "unknown" in statuses or any(c.cost_usd is None for c in self.calls):
+            return "unknown"
+        return "provided" if "provided" in statuses else "computed"
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return next((c.ttft_ms for c in self.chat_calls if c.ttft_ms is not None), None)
+
+    @property
+    def context_percent(self) -> float | None:
+        found = [p for c in self.chat_calls if (p := c.context_percent) is not None]
+        return max(found, default=None)
+
+    def memories(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for event in self.events:
+            if event.kind == "memory_recall" and event.detail:
+                out += json.loads(event.detail).get("memories", [])
+        return out
+
+    def tools(self) -> list[dict[str, Any]]:
+        return [
+            {"name": e.name, "status": e.status, "latency_ms": round(e.latency_ms, 1)}
+            for e in self.events
+            if e.kind == "tool_call"
+        ]
 
 
 @dataclass(frozen=True)
@@ -100,12 +158,14 @@ class ChatService:
         model_label: str,
         tracing: Tracing = NO_TRACING,
         counter: WindowCounter | None = None,
+        ledger: TurnLedger | None = None,
     ) -> None:
         self.agent = agent
         self.engine = engine
         self.model_label = model_label
         self.tracing = tracing
         self.counter = counter
+        self.ledger = ledger
 
     def _check_size(self, *, user_id: str, session_id: str, text: str) -> None:
         """Refuse, before anything is stored or sent, a message that alone would take more
@@ -157,10 +217,12 @@ class ChatService:
         outcome.turn, outcome.run_id = turn, str(run_id)
         config = {
             "configurable": {"thread_id": session_id},
+            # For the LangSmith trace only; the agent reads who is calling from the context.
             "metadata": {"user_id": user_id, "session_id": session_id, "turn": turn},
             "run_id": run_id,
             "run_name": "support_turn",
         }
+        context = TurnContext(user_id=user_id, session_id=session_id, turn=turn)
         try:
             with self.tracing.context():
                 # durability="exit": the conversation state is checkpointed once, when the
@@ -169,6 +231,7 @@ class ChatService:
                 for chunk, meta in self.agent.stream(
                     {"messages": [HumanMessage(text)]},
                     config=config,
+                    context=context,
                     stream_mode="messages",
                     durability="exit",
                 ):
@@ -212,6 +275,10 @@ class ChatService:
                 f"({type(error).__name__}: {_reason(error)}). Your message is saved; "
                 "send it again."
             ) from None
+        finally:
+            if self.ledger is not None:
+                records = self.ledger.take(session_id, turn)
+                outcome.calls, outcome.events = records.calls, records.events
         outcome.text = "".join(outcome.chunks).strip()
         try:
             conversations.add_assistant_message(
