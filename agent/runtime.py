@@ -4,6 +4,7 @@ service."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
 from agent.middleware import turn_meta
 from agent.models import ModelSpec, make_chat_model, resolve_spec
+from agent.ratelimit import RateLimiter
 from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
@@ -52,6 +54,22 @@ def local_usage_counter(port: int) -> UsageCounter:
         return prompt, local_server.count_tokens(port, completion) if completion else 0
 
     return count
+
+
+_shared: dict[str, Runtime] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_runtime(settings: Settings, *, engine: Engine) -> Runtime:
+    """The process's one runtime for these settings, built on first use. The chat page and the
+    API in the same process share it: the embedded Qdrant store and the local model server are
+    single-process resources, and one runtime means one rate limiter and one set of locks."""
+    key = settings.model_dump_json()
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = build_runtime(settings, engine=engine)
+        return found
 
 
 def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
@@ -118,6 +136,13 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         tracing=make_tracing(settings),
         counter=parts.counter,
         ledger=ledger,
+        limiter=RateLimiter(
+            per_minute=settings.rate_limit_per_minute,
+            burst=settings.rate_limit_burst,
+            redis_url=settings.redis_url,
+        ),
+        session_wait_s=settings.session_wait_s,
+        model_timeout_s=settings.model_timeout_s,
     )
     return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import threading
 import time
 import unicodedata
 import uuid
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import openai
+import psycopg
 from langchain_core.messages import AIMessage, HumanMessage
 from langsmith import Client as LangSmithClient
 from langsmith.run_helpers import tracing_context
@@ -23,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.context import TurnContext
 from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
+from agent.ratelimit import RateLimiter
 from agent.window import ContextWindowExceeded, MessageTooLong, WindowCounter
 from data import conversations
 from data.conversations import MAX_MESSAGE_CHARS
@@ -36,8 +40,32 @@ class ChatInputError(ValueError):
     """The user's message cannot be sent as it is (the text says why)."""
 
 
+class RateLimited(ChatInputError):
+    """The user has used their turns for now; `retry_after_s` says when to try again."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(
+            f"Too many messages in a short time. Try again in {retry_after_s:.0f} seconds."
+        )
+        self.retry_after_s = retry_after_s
+
+
+class SessionNotFound(ChatInputError):
+    """The session belongs to another user (told apart from a missing one by nobody)."""
+
+
+class SessionBusy(ChatInputError):
+    """Another turn of the same session is still running."""
+
+
 class DependencyError(RuntimeError):
-    """A dependency (the model server or the database) is unavailable; the text names it."""
+    """A dependency (the model server or the database) is unavailable; the text names it.
+    `dependency` is "model" or "database"; `timeout` is True when it did not answer in time."""
+
+    def __init__(self, message: str, *, dependency: str = "model", timeout: bool = False) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.timeout = timeout
 
 
 class TurnFailed(RuntimeError):
@@ -159,6 +187,9 @@ class ChatService:
         tracing: Tracing = NO_TRACING,
         counter: WindowCounter | None = None,
         ledger: TurnLedger | None = None,
+        limiter: RateLimiter | None = None,
+        session_wait_s: float = 30.0,
+        model_timeout_s: float = 60.0,
     ) -> None:
         self.agent = agent
         self.engine = engine
@@ -166,6 +197,11 @@ class ChatService:
         self.tracing = tracing
         self.counter = counter
         self.ledger = ledger
+        self.limiter = limiter
+        self.session_wait_s = session_wait_s
+        self.model_timeout_s = model_timeout_s
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def _check_size(self, *, user_id: str, session_id: str, text: str) -> None:
         """Refuse, before anything is stored or sent, a message that alone would take more
@@ -195,24 +231,61 @@ class ChatService:
                 log.warning("could not record a refused message")
             raise ChatInputError(str(error)) from None
 
+    def _session_lock(self, session_id: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(session_id)
+            if lock is None:
+                lock = self._locks[session_id] = threading.Lock()
+            return lock
+
     def stream_turn(
         self, *, user_id: str, session_id: str, message: str, outcome: TurnOutcome
     ) -> Iterator[str]:
-        """Yield the answer's text as it streams. Raises ChatInputError or DependencyError."""
+        """Yield the answer's text as it streams. Raises ChatInputError (RateLimited,
+        SessionNotFound, SessionBusy among them), DependencyError or TurnFailed.
+
+        Checked before anything is written: the message, its size against the window, the
+        user's rate limit. One turn per session at a time: a second one waits up to
+        SESSION_WAIT_S for the first, then gets SessionBusy, so a transcript never
+        interleaves two turns."""
         text = clean_message(message)
         user_id = user_id.strip()
         if not user_id:
             raise ChatInputError("Enter a user id first.")
-        started = time.perf_counter()
         self._check_size(user_id=user_id, session_id=session_id, text=text)
+        if self.limiter is not None:
+            wait = self.limiter.check(user_id)
+            if wait is not None:
+                raise RateLimited(wait)
+        lock = self._session_lock(session_id)
+        if not lock.acquire(timeout=self.session_wait_s):
+            raise SessionBusy(
+                "Another message of this conversation is still being answered; "
+                "try again when it is done."
+            )
+        try:
+            yield from self._turn(
+                user_id=user_id, session_id=session_id, text=text, outcome=outcome
+            )
+        finally:
+            lock.release()
+
+    def _turn(
+        self, *, user_id: str, session_id: str, text: str, outcome: TurnOutcome
+    ) -> Iterator[str]:
+        started = time.perf_counter()
         try:
             turn = conversations.start_turn(
                 engine=self.engine, session_id=session_id, user_id=user_id, text=text
             )
-        except PermissionError as error:
-            raise ChatInputError(str(error)) from None
+        except PermissionError:
+            raise SessionNotFound(
+                f"No conversation {session_id} belongs to this user; start a new one."
+            ) from None
         except SQLAlchemyError as error:
-            raise DependencyError(f"The database is unavailable: {_reason(error)}") from None
+            raise DependencyError(
+                f"The database is unavailable: {_reason(error)}", dependency="database"
+            ) from None
         run_id = uuid.uuid4()
         outcome.turn, outcome.run_id = turn, str(run_id)
         config = {
@@ -245,7 +318,13 @@ class ChatService:
                     ):
                         outcome.chunks.append(chunk.text)
                         yield chunk.text
-        except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as error:
+        except (openai.APITimeoutError, httpx.TimeoutException):
+            raise DependencyError(
+                f"The chat model ({self.model_label}) did not answer within "
+                f"{self.model_timeout_s:g} s. Your message is saved; send it again.",
+                timeout=True,
+            ) from None
+        except (openai.APIConnectionError, httpx.HTTPError) as error:
             raise DependencyError(
                 f"The chat model ({self.model_label}) is unreachable: {_reason(error)}. "
                 "Your message is saved; send it again when the model is back."
@@ -260,6 +339,13 @@ class ChatService:
             raise DependencyError(
                 f"The chat model ({self.model_label}) answered HTTP {error.status_code}. "
                 "Your message is saved; try again."
+            ) from None
+        except (SQLAlchemyError, psycopg.Error, sqlite3.Error) as error:
+            # The conversation state (the checkpointer) could not be read or written.
+            raise DependencyError(
+                f"The database is unavailable: {_reason(error)}. Your message is saved; "
+                "send it again.",
+                dependency="database",
             ) from None
         except (ContextWindowExceeded, EmptyAnswer) as error:
             raise TurnFailed(
@@ -290,7 +376,8 @@ class ChatService:
             )
         except SQLAlchemyError as error:
             raise DependencyError(
-                f"The answer could not be saved; the database is unavailable: {_reason(error)}"
+                f"The answer could not be saved; the database is unavailable: {_reason(error)}",
+                dependency="database",
             ) from None
         outcome.wall_ms = (time.perf_counter() - started) * 1000
 
