@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -34,7 +35,10 @@ from agent.tools import (
 )
 from data import demo, orders
 from data.models import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
+from data.orders import TableOrders
 from data.records import CallRecord
+from data.service_times import ServiceLevels
+from data.settings import load_settings
 from tests.fake_openai import FakeOpenAI, Usage, drop, error, text, tool_call
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -114,16 +118,20 @@ def tools(db: Engine, knowledge: KnowledgeBase) -> dict[str, BaseTool]:
 
 
 def run_tool(tool: BaseTool, metadata: dict[str, Any] | None = None, **args: Any) -> str:
-    """Invoke a tool as the agent's tool node does, with the run's metadata in its config."""
+    """Invoke a tool as the agent's tool node does, with the run's metadata in its config (the
+    tools read the customer from there through turn_meta(), never from their arguments)."""
+    config = {"metadata": ALICE if metadata is None else metadata}
     runtime = ToolRuntime(
         state={"messages": [HumanMessage("My shoes from A-10001 have not arrived.")]},
         context=None,
-        config={"metadata": ALICE if metadata is None else metadata},
+        config=config,
         stream_writer=lambda _: None,
         tool_call_id="call-1",
         store=None,
     )
-    return str(tool.invoke({**args, "runtime": runtime}))
+    if "runtime" in inspect.signature(tool.func).parameters:  # type: ignore[attr-defined]
+        args["runtime"] = runtime
+    return str(tool.invoke(args, config=config))
 
 
 def tickets(engine: Engine) -> list[Any]:
@@ -223,9 +231,13 @@ def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> Non
     )
     escalated = run_tool(tools["escalate_to_human"], reason="The customer asks for a person.")
     first, second = tickets(db)
+    levels = ServiceLevels.from_settings(load_settings())
     assert opened == (
         f"Ticket #{first.id} is open (priority high). The support team will answer the "
-        "customer by e-mail within one working day."
+        f"customer by e-mail {levels.promise('ticket', first.created_at)}."
+    )
+    assert opened.endswith(
+        "(business hours Mon-Fri 08:00-20:00, Sat 09:00-17:00 America/New_York)."
     )
     assert escalated.startswith(f"Escalation #{second.id} is open.")
     assert (first.user_id, first.session_id, first.turn) == ("alice", "s-alice", 3)
@@ -272,19 +284,22 @@ def test_tools_work_on_a_fresh_demo(engine: Engine, knowledge: KnowledgeBase) ->
 
 
 def test_order_context(db: Engine) -> None:
-    block = order_context(db, "alice", "Where are a-10001 and A-20001? And A-10001 again.")
+    source = TableOrders(db)
+    block = order_context(source, "alice", "Where are a-10001 and A-20001? And A-10001 again.")
     assert block is not None
-    assert block.startswith("Order facts from the order database:\n\nOrder A-10001: status shipped")
+    assert block.startswith("Order facts from the order system:\n\nOrder A-10001: status shipped")
     assert block.endswith("Order A-20001: not found for this customer.")  # Bob's
     assert block.count("Order A-10001") == 1
-    assert order_context(db, "alice", "Where is my parcel?") is None
-    assert order_context(db, "", "A-10001") is None
+    assert order_context(source, "alice", "Where is my parcel?") is None
+    assert order_context(source, "", "A-10001") is None
 
 
 def test_help_context(knowledge: KnowledgeBase) -> None:
     block = help_context(knowledge, "Do you ship to Canada?")
     assert block is not None
-    assert block.startswith("Help-center article (Shipping and delivery):\n## Do you ship")
+    assert block.text.startswith("Help-center article (Shipping and delivery):\n## Do you ship")
+    [article] = block.detail["articles"]
+    assert (article["file"], article["title"]) == ("shipping.md", "Do you ship internationally?")
     assert help_context(knowledge, "What is the capital of France?") is None
 
 
