@@ -514,7 +514,8 @@ def _csv_records(lines: Iterable[str], report: ImportReport) -> Iterator[tuple[i
         raise ValueError(f"the CSV header lacks the column(s) {', '.join(missing)}")
     line = 2
     for record in reader:
-        row = {k: (v if v is None or v.strip() else None) for k, v in record.items() if k}
+        # An empty cell is a missing value ("Field required" for a required column).
+        row = {k: v for k, v in record.items() if k and v is not None and v.strip()}
         if row.get("items") is not None:
             try:
                 row["items"] = _items_cell(str(row["items"]))
