@@ -339,7 +339,15 @@ def ticket_history(*, engine: Engine, ticket_id: int) -> pd.DataFrame:
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=HISTORY_COLUMNS)
-    for column in ("from_status", "to_status"):
-        frame[column] = frame[column].map(lambda s: STATUS_LABELS.get(s, s) if s else "")
-    return frame
+    label = STATUS_LABELS.get
+    records = [
+        (
+            r.at,
+            r.actor,
+            label(r.from_status, r.from_status) if r.from_status else "",
+            label(r.to_status, r.to_status),
+            r.note,
+        )
+        for r in rows
+    ]
+    return pd.DataFrame(records, columns=HISTORY_COLUMNS, dtype=object)
