@@ -5,7 +5,8 @@ Like the LangSmith feedback outbox (data/langsmith_sync.py): the ticket row is w
 with a delivery id fixed at that moment and sync state "pending"; a background worker leases
 due rows (an atomic update of next_attempt_at, so several app replicas push different rows),
 POSTs each with its id and marks it "synced". Connection errors, timeouts, 408/425/429 and 5xx
-back off (2 s, 4 s, ... at most 10 min) and pause the worker until then; any other answer marks
+back off (2 s, 4 s, ... at most 10 min) and pause the worker until then (deliveries go in ticket
+order, so while the receiver is down one delivery probes it per backoff); any other answer marks
 the delivery "failed" with the reason until "Retry now". The body of a delivery is the same on
 every attempt, so a receiver that keeps the ids it has seen gets each ticket exactly once even
 if an acknowledgement was lost.
@@ -343,6 +344,10 @@ class WebhookWorker:
             for kind, statement in statements.items():
                 if params[kind]:
                     connection.execute(statement, params[kind])
+
+    def resume(self) -> None:
+        """Stop resting after a transient failure: the next pass sends (Retry now)."""
+        self._paused_until = 0.0
 
     # The thread ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ history; CSV; and the helpdesk webhook's backlog."""
 
 from datetime import UTC, datetime
 
+import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -63,15 +64,20 @@ with st.container(horizontal=True):
 
 queue = ticket_queue(engine=engine, now=now, statuses=tuple(statuses), kinds=tuple(kinds))
 COLUMNS = {
-    "id": st.column_config.NumberColumn("#", format="%d"),
-    "customer": "Customer",
-    "conversation": "Conversation",
-    "reason": st.column_config.TextColumn("Reason", width="large"),
-    "age": "Age",
-    "due_at": st.column_config.DatetimeColumn("Due (UTC)", format="YYYY-MM-DD HH:mm"),
-    "overdue": st.column_config.CheckboxColumn("Overdue"),
-    "last_note": "Last note",
-    "webhook": "Helpdesk",
+    "id": st.column_config.NumberColumn("#", format="%d", width=40),
+    "status": st.column_config.TextColumn("Status", width=85),
+    "kind": st.column_config.TextColumn("Kind", width=80),
+    "customer": st.column_config.TextColumn("Customer", width=85),
+    "reason": st.column_config.TextColumn("Reason", width=240),
+    "age": st.column_config.TextColumn("Age", width=80),
+    "due_at": st.column_config.DatetimeColumn(
+        "Due", format="ddd MMM D HH:mm", width=110, help=f"In {levels.hours.timezone}"
+    ),
+    "overdue": st.column_config.CheckboxColumn("Overdue", width=65),
+    "conversation": st.column_config.TextColumn("Conversation", width=100),
+    "priority": st.column_config.TextColumn("Priority", width=65),
+    "last_note": st.column_config.TextColumn("Last note", width=170),
+    "webhook": st.column_config.TextColumn("Helpdesk", width=70),
 }
 
 
@@ -92,11 +98,14 @@ if queue.empty:
     picked_id = None
 else:
     st.session_state["t_ids"] = ids = [int(i) for i in queue["id"]]
+    shown = queue.drop(columns=["age_hours", "created_at", "updated_at"])
+    shown["due_at"] = pd.to_datetime(shown["due_at"], utc=True).dt.tz_convert(levels.hours.zone)
     st.dataframe(
-        queue.drop(columns=["age_hours", "created_at", "updated_at"]),
+        shown,
         hide_index=True,
         width="stretch",
         column_config=COLUMNS,
+        column_order=list(COLUMNS),
         on_select=_row_picked,
         selection_mode="single-row",
         key="t_table",
@@ -164,7 +173,18 @@ if picked_id is not None:
                     st.rerun()
         history = ticket_history(engine=engine, ticket_id=ticket.id)
         st.markdown("**History**")
-        st.dataframe(history, hide_index=True, width="stretch")
+        st.dataframe(
+            history,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+                "actor": "Who",
+                "from_status": "From",
+                "to_status": "To",
+                "note": st.column_config.TextColumn("Note", width="large"),
+            },
+        )
         common.csv_download(history, f"ticket_{ticket.id}_history", "Download history CSV")
 
 st.divider()
@@ -191,6 +211,8 @@ for card, state, label in zip(
 
 def retry() -> None:
     st.session_state["t_retried"] = ticket_webhook.retry_now(engine=engine)
+    if (worker := common.ticket_webhook()) is not None:
+        worker.resume()
 
 
 if (retried := st.session_state.pop("t_retried", None)) is not None:
@@ -205,5 +227,19 @@ st.button(
 problems = ticket_webhook.webhook_problems(engine=engine)
 if not problems.empty:
     st.markdown("**Failed and retrying deliveries**")
-    st.dataframe(problems, hide_index=True, width="stretch")
+    st.dataframe(
+        problems,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "ticket": st.column_config.NumberColumn("Ticket", format="%d"),
+            "kind": "Kind",
+            "sync_state": "State",
+            "attempts": "Attempts",
+            "last_error": st.column_config.TextColumn("Last error", width="large"),
+            "next_attempt_at": st.column_config.DatetimeColumn(
+                "Next attempt (UTC)", format="YYYY-MM-DD HH:mm:ss"
+            ),
+        },
+    )
     common.csv_download(problems, "ticket_webhook_problems")

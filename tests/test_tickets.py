@@ -355,7 +355,7 @@ def test_rejections_fail_with_the_reason_until_retry_now(db: Engine) -> None:
         # Backing off: the worker rests, the row waits a minute.
         assert worker.run_once() == {"synced": 0, "retrying": 0, "failed": 0}
         assert retry_now(engine=db) == 2
-        worker._paused_until = 0.0
+        worker.resume()
         assert worker.run_once()["synced"] == 2
         assert webhook_status(engine=db)["synced"] == 3
         worker.stop()
