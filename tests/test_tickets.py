@@ -9,6 +9,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -409,3 +410,64 @@ def test_a_ticket_the_agent_opens_reaches_the_webhook(
     assert got[ticket.id].payload["ticket"]["subject"] == "Damaged parcel A-10001"
     assert all(d.valid_signature for d in helpdesk.deliveries)
     assert json.loads(got[ticket.id].body)["ticket"]["customer"] == "kim"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables yet (the migration test walks the revisions itself)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.sqlite3'}"
+        return
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"acb_mig_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migration_0007_keeps_the_tickets_opened_before_it(empty_db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from data.db import make_engine
+    from data.migrate import MIGRATIONS
+
+    engine = make_engine(empty_db_url)
+
+    def migrate(revision: str, *, down: bool = False) -> None:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+
+    migrate("0006")
+    with engine.begin() as connection:
+        for n in range(3):
+            connection.execute(
+                text(
+                    "INSERT INTO support_tickets (user_id, session_id, turn, kind, subject, body,"
+                    " priority, status, created_at) VALUES (:u, 's', 1, 'ticket', 'old', 'b',"
+                    " 'normal', 'open', :at)"
+                ),
+                {"u": f"u{n}", "at": datetime(2026, 11, 1, 12, n, tzinfo=UTC)},
+            )
+    migrate("0007")
+    with engine.connect() as connection:
+        rows = connection.execute(select(SupportTicket).order_by(SupportTicket.id)).all()
+    assert len({r.webhook_uuid for r in rows}) == 3 and all(r.webhook_uuid for r in rows)
+    assert {r.sync_state for r in rows} == {"local"}  # never announced, not sent now
+    assert [r.updated_at for r in rows] == [r.created_at for r in rows]
+    assert webhook_status(engine=engine)["pending"] == 0
+    change_status(engine=engine, ticket_id=rows[0].id, to_status="resolved", actor="a", note="n")
+    migrate("0006", down=True)
+    migrate("head")
+    engine.dispose()
