@@ -281,7 +281,7 @@ class TableOrders:
 
 class _RecentAnswer(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    orders: list[OrderIn] = Field(max_length=MAX_RECENT)
+    orders: list[OrderIn]
 
 
 class HttpOrders:
@@ -352,6 +352,7 @@ class HttpOrders:
         return order.view()
 
     def recent_orders(self, *, user_id: str, limit: int = 5) -> list[OrderView]:
+        limit = max(1, min(limit, MAX_RECENT))
         body = self._get(f"/customers/{quote(user_id, safe='')}/orders", limit=limit)
         if body is None:
             return []  # an unknown customer has no orders

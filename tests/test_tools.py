@@ -401,6 +401,11 @@ def test_two_tool_calls_run_in_parallel_and_are_recorded(
         assert 0 < event.latency_ms < 5000
     detail = json.loads(recorded["lookup_order"].detail)
     assert detail == {"args": {"order_number": "A-10001"}, "result": results["c1"].text[:300]}
+    # The help-center articles behind the result, for the chat page's expander.
+    articles = json.loads(recorded["search_help_center"].detail)["articles"]
+    assert articles[0]["title"] == "My order is late or the tracking has not moved"
+    assert articles[0]["file"] == "shipping.md"
+    assert [a["score"] for a in articles] == sorted((a["score"] for a in articles), reverse=True)
 
 
 @tool
