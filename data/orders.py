@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Boolean, Engine, Row, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from data.models import Order
@@ -450,21 +450,24 @@ def _write(
         unique.append(order)
     report.rejected.sort(key=lambda r: r.line)
     numbers = [o.order_number for o in unique]
+    postgres = engine.dialect.name == "postgresql"
+    report.written = not dry_run
     with engine.begin() as connection:
-        existing: set[str] = set()
-        for start in range(0, len(numbers), WRITE_CHUNK):
-            chunk = numbers[start : start + WRITE_CHUNK]
-            existing |= set(
-                connection.execute(
-                    select(Order.order_number).where(Order.order_number.in_(chunk))
-                ).scalars()
-            )
-        report.inserted = len(set(numbers) - existing)
-        report.updated = len(existing)
-        report.written = not dry_run
+        if dry_run or not postgres:
+            existing: set[str] = set()
+            for start in range(0, len(numbers), WRITE_CHUNK):
+                chunk = numbers[start : start + WRITE_CHUNK]
+                existing |= set(
+                    connection.execute(
+                        select(Order.order_number).where(Order.order_number.in_(chunk))
+                    ).scalars()
+                )
+            report.inserted = len(set(numbers) - existing)
+            report.updated = len(existing)
         if dry_run or not unique:
             return report
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if postgres else sqlite
+        inserted = 0
         for start in range(0, len(unique), WRITE_CHUNK):
             rows = [_row(o) for o in unique[start : start + WRITE_CHUNK]]
             statement = dialect.insert(Order)
@@ -472,7 +475,18 @@ def _write(
                 index_elements=[Order.order_number],
                 set_={c: statement.excluded[c] for c in rows[0] if c != "order_number"},
             )
-            connection.execute(statement, rows)
+            if postgres:
+                # Postgres says which rows it inserted (xmax = 0) in the same statement; a
+                # separate IN lookup right after a bulk load, before the table is analyzed,
+                # is planned as a scan and took 1.2 s per 500 numbers at 20k orders.
+                flags = connection.execute(
+                    statement.returning(literal_column("(xmax = 0)", Boolean)), rows
+                ).scalars()
+                inserted += sum(1 for flag in flags if flag)
+            else:
+                connection.execute(statement, rows)
+        if postgres:
+            report.inserted, report.updated = inserted, len(unique) - inserted
     return report
 
 
