@@ -34,6 +34,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Boolean, Engine, Row, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from data.models import Order
 from data.settings import Settings
@@ -265,7 +266,7 @@ class TableOrders:
     def get_order(self, *, user_id: str, order_number: str) -> OrderView | None:
         try:
             return get_order(engine=self.engine, user_id=user_id, order_number=order_number)
-        except Exception as error:  # the database is down: say so, do not fail the turn
+        except SQLAlchemyError as error:  # the database is down: say so, do not fail the turn
             raise OrdersUnavailable(
                 f"{self.label} cannot be read ({type(error).__name__})"
             ) from error
@@ -273,7 +274,7 @@ class TableOrders:
     def recent_orders(self, *, user_id: str, limit: int = 5) -> list[OrderView]:
         try:
             return recent_orders(engine=self.engine, user_id=user_id, limit=limit)
-        except Exception as error:
+        except SQLAlchemyError as error:
             raise OrdersUnavailable(
                 f"{self.label} cannot be read ({type(error).__name__})"
             ) from error
@@ -603,8 +604,6 @@ MAX_PRINTED = 50
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from data.db import describe, make_engine
     from data.migrate import upgrade
     from data.settings import SettingsError, get_settings, to_sqlalchemy_url
