@@ -111,6 +111,12 @@ page = st.navigation(
                 default=True,
                 url_path="support-chat",
             ),
+            st.Page(
+                "pages/tickets.py",
+                title="Tickets",
+                icon=":material/confirmation_number:",
+                url_path="support-tickets",
+            ),
         ],
         "Analytics": [
             st.Page("pages/cost.py", title="Cost", icon=":material/payments:", url_path="costs"),

@@ -21,7 +21,7 @@ from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
 from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
 from agent.graph import build_agent
-from agent.knowledge import KnowledgeBase
+from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
 from agent.middleware import turn_meta
@@ -32,9 +32,11 @@ from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from agent.window import WindowCounter
+from data.orders import OrderSource, order_source
 from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
+from data.service_times import ServiceLevels
 from data.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,7 @@ class AgentParts:
     memory_error: str | None
     middleware: MemoryMiddleware
     tools: list[BaseTool]
+    orders: OrderSource
     counter: WindowCounter
 
 
@@ -174,6 +177,7 @@ def assemble(
     checkpointer: BaseCheckpointSaver[str] | None = None,
     embedder: Embedder | None = None,
     knowledge: KnowledgeBase | None = None,
+    orders_source: OrderSource | None = None,
 ) -> AgentParts:
     """The agent around given models: memory, context injection or tools, summarization,
     retries, fallback and recording. The app passes real models; tests and the turn-overhead
@@ -186,7 +190,9 @@ def assemble(
     events = events or recorded
 
     embedder = embedder or make_embedder(settings, sink=sink)
-    knowledge = knowledge or KnowledgeBase(embedder=embedder)
+    knowledge = knowledge or from_settings(settings, embedder)
+    # One order source for the tools and for the prompt context of a model without tools.
+    source = orders_source or order_source(settings, engine=engine)
     memory: MemoryStore | None = None
     memory_error = None
     try:
@@ -195,14 +201,24 @@ def assemble(
         # The agent still answers; the chat page says memory is off and why.
         memory_error = str(error)
         log.warning("long-term memory is off: %s", error)
-    tools = make_tools(engine=engine, knowledge=knowledge) if settings.uses_tools else []
+    tools = (
+        make_tools(
+            engine=engine,
+            knowledge=knowledge,
+            orders_source=source,
+            levels=ServiceLevels.from_settings(settings),
+            notify=settings.ticket_webhook_url is not None,
+        )
+        if settings.uses_tools
+        else []
+    )
     providers: dict[str, ContextProvider] = {}
     if not tools:
         # A model without tools gets what the tools would have found, in its prompt: the
         # orders named in the message and the best help-center entry (recorded under the
         # tools' names).
         providers = {
-            "lookup_order": lambda user_id, text: order_context(engine, user_id, text),
+            "lookup_order": lambda user_id, text: order_context(source, user_id, text),
             "search_help_center": lambda user_id, text: help_context(
                 knowledge, text, ref=TurnRef(*turn_meta())
             ),
@@ -242,6 +258,7 @@ def assemble(
         memory_error=memory_error,
         middleware=middleware,
         tools=tools,
+        orders=source,
         counter=counter,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,8 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from data.service_times import parse_business_hours, parse_duration, parse_timezone
 
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 # The local embedder: all-MiniLM-L6-v2 as int8 ONNX (agent/embeddings.py).
@@ -165,6 +168,34 @@ class Settings(BaseSettings):
         default=5, ge=1, le=3600, description="How often the outbox pushes feedback to LangSmith."
     )
 
+    # Support systems (issue 14): where orders come from, where tickets go, what is promised,
+    # and the team's own help center.
+    orders_api_url: AnyHttpUrl | None = Field(
+        default=None, description="The team's orders API (README: orders contract); unset: table."
+    )
+    orders_api_token: SecretStr | None = Field(
+        default=None, description="Bearer token sent to ORDERS_API_URL."
+    )
+    orders_api_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    ticket_webhook_url: AnyHttpUrl | None = Field(
+        default=None, description="Each new ticket and escalation is POSTed here, signed."
+    )
+    ticket_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the X-Webhook-Signature header."
+    )
+    ticket_webhook_interval_s: int = Field(default=5, ge=1, le=3600)
+    ticket_response_time: timedelta = Field(
+        default=timedelta(hours=12), description="Working time until a ticket is answered."
+    )
+    escalation_response_time: timedelta = Field(
+        default=timedelta(hours=4), description="Working time until a human takes over."
+    )
+    business_hours: str = "Mon-Fri 08:00-20:00, Sat 09:00-17:00"
+    business_timezone: str = "America/New_York"
+    kb_dir: Path | None = Field(
+        default=None, description="The team's help-center articles (.md, .txt); unset: agent/kb."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -198,6 +229,11 @@ class Settings(BaseSettings):
         "summary_trigger_messages",
         "summary_keep_tokens",
         "price_overrides_file",
+        "orders_api_url",
+        "orders_api_token",
+        "ticket_webhook_url",
+        "ticket_webhook_secret",
+        "kb_dir",
         mode="before",
     )
     @classmethod
@@ -241,6 +277,38 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("not a Redis URL (expected redis://host:port/db)")
         return value
+
+    @field_validator("ticket_response_time", "escalation_response_time", mode="before")
+    @classmethod
+    def _working_time(cls, value: Any) -> Any:
+        return parse_duration(str(value)) if isinstance(value, str | int | float) else value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _check_business_hours(cls, value: str) -> str:
+        parse_business_hours(value)
+        return value
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value.strip()
+
+    @field_validator("kb_dir")
+    @classmethod
+    def _check_kb_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("not a folder (the team's help-center articles go there)")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_signed(self) -> Settings:
+        if self.ticket_webhook_url is not None and self.ticket_webhook_secret is None:
+            raise ValueError(
+                "TICKET_WEBHOOK_URL needs TICKET_WEBHOOK_SECRET (deliveries are signed)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _chat_model_named(self) -> Settings:
@@ -331,6 +399,8 @@ _SECRET_FIELDS = {
     "langsmith_api_key",
     "database_url",
     "redis_url",
+    "orders_api_token",
+    "ticket_webhook_secret",
 }
 
 
@@ -338,6 +408,8 @@ def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "settings"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:  # a rule across settings: the message names them
+        return f"Invalid settings: {message}"
     shown = "" if field in _SECRET_FIELDS else f"={first.get('input')!r}"
     more = len(error.errors()) - 1
     tail = f" (and {more} more invalid setting{'s' if more > 1 else ''})" if more else ""

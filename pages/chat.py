@@ -73,6 +73,7 @@ else:
     st.caption(f"Session `{session_id}`")
 
 common.feedback_sync()
+common.ticket_webhook()  # tickets the agent opens here are sent to the helpdesk, if configured
 stored = thumbs_for_session(engine=engine, session_id=session_id)
 
 

@@ -12,8 +12,8 @@ from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
 from data.db import make_engine
-from tests.helpers.pages import session_box_of
 from tests.conftest import APP, free_port, run
+from tests.helpers.pages import session_box_of
 
 
 def test_chat_page_streams_records_and_resumes(app_env: str) -> None:

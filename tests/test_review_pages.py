@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 from data import review
 from data.conversations import add_assistant_message, start_turn
 from data.feedback import MAX_COMMENT_CHARS
-from tests.helpers.pages import session_box_of
 from tests.conftest import APP, run
+from tests.helpers.pages import session_box_of
 
 
 def rows(engine: Engine, query: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -18,7 +19,9 @@ from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 from langchain_openai import ChatOpenAI
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
 from sqlalchemy import Engine, create_engine, delete, insert, select
 
 from agent.context import TurnContext
@@ -35,7 +38,10 @@ from agent.tools import (
 )
 from data import demo, orders
 from data.models import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
+from data.orders import TableOrders
 from data.records import CallRecord
+from data.service_times import ServiceLevels
+from data.settings import load_settings
 from tests.fake_openai import FakeOpenAI, Usage, drop, error, text, tool_call
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -123,16 +129,21 @@ def _context(meta: dict[str, Any]) -> TurnContext:
 
 
 def run_tool(tool: BaseTool, metadata: dict[str, Any] | None = None, **args: Any) -> str:
-    """Invoke a tool as the agent's tool node does, with the run's metadata in its config."""
+    """Invoke a tool as the agent's tool node does: the run's TurnContext in its LangGraph
+    runtime (the tools read the customer from there, never from their arguments)."""
+    context = _context(ALICE if metadata is None else metadata)
+    config: Any = {"configurable": {CONFIG_KEY_RUNTIME: Runtime(context=context)}}
     runtime = ToolRuntime(
         state={"messages": [HumanMessage("My shoes from A-10001 have not arrived.")]},
-        context=_context(ALICE if metadata is None else metadata),
-        config={},
+        context=context,
+        config=config,
         stream_writer=lambda _: None,
         tool_call_id="call-1",
         store=None,
     )
-    return str(tool.invoke({**args, "runtime": runtime}))
+    if "runtime" in inspect.signature(tool.func).parameters:  # type: ignore[attr-defined]
+        args["runtime"] = runtime
+    return str(tool.invoke(args, config=config))
 
 
 def tickets(engine: Engine) -> list[Any]:
@@ -232,9 +243,13 @@ def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> Non
     )
     escalated = run_tool(tools["escalate_to_human"], reason="The customer asks for a person.")
     first, second = tickets(db)
+    levels = ServiceLevels.from_settings(load_settings())
     assert opened == (
         f"Ticket #{first.id} is open (priority high). The support team will answer the "
-        "customer by e-mail within one working day."
+        f"customer by e-mail {levels.promise('ticket', first.created_at)}."
+    )
+    assert opened.endswith(
+        "(business hours Mon-Fri 08:00-20:00, Sat 09:00-17:00 America/New_York)."
     )
     assert escalated.startswith(f"Escalation #{second.id} is open.")
     assert (first.user_id, first.session_id, first.turn) == ("alice", "s-alice", 3)
@@ -281,19 +296,22 @@ def test_tools_work_on_a_fresh_demo(engine: Engine, knowledge: KnowledgeBase) ->
 
 
 def test_order_context(db: Engine) -> None:
-    block = order_context(db, "alice", "Where are a-10001 and A-20001? And A-10001 again.")
+    source = TableOrders(db)
+    block = order_context(source, "alice", "Where are a-10001 and A-20001? And A-10001 again.")
     assert block is not None
-    assert block.startswith("Order facts from the order database:\n\nOrder A-10001: status shipped")
+    assert block.startswith("Order facts from the order system:\n\nOrder A-10001: status shipped")
     assert block.endswith("Order A-20001: not found for this customer.")  # Bob's
     assert block.count("Order A-10001") == 1
-    assert order_context(db, "alice", "Where is my parcel?") is None
-    assert order_context(db, "", "A-10001") is None
+    assert order_context(source, "alice", "Where is my parcel?") is None
+    assert order_context(source, "", "A-10001") is None
 
 
 def test_help_context(knowledge: KnowledgeBase) -> None:
     block = help_context(knowledge, "Do you ship to Canada?")
     assert block is not None
-    assert block.startswith("Help-center article (Shipping and delivery):\n## Do you ship")
+    assert block.text.startswith("Help-center article (Shipping and delivery):\n## Do you ship")
+    [article] = block.detail["articles"]
+    assert (article["file"], article["title"]) == ("shipping.md", "Do you ship internationally?")
     assert help_context(knowledge, "What is the capital of France?") is None
 
 
@@ -356,7 +374,7 @@ def config(**metadata: Any) -> dict[str, Any]:
 
 
 def context(**metadata: Any) -> TurnContext:
-    return TurnContext(**(ALICE | metadata))
+    return _context(ALICE | metadata)
 
 
 def test_two_tool_calls_run_in_parallel_and_are_recorded(
@@ -401,6 +419,11 @@ def test_two_tool_calls_run_in_parallel_and_are_recorded(
         assert 0 < event.latency_ms < 5000
     detail = json.loads(recorded["lookup_order"].detail)
     assert detail == {"args": {"order_number": "A-10001"}, "result": results["c1"].text[:300]}
+    # The help-center articles behind the result, for the chat page's expander.
+    articles = json.loads(recorded["search_help_center"].detail)["articles"]
+    assert articles[0]["title"] == "My order is late or the tracking has not moved"
+    assert articles[0]["file"] == "shipping.md"
+    assert [a["score"] for a in articles] == sorted((a["score"] for a in articles), reverse=True)
 
 
 @tool
