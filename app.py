@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from data.db import describe
-from data.settings import SettingsError, get_settings
+from data.settings import SettingsError, get_settings, redact_url
 
 
 def serve(argv: list[str]) -> int:
@@ -114,7 +114,9 @@ with st.sidebar:
     st.caption(f"Database: {describe(settings.sqlalchemy_url)}")
     model = "SmolLM2-135M-Instruct (local)" if settings.uses_local_model else settings.chat_model
     st.caption(f"Chat model: {model} · environment: {settings.environment}")
-    memory = f"Qdrant at {settings.qdrant_url}" if settings.qdrant_url else "embedded Qdrant"
+    memory = (
+        f"Qdrant at {redact_url(settings.qdrant_url)}" if settings.qdrant_url else "embedded Qdrant"
+    )
     embedder = settings.embedding_model if settings.openai_api_key else "local MiniLM"
     tools = "on" if settings.uses_tools else "off (lookups go into the prompt)"
     tracing = (
