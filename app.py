@@ -22,6 +22,8 @@ def serve(argv: list[str]) -> int:
 
     from agent.local_server import LocalModelError, start_for
     from data.metrics import start_exporter
+    from data.observability import init_sentry
+    from data.status import Monitor
 
     try:
         settings = get_settings()
@@ -34,8 +36,11 @@ def serve(argv: list[str]) -> int:
             print(f"local model: SmolLM2-135M-Instruct on 127.0.0.1:{settings.local_model_port}")
         except LocalModelError as error:  # the analyst pages still work; chat says why
             print(f"warning: {error}", file=sys.stderr)
-    # Prometheus can scrape from the start, before anyone opens a page.
+    # Prometheus can scrape from the start, before anyone opens a page; the dependency checks
+    # feed its readiness alert (agent_ready) from then on too.
     start_exporter(host=settings.metrics_host, port=settings.metrics_port)
+    Monitor(settings).start()
+    init_sentry(settings, "ui")
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)
@@ -105,6 +110,14 @@ page = st.navigation(
                 title="Feedback",
                 icon=":material/reviews:",
                 url_path="feedback-report",
+            ),
+        ],
+        "Operations": [
+            st.Page(
+                "pages/status.py",
+                title="Status",
+                icon=":material/monitor_heart:",
+                url_path="system-status",
             ),
         ],
     }

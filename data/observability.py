@@ -17,9 +17,8 @@ def init_sentry(settings: Settings, process: str) -> bool:
 
     `process` ("ui" or "api") becomes the `process` tag on every event, so one Sentry project
     tells the two apart ("api+ui" when `python app.py` serves both from one process). No
-    personal data by default (send_default_pii=False: no user IP, no cookies, no request
-    bodies), no local variables (they may hold messages and keys): events carry the stack, not
-    the conversation. Tracing stays off unless SENTRY_TRACES_SAMPLE_RATE is above 0."""
+    personal data (the send_default_pii=False set, as data_collection): events carry the stack,
+    not the conversation. Tracing stays off unless SENTRY_TRACES_SAMPLE_RATE is above 0."""
     if settings.sentry_dsn is None:
         return False
     dsn = settings.sentry_dsn.get_secret_value()
@@ -32,8 +31,21 @@ def init_sentry(settings: Settings, process: str) -> bool:
             sentry_sdk.init(
                 dsn=dsn,
                 environment=settings.environment,
-                send_default_pii=False,
-                include_local_variables=False,
+                # What send_default_pii=False means, spelled out with the option that replaces
+                # it in sentry-sdk 2.x (send_default_pii is deprecated there), and stricter:
+                # no user identity, cookies, bodies, prompts or answers (the SDK's LangChain
+                # and OpenAI integrations would otherwise attach them), SQL parameters, or
+                # local variables.
+                data_collection={
+                    "user_info": False,
+                    "cookies": {"mode": "off"},
+                    "http_bodies": [],
+                    "url_query_params": {"mode": "off"},
+                    "gen_ai": {"inputs": False, "outputs": False},
+                    "database_query_data": False,
+                    "queues": False,
+                    "stack_frame_variables": False,
+                },
                 max_request_body_size="never",
                 traces_sample_rate=settings.sentry_traces_sample_rate,
                 integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],

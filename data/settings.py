@@ -273,7 +273,8 @@ def redact_url(url: object) -> str:
         port = parts.port  # raises on a malformed port
     except ValueError:
         return "***"
-    if not parts.scheme:
+    if not parts.scheme or not parts.netloc:
+        # Not a URL with a host (`user:pass@host` parses as scheme "user"): show nothing of it.
         return "***" if ("@" in text or ":" in text) else text
     netloc = parts.hostname or ""
     if ":" in netloc:  # an IPv6 literal

@@ -406,3 +406,140 @@ class Monitor:
             except Exception:
                 log.exception("status checks failed")
             self._stop.wait(self.settings.status_check_interval_s)
+
+
+# The seed's operating procedure (section 8), each item with where the app shows it: a page
+# of this app ("page"), Grafana ("grafana"), or a command ("command").
+@dataclass(frozen=True, slots=True)
+class SopItem:
+    cadence: str  # "Daily" | "Weekly" | "Monthly"
+    task: str
+    where: str  # a page file, "grafana", or a command line
+    kind: str  # "page" | "grafana" | "command"
+    how: str
+
+
+SOP: tuple[SopItem, ...] = (
+    SopItem(
+        "Daily",
+        "Agent performance",
+        "pages/latency.py",
+        "page",
+        "p50/p95/p99 by model and the slowest calls; Grafana has the live panels.",
+    ),
+    SopItem(
+        "Daily",
+        "Agent performance (live)",
+        "grafana",
+        "grafana",
+        "The Agent Metrics dashboard: calls, latency, context, tokens, cost, errors.",
+    ),
+    SopItem(
+        "Daily",
+        "Error rate (LangSmith / Sentry)",
+        "pages/latency.py",
+        "page",
+        "The error-rate chart; failing dependencies are at the top of this page.",
+    ),
+    SopItem(
+        "Daily",
+        "API cost",
+        "pages/cost.py",
+        "page",
+        "Cost by model, user and conversation against the previous period.",
+    ),
+    SopItem(
+        "Weekly",
+        "Database statistics (ANALYZE) and VACUUM",
+        "python -m data.maintain",
+        "command",
+        "Runs retention, ANALYZE and VACUUM; the last runs are listed below.",
+    ),
+    SopItem(
+        "Weekly",
+        "Slow query review",
+        "pages/latency.py",
+        "page",
+        "The slowest calls table; on Postgres also pg_stat_statements (README).",
+    ),
+    SopItem(
+        "Weekly",
+        "User feedback analysis",
+        "pages/feedback.py",
+        "page",
+        "Scores over time and by model, thumbs, LangSmith sync problems.",
+    ),
+    SopItem(
+        "Monthly",
+        "Full backup check",
+        "python -m data.backup check FILE",
+        "command",
+        "Restores a backup into a scratch database and counts every table (below).",
+    ),
+    SopItem(
+        "Monthly",
+        "Cost analysis and optimization",
+        "pages/context.py",
+        "page",
+        "Context-window use and summarizations next to the Cost page's totals.",
+    ),
+    SopItem(
+        "Monthly",
+        "Model benchmark",
+        "make bench",
+        "command",
+        "The bench/ scripts print JSON: turn latency, memory and recording overhead.",
+    ),
+    SopItem(
+        "Monthly",
+        "Dependency update review",
+        "pip list --outdated",
+        "command",
+        "Then update requirements.in and re-pin requirements.txt.",
+    ),
+)
+
+
+CHECK_COLUMNS = [
+    "dependency",
+    "configured",
+    "reachable",
+    "latency_ms",
+    "version",
+    "target",
+    "error",
+    "last_error",
+    "last_error_at",
+]
+
+
+def checks_frame(checks: dict[str, Check]) -> Any:
+    """The status page's table: one row per dependency, in NAMES order."""
+    import pandas as pd
+
+    rows = []
+    for name in NAMES:
+        if name not in checks:
+            continue
+        c = checks[name]
+        rows.append(
+            {
+                "dependency": c.label,
+                "configured": "yes" if c.configured else "no",
+                "reachable": "—" if c.ok is None else ("yes" if c.ok else "NO"),
+                "latency_ms": c.latency_ms,
+                "version": c.version or "",
+                "target": c.target,
+                "error": c.error or "",
+                "last_error": c.last_error or "",
+                "last_error_at": c.last_error_at,
+            }
+        )
+    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def not_ready_reasons(checks: dict[str, Check]) -> list[str]:
+    """`Label: error` for each required dependency that failed its check."""
+    return [
+        f"{c.label}: {c.error}" for c in checks.values() if c.required and c.configured and not c.ok
+    ]
