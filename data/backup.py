@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sqlite3
 import subprocess
@@ -190,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                 kind = make_url(url).get_backend_name()
                 counts = check(backup_file=args.file, kind=kind, scratch_url=args.scratch_db or url)
                 rows = sum(counts.values())
-                detail = f"{args.file.name} restores: {json.dumps(counts)}"
+                tables = len(counts)
+                detail = f"{args.file.name} restores: {tables} tables, {rows:,} rows"
         except BackupError as error:
             finish_run(engine, run_id, status="error", detail=str(error))
             print(f"error: {error}", file=sys.stderr)

@@ -181,8 +181,10 @@ def _model(settings: Settings, timeout_s: float) -> tuple[str | None]:
         raise _Failed(f"HTTP {response.status_code}: the key was refused (check OPENAI_API_KEY)")
     if response.status_code != 200:
         raise _Failed(f"HTTP {response.status_code} from {redact_url(base)}/models")
-    server = response.headers.get("server")
-    return (server if server and not server.lower().startswith("python") else None,)
+    if settings.uses_local_model:
+        return (f"llama-cpp-python {metadata.version('llama-cpp-python')}",)
+    server = response.headers.get("server") or ""
+    return (server if "/" in server and not server.lower().startswith("python") else None,)
 
 
 def _redis(settings: Settings, timeout_s: float) -> tuple[str | None]:
@@ -505,11 +507,11 @@ CHECK_COLUMNS = [
     "configured",
     "reachable",
     "latency_ms",
-    "version",
-    "target",
     "error",
     "last_error",
     "last_error_at",
+    "version",
+    "target",
 ]
 
 
@@ -538,8 +540,11 @@ def checks_frame(checks: dict[str, Check]) -> Any:
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
-def not_ready_reasons(checks: dict[str, Check]) -> list[str]:
-    """`Label: error` for each required dependency that failed its check."""
+def not_ready_reasons(checks: dict[str, Check], *, required: bool = True) -> list[str]:
+    """`Label: error` for each failing dependency the agent needs (or, with required=False,
+    each failing optional one: the app works without it, with less)."""
     return [
-        f"{c.label}: {c.error}" for c in checks.values() if c.required and c.configured and not c.ok
+        f"{c.label}: {c.error}"
+        for c in checks.values()
+        if c.required == required and c.configured and not c.ok
     ]

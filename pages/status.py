@@ -29,6 +29,13 @@ if failing:
     st.error("Not ready: " + "; ".join(failing), icon=":material/error:")
 else:
     st.success("Ready: every dependency the agent needs answered.", icon=":material/check_circle:")
+degraded = status.not_ready_reasons(checks, required=False)
+if degraded:
+    st.warning(
+        "Working without: " + "; ".join(degraded) + ". The app keeps running; what needs "
+        "these (live metrics, LangSmith sync, error reports) waits until they answer.",
+        icon=":material/warning:",
+    )
 checked = next((c.checked_at for c in checks.values() if c.checked_at), None)
 st.caption(
     f"Checked {checked:%Y-%m-%d %H:%M:%S} UTC, each within {settings.status_check_timeout_s:g} s"
@@ -49,8 +56,8 @@ st.dataframe(
         "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.1f"),
         "version": "Version",
         "target": "Checked at",
-        "error": "Error now",
-        "last_error": "Last error",
+        "error": st.column_config.TextColumn("Error now", width="large"),
+        "last_error": st.column_config.TextColumn("Last error", width="large"),
         "last_error_at": st.column_config.DatetimeColumn("Last error at (UTC)"),
     },
 )
@@ -81,7 +88,13 @@ if runs:
         ),
         hide_index=True,
         width="stretch",
-        column_config={"started": st.column_config.DatetimeColumn("Last run (UTC)")},
+        column_config={
+            "task": "Task",
+            "started": st.column_config.DatetimeColumn("Last run (UTC)"),
+            "status": "Status",
+            "rows": st.column_config.NumberColumn("Rows", format="%d"),
+            "detail": "Detail",
+        },
     )
 missing = [t for t in MAINTENANCE_TASKS if t not in runs]
 if missing:
