@@ -480,3 +480,44 @@ def test_nginx_config_has_tls_websocket_api_path_and_limits() -> None:
     assert "proxy_pass http://agent_api/;" in api  # the trailing slash strips /api
     assert re.search(r"client_max_body_size \d+m;", api)
     assert re.search(r"client_max_body_size \d+m;", text[: text.index("location")])
+
+
+def test_entrypoint_migrates_then_runs_a_given_command(tmp_path: Path) -> None:
+    """`docker run IMAGE python -m data.maintain` (or an ECS command override): the entrypoint
+    applies the migrations first, then runs that command instead of the app."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        ["sh", str(ROOT / "deploy/docker/entrypoint.sh"), "python", "-m", "data.maintain"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("migrations applied: SQLite")
+    assert [line.split(":")[0] for line in lines[1:]] == ["retention", "analyze", "vacuum"]
+
+
+def test_aws_task_definition_takes_secrets_from_secrets_manager() -> None:
+    text = (ROOT / "docs/aws.md").read_text()
+    block = text[text.index("`taskdef.json`:") :]
+    start = block.index("```json") + len("```json")
+    block = block[start : block.index("```", start)]
+    definition = json.loads(block)
+    (container,) = definition["containerDefinitions"]
+    plain = {e["name"] for e in container["environment"]}
+    secret = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    for name in SECRET_NAMES:
+        assert not any(name in key for key in plain), name
+    assert {"DATABASE_URL", "OPENAI_API_KEY", "API_KEYS", "QDRANT_API_KEY"} <= set(secret)
+    assert all(v.startswith("arn:aws:secretsmanager:") for v in secret.values())
+    ports = {p["containerPort"] for p in container["portMappings"]}
+    assert ports == {8501, 8000, 9464}
+    assert "http://127.0.0.1:8000/health" in " ".join(container["healthCheck"]["command"])
+    assert definition["requiresCompatibilities"] == ["FARGATE"]
