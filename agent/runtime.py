@@ -31,7 +31,7 @@ from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order
 from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
-from data.settings import Settings
+from data.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         parts.knowledge.matrix()
     except EmbeddingError as error:
         log.warning("the help center is not searchable yet: %s", error)
-    label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
+    # Shown in the chat page's errors: a password in OPENAI_BASE_URL must not be.
+    label = f"{chat_spec.model} at {redact_url(chat_spec.base_url) or 'api.openai.com'}"
     service = ChatService(
         agent=parts.agent, engine=engine, model_label=label, tracing=make_tracing(settings)
     )

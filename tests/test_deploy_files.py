@@ -1,6 +1,7 @@
 """The packaging files, each checked with a real tool: the Dockerfile and its build context
 (docker-py's .dockerignore matcher, as docker-compose uses it), docker-compose.yml with Debian's
-`docker-compose config -q`, deploy/k8s with kubernetes-validate, deploy/nginx with `nginx -t`."""
+`docker-compose config -q`, deploy/k8s with kubernetes-validate, deploy/nginx with `nginx -t` and
+as a running proxy (our own nginx process on loopback ports) in front of local backends."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 
 from data.settings import Settings, load_settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 SECRET_NAMES = (
     "OPENAI_API_KEY",
@@ -521,3 +528,109 @@ def test_aws_task_definition_takes_secrets_from_secrets_manager() -> None:
     assert ports == {8501, 8000, 9464}
     assert "http://127.0.0.1:8000/health" in " ".join(container["healthCheck"]["command"])
     assert definition["requiresCompatibilities"] == ["FARGATE"]
+
+
+class _ApiBackend(BaseHTTPRequestHandler):
+    """Stands in for the app's API behind nginx: records what reaches it."""
+
+    seen: ClassVar[list[tuple[str, str, int, str]]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(size)
+        self.seen.append((self.command, self.path, size, self.headers.get("X-Forwarded-Proto", "")))
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _answer
+    do_POST = _answer
+
+
+def test_nginx_proxies_tls_websocket_api_and_limits(tmp_path: Path) -> None:
+    """Our own nginx process (never Debian's service) on loopback ports, with the shipped
+    configuration, in front of a websocket server (the UI's /_stcore/stream) and an HTTP server
+    (the API): HTTPS, the websocket upgrade, the /api/ prefix, the body limits, the redirect."""
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve as ws_serve
+
+    ws_paths: list[str] = []
+
+    def echo(connection) -> None:  # type: ignore[no-untyped-def]
+        ws_paths.append(connection.request.path)
+        for message in connection:
+            connection.send(message)
+
+    ui = ws_serve(echo, "127.0.0.1", 0)
+    threading.Thread(target=ui.serve_forever, daemon=True).start()
+    api = ThreadingHTTPServer(("127.0.0.1", 0), _ApiBackend)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    work = nginx_dir(tmp_path, ui_port=ui.socket.getsockname()[1], api_port=api.server_address[1])
+    http_port, https_port = free_port(), free_port()
+    site = (work / "conf.d/agent-chatbase.conf").read_text()
+    site = site.replace("    listen [::]:80;\n", "").replace("    listen [::]:443 ssl http2;\n", "")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
+    site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;")
+    (work / "conf.d/agent-chatbase.conf").write_text(site)
+    log = (work / "stdout.log").open("wb")
+    server = subprocess.Popen(
+        [
+            need("nginx"),
+            "-p",
+            f"{work}/",
+            "-c",
+            str(work / "nginx.conf"),
+            "-e",
+            str(work / "error.log"),
+            "-g",
+            f"daemon off; pid {work}/nginx.pid;",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"https://127.0.0.1:{https_port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/api/health", verify=False, timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail((work / "error.log").read_text())
+                time.sleep(0.1)
+        with httpx.Client(verify=False, timeout=10) as client:
+            response = client.get(f"{base}/api/chat?x=1")
+            assert response.status_code == 200
+            assert response.json() == {"path": "/chat?x=1"}  # the prefix is stripped
+            assert response.headers["strict-transport-security"].startswith("max-age=")
+            assert client.post(f"{base}/api/chat", content=b"x" * 500_000).status_code == 200
+            assert client.post(f"{base}/api/chat", content=b"x" * 2_000_000).status_code == 413
+            assert client.get(f"{base}/api/metrics").status_code == 404
+            redirect = client.get(f"http://127.0.0.1:{http_port}/costs?range=7d")
+            assert redirect.status_code == 301
+            assert redirect.headers["location"] == "https://127.0.0.1/costs?range=7d"
+        reached = [(m, p, n, proto) for m, p, n, proto in _ApiBackend.seen if p != "/health"]
+        assert reached == [
+            ("GET", "/chat?x=1", 0, "https"),
+            ("POST", "/chat", 500_000, "https"),
+        ]
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with connect(f"wss://127.0.0.1:{https_port}/_stcore/stream", ssl=context) as ws:
+            ws.send("rerun script")
+            assert ws.recv(timeout=5) == "rerun script"
+        assert ws_paths == ["/_stcore/stream"]
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
+        ui.shutdown()
+        api.shutdown()
