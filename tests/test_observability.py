@@ -78,6 +78,20 @@ def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 7 rules found" in result.stdout
 
 
+def test_promtool_checks_the_shipped_config() -> None:
+    """prometheus.yml as docker-compose mounts it: valid, and it loads alerts.yml."""
+    result = subprocess.run(
+        [tool("promtool"), "check", "config", "prometheus.yml"],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
+
+
 def test_promtool_unit_tests_every_alert() -> None:
     result = subprocess.run(
         [tool("promtool"), "test", "rules", "alerts.test.yml"],

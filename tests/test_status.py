@@ -5,9 +5,11 @@ its timeout, a failure is named with its last error, and no credential is ever s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 import streamlit as st
 from prometheus_client import REGISTRY
@@ -22,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from data.settings import Settings, load_settings, redact_url
 from data.status import NAMES, REQUIRED, check_all, checks_frame, is_ready, not_ready_reasons
-from tests.conftest import APP, REDIS_URL, free_port, run, wait_ready
+from tests.conftest import APP, REDIS_URL, ROOT, free_port, run, wait_ready
 from tests.fake_langsmith import FakeLangSmith
 from tests.fake_openai import FakeOpenAI
 
@@ -323,3 +326,70 @@ def test_status_page_lists_dependencies_maintenance_and_the_sop(
     assert SECRET not in frame.to_csv()
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     assert "Qdrant at http://reader:***@127.0.0.1" in sidebar
+
+
+def test_the_served_app_publishes_its_readiness(tmp_path: Path) -> None:
+    """`python app.py` (the image's command) checks its dependencies in the background from the
+    start, so Prometheus sees agent_ready go to 0 when the model endpoint goes away."""
+    metrics_port = free_port()
+    api = FakeOpenAI()
+    api.__enter__()
+    env = {
+        **{k: v for k, v in os.environ.items() if k.upper() not in ("DATABASE_URL", "REDIS_URL")},
+        "DATA_DIR": str(tmp_path / "data"),
+        "OPENAI_BASE_URL": api.url,
+        "OPENAI_API_KEY": "test-key",
+        "CHAT_MODEL_CONTEXT_WINDOW": "128000",
+        "METRICS_PORT": str(metrics_port),
+        "STATUS_CHECK_INTERVAL_S": "5",
+        "STATUS_CHECK_TIMEOUT_S": "2",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = (tmp_path / "app.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(free_port()),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def ready_value() -> float | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("agent_ready "):
+                return float(line.split()[1])
+        return None
+
+    def wait_for(value: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if ready_value() == value:
+                return
+            time.sleep(0.25)
+        pytest.fail(f"agent_ready never became {value}:\n{(tmp_path / 'app.log').read_text()}")
+
+    try:
+        try:
+            wait_for(1.0, 60)
+        finally:
+            api.__exit__(None, None, None)  # the model endpoint goes away
+        wait_for(0.0, 20)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
