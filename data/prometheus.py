@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pandas as pd
-from prometheus_api_client import PrometheusConnect
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
 from data.filters import Filters
@@ -21,7 +21,11 @@ STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 class PrometheusUnavailable(RuntimeError):
-    """Prometheus did not answer in time, or answered with an error."""
+    """Prometheus did not answer in time (`answered` False), or answered with an error."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 def _duration(step: timedelta) -> str:
@@ -88,7 +92,8 @@ def latency_over_time(
             )
         except Exception as error:  # requests' and the client's own errors alike
             message = f"{type(error).__name__}: {error}".replace(url, redact_url(url))
-            raise PrometheusUnavailable(message[:300]) from None
+            answered = isinstance(error, PrometheusApiClientException)
+            raise PrometheusUnavailable(message[:300], answered=answered) from None
         for series in result:
             model = series["metric"].get("model", "")
             for ts, value in series["values"]:

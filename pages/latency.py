@@ -60,7 +60,9 @@ elif prom_url and not events:
             st.caption("model_latency_seconds covers every model call (chat and summarization).")
     except prometheus.PrometheusUnavailable as error:
         st.warning(
-            f"Prometheus at {redact_url(prom_url)} is unreachable ({error}); showing percentiles "
+            f"Prometheus at {redact_url(prom_url)} "
+            f"{'answered with an error' if error.answered else 'is unreachable'} "
+            f"({error}); showing percentiles "
             "computed in the database instead.",
             icon=":material/cloud_off:",
         )

@@ -556,3 +556,73 @@ def test_latency_page_reads_prometheus_with_a_model_filter(stack: Stack) -> None
         assert set(frame["model"]) == set(models)
         assert (frame["p99"] > 0).all()
     assert "model=~" in quantile_query("model", 0.99, "1h", (SUMMARY_MODEL,))
+
+
+def test_latency_page_uses_prometheus_for_a_model_with_hyphens_dots_and_slashes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The page itself: with a model filter it reads Prometheus (no fallback banner)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import APP, run
+
+    monkeypatch.setenv("DATABASE_URL", str(stack.engine.url))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("METRICS_PORT", "0")
+    monkeypatch.setenv("PROMETHEUS_URL", stack.url)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    today = datetime.now(UTC).date()
+    at = run(AppTest.from_file(APP, default_timeout=60))
+    for key, value in {
+        "range": "custom",
+        "from": today.isoformat(),
+        "to": today.isoformat(),
+        "grain": "hour",
+        "model": f"{CHAT_MODELS[1]},{SUMMARY_MODEL}",
+    }.items():
+        at.query_params[key] = value
+    at.switch_page("pages/latency.py")
+    run(at)
+    assert not at.warning, [w.value for w in at.warning]
+    assert any(f"Source: Prometheus ({stack.url})" in m.value for m in at.markdown)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {trace["name"].split(",")[0] for trace in spec["data"]}
+    assert names == {CHAT_MODELS[1], SUMMARY_MODEL}
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_a_prometheus_error_is_told_apart_from_an_unreachable_one(tmp_path: Path) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from data.prometheus import PrometheusUnavailable
+
+    class Overloaded(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b'{"status":"error","errorType":"unavailable","error":"too many queries"}'
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
+    Thread(target=server.serve_forever, daemon=True).start()
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    filters = Filters(start=hour - timedelta(hours=2), end=hour, preset="custom", unit="hour")
+    secret_url = f"http://admin:pw-123@127.0.0.1:{server.server_address[1]}"
+    with pytest.raises(PrometheusUnavailable) as answered:
+        latency_over_time(url=secret_url, filters=filters, metric="model")
+    server.shutdown()
+    assert answered.value.answered is True
+    with pytest.raises(PrometheusUnavailable) as refused:
+        latency_over_time(url=f"http://127.0.0.1:{free_port()}", filters=filters, metric="model")
+    assert refused.value.answered is False
+    assert "pw-123" not in str(answered.value)
