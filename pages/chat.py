@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
-from agent.service import ChatInputError, DependencyError, TurnOutcome
+from agent.service import ChatInputError, DependencyError, TurnFailed, TurnOutcome
 from data.conversations import TranscriptMessage, list_sessions
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
 from data.settings import get_settings
@@ -28,7 +28,7 @@ except SQLAlchemyError as error:
     st.stop()
 
 if "pending_session" in st.session_state:
-    st.session_state["session_choice"] = st.session_state.pop("pending_session")
+    st.session_state["active_session"] = st.session_state.pop("pending_session")
 
 with st.sidebar:
     user_id = st.text_input(
@@ -44,11 +44,22 @@ with st.sidebar:
         s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
         for s in sessions
     }
-    if st.session_state.get("session_choice") not in labels:
-        st.session_state["session_choice"] = NEW
-    choice = st.selectbox(
-        "Session", list(labels), format_func=labels.__getitem__, key="session_choice"
+    # This page's conversation is ours to keep (`active_session`), not the widget's: a
+    # selectbox remembers a position, and when someone else starts a session the list
+    # grows and that position points at another conversation. The widget's key follows the
+    # list, so a new list shows a fresh widget on our choice; only the user changes it.
+    options = list(labels)
+    active = st.session_state.get("active_session", NEW)
+    if active not in labels:
+        active = NEW
+    picked = st.selectbox(
+        "Session",
+        options,
+        index=options.index(active),
+        format_func=labels.__getitem__,
+        key=f"session_choice-{hash(tuple(options))}",
     )
+    st.session_state["active_session"] = choice = picked
 
 if not user_id:
     st.info("Enter a user id in the sidebar to start chatting.")
@@ -142,7 +153,7 @@ if prompt:
         except ChatInputError as error:
             st.warning(str(error))
             st.stop()
-        except DependencyError as error:
+        except (DependencyError, TurnFailed) as error:
             st.error(str(error))
             st.stop()
     st.session_state["pending_session"] = session_id

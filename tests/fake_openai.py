@@ -136,6 +136,8 @@ class FakeOpenAI:
         self.api_key = api_key  # GET /v1/models answers 401 to another key
         self.models = list(models)
         self.requests: list[Request] = []
+        # GET /v1/models (what readiness checks): its delay, or None to answer 503.
+        self.models_delay: float | None = 0.0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -187,9 +189,12 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self) -> None:
-                # GET /v1/models, as a health check calls it (the key is checked if one is set).
+                # GET /v1/models, as the readiness and status checks call it.
                 if self.path.rstrip("/") != "/v1/models":
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                if server.models_delay is None:
+                    return self._json(503, {"error": {"message": "scripted 503"}})
+                time.sleep(server.models_delay)
                 given = self.headers.get("Authorization", "")
                 if server.api_key is not None and given != f"Bearer {server.api_key}":
                     return self._json(401, {"error": {"message": "Incorrect API key provided"}})
