@@ -205,7 +205,7 @@ def test_build_context_has_the_code_and_no_secret(tmp_path: Path) -> None:
 COMPOSE_SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret",
     "QDRANT_API_KEY": "qdrant-secret",
-    "API_KEYS": "token-one,token-two",
+    "API_KEYS": "token-one-0123456789,token-two-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 
