@@ -53,11 +53,16 @@ $(STAMP): requirements.txt $(LLAMA_WHEEL) | $(VENV)/bin/python
 	touch $@
 
 # Debian packages the tests need: chromium for the browser tests, prometheus (and promtool) for
-# the Prometheus tests, which start their own server on 127.0.0.1. policy-rc.d keeps apt from
-# starting Debian's prometheus service (it would listen on every interface).
+# the Prometheus tests, which start their own server on 127.0.0.1; docker-compose (1.29, which
+# checks a compose file with no engine), nginx and openssl for the deploy/ checks. policy-rc.d
+# keeps apt from starting Debian's prometheus and nginx services (they would listen on every
+# interface); the tests only run `nginx -t` and their own Prometheus.
 system-deps:
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \

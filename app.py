@@ -9,7 +9,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from api.server import BindRefused
 from data.db import describe
-from data.settings import Settings, SettingsError, get_settings
+from data.settings import Settings, SettingsError, get_settings, redact_url
 
 
 def serve(argv: list[str]) -> int:
@@ -24,6 +24,8 @@ def serve(argv: list[str]) -> int:
 
     from agent.local_server import LocalModelError, start_for
     from data.metrics import start_exporter
+    from data.observability import init_sentry
+    from data.status import Monitor
 
     try:
         settings = get_settings()
@@ -36,8 +38,11 @@ def serve(argv: list[str]) -> int:
             print(f"local model: SmolLM2-135M-Instruct on 127.0.0.1:{settings.local_model_port}")
         except LocalModelError as error:  # the analyst pages still work; chat says why
             print(f"warning: {error}", file=sys.stderr)
-    # Prometheus can scrape from the start, before anyone opens a page.
+    # Prometheus can scrape from the start, before anyone opens a page; the dependency checks
+    # feed its readiness alert (agent_ready) from then on too.
     start_exporter(host=settings.metrics_host, port=settings.metrics_port)
+    Monitor(settings).start()
+    init_sentry(settings, "ui")
     if settings.api_port:
         try:
             serve_api(settings)
@@ -154,6 +159,14 @@ page = st.navigation(
                 url_path="feedback-report",
             ),
         ],
+        "Operations": [
+            st.Page(
+                "pages/status.py",
+                title="Status",
+                icon=":material/monitor_heart:",
+                url_path="system-status",
+            ),
+        ],
     }
 )
 
@@ -161,7 +174,9 @@ with st.sidebar:
     st.caption(f"Database: {describe(settings.sqlalchemy_url)}")
     model = "SmolLM2-135M-Instruct (local)" if settings.uses_local_model else settings.chat_model
     st.caption(f"Chat model: {model} · environment: {settings.environment}")
-    memory = f"Qdrant at {settings.qdrant_url}" if settings.qdrant_url else "embedded Qdrant"
+    memory = (
+        f"Qdrant at {redact_url(settings.qdrant_url)}" if settings.qdrant_url else "embedded Qdrant"
+    )
     embedder = settings.embedding_model if settings.openai_api_key else "local MiniLM"
     tools = "on" if settings.uses_tools else "off (lookups go into the prompt)"
     tracing = (

@@ -37,7 +37,7 @@ from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
 from data.service_times import ServiceLevels
-from data.settings import Settings
+from data.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         parts.knowledge.matrix()
     except EmbeddingError as error:
         log.warning("the help center is not searchable yet: %s", error)
-    label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
+    # Shown in the chat page's errors: a password in OPENAI_BASE_URL must not be.
+    label = f"{chat_spec.model} at {redact_url(chat_spec.base_url) or 'api.openai.com'}"
     service = ChatService(
         agent=parts.agent,
         engine=engine,

@@ -15,6 +15,9 @@ def main() -> int:
     except (SettingsError, BindRefused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from data.observability import init_sentry
+
+    init_sentry(settings, "api")
     server.run()
     return 0
 

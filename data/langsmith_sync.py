@@ -25,6 +25,7 @@ from langsmith import utils as ls_utils
 from sqlalchemy import Engine, Table, and_, bindparam, func, or_, select, update
 from urllib3.util.retry import Retry
 
+from data.metrics import observe_feedback_backlog
 from data.models import FeedbackThumbs, Message, ReviewScore, utcnow
 from data.settings import Settings
 
@@ -262,6 +263,7 @@ class SyncWorker:
                     reasons.add(reason)
             if any(outcome == "retrying" for _, outcome, _ in outcomes) or len(items) < self.batch:
                 break
+        observe_feedback_backlog(sync_status(engine=self.engine))
         if totals["retrying"] or totals["failed"]:
             log.warning(
                 "feedback sync: %d synced, %d to retry, %d failed (%s)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from data.records import CallRecord
 
@@ -46,6 +46,25 @@ TTFT = Histogram(
 )
 COST = Counter("agent_cost_usd_total", "Priced model cost in USD", ["model"])
 
+# Operations (issue 11). The backlog is a database count, the same from every replica: alert on
+# max(), never sum().
+FEEDBACK_BACKLOG = Gauge(
+    "feedback_sync_backlog",
+    "Thumbs and review scores not yet in LangSmith, by outbox state (pending, retrying, failed)",
+    ["state"],
+)
+DEPENDENCY_UP = Gauge(
+    "agent_dependency_up",
+    "1 when the last check of a configured dependency succeeded, 0 when it failed",
+    ["dependency"],
+)
+DEPENDENCY_CHECK_SECONDS = Gauge(
+    "agent_dependency_check_seconds", "How long the last check of a dependency took", ["dependency"]
+)
+READY = Gauge(
+    "agent_ready", "1 when every dependency the agent needs (the /ready checks) answered, else 0"
+)
+
 
 def observe_call(call: CallRecord) -> None:
     """Update every metric that one model call touches."""
@@ -69,6 +88,12 @@ def observe_call(call: CallRecord) -> None:
     percent = call.context_percent
     if percent is not None and call.status == "ok" and call.purpose == "chat":
         CONTEXT_WINDOW.labels(call.model).observe(percent)
+
+
+def observe_feedback_backlog(counts: dict[str, int]) -> None:
+    """Publish the outbox counts of data.langsmith_sync.sync_status()."""
+    for state in ("pending", "retrying", "failed"):
+        FEEDBACK_BACKLOG.labels(state).set(counts.get(state, 0))
 
 
 _lock = threading.Lock()

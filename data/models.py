@@ -79,7 +79,10 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (Index("ix_messages_session_turn", "session_id", "turn"),)
+    __table_args__ = (
+        Index("ix_messages_session_turn", "session_id", "turn"),
+        Index("ix_messages_created_at", "created_at"),
+    )
 
 
 class ModelCall(Base):
@@ -218,6 +221,7 @@ class AgentEvent(Base):
     __table_args__ = (
         Index("ix_agent_events_kind_ts", "kind", "ts"),
         Index("ix_agent_events_session_turn", "session_id", "turn"),
+        Index("ix_agent_events_ts", "ts"),
     )
 
 
@@ -418,3 +422,23 @@ class ReviewScore(Base):
         Index("ix_review_scores_session", "session_id"),
         Index("ix_review_scores_outbox", "sync_state", "next_attempt_at"),
     )
+
+
+MAINTENANCE_TASKS = ("analyze", "vacuum", "retention", "backup", "backup_check")
+
+
+class MaintenanceRun(Base):
+    """One run of a maintenance task (data.maintain, data.backup): when, how it ended, what it
+    touched. The status page shows the latest of each task."""
+
+    __tablename__ = "maintenance_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(24))  # one of MAINTENANCE_TASKS
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # "running" | "ok" | "error"
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_maintenance_runs_task_started", "task", "started_at"),)

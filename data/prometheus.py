@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pandas as pd
-from prometheus_api_client import PrometheusConnect
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
 from data.filters import Filters
+from data.settings import redact_url
 
 HISTOGRAMS = {
     "model": "model_latency_seconds",
@@ -21,18 +21,44 @@ STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 class PrometheusUnavailable(RuntimeError):
-    """Prometheus did not answer in time, or answered with an error."""
+    """Prometheus did not answer in time (`answered` False), or answered with an error."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 def _duration(step: timedelta) -> str:
     return f"{int(step.total_seconds())}s"
 
 
+# RE2's metacharacters. Python's re.escape escapes far more (`-`, `/`, spaces...), and PromQL's
+# double-quoted strings reject an unknown escape such as `\-`: `model=~"gpt\-4o"` does not parse.
+_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+
+
+def re2_escape(value: str) -> str:
+    """`value` as an RE2 pattern that matches exactly that text."""
+    return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in value)
+
+
+def promql_string(value: str) -> str:
+    """`value` as a double-quoted PromQL string literal (Go string escapes)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def model_selector(models: tuple[str, ...]) -> str:
+    """`{model=~"a|b"}` matching exactly these model names (PromQL anchors the regex), or ""."""
+    if not models:
+        return ""
+    return "{model=~" + promql_string("|".join(re2_escape(m) for m in models)) + "}"
+
+
 def quantile_query(metric: str, q: float, window: str, models: tuple[str, ...] = ()) -> str:
     """The corrected form of the seed's p99 panel: quantile over summed bucket rates."""
-    selector = ""
-    if models:
-        selector = '{model=~"' + "|".join(re.escape(m) for m in models) + '"}'
+    selector = model_selector(models)
     return (
         f"histogram_quantile({q}, sum by (le, model) "
         f"(rate({HISTOGRAMS[metric]}_bucket{selector}[{window}])))"
@@ -65,7 +91,9 @@ def latency_over_time(
                 step=_duration(step),
             )
         except Exception as error:  # requests' and the client's own errors alike
-            raise PrometheusUnavailable(f"{type(error).__name__}: {error}"[:300]) from None
+            message = f"{type(error).__name__}: {error}".replace(url, redact_url(url))
+            answered = isinstance(error, PrometheusApiClientException)
+            raise PrometheusUnavailable(message[:300], answered=answered) from None
         for series in result:
             model = series["metric"].get("model", "")
             for ts, value in series["values"]:

@@ -6,6 +6,7 @@ import functools
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -195,6 +196,20 @@ class Settings(BaseSettings):
     kb_dir: Path | None = Field(
         default=None, description="The team's help-center articles (.md, .txt); unset: agent/kb."
     )
+    # Operations (issue 11): error reporting, status checks, retention, links
+    sentry_dsn: SecretStr | None = Field(
+        default=None, description="Sentry DSN; errors of the UI and API processes go there."
+    )
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    status_check_interval_s: int = Field(
+        default=30, ge=5, le=3600, description="How often the dependency checks feed /metrics."
+    )
+    status_check_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    retention_days: int | None = Field(
+        default=None, ge=1, le=36_500, description="Raw rows older than this are deleted."
+    )
+    retention_batch: int = Field(default=5_000, ge=100, le=1_000_000)
+    grafana_url: AnyHttpUrl | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -234,6 +249,9 @@ class Settings(BaseSettings):
         "ticket_webhook_url",
         "ticket_webhook_secret",
         "kb_dir",
+        "sentry_dsn",
+        "retention_days",
+        "grafana_url",
         mode="before",
     )
     @classmethod
@@ -392,8 +410,50 @@ def to_libpq_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+# Query parameters whose values are credentials (presigned URLs, tokens in a query string).
+_SECRET_QUERY_KEYS = ("key", "token", "secret", "password", "passwd", "pwd", "auth", "signature")
+
+
+def redact_url(url: object) -> str:
+    """A URL safe to show on a page or in a log: the password in `user:password@host` becomes
+    `***`, and so do the values of credential-like query parameters (`?api_key=...`). The user
+    name, host, port and path stay, so an operator can still tell which server it is. Anything
+    that does not parse as a URL is shown as `***` rather than risk printing a secret."""
+    if url is None:
+        return ""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a malformed port
+    except ValueError:
+        return "***"
+    if not parts.scheme or not parts.netloc:
+        # Not a URL with a host (`user:pass@host` parses as scheme "user"): show nothing of it.
+        return "***" if ("@" in text or ":" in text) else text
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal
+        netloc = f"[{netloc}]"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    if parts.username is not None or parts.password is not None:
+        user = parts.username or ""
+        netloc = f"{user}:***@{netloc}" if parts.password is not None else f"{user}@{netloc}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [
+                (k, "***" if any(word in k.lower() for word in _SECRET_QUERY_KEYS) else v)
+                for k, v in pairs
+            ],
+            safe="*",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 _SECRET_FIELDS = {
     "api_keys",
+    "sentry_dsn",
     "openai_api_key",
     "qdrant_api_key",
     "langsmith_api_key",

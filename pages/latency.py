@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 
 from data import latency, prometheus
 from data.filters import Filters
-from data.settings import get_settings
+from data.settings import get_settings, redact_url
 from pages import charts, common
 
 common.ensure_routed()
@@ -51,12 +51,18 @@ if prom_url and not events and (filters.user or filters.session):
 elif prom_url and not events:
     try:
         series = _prom(prom_url, filters, metric)
-        st.badge(f"Source: Prometheus ({prom_url})", icon=":material/monitoring:", color="green")
+        st.badge(
+            f"Source: Prometheus ({redact_url(prom_url)})",
+            icon=":material/monitoring:",
+            color="green",
+        )
         if metric == "model":
             st.caption("model_latency_seconds covers every model call (chat and summarization).")
     except prometheus.PrometheusUnavailable as error:
         st.warning(
-            f"Prometheus at {prom_url} is unreachable ({error}); showing percentiles "
+            f"Prometheus at {redact_url(prom_url)} "
+            f"{'answered with an error' if error.answered else 'is unreachable'} "
+            f"({error}); showing percentiles "
             "computed in the database instead.",
             icon=":material/cloud_off:",
         )

@@ -126,6 +126,7 @@ def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _truncate(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in (
+            "maintenance_runs",
             "review_scores",
             "review_claims",
             "review_items",

@@ -1,6 +1,7 @@
 """A scripted OpenAI-compatible server for tests: the real wire format, no network.
 
-`POST /v1/embeddings` answers with deterministic vectors (see `_embeddings`).
+`POST /v1/embeddings` answers with deterministic vectors (see `_embeddings`); `GET /v1/models`
+lists `models` (401 unless the bearer key is `api_key`, when one is given).
 `POST /v1/chat/completions` answers from a queue of scripted replies, streaming (SSE `data:`
 chunks, then a usage chunk when the request sets `stream_options.include_usage`, then
 `data: [DONE]`) or not, as the request asks. A reply is plain text, tool calls, an HTTP error
@@ -122,9 +123,18 @@ def _estimate_usage(body: dict[str, Any], reply: Reply) -> Usage:
 class FakeOpenAI:
     """The server; a context manager that starts it on a free port of 127.0.0.1."""
 
-    def __init__(self, replies: Iterable[Script] = (), *, default: Script | None = None) -> None:
+    def __init__(
+        self,
+        replies: Iterable[Script] = (),
+        *,
+        default: Script | None = None,
+        api_key: str | None = None,
+        models: Iterable[str] = ("gpt-4o-mini",),
+    ) -> None:
         self._queue: deque[Script] = deque(replies)
         self.default = default
+        self.api_key = api_key  # GET /v1/models answers 401 to another key
+        self.models = list(models)
         self.requests: list[Request] = []
         # GET /v1/models (what readiness checks): its delay, or None to answer 503.
         self.models_delay: float | None = 0.0
@@ -179,12 +189,16 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self) -> None:
+                # GET /v1/models, as the readiness and status checks call it.
                 if self.path.rstrip("/") != "/v1/models":
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 if server.models_delay is None:
                     return self._json(503, {"error": {"message": "scripted 503"}})
                 time.sleep(server.models_delay)
-                models = [{"id": "gpt-4o-mini", "object": "model", "owned_by": "fake"}]
+                given = self.headers.get("Authorization", "")
+                if server.api_key is not None and given != f"Bearer {server.api_key}":
+                    return self._json(401, {"error": {"message": "Incorrect API key provided"}})
+                models = [{"id": m, "object": "model", "owned_by": "fake"} for m in server.models]
                 return self._json(200, {"object": "list", "data": models})
 
             def do_POST(self) -> None:

@@ -1,0 +1,126 @@
+"""Status: each dependency (configured, reachable, latency, version, last error), maintenance
+runs, and the seed's operating procedure linked to where the app shows each item."""
+
+import pandas as pd
+import streamlit as st
+
+from data import status
+from data.maintain import last_runs
+from data.models import MAINTENANCE_TASKS
+from data.settings import get_settings, redact_url
+from pages import common
+
+common.ensure_routed()
+TTL = 15
+
+
+@st.cache_data(ttl=TTL, max_entries=4, show_spinner="Checking the dependencies…")
+def _checks(_settings_key: str) -> dict[str, status.Check]:
+    return status.check_all(get_settings(), engine=common.engine())
+
+
+st.title("Status")
+settings = get_settings()
+if st.button("Check again", icon=":material/refresh:"):
+    _checks.clear()
+checks = _checks(settings.model_dump_json())
+failing = status.not_ready_reasons(checks)
+if failing:
+    st.error("Not ready: " + "; ".join(failing), icon=":material/error:")
+else:
+    st.success("Ready: every dependency the agent needs answered.", icon=":material/check_circle:")
+degraded = status.not_ready_reasons(checks, required=False)
+if degraded:
+    st.warning(
+        "Working without: " + "; ".join(degraded) + ". The app keeps running; what needs "
+        "these (live metrics, LangSmith sync, error reports) waits until they answer.",
+        icon=":material/warning:",
+    )
+checked = next((c.checked_at for c in checks.values() if c.checked_at), None)
+st.caption(
+    f"Checked {checked:%Y-%m-%d %H:%M:%S} UTC, each within {settings.status_check_timeout_s:g} s"
+    " (results are kept for 15 s). Database, Qdrant, the model endpoint and Redis are what "
+    "/ready checks; credentials are never shown."
+    if checked
+    else "Nothing checked yet."
+)
+table = status.checks_frame(checks)
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "dependency": "Dependency",
+        "configured": "Configured",
+        "reachable": "Reachable",
+        "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.1f"),
+        "version": "Version",
+        "target": "Checked at",
+        "error": st.column_config.TextColumn("Error now", width="large"),
+        "last_error": st.column_config.TextColumn("Last error", width="large"),
+        "last_error_at": st.column_config.DatetimeColumn("Last error at (UTC)"),
+    },
+)
+common.csv_download(table, "status")
+
+st.subheader("Maintenance")
+try:
+    runs = last_runs(engine=common.engine())
+except Exception as error:  # the database is named as failing above; keep the page
+    runs = {}
+    st.warning(
+        f"Maintenance runs are unavailable: {type(error).__name__}", icon=":material/warning:"
+    )
+if runs:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "task": task,
+                    "started": runs[task].started_at,
+                    "status": runs[task].status,
+                    "rows": runs[task].rows,
+                    "detail": runs[task].detail or "",
+                }
+                for task in MAINTENANCE_TASKS
+                if task in runs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "task": "Task",
+            "started": st.column_config.DatetimeColumn("Last run (UTC)"),
+            "status": "Status",
+            "rows": st.column_config.NumberColumn("Rows", format="%d"),
+            "detail": "Detail",
+        },
+    )
+missing = [t for t in MAINTENANCE_TASKS if t not in runs]
+if missing:
+    st.info(
+        f"Never run here: {', '.join(missing)}. Run `python -m data.maintain` weekly (retention"
+        ", ANALYZE, VACUUM) and `python -m data.backup create FILE` then "
+        "`python -m data.backup check FILE` monthly; the README's Production section has the "
+        "schedule.",
+        icon=":material/info:",
+    )
+
+st.subheader("Operating procedure")
+grafana = redact_url(settings.grafana_url) if settings.grafana_url else None
+for cadence in ("Daily", "Weekly", "Monthly"):
+    st.markdown(f"**{cadence}**")
+    for item in (i for i in status.SOP if i.cadence == cadence):
+        left, right = st.columns([2, 3])
+        with left:
+            if item.kind == "page":
+                st.page_link(item.where, label=item.task, icon=":material/arrow_forward:")
+            elif item.kind == "grafana" and grafana:
+                st.link_button(item.task, grafana, icon=":material/monitoring:")
+            elif item.kind == "grafana":
+                st.text(f"{item.task}: set GRAFANA_URL to link Grafana")
+            else:
+                st.text(item.task)
+                st.code(item.where, language="bash")
+        with right:
+            st.caption(item.how)
