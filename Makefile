@@ -58,6 +58,7 @@ $(STAMP): requirements.txt $(LLAMA_WHEEL) | $(VENV)/bin/python
 system-deps:
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \
