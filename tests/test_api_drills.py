@@ -29,6 +29,7 @@ from data.db import make_engine
 from data.filters import Filters
 from data.migrate import upgrade
 from data.models import Message, ModelCall
+from data.settings import load_settings
 from tests.conftest import PG_ADMIN_URL, free_port
 from tests.fake_openai import FakeOpenAI, text
 from tests.helpers.api import api_settings, serve_api
@@ -187,6 +188,39 @@ def test_load_drill_20_clients_x_50_turns(tmp_path: Path, fresh_pg_url: str) -> 
         # The tokens the API answered with are the tokens the page adds up.
         answered = sum(r.body["usage"]["output_tokens"] for r in results)
         assert view.totals.output_tokens == answered
+    finally:
+        engine.dispose()
+
+
+def test_load_drill_on_the_embedded_model(
+    tmp_path: Path, fresh_pg_url: str, local_model_port: int
+) -> None:
+    """4 clients x 5 turns on the real local model (SmolLM2 via llama-cpp-python)."""
+    clients, turns = 4, 5
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        local_model_port=local_model_port,
+        local_model_max_tokens=64,
+        metrics_port=0,
+        database_url=fresh_pg_url,
+        rate_limit_per_minute=10_000,
+        rate_limit_burst=10_000,
+        model_timeout_s=300.0,
+    )
+    with serve_api(settings, free_port()) as api:
+        results = run_clients(api.url, clients=clients, turns=turns, timeout=600)
+        api.runtime.parts.middleware.flush()
+
+    errors = [(r.status, r.body) for r in results if r.status != 200]
+    assert errors == [], f"{len(errors)} errors, first: {errors[:3]}"
+    assert len(results) == clients * turns
+    assert all(r.body["reply"].strip() for r in results), "every turn answered"
+    assert all(r.body["turn"] == r.turn for r in results)
+    engine = make_engine(fresh_pg_url)
+    try:
+        sessions = {r.session_id for r in results}
+        assert per_session_counts(engine) == {s: (2 * turns, turns) for s in sessions}
+        assert duplicates(engine) == []
     finally:
         engine.dispose()
 
