@@ -63,6 +63,7 @@ system-deps:
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \

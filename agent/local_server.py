@@ -109,8 +109,11 @@ class LocalServer:
         self.process = None
 
 
-# One keep-alive client: a fresh connection per count cost about 40 ms a call here.
-_counter_client = httpx.Client(timeout=5.0)
+# One keep-alive client: a fresh connection per count cost about 40 ms a call here. The server
+# answers one request at a time, so a count waits behind the generations of other turns: with
+# 4 concurrent API clients on the 2-core machine counts waited over 5 s (the old timeout) and
+# those calls went unrecorded. 60 s covers a queue of generations; connecting stays quick.
+_counter_client = httpx.Client(timeout=httpx.Timeout(60.0, connect=2.0))
 
 
 def start_for(settings: Settings) -> LocalServer:

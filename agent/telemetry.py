@@ -140,8 +140,15 @@ class CallTelemetry(BaseCallbackHandler):
             cached = int((usage.get("input_token_details") or {}).get("cache_read", 0) or 0)
         elif self.usage_counter is not None:
             # The llama.cpp server reports no usage when streaming; count with its tokenizer.
-            input_tokens, output_tokens = self.usage_counter(call.messages, text)
-            cached, source = 0, "counted"
+            try:
+                input_tokens, output_tokens = self.usage_counter(call.messages, text)
+                cached, source = 0, "counted"
+            except Exception as error:
+                # The call happened and is recorded whatever the count does: an exception here
+                # would end this callback before _emit, and the turn would have no call row.
+                log.warning("could not count the tokens of a call: %s", error)
+                input_tokens = output_tokens = cached = 0
+                source = "missing"
         else:
             input_tokens = output_tokens = cached = 0
             source = "missing"

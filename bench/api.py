@@ -1,0 +1,170 @@
+"""What the HTTP API adds to a chat turn, and how many turns a second it serves.
+
+The app's API (api.main.create_app with its own runtime, as `uvicorn api.main:app` runs it) is
+served by uvicorn on 127.0.0.1, in front of the scripted instant model: tests/fake_openai.py
+speaking the OpenAI wire format with no delay, for the chat model and the embeddings. A turn's
+overhead is its wall time over HTTP (measured by the client) minus the model's own time, taken
+from the latency_ms of the turn's model_calls rows (chat and embedding), so the model's time
+counts out however long the fake server takes.
+
+Prints one JSON object: api_overhead_p50_ms / api_overhead_p95_ms over --turns sequential turns
+(after a warm-up), turns_per_s with --clients concurrent clients sending --per-client turns
+each, errors (non-200 answers, either phase), and the load average when each phase started.
+
+    python bench/api.py [--db URL] [--turns 200] [--clients 20] [--per-client 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from sqlalchemy import func, select
+
+from data.db import describe, make_engine
+from data.migrate import upgrade
+from data.models import ModelCall
+from data.settings import to_sqlalchemy_url
+from tests.conftest import free_port
+from tests.fake_openai import FakeOpenAI, text
+from tests.helpers.api import api_settings, serve_api
+
+ANSWER = "Your parcel left our warehouse this morning; it should arrive within 3 days."
+MESSAGES = [
+    "Where is my order A-{n}?",
+    "How long does shipping to Canada take?",
+    "Can I return an opened item?",
+    "Please send updates to customer{n}@example.com from now on.",
+    "Has my refund for A-{n} been processed yet?",
+]
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def model_ms(engine: Any, run: str) -> dict[tuple[str, int], float]:
+    """(session, turn) -> the model's own time in the turn (every call of this run)."""
+    c = ModelCall.__table__.c
+    query = (
+        select(c.session_id, c.turn, func.sum(c.latency_ms))
+        .where(c.session_id.like(f"{run}-%"))
+        .group_by(c.session_id, c.turn)
+    )
+    with engine.connect() as connection:
+        return {(s, int(t)): float(ms) for s, t, ms in connection.execute(query)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="database URL (default: a new SQLite file)")
+    parser.add_argument("--turns", type=int, default=200, help="sequential turns for overhead")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--per-client", type=int, default=25)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    url = to_sqlalchemy_url(args.db) if args.db else f"sqlite:///{tmp / 'bench.sqlite3'}"
+    upgrade(url)
+    run = uuid.uuid4().hex[:8]  # this run's sessions, apart from anything already stored
+    errors = 0
+    with FakeOpenAI(default=text(ANSWER)) as model:
+        settings = api_settings(model, tmp, url, rate_limit_per_minute=10_000)
+        with serve_api(settings, free_port()) as api:
+            http = api.client
+
+            def turn(client: httpx.Client, user: int, session: str, n: int) -> float | None:
+                body = {
+                    "user_id": f"bench-user-{user}",
+                    "session_id": session,
+                    "message": MESSAGES[n % len(MESSAGES)].format(n=10_000 + n),
+                }
+                started = time.perf_counter()
+                response = client.post("/chat", json=body)
+                wall = (time.perf_counter() - started) * 1000
+                return wall if response.status_code == 200 else None
+
+            # Sequential: 20 users taking turns, each in a session of their own.
+            for n in range(args.warmup):
+                turn(http, n % 20, f"warm{run}-{n % 20}", n)
+            load_sequential = load()
+            cpu_started = time.process_time()
+            walls: dict[tuple[str, int], float] = {}
+            turns_seen: dict[str, int] = {}
+            for n in range(args.turns):
+                session = f"{run}-seq-{n % 20}"
+                wall = turn(http, n % 20, session, n)
+                turns_seen[session] = turns_seen.get(session, 0) + 1
+                if wall is None:
+                    errors += 1
+                else:
+                    walls[(session, turns_seen[session])] = wall
+
+            cpu_sequential = time.process_time() - cpu_started
+
+            # Concurrent: --clients users at once, each sending --per-client turns in a row.
+            def client(index: int) -> int:
+                failed = 0
+                with httpx.Client(base_url=api.url, timeout=60) as own:
+                    for n in range(args.per_client):
+                        session = f"{run}-load-{index}"
+                        if turn(own, 100 + index, session, n) is None:
+                            failed += 1
+                return failed
+
+            load_concurrent = load()
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=args.clients) as pool:
+                errors += sum(pool.map(client, range(args.clients)))
+            elapsed = time.perf_counter() - started
+            api.runtime.parts.middleware.flush()
+
+    engine = make_engine(url)
+    spent = model_ms(engine, run)
+    engine.dispose()
+    overheads = [wall - spent.get(key, 0.0) for key, wall in walls.items()]
+    concurrent_turns = args.clients * args.per_client
+    print(
+        json.dumps(
+            {
+                "db": url.split(":", 1)[0].split("+")[0],
+                "where": describe(url),
+                "api_overhead_p50_ms": round(statistics.median(overheads), 2),
+                "api_overhead_p95_ms": round(percentile(overheads, 95), 2),
+                "model_p50_ms": round(statistics.median(spent[k] for k in walls), 2),
+                # The whole process's CPU time a sequential turn (the API, the fake model server
+                # and the client all count): on a loaded shared machine, the figure that does
+                # not depend on how much of a core the process got.
+                "cpu_ms_per_turn": round(cpu_sequential * 1000 / max(args.turns, 1), 2),
+                "turns_per_s": round(concurrent_turns / elapsed, 1),
+                "errors": errors,
+                "sequential_turns": len(walls),
+                "concurrent_turns": concurrent_turns,
+                "clients": args.clients,
+                "load_avg_sequential": load_sequential,
+                "load_avg_concurrent": load_concurrent,
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
