@@ -10,6 +10,7 @@ detail per page and range.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -22,13 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 
 from data import context, cost, latency
 from data.db import describe, make_engine
-from data.demo import generate
+from data.demo import history
 from data.filters import Filters, parse_filters
 from data.migrate import upgrade
+from data.models import ChatSession, ModelCall
 from data.rollups import refresh
 from data.settings import to_libpq_url, to_sqlalchemy_url
 
@@ -119,6 +121,115 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
     return out
 
 
+CALL_COLUMNS = [
+    "ts",
+    "user_id",
+    "session_id",
+    "turn",
+    "purpose",
+    "provider",
+    "model",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "usage_source",
+    "cost_usd",
+    "cost_status",
+    "latency_ms",
+    "ttft_ms",
+    "context_tokens",
+    "context_window",
+    "status",
+    "error",
+    "run_id",
+    "demo",
+]
+SESSION_COLUMNS = ["id", "user_id", "title", "created_at", "updated_at", "demo"]
+CHUNK_SESSIONS = 20_000
+
+
+def load(engine: Engine, rows: int) -> None:
+    """The benchmark history, written a chunk of sessions at a time (COPY on Postgres): ten
+    million calls never sit in memory at once. Then the feedback the feedback and review
+    pages read: a sample of answers with a thumbs, and review scores of queued sessions."""
+    chunks = history(
+        days=90,
+        users=max(rows // 250, 10),
+        sessions=max(rows // 25, 10),
+        calls=rows,
+        seed=1,
+        end=END,
+    )
+    done = 0
+    started = time.perf_counter()
+    while True:
+        batch = list(itertools.islice(chunks, CHUNK_SESSIONS))
+        if not batch:
+            break
+        sessions = [b.session for b in batch]
+        calls = [c for b in batch for c in b.calls]
+        _write(engine, "chat_sessions", SESSION_COLUMNS, sessions)
+        _write(engine, "model_calls", CALL_COLUMNS, calls)
+        done += len(calls)
+        print(
+            f"loaded {done:,} of {rows:,} calls ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
+    # One answer in 100 gets a message row and a thumbs (a quarter of them down); one session
+    # in 200 is queued for review and scored by one or two of five reviewers.
+    with engine.begin() as connection:
+        for statement in FEEDBACK_SQL[engine.dialect.name]:
+            connection.execute(text(statement))
+
+
+def _write(engine: Engine, table: str, columns: list[str], rows: list[dict[str, object]]) -> None:
+    if engine.dialect.name == "postgresql":
+        raw = engine.raw_connection()
+        try:
+            with (
+                raw.cursor() as cursor,  # type: ignore[attr-defined]
+                cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+            raw.commit()
+        finally:
+            raw.close()
+        return
+    model = {"chat_sessions": ChatSession, "model_calls": ModelCall}[table]
+    with engine.begin() as connection:
+        for i in range(0, len(rows), 5000):
+            connection.execute(insert(model), rows[i : i + 5000])
+
+
+_FEEDBACK = [
+    "INSERT INTO messages (session_id, turn, role, content, created_at) "
+    "SELECT session_id, turn, 'assistant', 'An answer.', ts FROM model_calls "
+    "WHERE purpose = 'chat' AND status = 'ok' AND id % 100 = 0",
+    "INSERT INTO feedback_thumbs (message_id, session_id, turn, user_id, score, created_at, "
+    "updated_at, version, feedback_uuid, sync_state, attempts) "
+    "SELECT m.id, m.session_id, m.turn, s.user_id, CASE WHEN m.id % 4 = 0 THEN 0 ELSE 1 END, "
+    "m.created_at, m.created_at, 1, {uuid}, 'local', 0 "
+    "FROM messages m JOIN chat_sessions s ON s.id = m.session_id",
+    "INSERT INTO review_items (session_id, reviews_required, created_by, created_at) "
+    "SELECT id, 2, 'bench', created_at FROM chat_sessions WHERE {hash} % 200 = 0",
+    "INSERT INTO review_scores (item_id, session_id, reviewer, score, created_at, "
+    "feedback_uuid, sync_state, attempts) "
+    "SELECT i.id, i.session_id, 'reviewer-' || (i.id % 5), 1 + i.id % 5, i.created_at, {uuid}, "
+    "'local', 0 FROM review_items i",
+    "INSERT INTO review_scores (item_id, session_id, reviewer, score, created_at, "
+    "feedback_uuid, sync_state, attempts) "
+    "SELECT i.id, i.session_id, 'reviewer-' || ((i.id + 1) % 5), 1 + (i.id * 7) % 5, "
+    "i.created_at, {uuid}, 'local', 0 FROM review_items i WHERE i.id % 2 = 0",
+]
+FEEDBACK_SQL = {
+    "postgresql": [
+        s.format(uuid="gen_random_uuid()::text", hash="abs(hashtext(id))") for s in _FEEDBACK
+    ],
+    "sqlite": [s.format(uuid="lower(hex(randomblob(16)))", hash="rowid") for s in _FEEDBACK],
+}
+
+
 def prepare(url: str, rows: int, reuse: bool) -> tuple[Engine, float | None]:
     if url.startswith("postgresql"):
         admin = to_libpq_url(to_sqlalchemy_url(url)).rsplit("/", 1)
@@ -138,18 +249,16 @@ def prepare(url: str, rows: int, reuse: bool) -> tuple[Engine, float | None]:
         have = connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one()
     if have != rows:
         with engine.begin() as connection:
-            for table in ("model_calls", "messages", "chat_sessions"):
+            for table in (
+                "review_scores",
+                "review_items",
+                "feedback_thumbs",
+                "model_calls",
+                "messages",
+                "chat_sessions",
+            ):
                 connection.execute(text(f"DELETE FROM {table}"))
-        generate(
-            engine=engine,
-            days=90,
-            users=max(rows // 250, 10),
-            sessions=max(rows // 25, 10),
-            calls=rows,
-            seed=1,
-            end=END,
-            messages=False,
-        )
+        load(engine, rows)
         with engine.begin() as connection:
             connection.execute(text("ANALYZE"))
     started = time.perf_counter()
