@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     tuple_,
 )
@@ -191,15 +192,27 @@ def _sums(connection: Connection, start: datetime, end: datetime) -> None:
     )
 
 
-def _percentiles(connection: Connection, unit: str, start: datetime, end: datetime) -> None:
-    if connection.dialect.name == "postgresql":
-        _percentiles_pg(connection, unit, start, end)
-        return
+def _within(ranges: list[tuple[datetime, datetime]]) -> ColumnElement[bool]:
+    return or_(*[and_(C.ts >= start, C.ts < end) for start, end in ranges])
+
+
+def _percentiles(
+    connection: Connection, unit: str, ranges: list[tuple[datetime, datetime]]
+) -> None:
+    """Percentile rows of every bucket in `ranges` (whole buckets), 50 ranges per query."""
+    for i in range(0, len(ranges), 50):
+        if connection.dialect.name == "postgresql":
+            _percentiles_pg(connection, unit, _within(ranges[i : i + 50]))
+        else:
+            _percentiles_sqlite(connection, unit, _within(ranges[i : i + 50]))
+
+
+def _percentiles_sqlite(connection: Connection, unit: str, in_range: ColumnElement[bool]) -> None:
     engine = connection.engine
     bucket = floor(C.ts, connection.dialect.name, unit).label("bucket")
     rows: list[dict[str, Any]] = []
     for metric, (value, condition) in METRICS.items():
-        where = and_(C.ts >= start, C.ts < end, condition)
+        where = and_(in_range, condition)
         per_model = percentiles(
             engine=engine, value=value, groups=[bucket, C.model], where=where, connection=connection
         )
@@ -230,7 +243,7 @@ def _percentiles(connection: Connection, unit: str, start: datetime, end: dateti
         connection.execute(insert(RollupPercentiles), rows)
 
 
-def _percentiles_pg(connection: Connection, unit: str, start: datetime, end: datetime) -> None:
+def _percentiles_pg(connection: Connection, unit: str, in_range: ColumnElement[bool]) -> None:
     """The same rows in one pass over the range: every metric's percentile_cont (one sort per
     metric and group, FILTERed to its calls) for each model and for all models together,
     through GROUPING SETS. A new call's hour then costs one scan of that hour instead of
@@ -244,7 +257,7 @@ def _percentiles_pg(connection: Connection, unit: str, start: datetime, end: dat
         ]
     query = (
         select(bucket, func.coalesce(C.model, "*"), *columns)
-        .where(C.ts >= start, C.ts < end)
+        .where(in_range)
         .group_by(func.grouping_sets(tuple_(bucket, C.model), tuple_(bucket)))
     )
     rows: list[dict[str, Any]] = []
@@ -489,7 +502,7 @@ def refresh_hours(engine: Engine) -> int:
                 )
             )
             _sums(connection, start, end)
-            _percentiles(connection, "hour", start, end)
+        _percentiles(connection, "hour", ranges)
         changed: list[str] | None = None
         if not bulk:
             after = _hourly_snapshot(connection, ranges)
@@ -538,7 +551,8 @@ def settle_days(engine: Engine) -> int:
         if not days:
             return 0
         connection.execute(delete(RollupDirtyDays).where(RollupDirtyDays.day.in_(days)))
-        for start, end in _ranges(days, timedelta(days=1)):
+        day_ranges = _ranges(days, timedelta(days=1))
+        for start, end in day_ranges:
             connection.execute(
                 delete(RollupPercentiles).where(
                     RollupPercentiles.unit == "day",
@@ -546,7 +560,7 @@ def settle_days(engine: Engine) -> int:
                     RollupPercentiles.bucket < end,
                 )
             )
-            _percentiles(connection, "day", start, end)
+        _percentiles(connection, "day", day_ranges)
         if connection.dialect.name == "postgresql" and len(days) > 2:
             connection.exec_driver_sql("ANALYZE rollup_percentiles")
     return len(days)
