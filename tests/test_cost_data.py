@@ -11,8 +11,6 @@ from sqlalchemy import Engine, text
 
 from data.cost import (
     cost_by_model,
-    cost_by_session,
-    cost_by_user,
     cost_over_time,
     cost_totals,
     has_calls,
