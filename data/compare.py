@@ -16,13 +16,15 @@ NEARLY_EMPTY = 0.05
 def change(
     now: float | None, before: float | None, *, calls_now: int, calls_before: int
 ) -> str | None:
-    """ "+12.3% vs previous period", "new" when the previous period was empty or nearly so
-    (fewer than NEARLY_EMPTY of this period's calls, or a zero figure), or None when there is
-    nothing to compare."""
-    if now is None:
+    """The change of a figure against the previous period, as a card shows it: "+12.3% vs
+    previous period"; "new" when the previous period was empty or nearly so (fewer calls than
+    NEARLY_EMPTY of this period's, or a zero figure); None when there is nothing to compare."""
+    if now is None or not calls_now:
         return None
-    if calls_before == 0 or calls_before < NEARLY_EMPTY * calls_now or not before:
-        return "new: the previous period was empty" if calls_now else None
+    if calls_before == 0:
+        return "new: no calls in the previous period"
+    if calls_before < NEARLY_EMPTY * calls_now or not before:
+        return f"new: only {calls_before:,} calls in the previous period"
     return f"{100 * (now - before) / before:+.1f}% vs previous period"
 
 

@@ -213,6 +213,8 @@ class RollupSessions(Base):
     __table_args__ = (
         *[Index(f"ix_rollup_sessions_{c}", "model", c, "session_id") for c in SESSION_SORTS],
         Index("ix_rollup_sessions_user", "user_id", "model"),
+        # Counting a range's sessions reads this index only.
+        Index("ix_rollup_sessions_span", "model", "first_call", "last_call"),
     )
 
 

@@ -293,10 +293,12 @@ def count_candidates(*, engine: Engine, filters: QueueFilters) -> int:
     ):
         return len(candidates(engine=engine, filters=filters))
     ensure_fresh(engine)
-    query, rel = _candidate_query(filters)
-    counted = query.where(*_flag_conditions(filters, rel)).subquery()
+    rel = session_relation(Filters(start=filters.start, end=filters.end, user=filters.user))
+    query = select(func.count()).select_from(rel).where(*_flag_conditions(filters, rel))
+    if filters.models:
+        query = query.where(rel.c.model.in_(filters.models))
     with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(counted)).scalar_one())
+        return int(connection.execute(query).scalar_one())
 
 
 def candidate_ids(*, engine: Engine, filters: QueueFilters) -> list[str]:

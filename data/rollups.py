@@ -29,6 +29,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    String,
     Table,
     and_,
     bindparam,
@@ -298,19 +299,19 @@ def _session_sums(where: ColumnElement[bool], *, all_models: bool) -> Any:
     groups = [H.session_id] if all_models else [H.session_id, H.model]
     return (
         select(
-            H.session_id,
+            H.session_id.label("session_id"),
             model,
-            func.min(H.user_id),
-            func.sum(H.calls),
-            func.sum(H.chat_calls),
-            func.sum(H.tokens),
-            func.sum(H.cost_usd),
-            func.sum(H.unpriced_calls),
-            func.sum(H.summarizations),
-            func.max(H.max_turn),
-            func.min(H.first_call),
-            func.max(H.last_call),
-            func.max(H.peak_context_percent),
+            func.min(H.user_id).label("user_id"),
+            func.sum(H.calls).label("calls"),
+            func.sum(H.chat_calls).label("chat_calls"),
+            func.sum(H.tokens).label("tokens"),
+            func.sum(H.cost_usd).label("cost_usd"),
+            func.sum(H.unpriced_calls).label("unpriced_calls"),
+            func.sum(H.summarizations).label("summarizations"),
+            func.max(H.max_turn).label("max_turn"),
+            func.min(H.first_call).label("first_call"),
+            func.max(H.last_call).label("last_call"),
+            func.max(H.peak_context_percent).label("peak_context_percent"),
         )
         .where(where)
         .group_by(*groups)
@@ -335,55 +336,76 @@ SESSION_SUM_COLUMNS = [
 
 
 def _rebuild_sessions(connection: Connection, sessions: list[str] | None) -> None:
-    """Recompute the rollup_sessions rows of `sessions` (None: every session)."""
+    """Recompute the rollup_sessions rows of `sessions` (None: every session). Each row is
+    written once, complete (an UPDATE afterwards would touch every index of every row)."""
     parts = [None] if sessions is None else list(_chunked(sessions))
+    postgres = connection.dialect.name == "postgresql"
+    value, condition = METRICS["latency"]
     for part in parts:
         hourly = H.session_id.in_(part) if part is not None else literal(True)
-        rows = RS.c.session_id.in_(part) if part is not None else literal(True)
-        connection.execute(delete(RS).where(rows))
+        raw = and_(condition, C.session_id.in_(part) if part is not None else literal(True))
+        connection.execute(
+            delete(RS).where(RS.c.session_id.in_(part) if part is not None else literal(True))
+        )
+        per_model = _session_sums(hourly, all_models=False).subquery("per_model")
+        # The session's chat model: most chat calls, then the name (review's definition).
+        ranked = select(
+            per_model.c.session_id,
+            per_model.c.model,
+            func.row_number()
+            .over(
+                partition_by=per_model.c.session_id,
+                order_by=(per_model.c.chat_calls.desc(), per_model.c.model),
+            )
+            .label("rn"),
+        ).subquery("ranked")
+        chat = select(ranked.c.session_id, ranked.c.model).where(ranked.c.rn == 1).subquery("chat")
         for all_models in (False, True):
+            sums = (
+                per_model
+                if not all_models
+                else _session_sums(hourly, all_models=True).subquery("sums")
+            )
+            columns: list[Any] = [sums.c[name] for name in SESSION_SUM_COLUMNS]
+            source = sums
+            if all_models:
+                source = source.outerjoin(chat, chat.c.session_id == sums.c.session_id)
+                columns.append(chat.c.model.label("chat_model"))
+            else:
+                columns.append(literal(None, String).label("chat_model"))
+            if postgres:
+                groups = [C.session_id] if all_models else [C.session_id, C.model]
+                p95 = (
+                    select(
+                        *groups,
+                        func.percentile_cont(0.95).within_group(value).label("p95"),
+                    )
+                    .where(raw)
+                    .group_by(*groups)
+                    .subquery("p95")
+                )
+                on = p95.c.session_id == sums.c.session_id
+                if not all_models:
+                    on = and_(on, p95.c.model == sums.c.model)
+                source = source.outerjoin(p95, on)
+                columns.append(p95.c.p95)
+            else:
+                columns.append(literal(None, Float))
             connection.execute(
                 insert(RS).from_select(
-                    SESSION_SUM_COLUMNS, _session_sums(hourly, all_models=all_models)
+                    [*SESSION_SUM_COLUMNS, "chat_model", "latency_p95_ms"],
+                    select(*columns).select_from(source),
                 )
             )
-        # The session's chat model: most chat calls, then the name (review's definition).
-        m = RS.alias("m")
-        connection.execute(
-            RS.update()
-            .where(RS.c.model == "*", rows)
-            .values(
-                chat_model=select(m.c.model)
-                .where(m.c.session_id == RS.c.session_id, m.c.model != "*")
-                .order_by(m.c.chat_calls.desc(), m.c.model)
-                .limit(1)
-                .scalar_subquery()
-            )
-        )
-        _session_latency(connection, part)
+        if not postgres:
+            _session_latency(connection, part)
 
 
 def _session_latency(connection: Connection, part: list[str] | None) -> None:
-    """Each session's p95 chat latency (ok calls), per model and for '*', from its raw rows."""
+    """SQLite: each session's p95 chat latency (ok calls), per model and for '*', from its raw
+    rows (SQLite has no percentile_cont; data.percentiles interpolates the same way)."""
     value, condition = METRICS["latency"]
     where = and_(condition, C.session_id.in_(part) if part is not None else literal(True))
-    if connection.dialect.name == "postgresql":
-        p95 = (
-            select(
-                C.session_id.label("session_id"),
-                func.coalesce(C.model, "*").label("model"),
-                func.percentile_cont(0.95).within_group(value).label("p95"),
-            )
-            .where(where)
-            .group_by(func.grouping_sets(tuple_(C.session_id, C.model), tuple_(C.session_id)))
-            .subquery()
-        )
-        connection.execute(
-            RS.update()
-            .where(RS.c.session_id == p95.c.session_id, RS.c.model == p95.c.model)
-            .values(latency_p95_ms=p95.c.p95)
-        )
-        return
     engine = connection.engine
     per_model = percentiles(
         engine=engine,
@@ -488,8 +510,14 @@ def refresh_hours(engine: Engine) -> int:
         # Taken inside this transaction: a write that lands meanwhile marks its hour again.
         for i in range(0, len(hours), 500):
             connection.execute(delete(RollupDirty).where(RollupDirty.hour.in_(hours[i : i + 500])))
-        ranges = _ranges(hours, timedelta(hours=1))
         bulk = len(hours) > 48
+        # A bulk refresh recomputes the whole span at once (hours in it that were not dirty
+        # come out the same): one pass instead of one per gap in the data.
+        ranges = (
+            [(min(hours), max(hours) + timedelta(hours=1))]
+            if bulk
+            else _ranges(hours, timedelta(hours=1))
+        )
         before = set() if bulk else _hourly_snapshot(connection, ranges)
         for start, end in ranges:
             for table in (RollupHourly, RollupSessionHourly, RollupContextBins):

@@ -35,6 +35,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -132,10 +133,31 @@ def session_relation(
     *,
     search: str | None = None,
     only_users: Any = None,
+    top: tuple[str, bool, int] | None = None,
 ) -> Any:
     """Every session with a call in the range (and model, user, session filters, and `search`
     in its id or user id) with SESSION_FIELDS, as a subquery. `only_users` (a select of user
-    ids) restricts it to those users' sessions."""
+    ids) restricts it to those users' sessions. `top` = (column, descending, n) keeps only the
+    first n whole sessions in that order (enough for any page up to n): the planner reads them
+    off the column's index instead of sorting every session of the range, which it would do
+    for an ORDER BY over the whole union."""
+    whole, part = _session_parts(filters, search, only_users)
+    if top is not None:
+        column, descending, n = top
+        inner = whole.subquery("whole")
+        limited = (
+            select(*inner.c)
+            .order_by(*_order(inner, column, descending, "session"))
+            .limit(n)
+            .subquery("top")
+        )
+        whole = select(*limited.c)
+    return whole.union_all(part).subquery("sessions")
+
+
+def _session_parts(filters: Filters, search: str | None, only_users: Any) -> tuple[Any, Any]:
+    """(the sessions wholly inside the range, one rollup row each; the straddling ones, summed
+    from their hours in the range)."""
     model_is, several = _model_key(filters)
     where = _session_conditions(filters, search)
     if only_users is not None:
@@ -166,7 +188,7 @@ def session_relation(
                 and_(func.min(RS.first_call) >= filters.start, func.max(RS.last_call) < filters.end)
             )
         )
-        straddling = (
+        straddling: Any = (
             select(RS.session_id)
             .where(model_is, *where)
             .group_by(RS.session_id)
@@ -199,12 +221,18 @@ def session_relation(
             RS.latency_p95_ms,
             false().label("partial"),
         ).where(model_is, inside, *where)
-        straddling = select(RS.session_id).where(
-            model_is,
-            RS.first_call < filters.end,
-            RS.last_call >= filters.start,
-            or_(RS.first_call < filters.start, RS.last_call >= filters.end),
-            *where,
+        # Two index ranges, not one OR: sessions across the start, and across the end.
+        straddling = union_all(
+            select(RS.session_id).where(
+                model_is, RS.last_call >= filters.start, RS.first_call < filters.start, *where
+            ),
+            select(RS.session_id).where(
+                model_is,
+                RS.last_call >= filters.end,
+                RS.first_call < filters.end,
+                RS.first_call >= filters.start,
+                *where,
+            ),
         )
     hourly_model = H.model.in_(filters.models) if filters.models else true()
     model: Any
@@ -251,7 +279,7 @@ def session_relation(
         )
         .group_by(H.session_id)
     )
-    return whole.union_all(part).subquery("sessions")
+    return whole, part
 
 
 def user_relation(filters: Filters, *, search: str | None = None) -> Any:
@@ -289,12 +317,17 @@ def user_relation(filters: Filters, *, search: str | None = None) -> Any:
         RU.cost_usd,
         RU.unpriced_calls,
     ).where(model_is, RU.first_call >= filters.start, RU.last_call < filters.end, *parts)
-    straddling = select(RU.user_id).where(
-        model_is,
-        RU.first_call < filters.end,
-        RU.last_call >= filters.start,
-        or_(RU.first_call < filters.start, RU.last_call >= filters.end),
-        *parts,
+    straddling = union_all(
+        select(RU.user_id).where(
+            model_is, RU.last_call >= filters.start, RU.first_call < filters.start, *parts
+        ),
+        select(RU.user_id).where(
+            model_is,
+            RU.last_call >= filters.end,
+            RU.first_call < filters.end,
+            RU.first_call >= filters.start,
+            *parts,
+        ),
     )
     s = session_relation(filters, only_users=straddling)
     part = select(
@@ -326,11 +359,19 @@ class Page:
     offset: int
 
 
+NULLABLE = {"peak_context_percent", "latency_p95_ms"}
+
+
 def _order(relation: Any, sort: str, descending: bool, key: str) -> list[Any]:
-    column = relation.c[sort]
-    first = column.desc() if descending else column.asc()
-    # NULLs last either way (a session without a successful chat call has no peak context).
-    return [column.is_(None), first, relation.c[key]]
+    """ORDER BY the column, then the id, both in the same direction: exactly the order of the
+    rollup's (model, column, session_id) index, so the top page is read off the index. A
+    nullable column puts its NULLs last (a session without a successful chat call has no peak
+    context)."""
+    column, tie = relation.c[sort], relation.c[key]
+    first, second = (column.desc(), tie.desc()) if descending else (column.asc(), tie.asc())
+    if sort in NULLABLE:
+        first = first.nulls_last()
+    return [first, second]
 
 
 def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
@@ -361,7 +402,7 @@ def session_page(
     """One page of the per-session table, sorted server-side (ties by session id)."""
     text = _clean(sort, SESSION_SORTS, offset, limit, search)
     ensure_fresh(engine)
-    rel = session_relation(filters, search=text or None)
+    rel = session_relation(filters, search=text or None, top=(sort, descending, offset + limit))
     query = (
         select(*[rel.c[c] for c in SESSION_FIELDS])
         .order_by(*_order(rel, sort, descending, "session"))
@@ -554,7 +595,7 @@ def ranked_by_peak_context(*, engine: Engine, filters: Filters, limit: int = 100
     """Sessions ranked by the fullest successful chat request they sent (sessions without one
     are left out): session, user, model, peak_context_percent, calls, summarizations, turns."""
     ensure_fresh(engine)
-    rel = session_relation(filters)
+    rel = session_relation(filters, top=("peak_context_percent", True, limit))
     query = (
         select(
             rel.c.session,
@@ -566,7 +607,7 @@ def ranked_by_peak_context(*, engine: Engine, filters: Filters, limit: int = 100
             rel.c.turns,
         )
         .where(rel.c.peak_context_percent.is_not(None))
-        .order_by(rel.c.peak_context_percent.desc(), rel.c.session)
+        .order_by(*_order(rel, "peak_context_percent", True, "session"))
         .limit(limit)
     )
     return _frame(

@@ -246,7 +246,11 @@ def test_session_totals_are_the_tables_row(history: Engine) -> None:
         assert totals["cost_usd"] == pytest.approx(row["cost_usd"])
 
 
-def test_queued_days_are_exact_before_they_settle(history: Engine) -> None:
+def test_queued_days_are_exact_before_they_settle(
+    history: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No background settling here: the read must go through the queued-day path.
+    monkeypatch.setattr("data.rollups._settle_in_background", lambda engine: None)
     record_calls(
         engine=history,
         calls=[call(ts=END - timedelta(hours=5), latency_ms=99_000.0, session_id="slow")],

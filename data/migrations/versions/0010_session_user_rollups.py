@@ -64,6 +64,10 @@ def upgrade() -> None:
             f"ix_rollup_sessions_{column}", "rollup_sessions", ["model", column, "session_id"]
         )
     op.create_index("ix_rollup_sessions_user", "rollup_sessions", ["user_id", "model"])
+    # Counting a range's sessions reads this index only.
+    op.create_index(
+        "ix_rollup_sessions_span", "rollup_sessions", ["model", "first_call", "last_call"]
+    )
     op.create_table(
         "rollup_users",
         sa.Column("user_id", sa.String(128), nullable=False),
