@@ -224,15 +224,23 @@ SESSION_COLUMNS = ["id", "user_id", "title", "created_at", "updated_at", "demo"]
 CHUNK_SESSIONS = 20_000
 
 
+REPLICAS = 10  # above 2M calls on Postgres: a tenth generated, then copied in SQL
+
+
 def load(engine: Engine, rows: int) -> None:
     """The benchmark history, written a chunk of sessions at a time (COPY on Postgres): ten
-    million calls never sit in memory at once. Then the feedback the feedback and review
-    pages read: a sample of answers with a thumbs, and review scores of queued sessions."""
+    million calls never sit in memory at once. Above 2M calls on Postgres, a tenth of it is
+    generated and the database copies it nine more times under new user and session ids (and
+    a few seconds earlier): ten times the users and sessions in the same window, written by
+    INSERT ... SELECT at the server's speed instead of Python's. Then the feedback the feedback
+    and review pages read: a sample of answers with a thumbs, and review scores."""
+    copies = REPLICAS if engine.dialect.name == "postgresql" and rows > 2_000_000 else 1
+    base = rows // copies
     chunks = history(
         days=90,
-        users=max(rows // 250, 10),
-        sessions=max(rows // 25, 10),
-        calls=rows,
+        users=max(base // 250, 10),
+        sessions=max(base // 25, 10),
+        calls=base,
         seed=1,
         end=END,
     )
@@ -249,7 +257,39 @@ def load(engine: Engine, rows: int) -> None:
         _write(engine, "model_calls", CALL_COLUMNS, calls)
         done += len(calls)
         print(
-            f"loaded {done:,} of {rows:,} calls ({time.perf_counter() - started:.0f} s)",
+            f"generated {done:,} of {base:,} calls ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
+    call_columns = ", ".join(CALL_COLUMNS)
+    copied = ", ".join(
+        {
+            "ts": "ts - make_interval(secs => :k * 7)",
+            "user_id": "user_id || '-r' || :k",
+            "session_id": "session_id || '-r' || :k",
+        }.get(c, c)
+        for c in CALL_COLUMNS
+    )
+    for k in range(1, copies):
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at, demo) "
+                    "SELECT id || '-r' || :k, user_id || '-r' || :k, title, "
+                    "created_at - make_interval(secs => :k * 7), "
+                    "updated_at - make_interval(secs => :k * 7), demo "
+                    "FROM chat_sessions WHERE id NOT LIKE '%-r%'"
+                ),
+                {"k": k},
+            )
+            connection.execute(
+                text(
+                    f"INSERT INTO model_calls ({call_columns}) SELECT {copied} FROM model_calls "
+                    "WHERE session_id NOT LIKE '%-r%'"
+                ),
+                {"k": k},
+            )
+        print(
+            f"copied {base * (k + 1):,} of {rows:,} calls ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
         )
     _create_indexes(engine, indexes)

@@ -43,6 +43,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -504,12 +505,10 @@ def refresh_hours(engine: Engine) -> int:
     """Recompute every dirty hour, the sessions and users whose figures changed with them, and
     queue the days that hold a dirty hour for settle_days(). Returns how many hours."""
     with engine.begin() as connection:
-        hours = list(connection.execute(select(RollupDirty.hour)).scalars())
+        # Taken inside this transaction: a write that lands meanwhile marks its hour again.
+        hours = list(connection.execute(delete(RollupDirty).returning(RollupDirty.hour)).scalars())
         if not hours:
             return 0
-        # Taken inside this transaction: a write that lands meanwhile marks its hour again.
-        for i in range(0, len(hours), 500):
-            connection.execute(delete(RollupDirty).where(RollupDirty.hour.in_(hours[i : i + 500])))
         bulk = len(hours) > 48
         # A bulk refresh recomputes the whole span at once (hours in it that were not dirty
         # come out the same): one pass instead of one per gap in the data.
@@ -545,14 +544,11 @@ def refresh_hours(engine: Engine) -> int:
             _rebuild_sessions(connection, changed)
             _rebuild_users(connection, sorted(users))
         days = sorted({h.replace(hour=0) for h in hours})
-        existing = set(
-            connection.execute(
-                select(RollupDirtyDays.day).where(RollupDirtyDays.day.in_(days))
-            ).scalars()
+        module = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(
+            module.insert(RollupDirtyDays).on_conflict_do_nothing(),
+            [{"day": d} for d in days],
         )
-        fresh = [{"day": d} for d in days if d not in existing]
-        if fresh:
-            connection.execute(insert(RollupDirtyDays), fresh)
         if connection.dialect.name == "postgresql" and bulk:
             # After a bulk load the planner's row estimates for the rollups are far off.
             for name in (
