@@ -319,6 +319,8 @@ def _drop_indexes(engine: Engine) -> list[str]:
 
 
 def _create_indexes(engine: Engine, definitions: list[str]) -> None:
+    if not definitions:
+        return
     started = time.perf_counter()
     with engine.begin() as connection:
         connection.execute(text("SET maintenance_work_mem = '512MB'"))
