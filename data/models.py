@@ -215,6 +215,8 @@ class RollupSessions(Base):
         Index("ix_rollup_sessions_user", "user_id", "model"),
         # Counting a range's sessions reads this index only.
         Index("ix_rollup_sessions_span", "model", "first_call", "last_call"),
+        # Finding the sessions that straddle a range's start reads this index only.
+        Index("ix_rollup_sessions_span_end", "model", "last_call", "first_call", "session_id"),
     )
 
 

@@ -282,7 +282,7 @@ def _session_parts(filters: Filters, search: str | None, only_users: Any) -> tup
     return whole, part
 
 
-def user_relation(filters: Filters, *, search: str | None = None) -> Any:
+def user_relation(filters: Filters, *, search: str | None = None, many: bool = False) -> Any:
     """Every user with a call in the range (and filters, and `search` in the user id) with
     USER_FIELDS, as a subquery."""
     parts: list[ColumnElement[bool]] = []
@@ -329,16 +329,47 @@ def user_relation(filters: Filters, *, search: str | None = None) -> Any:
             *parts,
         ),
     )
-    s = session_relation(filters, only_users=straddling)
-    part = select(
-        s.c.user.label("user"),
-        _i(func.count()).label("sessions"),
-        _i(func.sum(s.c.calls)).label("calls"),
-        _i(func.sum(s.c.tokens)).label("tokens"),
-        func.sum(s.c.cost_usd).label("cost_usd"),
-        _i(func.sum(s.c.unpriced_calls)).label("unpriced_calls"),
-    ).group_by(s.c.user)
+    if many:
+        # Most users straddle (a short range in a long history): read the range's sessions
+        # once and keep those users', instead of looking up each user's sessions.
+        s = session_relation(filters)
+        keep = [s.c.user.in_(straddling)]
+    else:
+        s = session_relation(filters, only_users=straddling)
+        keep = []
+    part = (
+        select(
+            s.c.user.label("user"),
+            _i(func.count()).label("sessions"),
+            _i(func.sum(s.c.calls)).label("calls"),
+            _i(func.sum(s.c.tokens)).label("tokens"),
+            func.sum(s.c.cost_usd).label("cost_usd"),
+            _i(func.sum(s.c.unpriced_calls)).label("unpriced_calls"),
+        )
+        .where(*keep)
+        .group_by(s.c.user)
+    )
     return whole.union_all(part).subquery("users")
+
+
+MANY_STRADDLING = 2000
+
+
+def _many_straddling(engine: Engine, filters: Filters) -> bool:
+    """Whether more than MANY_STRADDLING users have calls both inside and outside the range
+    (one index range of rollup_users), which decides how user_relation sums them."""
+    if filters.session or len(filters.models) > 1:
+        return False
+    model_is = RU.model == (filters.models[0] if filters.models else "*")
+    query = (
+        select(RU.user_id)
+        .where(model_is, RU.last_call >= filters.start, RU.first_call < filters.start)
+        .limit(MANY_STRADDLING + 1)
+        .subquery()
+    )
+    with engine.connect() as connection:
+        n = connection.execute(select(func.count()).select_from(query)).scalar_one()
+    return int(n) > MANY_STRADDLING
 
 
 def _clean(sort: str, allowed: tuple[str, ...], offset: int, limit: int, search: str | None) -> str:
@@ -428,7 +459,7 @@ def user_page(
     """One page of the per-user table, sorted server-side (ties by user id)."""
     text = _clean(sort, USER_SORTS, offset, limit, search)
     ensure_fresh(engine)
-    rel = user_relation(filters, search=text or None)
+    rel = user_relation(filters, search=text or None, many=_many_straddling(engine, filters))
     query = (
         select(*[rel.c[c] for c in USER_FIELDS])
         .order_by(*_order(rel, sort, descending, "user"))
@@ -452,7 +483,9 @@ def count_sessions(*, engine: Engine, filters: Filters, search: str | None = Non
 def count_users(*, engine: Engine, filters: Filters, search: str | None = None) -> int:
     """Users with a call in the range under `filters` (and `search`)."""
     ensure_fresh(engine)
-    rel = user_relation(filters, search=(search or "").strip() or None)
+    rel = user_relation(
+        filters, search=(search or "").strip() or None, many=_many_straddling(engine, filters)
+    )
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(rel)).scalar_one())
 
@@ -471,7 +504,7 @@ def all_sessions(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 def all_users(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """The whole per-user table, most expensive first."""
     ensure_fresh(engine)
-    rel = user_relation(filters)
+    rel = user_relation(filters, many=_many_straddling(engine, filters))
     query = select(*[rel.c[c] for c in USER_FIELDS]).order_by(
         *_order(rel, "cost_usd", True, "user")
     )
@@ -570,7 +603,7 @@ def csv_file(
         fields = [f for f in SESSION_FIELDS if f != "partial"]
         key = "session"
     else:
-        rel = user_relation(filters, search=text or None)
+        rel = user_relation(filters, search=text or None, many=_many_straddling(engine, filters))
         fields, key = USER_FIELDS, "user"
     query = select(*[rel.c[c] for c in fields]).order_by(*_order(rel, sort, descending, key))
     out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 (returned)

@@ -68,6 +68,12 @@ def upgrade() -> None:
     op.create_index(
         "ix_rollup_sessions_span", "rollup_sessions", ["model", "first_call", "last_call"]
     )
+    # Finding the sessions that straddle a range's start reads this index only.
+    op.create_index(
+        "ix_rollup_sessions_span_end",
+        "rollup_sessions",
+        ["model", "last_call", "first_call", "session_id"],
+    )
     op.create_table(
         "rollup_users",
         sa.Column("user_id", sa.String(128), nullable=False),
