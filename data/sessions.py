@@ -31,6 +31,7 @@ from sqlalchemy import (
     cast,
     false,
     func,
+    literal,
     null,
     or_,
     select,
@@ -282,9 +283,18 @@ def _session_parts(filters: Filters, search: str | None, only_users: Any) -> tup
     return whole, part
 
 
-def user_relation(filters: Filters, *, search: str | None = None, many: bool = False) -> Any:
+def user_relation(
+    filters: Filters, *, search: str | None = None, straddlers: list[str] | None = None
+) -> Any:
     """Every user with a call in the range (and filters, and `search` in the user id) with
     USER_FIELDS, as a subquery."""
+    arms = _user_parts(filters, search, straddlers)
+    return (arms[0] if len(arms) == 1 else arms[0].union_all(arms[1])).subquery("users")
+
+
+def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | None) -> list[Any]:
+    """The users wholly inside the range (one rollup row each) and the straddling ones (summed
+    from their sessions in the range); or one summed arm for a session or several models."""
     parts: list[ColumnElement[bool]] = []
     if filters.user:
         parts.append(RU.user_id == filters.user)
@@ -296,7 +306,7 @@ def user_relation(filters: Filters, *, search: str | None = None, many: bool = F
         # One session, or sessions counted once across models: sum the sessions in range.
         s = session_relation(filters, search=None)
         where = [s.c.user.ilike(_like(search), escape="\\")] if search else []
-        return (
+        return [
             select(
                 s.c.user.label("user"),
                 _i(func.count()).label("sessions"),
@@ -307,8 +317,7 @@ def user_relation(filters: Filters, *, search: str | None = None, many: bool = F
             )
             .where(*where)
             .group_by(s.c.user)
-            .subquery("users")
-        )
+        ]
     whole = select(
         RU.user_id.label("user"),
         RU.sessions,
@@ -317,25 +326,14 @@ def user_relation(filters: Filters, *, search: str | None = None, many: bool = F
         RU.cost_usd,
         RU.unpriced_calls,
     ).where(model_is, RU.first_call >= filters.start, RU.last_call < filters.end, *parts)
-    straddling = union_all(
-        select(RU.user_id).where(
-            model_is, RU.last_call >= filters.start, RU.first_call < filters.start, *parts
-        ),
-        select(RU.user_id).where(
-            model_is,
-            RU.last_call >= filters.end,
-            RU.first_call < filters.end,
-            RU.first_call >= filters.start,
-            *parts,
-        ),
-    )
-    if many:
+    if straddlers is None:
         # Most users straddle (a short range in a long history): read the range's sessions
         # once and keep those users', instead of looking up each user's sessions.
         s = session_relation(filters)
-        keep = [s.c.user.in_(straddling)]
+        keep = [s.c.user.in_(_straddling_query(filters, search))]
     else:
-        s = session_relation(filters, only_users=straddling)
+        # A known, short list: the planner looks each user's sessions up by index.
+        s = session_relation(filters, only_users=straddlers or [""])
         keep = []
     part = (
         select(
@@ -349,27 +347,43 @@ def user_relation(filters: Filters, *, search: str | None = None, many: bool = F
         .where(*keep)
         .group_by(s.c.user)
     )
-    return whole.union_all(part).subquery("users")
+    return [whole, part]
 
 
 MANY_STRADDLING = 2000
 
 
-def _many_straddling(engine: Engine, filters: Filters) -> bool:
-    """Whether more than MANY_STRADDLING users have calls both inside and outside the range
-    (one index range of rollup_users), which decides how user_relation sums them."""
-    if filters.session or len(filters.models) > 1:
-        return False
+def _straddling_query(filters: Filters, search: str | None) -> Any:
+    """The users with calls both inside and outside the range (two index ranges)."""
     model_is = RU.model == (filters.models[0] if filters.models else "*")
-    query = (
-        select(RU.user_id)
-        .where(model_is, RU.last_call >= filters.start, RU.first_call < filters.start)
-        .limit(MANY_STRADDLING + 1)
-        .subquery()
+    parts: list[ColumnElement[bool]] = []
+    if filters.user:
+        parts.append(RU.user_id == filters.user)
+    if search:
+        parts.append(RU.user_id.ilike(_like(search), escape="\\"))
+    return union_all(
+        select(RU.user_id).where(
+            model_is, RU.last_call >= filters.start, RU.first_call < filters.start, *parts
+        ),
+        select(RU.user_id).where(
+            model_is,
+            RU.last_call >= filters.end,
+            RU.first_call < filters.end,
+            RU.first_call >= filters.start,
+            *parts,
+        ),
     )
+
+
+def _straddlers(engine: Engine, filters: Filters, search: str | None) -> list[str] | None:
+    """The straddling users' ids, or None when there are more than MANY_STRADDLING (then
+    user_relation hash-joins the range's sessions instead of looking users up one by one)."""
+    if filters.session or len(filters.models) > 1:
+        return None  # user_relation sums the sessions then
+    query = _straddling_query(filters, search).limit(MANY_STRADDLING + 1)
     with engine.connect() as connection:
-        n = connection.execute(select(func.count()).select_from(query)).scalar_one()
-    return int(n) > MANY_STRADDLING
+        ids = list(dict.fromkeys(connection.execute(query).scalars()))
+    return None if len(ids) > MANY_STRADDLING else ids
 
 
 def _clean(sort: str, allowed: tuple[str, ...], offset: int, limit: int, search: str | None) -> str:
@@ -459,7 +473,9 @@ def user_page(
     """One page of the per-user table, sorted server-side (ties by user id)."""
     text = _clean(sort, USER_SORTS, offset, limit, search)
     ensure_fresh(engine)
-    rel = user_relation(filters, search=text or None, many=_many_straddling(engine, filters))
+    rel = user_relation(
+        filters, search=text or None, straddlers=_straddlers(engine, filters, text or None)
+    )
     query = (
         select(*[rel.c[c] for c in USER_FIELDS])
         .order_by(*_order(rel, sort, descending, "user"))
@@ -472,22 +488,29 @@ def user_page(
     )
 
 
+def _count(engine: Engine, arms: list[Any]) -> int:
+    """Rows of a union, counted arm by arm over a narrow select: the inside arm then reads
+    only the (model, first_call, last_call) index, not every column of every row."""
+    total = 0
+    with engine.connect() as connection:
+        for arm in arms:
+            narrow = arm.with_only_columns(literal(1), maintain_column_froms=True).subquery()
+            total += int(connection.execute(select(func.count()).select_from(narrow)).scalar_one())
+    return total
+
+
 def count_sessions(*, engine: Engine, filters: Filters, search: str | None = None) -> int:
     """Sessions with a call in the range under `filters` (and `search`)."""
     ensure_fresh(engine)
-    rel = session_relation(filters, search=(search or "").strip() or None)
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(rel)).scalar_one())
+    return _count(engine, list(_session_parts(filters, (search or "").strip() or None, None)))
 
 
 def count_users(*, engine: Engine, filters: Filters, search: str | None = None) -> int:
     """Users with a call in the range under `filters` (and `search`)."""
     ensure_fresh(engine)
-    rel = user_relation(
-        filters, search=(search or "").strip() or None, many=_many_straddling(engine, filters)
-    )
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(rel)).scalar_one())
+    text = (search or "").strip() or None
+    arms = _user_parts(filters, text, _straddlers(engine, filters, text))
+    return _count(engine, arms)
 
 
 def all_sessions(*, engine: Engine, filters: Filters) -> pd.DataFrame:
@@ -504,7 +527,7 @@ def all_sessions(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 def all_users(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """The whole per-user table, most expensive first."""
     ensure_fresh(engine)
-    rel = user_relation(filters, many=_many_straddling(engine, filters))
+    rel = user_relation(filters, straddlers=_straddlers(engine, filters, None))
     query = select(*[rel.c[c] for c in USER_FIELDS]).order_by(
         *_order(rel, "cost_usd", True, "user")
     )
@@ -603,7 +626,9 @@ def csv_file(
         fields = [f for f in SESSION_FIELDS if f != "partial"]
         key = "session"
     else:
-        rel = user_relation(filters, search=text or None, many=_many_straddling(engine, filters))
+        rel = user_relation(
+            filters, search=text or None, straddlers=_straddlers(engine, filters, text or None)
+        )
         fields, key = USER_FIELDS, "user"
     query = select(*[rel.c[c] for c in fields]).order_by(*_order(rel, sort, descending, key))
     out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 (returned)
