@@ -560,6 +560,12 @@ def refresh_hours(engine: Engine) -> int:
                 "rollup_users",
             ):
                 connection.exec_driver_sql(f"ANALYZE {name}")
+    if connection.dialect.name == "postgresql" and bulk:
+        # A bulk load leaves the new rows' pages not all-visible, so the counts' index-only
+        # scans would visit the heap until autovacuum came by: set the visibility map now.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as autocommit:
+            for name in ("rollup_sessions", "rollup_users", "rollup_session_hourly"):
+                autocommit.exec_driver_sql(f"VACUUM {name}")
     return len(hours)
 
 
