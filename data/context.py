@@ -7,11 +7,12 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, Float, and_, case, cast, func, select
 
+from data import sessions
 from data.filters import Filters
 from data.models import ModelCall, RollupContextBins
 from data.percentiles import percentiles
 from data.rollups import BIN_WIDTH, PERCENT, bin_of, ensure_fresh
-from data.source import isum, session_rows, source_for, stored_percentiles, to_frame
+from data.source import isum, source_for, stored_percentiles, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
@@ -105,29 +106,9 @@ def context_over_time(*, engine: Engine, filters: Filters, trigger_percent: floa
 def sessions_by_peak_context(
     *, engine: Engine, filters: Filters, limit: int = 1000
 ) -> pd.DataFrame:
-    """Sessions ranked by the fullest request they sent."""
-    t = session_rows(engine, filters).c
-    peak = func.max(t.peak_context_percent)
-    query = (
-        select(
-            t.session_id,
-            func.min(t.user_id),
-            func.min(t.model),
-            peak,
-            isum(t.calls),
-            isum(t.summarizations),
-            func.max(t.max_turn),
-        )
-        .group_by(t.session_id)
-        .having(peak.is_not(None))
-        .order_by(peak.desc(), t.session_id)
-        .limit(limit)
-    )
-    return to_frame(
-        engine,
-        query,
-        ["session", "user", "model", "peak_context_percent", "calls", "summarizations", "turns"],
-    )
+    """Sessions ranked by the fullest successful chat request they sent (the top `limit`, read
+    through the per-session rollup's peak-context index)."""
+    return sessions.ranked_by_peak_context(engine=engine, filters=filters, limit=limit)
 
 
 def session_growth(*, engine: Engine, session_id: str) -> pd.DataFrame:

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, String, cast, func, select
+from sqlalchemy import Engine, func, select
 
+from data import sessions
 from data.filters import Filters
-from data.models import ModelCall, RollupHourly, RollupSessionHourly
+from data.models import ModelCall, RollupHourly
 from data.prices import price_call
 from data.rollups import ensure_fresh
-from data.source import isum, session_rows, source_for, to_frame
+from data.source import isum, source_for, to_frame
 from data.timebucket import bucket
 
 C = ModelCall.__table__.c
-S = RollupSessionHourly.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +77,12 @@ def _call_sums(engine: Engine, filters: Filters) -> dict[str, Any]:
 
 
 def _people(engine: Engine, filters: Filters) -> tuple[int, int]:
-    """(distinct conversations, distinct users) under `filters`."""
-    if filters.by_user_or_session:
-        table, time = C.session_id.table, "ts"
-    else:
-        ensure_fresh(engine)
-        table, time = S, "hour"
-    where = filters.conditions(table, time)
-
-    def distinct_count(column: str) -> Any:
-        # count(*) over SELECT DISTINCT hashes; Postgres' count(DISTINCT x) always sorts.
-        inner = select(table.c[column]).where(where).distinct().subquery()
-        return select(func.count()).select_from(inner).scalar_subquery()
-
-    with engine.connect() as connection:
-        sessions, users = connection.execute(
-            select(distinct_count("session_id"), distinct_count("user_id"))
-        ).one()
-    return int(sessions), int(users)
+    """(conversations, users) with a call under `filters`: rows of the per-session and
+    per-user tables (data.sessions), read from their rollups."""
+    return (
+        sessions.count_sessions(engine=engine, filters=filters),
+        sessions.count_users(engine=engine, filters=filters),
+    )
 
 
 OVER_TIME_COLUMNS = [
@@ -193,60 +180,30 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     return frame[BY_MODEL_COLUMNS]
 
 
+USER_COLUMNS = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
+SESSION_COLUMNS = [
+    "session",
+    "user",
+    "first_call",
+    "last_call",
+    "turns",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+]
+
+
 def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Every user (not a top 5): sessions, calls, tokens, priced cost, unpriced calls."""
-    return users_from_sessions(cost_by_session(engine=engine, filters=filters))
-
-
-def users_from_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
-    """The per-user table from the per-session one (a session belongs to one user), so a page
-    that shows both reads the sessions once."""
-    columns = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
-    if sessions.empty:
-        return pd.DataFrame(columns=columns)
-    users = sessions.groupby("user", as_index=False).agg(
-        sessions=("session", "size"),
-        calls=("calls", "sum"),
-        tokens=("tokens", "sum"),
-        cost_usd=("cost_usd", "sum"),
-        unpriced_calls=("unpriced_calls", "sum"),
-    )
-    return users.sort_values(["cost_usd", "user"], ascending=[False, True], ignore_index=True)[
-        columns
-    ]
+    """Every user (not a top 5): sessions, calls, tokens, priced cost, unpriced calls, most
+    expensive first. The page reads it a page at a time (data.sessions.user_page)."""
+    return sessions.all_users(engine=engine, filters=filters)[USER_COLUMNS]
 
 
 def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Every session: its user, first and last call, turns, calls, tokens and priced cost."""
-    t = session_rows(engine, filters).c
-    query = select(
-        t.session_id.label("session"),
-        func.min(t.user_id).label("user"),
-        # As text, parsed by pandas in one vectorised pass instead of row by row.
-        cast(func.min(t.first_call), String).label("first_call"),
-        cast(func.max(t.last_call), String).label("last_call"),
-        func.max(t.max_turn).label("turns"),
-        isum(t.calls).label("calls"),
-        isum(t.tokens).label("tokens"),
-        func.sum(t.cost_usd).label("cost_usd"),
-        isum(t.unpriced_calls).label("unpriced_calls"),
-    ).group_by(t.session_id)
-    cols = [
-        "session",
-        "user",
-        "first_call",
-        "last_call",
-        "turns",
-        "calls",
-        "tokens",
-        "cost_usd",
-        "unpriced_calls",
-    ]
-    frame = to_frame(engine, query, cols)
-    for column in ("first_call", "last_call"):
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    # Sorted here rather than in SQL: numpy sorts 40k rows faster than SQLite's temp B-tree.
-    return frame.sort_values(["cost_usd", "session"], ascending=[False, True], ignore_index=True)
+    """Every session: its user, first and last call, turns, calls, tokens and priced cost,
+    most expensive first. The page reads it a page at a time (data.sessions.session_page)."""
+    return sessions.all_sessions(engine=engine, filters=filters)[SESSION_COLUMNS]
 
 
 def unpriced_calls(*, engine: Engine, filters: Filters, limit: int = 500) -> pd.DataFrame:
@@ -321,40 +278,25 @@ def reprice(by_model: pd.DataFrame, *, target_model: str, provider: str = "opena
 
 @dataclass(frozen=True, slots=True)
 class CostPageData:
-    """Every figure of one cost page view but the what-if, which depends on a widget: reprice
-    `by_model` for it."""
+    """Every figure of one cost page view but the what-if, which depends on a widget (reprice
+    `by_model` for it), and the per-user and per-session tables, which the page reads a page
+    at a time (data.sessions)."""
 
     totals: CostTotals
     previous: CostTotals  # the period of the same length just before, for the deltas
     over_time: pd.DataFrame
     by_model: pd.DataFrame
-    by_session: pd.DataFrame
-    by_user: pd.DataFrame
 
 
 def page_data(*, engine: Engine, filters: Filters) -> CostPageData:
-    """The cost page's figures. The per-session table takes longer than all the other queries
-    together, so a second thread reads it while this one reads the rest: sqlite3 and psycopg
-    let go of the GIL while the database works, so the view costs about that one table.
-
-    The conversations and users of the current period are the rows of the per-session table
-    and its distinct users (a session belongs to one user): the same rows cost_totals counts
-    with two DISTINCT scans, which the page then need not pay for."""
-    ensure_fresh(engine)  # once, before the second thread, so the two do not race to refresh
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        by_session = pool.submit(cost_by_session, engine=engine, filters=filters)
-        sums = _call_sums(engine, filters)
-        previous = cost_totals(engine=engine, filters=filters.previous())
-        over_time = cost_over_time(engine=engine, filters=filters)
-        by_model = cost_by_model(engine=engine, filters=filters)
-        sessions = by_session.result()
+    """The cost page's figures: sums from the hourly rollup, conversations and users from the
+    per-session and per-user rollups."""
+    ensure_fresh(engine)
     return CostPageData(
-        totals=CostTotals(**sums, sessions=len(sessions), users=int(sessions["user"].nunique())),
-        previous=previous,
-        over_time=over_time,
-        by_model=by_model,
-        by_session=sessions,
-        by_user=users_from_sessions(sessions),
+        totals=cost_totals(engine=engine, filters=filters),
+        previous=cost_totals(engine=engine, filters=filters.previous()),
+        over_time=cost_over_time(engine=engine, filters=filters),
+        by_model=cost_by_model(engine=engine, filters=filters),
     )
 
 

@@ -13,6 +13,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,26 +142,47 @@ def _diurnal_time(rng: random.Random, start: datetime, days: int) -> datetime:
     return start + timedelta(days=day, hours=hour)
 
 
-def generate(
+@dataclass
+class DemoSession:
+    """One generated conversation: its chat_sessions row and the rows that belong to it."""
+
+    session: dict[str, Any]
+    messages: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    orders: list[dict[str, Any]]
+
+
+def history(
     *,
-    engine: Engine,
     days: int = 30,
     users: int = 200,
     sessions: int = 2000,
     calls: int = 50_000,
     seed: int = 7,
     end: datetime | None = None,
-    messages: bool = True,
     support: bool = False,
-) -> dict[str, int]:
-    """Insert demo sessions, messages and model calls; returns the counts written.
-
-    With `support`, also the orders the conversations are about (plus a few for the chat
-    page's user) and the agent's memory recalls and tool calls for every turn. They come from
-    their own random stream, so the calls are the same with and without them."""
+) -> Iterator[DemoSession]:
+    """The demo conversations one at a time, so that a large history can be written in chunks
+    without holding it in memory (bench/pages.py writes ten million calls this way). The same
+    arguments give the same sessions and calls as generate()."""
     rng = random.Random(seed)
     side = random.Random(f"{seed}-support")
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    yield from _sessions(rng, side, days, users, sessions, calls, seed, end, support)
+
+
+def _sessions(
+    rng: random.Random,
+    side: random.Random,
+    days: int,
+    users: int,
+    sessions: int,
+    calls: int,
+    seed: int,
+    end: datetime,
+    support: bool,
+) -> Iterator[DemoSession]:
     start = end - timedelta(days=days)
     user_ids = [f"demo-user-{i:03d}" for i in range(1, users + 1)]
     user_weights = [1 / (rank**0.8) for rank in range(1, users + 1)]  # a few heavy users
@@ -174,11 +196,6 @@ def generate(
         lengths[longest] -= 1
         lengths[-1] += 1
 
-    session_rows: list[dict[str, Any]] = []
-    message_rows: list[dict[str, Any]] = []
-    call_rows: list[dict[str, Any]] = []
-    event_rows: list[dict[str, Any]] = []
-    order_rows: list[dict[str, Any]] = []
     for index, length in enumerate(lengths):
         model = rng.choices(MODELS, weights=[m.share for m in MODELS])[0]
         # Every user has at least one session; the rest follow a heavy-tailed weighting.
@@ -188,8 +205,10 @@ def generate(
         order = _order_number(index, seed)
         context = SYSTEM_TOKENS
         turn, made, title = 0, 0, ""
-        first_call, first_message = len(call_rows), len(message_rows)
-        first_event, first_order = len(event_rows), len(order_rows)
+        message_rows: list[dict[str, Any]] = []
+        call_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        order_rows: list[dict[str, Any]] = []
         if support:  # the customer placed the order a few days before asking about it
             placed = t - timedelta(days=side.uniform(0.2, 12))
             order_rows.append(_order(side, number=order, user=user, placed_at=placed))
@@ -284,27 +303,63 @@ def generate(
             t += timedelta(seconds=latency + _lognormal(rng, 45, 0.8))
         if t > end:  # a session that would run past `end` starts earlier instead
             shift = t - end + timedelta(minutes=1)
-            for row in call_rows[first_call:]:
+            for row in call_rows:
                 row["ts"] -= shift
-            for row in message_rows[first_message:]:
+            for row in message_rows:
                 row["created_at"] -= shift
-            for row in event_rows[first_event:]:
+            for row in event_rows:
                 row["ts"] -= shift
-            for row in order_rows[first_order:]:
+            for row in order_rows:
                 for key in ("placed_at", "shipped_at", "delivered_at", "returned_at"):
                     row[key] -= shift
             t -= shift
-        session_rows.append(
-            dict(
+        yield DemoSession(
+            session=dict(
                 id=session_id,
                 user_id=user,
                 title=title,
-                created_at=call_rows[first_call]["ts"],
+                created_at=call_rows[0]["ts"],
                 updated_at=t,
                 demo=True,
-            )
+            ),
+            messages=message_rows,
+            calls=call_rows,
+            events=event_rows,
+            orders=order_rows,
         )
 
+
+def generate(
+    *,
+    engine: Engine,
+    days: int = 30,
+    users: int = 200,
+    sessions: int = 2000,
+    calls: int = 50_000,
+    seed: int = 7,
+    end: datetime | None = None,
+    messages: bool = True,
+    support: bool = False,
+) -> dict[str, int]:
+    """Insert demo sessions, messages and model calls; returns the counts written.
+
+    With `support`, also the orders the conversations are about (plus a few for the chat
+    page's user) and the agent's memory recalls and tool calls for every turn. They come from
+    their own random stream, so the calls are the same with and without them."""
+    rng = random.Random(seed)
+    side = random.Random(f"{seed}-support")
+    end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    session_rows: list[dict[str, Any]] = []
+    message_rows: list[dict[str, Any]] = []
+    call_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    order_rows: list[dict[str, Any]] = []
+    for made in _sessions(rng, side, days, users, sessions, calls, seed, end, support):
+        session_rows.append(made.session)
+        message_rows += made.messages
+        call_rows += made.calls
+        event_rows += made.events
+        order_rows += made.orders
     if not messages:  # benchmarks need only the calls
         message_rows = []
     if support:

@@ -9,14 +9,16 @@ reviewed."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import BigInteger, Engine, and_, cast, exists, func, select
 
 from data.filters import Filters
 from data.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY
 from data.models import FeedbackThumbs, Message, ModelCall
 from data.review import scores_frame
+from data.timebucket import bucket
 
 # Lower edges of the peak-context buckets, in % of the input window; summarization starts at
 # 75 % by default, so that edge is kept.
@@ -120,6 +122,28 @@ def score_by_cost_bucket(*, engine: Engine, filters: Filters, buckets: int = 4) 
     return out[columns]
 
 
+def _thumbs_conditions(filters: Filters) -> Any:
+    """Thumbs on the answers given in the filters' range, for the model of that turn, the
+    user and the session."""
+    t = FeedbackThumbs.__table__.c
+    parts = [Message.created_at >= filters.start, Message.created_at < filters.end]
+    if filters.user:
+        parts.append(t.user_id == filters.user)
+    if filters.session:
+        parts.append(t.session_id == filters.session)
+    if filters.models:
+        c = ModelCall.__table__.c
+        parts.append(
+            exists().where(
+                c.session_id == t.session_id,
+                c.turn == t.turn,
+                c.purpose == "chat",
+                c.model.in_(filters.models),
+            )
+        )
+    return and_(*parts)
+
+
 def _thumbs(engine: Engine, filters: Filters) -> pd.DataFrame:
     """Thumbs on the answers given in the filters' range (and model of that turn, user,
     session): answered_at, score, comment, run_id, feedback_uuid, updated_at."""
@@ -134,22 +158,8 @@ def _thumbs(engine: Engine, filters: Filters) -> pd.DataFrame:
             t.updated_at,
         )
         .join(Message, Message.id == t.message_id)
-        .where(Message.created_at >= filters.start, Message.created_at < filters.end)
+        .where(_thumbs_conditions(filters))
     )
-    if filters.user:
-        query = query.where(t.user_id == filters.user)
-    if filters.session:
-        query = query.where(t.session_id == filters.session)
-    if filters.models:
-        c = ModelCall.__table__.c
-        query = query.where(
-            exists().where(
-                c.session_id == t.session_id,
-                c.turn == t.turn,
-                c.purpose == "chat",
-                c.model.in_(filters.models),
-            )
-        )
     columns = ["answered_at", "score", "comment", "run_id", "feedback_uuid", "updated_at"]
     with engine.connect() as connection:
         frame = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=columns)
@@ -160,16 +170,31 @@ def _thumbs(engine: Engine, filters: Filters) -> pd.DataFrame:
 
 def thumbs_rate_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Customers' thumbs per time bucket (filters.unit) of the answer: bucket, up, down,
-    up_rate (0-1)."""
-    frame = _thumbs(engine, filters)
-    if frame.empty:
+    up_rate (0-1). Counted in the database: one row per bucket comes back, not one per
+    thumbs."""
+    t = FeedbackThumbs.__table__.c
+    period = bucket(Message.created_at, dialect=engine.dialect.name, unit=filters.unit)
+    query = (
+        select(
+            period.label("bucket"),
+            cast(func.sum(t.score), BigInteger),
+            cast(func.count(), BigInteger),
+        )
+        .select_from(FeedbackThumbs.__table__.join(Message, Message.id == t.message_id))
+        .where(_thumbs_conditions(filters))
+        .group_by(period)
+        .order_by(period)
+    )
+    with engine.connect() as connection:
+        rows = [tuple(r) for r in connection.execute(query)]
+    if not rows:
         return pd.DataFrame(columns=["bucket", "up", "down", "up_rate"])
-    frame["bucket"] = frame["answered_at"].dt.floor(FREQ[filters.unit])
-    grouped = frame.groupby("bucket")["score"]
-    out = pd.DataFrame({"up": grouped.sum(), "down": grouped.size() - grouped.sum()})
-    out = out.astype(int)
-    out["up_rate"] = out["up"] / (out["up"] + out["down"])
-    return out.reset_index()
+    out = pd.DataFrame(rows, columns=["bucket", "up", "n"])
+    out["bucket"] = pd.to_datetime(out["bucket"], utc=True)
+    out["up"] = out["up"].astype(int)
+    out["down"] = out["n"].astype(int) - out["up"]
+    out["up_rate"] = out["up"] / out["n"]
+    return out[["bucket", "up", "down", "up_rate"]]
 
 
 def local_feedback(*, engine: Engine, filters: Filters) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -120,6 +121,12 @@ class ModelCall(Base):
         Index("ix_model_calls_model_ts", "model", "ts"),
         Index("ix_model_calls_cost_status_ts", "cost_status", "ts"),
         Index("ix_model_calls_latency", "latency_ms"),
+        Index(
+            "ix_model_calls_demo_ts",
+            "ts",
+            sqlite_where=text("demo = 1"),
+            postgresql_where=text("demo"),
+        ),
     )
 
 
@@ -164,6 +171,81 @@ class RollupSessionHourly(Base):
     first_call: Mapped[datetime] = mapped_column(UTCDateTime())
     last_call: Mapped[datetime] = mapped_column(UTCDateTime())
     peak_context_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    chat_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_rollup_session_hourly_session", "session_id", "hour"),)
+
+
+# The columns the per-session tables sort by server-side (each has a (model, column,
+# session_id) index, see migration 0010).
+SESSION_SORTS = (
+    "user_id",
+    "first_call",
+    "last_call",
+    "max_turn",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "peak_context_percent",
+)
+
+
+class RollupSessions(Base):
+    """Exact totals of one session over all its calls, per model and for all models ('*'):
+    recomputed from rollup_session_hourly whenever one of its hours changes."""
+
+    __tablename__ = "rollup_sessions"
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    # The session's chat model (most chat calls, then the name); on the '*' row only.
+    chat_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    calls: Mapped[int] = mapped_column(BigInteger)
+    chat_calls: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger)
+    summarizations: Mapped[int] = mapped_column(BigInteger)
+    max_turn: Mapped[int] = mapped_column(Integer)
+    first_call: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_call: Mapped[datetime] = mapped_column(UTCDateTime())
+    peak_context_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        *[Index(f"ix_rollup_sessions_{c}", "model", c, "session_id") for c in SESSION_SORTS],
+        Index("ix_rollup_sessions_user", "user_id", "model"),
+        # Counting a range's sessions reads this index only.
+        Index("ix_rollup_sessions_span", "model", "first_call", "last_call"),
+        # Finding the sessions that straddle a range's start reads this index only.
+        Index("ix_rollup_sessions_span_end", "model", "last_call", "first_call", "session_id"),
+    )
+
+
+class RollupUsers(Base):
+    """Exact totals of one user over all their sessions, per model and for all models ('*')."""
+
+    __tablename__ = "rollup_users"
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sessions: Mapped[int] = mapped_column(BigInteger)
+    calls: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger)
+    first_call: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_call: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_rollup_users_model_first", "model", "first_call"),)
+
+
+class RollupDirtyDays(Base):
+    """UTC days whose day percentiles wait to be recomputed; until then a read computes them
+    from the raw rows, so a view is exact either way."""
+
+    __tablename__ = "rollup_dirty_days"
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
 
 
 class RollupContextBins(Base):

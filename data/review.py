@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.feedback import clean_comment, dialect_insert, initial_sync_state
+from data.filters import Filters
 from data.models import (
     ChatSession,
     FeedbackThumbs,
@@ -36,10 +37,11 @@ from data.models import (
     ReviewClaim,
     ReviewItem,
     ReviewScore,
+    RollupSessions,
     utcnow,
 )
-from data.percentiles import percentiles
-from data.rollups import PERCENT
+from data.rollups import ensure_fresh
+from data.sessions import fill_partial_latency, session_relation
 
 SCORE_MIN, SCORE_MAX = 1, 5
 RUBRIC: list[tuple[int, str]] = [
@@ -140,117 +142,124 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 # Conversations ------------------------------------------------------------------------------
 
 
-def session_facts(connection: Connection, where: ColumnElement[bool]) -> pd.DataFrame:
-    """Per conversation, from its model calls matching `where`: user_id, model (the chat model
-    with the most calls), started, turns, cost_usd, summarized, peak_context_percent. The one
-    definition behind the queue's candidates and the scores' analytics."""
-    chat = C.purpose == "chat"
-    chat_ok = and_(chat, C.status == "ok")
-    query = (
-        select(
-            C.session_id,
-            C.model,
-            func.min(C.user_id),
-            func.min(C.ts),
-            func.max(C.turn),
-            func.sum(case((chat, 1), else_=0)),
-            func.coalesce(func.sum(C.cost_usd), 0.0),
-            func.sum(case((C.purpose == "summarize", 1), else_=0)),
-            func.max(case((chat_ok, PERCENT))),
-        )
-        .where(where)
-        .group_by(C.session_id, C.model)
-    )
+def session_facts(connection: Connection, session_ids: Sequence[str]) -> pd.DataFrame:
+    """Per conversation, over all of its calls: user_id, model (the chat model with the most
+    calls), started, turns, cost_usd, summarized, peak_context_percent. Read from the
+    per-session rollup (data.sessions, the one definition of a session's totals)."""
+    rs = RollupSessions.__table__.c
     columns = [
         "session_id",
-        "model",
         "user_id",
+        "model",
         "started",
         "turns",
-        "chat_calls",
         "cost_usd",
-        "summarizations",
+        "summarized",
         "peak_context_percent",
     ]
-    rows = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=columns)
-    if rows.empty:
-        return pd.DataFrame(
-            columns=[c for c in columns if c not in ("chat_calls", "summarizations")]
-            + ["summarized"]
-        )
-    rows["started"] = pd.to_datetime(rows["started"], utc=True, format="mixed")
-    for name in ("turns", "chat_calls", "summarizations"):
-        rows[name] = rows[name].astype(int)
+    rows: list[tuple[Any, ...]] = []
+    for chunk in _chunks(list(session_ids)):
+        rows += [
+            tuple(r)
+            for r in connection.execute(
+                select(
+                    rs.session_id,
+                    rs.user_id,
+                    rs.chat_model,
+                    rs.first_call,
+                    rs.max_turn,
+                    rs.cost_usd,
+                    rs.summarizations > 0,
+                    rs.peak_context_percent,
+                ).where(rs.model == "*", rs.session_id.in_(chunk))
+            )
+        ]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["started"] = pd.to_datetime(frame["started"], utc=True, format="mixed")
     for name in ("cost_usd", "peak_context_percent"):
-        rows[name] = rows[name].astype(float)
-    # The conversation's model: most chat calls, then the name, so both databases agree.
-    ranked = rows.sort_values(
-        ["session_id", "chat_calls", "model"], ascending=[True, False, True], kind="stable"
-    )
-    model = ranked.drop_duplicates("session_id").set_index("session_id")["model"]
-    facts = rows.groupby("session_id").agg(
-        user_id=("user_id", "min"),
-        started=("started", "min"),
-        turns=("turns", "max"),
-        cost_usd=("cost_usd", "sum"),
-        summarizations=("summarizations", "sum"),
-        peak_context_percent=("peak_context_percent", "max"),
-    )
-    facts["model"] = model
-    facts["summarized"] = facts["summarizations"] > 0
-    return facts.drop(columns="summarizations").reset_index()
+        frame[name] = frame[name].astype(float)
+    frame["summarized"] = frame["summarized"].astype(bool)
+    return frame
 
 
-def candidates(*, engine: Engine, filters: QueueFilters) -> pd.DataFrame:
+def _candidate_query(filters: QueueFilters) -> Any:
+    """Every conversation with a call in the range (user filter applied) with its figures over
+    the calls in range and its queue state, before the other filters."""
+    rel = session_relation(Filters(start=filters.start, end=filters.end, user=filters.user))
+    thumbs_down = exists().where(
+        FeedbackThumbs.session_id == rel.c.session, FeedbackThumbs.score == 0
+    )
+    done = select(func.count()).where(S.item_id == Q.id).correlate(ReviewItem).scalar_subquery()
+    query = select(
+        rel.c.session.label("session_id"),
+        rel.c.user.label("user_id"),
+        rel.c.model,
+        rel.c.first_call.label("started"),
+        rel.c.turns,
+        rel.c.cost_usd,
+        rel.c.latency_p95_ms,
+        rel.c.peak_context_percent,
+        (rel.c.summarizations > 0).label("summarized"),
+        thumbs_down.label("thumbs_down"),
+        func.coalesce(done, 0).label("reviews_done"),
+        Q.id.is_not(None).label("queued"),
+        Q.id.label("item_id"),
+        rel.c.partial,
+    ).select_from(rel.outerjoin(ReviewItem, Q.session_id == rel.c.session))
+    if filters.models:
+        query = query.where(rel.c.model.in_(filters.models))
+    return query, rel
+
+
+def _typed(engine: Engine, frame: pd.DataFrame, filters: QueueFilters) -> pd.DataFrame:
+    frame["started"] = pd.to_datetime(frame["started"], utc=True, format="mixed")
+    for name in ("cost_usd", "latency_p95_ms", "peak_context_percent"):
+        frame[name] = frame[name].astype(float)
+    for name in ("summarized", "thumbs_down", "queued", "partial"):
+        frame[name] = frame[name].astype(bool)
+    frame["reviews_done"] = frame["reviews_done"].astype(int)
+    frame["item_id"] = pd.array(frame["item_id"], dtype="Int64")
+    frame = frame.rename(columns={"session_id": "session"})
+    frame = fill_partial_latency(
+        engine, frame, Filters(start=filters.start, end=filters.end, user=filters.user)
+    )
+    return frame.rename(columns={"session": "session_id"})
+
+
+def candidates(*, engine: Engine, filters: QueueFilters, limit: int | None = None) -> pd.DataFrame:
     """One row per conversation matching `filters`: session_id, user_id, model, started, turns,
     cost_usd, latency_p95_ms, peak_context_percent, summarized, thumbs_down, reviews_done,
-    queued, item_id (None when not queued); newest first.
+    queued, item_id (None when not queued); newest first; the first `limit` (all when None).
 
     Percentile thresholds are taken over all conversations of the range, model and user (before
     the other filters) with pandas' linear quantile, and a row must be strictly above them. A
     sample is drawn with random.Random(seed) from the matching conversations sorted by id, so
-    the same seed and filters give the same sessions on any machine and database."""
+    the same seed and filters give the same sessions on any machine and database. Without
+    thresholds or a sample the database filters, sorts and cuts the list (an index range scan
+    of the per-session rollup); with them, every conversation of the range is read."""
     for pct in (filters.cost_above_pct, filters.latency_above_pct):
         if pct is not None and not 0 <= pct <= 100:
             raise ReviewInputError("A percentile is a number from 0 to 100.")
     if filters.sample is not None and filters.sample < 1:
         raise ReviewInputError("A sample has at least one conversation.")
-    in_range = and_(C.ts >= filters.start, C.ts < filters.end)
-    if filters.user:
-        in_range = and_(in_range, C.user_id == filters.user)
+    ensure_fresh(engine)
+    query, rel = _candidate_query(filters)
+    names = [*CANDIDATE_COLUMNS, "partial"]
+    whole = (
+        filters.cost_above_pct is not None
+        or filters.latency_above_pct is not None
+        or filters.sample is not None
+    )
+    if not whole:
+        query = query.where(*_flag_conditions(filters, rel))
+        query = query.order_by(rel.c.first_call.desc(), rel.c.session)
+        if limit is not None:
+            query = query.limit(limit)
     with engine.connect() as connection:
-        facts = session_facts(connection, in_range)
-        latency = percentiles(
-            engine=engine,
-            value=C.latency_ms,
-            groups=[C.session_id],
-            where=and_(in_range, C.purpose == "chat", C.status == "ok"),
-            quantiles=(0.95,),
-            connection=connection,
-        )
-        thumbs_down = set(
-            connection.execute(
-                select(FeedbackThumbs.session_id).where(FeedbackThumbs.score == 0).distinct()
-            ).scalars()
-        )
-        done = select(func.count()).where(S.item_id == Q.id).scalar_subquery()
-        queued = {
-            row.session_id: (int(row.id), int(row.done))
-            for row in connection.execute(select(Q.id, Q.session_id, done.label("done")))
-        }
-    frame = facts.merge(
-        latency.rename(columns={"p95": "latency_p95_ms"})[["session_id", "latency_p95_ms"]],
-        on="session_id",
-        how="left",
-    )
-    if filters.models:
-        frame = frame[frame["model"].isin(filters.models)]
-    frame["thumbs_down"] = frame["session_id"].isin(thumbs_down)
-    frame["queued"] = frame["session_id"].isin(queued)
-    frame["reviews_done"] = [queued.get(s, (0, 0))[1] for s in frame["session_id"]]
-    frame["item_id"] = pd.array(
-        [queued[s][0] if s in queued else None for s in frame["session_id"]], dtype="Int64"
-    )
+        frame = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=names)
+    frame = _typed(engine, frame, filters)
+    if not whole:
+        return frame[CANDIDATE_COLUMNS].reset_index(drop=True)
     keep = pd.Series(True, index=frame.index)
     for pct, column in (
         (filters.cost_above_pct, "cost_usd"),
@@ -270,7 +279,44 @@ def candidates(*, engine: Engine, filters: QueueFilters) -> pd.DataFrame:
         chosen = set(random.Random(filters.seed).sample(ids, filters.sample))
         frame = frame[frame["session_id"].isin(chosen)]
     frame = frame.sort_values(["started", "session_id"], ascending=[False, True])
+    if limit is not None:
+        frame = frame.head(limit)
     return frame[CANDIDATE_COLUMNS].reset_index(drop=True)
+
+
+def count_candidates(*, engine: Engine, filters: QueueFilters) -> int:
+    """How many conversations match `filters` (the whole list, however much a page shows)."""
+    if (
+        filters.cost_above_pct is not None
+        or filters.latency_above_pct is not None
+        or filters.sample is not None
+    ):
+        return len(candidates(engine=engine, filters=filters))
+    ensure_fresh(engine)
+    rel = session_relation(Filters(start=filters.start, end=filters.end, user=filters.user))
+    query = select(func.count()).select_from(rel).where(*_flag_conditions(filters, rel))
+    if filters.models:
+        query = query.where(rel.c.model.in_(filters.models))
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def candidate_ids(*, engine: Engine, filters: QueueFilters) -> list[str]:
+    """The ids of every conversation matching `filters`, newest first (to queue them all)."""
+    return list(candidates(engine=engine, filters=filters)["session_id"])
+
+
+def _flag_conditions(filters: QueueFilters, rel: Any) -> list[ColumnElement[bool]]:
+    parts: list[ColumnElement[bool]] = []
+    if filters.not_scored:
+        parts.append(~exists().where(S.session_id == rel.c.session))
+    if filters.thumbs_down:
+        parts.append(
+            exists().where(FeedbackThumbs.session_id == rel.c.session, FeedbackThumbs.score == 0)
+        )
+    if filters.summarized:
+        parts.append(rel.c.summarizations > 0)
+    return parts
 
 
 # The queue ----------------------------------------------------------------------------------
@@ -680,15 +726,10 @@ def scores_frame(
     query = select(S.id, *[S[name] for name in SCORE_COLUMNS[1:]]).order_by(S.id)
     if by == "scored":
         query = query.where(S.created_at >= start, S.created_at < end)
+    ensure_fresh(engine)
     with engine.connect() as connection:
         scores = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=SCORE_COLUMNS)
-        sessions = sorted(set(scores["session_id"]))
-        parts = [session_facts(connection, C.session_id.in_(chunk)) for chunk in _chunks(sessions)]
-    facts = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=["session_id", *FACT_COLUMNS])
-    )
+        facts = session_facts(connection, sorted(set(scores["session_id"])))
     frame = scores.merge(facts[["session_id", *FACT_COLUMNS]], on="session_id", how="left")
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
     if by == "conversation":

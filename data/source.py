@@ -10,12 +10,13 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import BigInteger, Engine, Table, case, cast, func, select
+from sqlalchemy import BigInteger, Engine, Table, and_, case, cast, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.filters import Filters
-from data.models import ModelCall, RollupHourly, RollupPercentiles, RollupSessionHourly
-from data.rollups import SESSION_COLUMNS, ensure_fresh, session_aggregate
+from data.models import ModelCall, RollupHourly, RollupPercentiles
+from data.percentiles import percentiles
+from data.rollups import METRICS, dirty_days, ensure_fresh, floor
 
 
 def isum(column: Any) -> ColumnElement[Any]:
@@ -45,6 +46,7 @@ class Source:
         return filters.conditions(self.table, self.time)
 
 
+C = ModelCall.__table__.c
 RAW = Source(ModelCall.__table__, "ts", rollup=False)  # type: ignore[arg-type]
 HOURLY = Source(RollupHourly.__table__, "hour", rollup=True)  # type: ignore[arg-type]
 
@@ -56,20 +58,6 @@ def source_for(engine: Engine, filters: Filters) -> Source:
         return RAW
     ensure_fresh(engine)
     return HOURLY
-
-
-def session_rows(engine: Engine, filters: Filters) -> Any:
-    """Per-session figures (one or more rows per session; they add up) as a subquery with
-    SESSION_COLUMNS: from rollup_session_hourly, or from raw rows for a user/session view."""
-    if not filters.by_user_or_session:
-        ensure_fresh(engine)
-        s = RollupSessionHourly.__table__.c
-        return (
-            select(*[s[name] for name in SESSION_COLUMNS])
-            .where(filters.conditions(RollupSessionHourly.__table__, "hour"))
-            .subquery()
-        )
-    return session_aggregate(filters.conditions()).subquery()
 
 
 def to_frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
@@ -120,4 +108,51 @@ def stored_percentiles(
         rows = connection.execute(query).all()
     frame = pd.DataFrame(rows, columns=["bucket", "model", "n", "p50", "p95", "p99"])
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    if filters.unit == "day":
+        stale = dirty_days(engine, filters.start, filters.end)
+        if stale:
+            frame = _with_fresh_days(engine, filters, metric, frame, stale, per_model=per_model)
     return frame
+
+
+def _with_fresh_days(
+    engine: Engine,
+    filters: Filters,
+    metric: str,
+    frame: pd.DataFrame,
+    days: list[Any],
+    *,
+    per_model: bool,
+) -> pd.DataFrame:
+    """The stored day percentiles with the queued (not yet recomputed) days replaced by their
+    percentiles from the raw rows: exact whether or not settle_days() has run."""
+    value, condition = METRICS[metric]
+    starts = [
+        pd.Timestamp(d).tz_convert("UTC")
+        if pd.Timestamp(d).tzinfo
+        else pd.Timestamp(d).tz_localize("UTC")
+        for d in days
+    ]
+    in_days = or_(
+        *[
+            and_(C.ts >= s.to_pydatetime(), C.ts < (s + pd.Timedelta(days=1)).to_pydatetime())
+            for s in starts
+        ]
+    )
+    day = floor(C.ts, engine.dialect.name, "day").label("bucket")
+    groups = [day, C.model] if per_model else [day]
+    fresh = percentiles(
+        engine=engine,
+        value=value,
+        groups=groups,
+        where=and_(condition, in_days, filters.conditions(with_time=False)),
+    )
+    fresh["bucket"] = pd.to_datetime(fresh["bucket"], utc=True, format="mixed")
+    if not per_model:
+        fresh["model"] = filters.models[0] if filters.models else "*"
+    kept = frame[~frame["bucket"].isin(starts)]
+    out = pd.concat([kept, fresh[["bucket", "model", "n", "p50", "p95", "p99"]]], ignore_index=True)
+    out["n"] = out["n"].astype(int)
+    for name in ("p50", "p95", "p99"):
+        out[name] = out[name].astype(float)
+    return out.sort_values(["bucket", "model"], ignore_index=True)

@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from data import cost
+from data import cost, sessions
+from data.compare import change
 from data.filters import Filters
 from data.prices import BUILTIN_OVERRIDES, load_overrides, price_table
 from data.settings import get_settings
@@ -25,10 +26,105 @@ def _unpriced(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
     return cost.unpriced_calls(engine=_engine, filters=filters)
 
 
+@st.cache_data(ttl=TTL, max_entries=256, show_spinner=False)
+def _page(
+    _engine: Engine,
+    url: str,
+    which: str,
+    filters: Filters,
+    sort: str,
+    descending: bool,
+    offset: int,
+    search: str,
+) -> sessions.Page:
+    read = sessions.session_page if which == "sessions" else sessions.user_page
+    return read(
+        engine=_engine,
+        filters=filters,
+        sort=sort,
+        descending=descending,
+        offset=offset,
+        limit=PAGE_ROWS,
+        search=search or None,
+    )
+
+
+PAGE_ROWS = 50
+SESSION_VIEW = [
+    "session",
+    "user",
+    "first_call",
+    "last_call",
+    "turns",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+]
+
+
+def table(which: str, filters: Filters, *, sorts: dict[str, str], hint: str) -> str | None:
+    """A per-user or per-session table read a page at a time, sorted and searched in the
+    database; the CSV holds the whole table. Returns the id of a clicked row."""
+    key = f"{which}_table"
+    left, mid, right, last = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
+    search = left.text_input(
+        "Search",
+        key=f"{key}_search",
+        max_chars=sessions.MAX_SEARCH,
+        placeholder="part of a user id" if which == "users" else "part of a session or user id",
+    ).strip()
+    sort = mid.selectbox("Sort by", list(sorts), format_func=sorts.__getitem__, key=f"{key}_sort")
+    descending = right.toggle("Descending", value=True, key=f"{key}_desc")
+    state = (search, sort, descending, filters)
+    if st.session_state.get(f"{key}_state") != state:  # a new question starts at page 1
+        st.session_state[f"{key}_state"] = state
+        st.session_state[f"{key}_pageno"] = 1
+    count = _page(engine, url, which, filters, sort, descending, 0, search).total
+    pages = max(1, -(-count // PAGE_ROWS))
+    number = last.number_input(f"Page (of {pages:,})", 1, pages, key=f"{key}_pageno", step=1)
+    page = _page(engine, url, which, filters, sort, descending, (number - 1) * PAGE_ROWS, search)
+    rows = page.rows if which == "users" else page.rows[SESSION_VIEW]
+    first = page.offset + 1 if count else 0
+    st.caption(
+        f"{which.capitalize()} {first:,}–{page.offset + len(rows):,} of {count:,}"
+        f"{' matching the search' if search else ''}, sorted by {sorts[sort].lower()} in the "
+        f"database; click {hint}."
+    )
+    picked = st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=charts.COLUMNS,
+    )
+    st.download_button(
+        f"Download all {count:,} as CSV",
+        # Run on click, in Streamlit's download thread: rows come through a server-side cursor
+        # into a temporary file, never as one DataFrame.
+        lambda: sessions.csv_file(
+            engine=engine,
+            table=which,  # type: ignore[arg-type]
+            filters=filters,
+            sort=sort,
+            descending=descending,
+            search=search or None,
+        ),
+        f"cost_by_{which[:-1]}.csv",
+        "text/csv",
+        icon=":material/download:",
+        key=f"csv_{key}",
+        disabled=count == 0,
+    )
+    if picked.selection.rows:
+        return str(rows.iloc[picked.selection.rows[0]]["user" if which == "users" else "session"])
+    return None
+
+
 def delta(now: float | None, before: float | None) -> str | None:
-    if now is None or not before:
-        return None
-    return f"{100 * (now - before) / before:+.1f}% vs previous period"
+    return change(now, before, calls_now=totals.calls, calls_before=before_totals.calls)
 
 
 st.title("Token cost")
@@ -37,6 +133,7 @@ engine, filters = common.analyst_page()
 st.caption(common.describe_filters(filters))
 view = _view(engine, url, filters)
 totals, before = view.totals, view.previous
+before_totals = before
 if totals.calls == 0:
     st.info(
         "No model calls match these filters. Widen the date range or clear the model, user "
@@ -129,42 +226,44 @@ by_model = view.by_model
 st.dataframe(by_model, hide_index=True, width="stretch", column_config=charts.COLUMNS)
 common.csv_download(by_model, "cost_by_model")
 
-by_session, by_user = view.by_session, view.by_user
 tab_users, tab_sessions = st.tabs(["Per user", "Per session"])
 with tab_users:
-    st.caption(
-        f"All {len(by_user):,} users; click a column to sort, a row to see the user's "
-        "conversations."
+    picked_user = table(
+        "users",
+        filters,
+        sorts={
+            "cost_usd": "Cost",
+            "calls": "Calls",
+            "tokens": "Tokens",
+            "sessions": "Sessions",
+            "unpriced_calls": "Unpriced calls",
+            "user": "User",
+        },
+        hint="a row to see the user's conversations",
     )
-    picked = st.dataframe(
-        by_user,
-        hide_index=True,
-        width="stretch",
-        key="users_table",
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config=charts.COLUMNS,
-    )
-    common.csv_download(by_user, "cost_by_user")
-    if picked.selection.rows:
-        user = by_user.iloc[picked.selection.rows[0]]["user"]
-        st.query_params["user"] = user
+    if picked_user is not None:
+        st.query_params["user"] = picked_user
         st.session_state.pop("_filters_query", None)
         st.rerun()
 with tab_sessions:
-    st.caption(f"All {len(by_session):,} sessions; click a row to open the conversation.")
-    picked = st.dataframe(
-        by_session,
-        hide_index=True,
-        width="stretch",
-        key="sessions_table",
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config=charts.COLUMNS,
+    picked_session = table(
+        "sessions",
+        filters,
+        sorts={
+            "cost_usd": "Cost",
+            "calls": "Calls",
+            "tokens": "Tokens",
+            "turns": "Turns",
+            "last_call": "Last call",
+            "first_call": "First call",
+            "unpriced_calls": "Unpriced calls",
+            "session": "Session",
+            "user": "User",
+        },
+        hint="a row to open the conversation",
     )
-    common.csv_download(by_session, "cost_by_session")
-    if picked.selection.rows:
-        common.open_conversation(by_session.iloc[picked.selection.rows[0]]["session"])
+    if picked_session is not None:
+        common.open_conversation(picked_session)
 
 st.subheader("What if")
 priced = [m for m in charts.PRICEABLE_MODELS if m not in BUILTIN_OVERRIDES]

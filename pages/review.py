@@ -8,7 +8,7 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import review
+from data import review, sessions
 from data.conversations import TranscriptMessage, get_session, session_calls
 from data.feedback import MAX_COMMENT_CHARS, thumbs_for_session
 from data.settings import get_settings
@@ -39,9 +39,17 @@ COLUMNS = {
 }
 
 
+SHOWN = 500  # candidates listed; "Add" without a selection queues every match
+
+
 @st.cache_data(ttl=30, max_entries=32, show_spinner="Finding conversations…")
-def _candidates(_engine: Engine, url: str, filters: review.QueueFilters) -> pd.DataFrame:
-    return review.candidates(engine=_engine, filters=filters)
+def _candidates(
+    _engine: Engine, url: str, filters: review.QueueFilters
+) -> tuple[pd.DataFrame, int]:
+    return (
+        review.candidates(engine=_engine, filters=filters, limit=SHOWN),
+        review.count_candidates(engine=_engine, filters=filters),
+    )
 
 
 def claim_next() -> None:
@@ -122,13 +130,16 @@ def review_tab() -> None:
     thumbs = thumbs_for_session(engine=engine, session_id=claim.session_id)
     folds = set(calls.loc[calls["purpose"] == "summarize", "turn"])
     about = [f"Conversation `{claim.session_id}`", f"user `{session.user_id if session else '?'}`"]
-    if len(calls):
+    totals = sessions.session_totals(engine=engine, session_id=claim.session_id)
+    if totals is not None:  # the one definition of a session's totals (data.sessions)
         about += [
-            str(calls["model"].iloc[-1]),
-            f"{calls['turn'].max()} turns",
-            f"summarized {len(folds)}×" if folds else "never summarized",
-            f"${calls['cost_usd'].sum():,.6f}",
-            f"{int((calls['input_tokens'] + calls['output_tokens']).sum()):,} tokens",
+            str(totals["model"]),
+            f"{totals['turns']} turns",
+            f"summarized {totals['summarizations']}×"
+            if totals["summarizations"]
+            else "never summarized",
+            f"${totals['cost_usd']:,.6f}",
+            f"{int(totals['tokens']):,} tokens",
         ]
     else:
         about.append("no model calls recorded")
@@ -211,14 +222,16 @@ def queue_tab() -> None:
         sample=sample,
         seed=seed,
     )
-    found = _candidates(engine, settings.sqlalchemy_url, query)
+    common.demo_notice(engine, filters)
+    found, total = _candidates(engine, settings.sqlalchemy_url, query)
     if found.empty:
         st.info(
             "No conversations match. Widen the date range in the sidebar or clear a filter.",
             icon=":material/info:",
         )
     else:
-        st.caption(f"{len(found):,} conversations; select rows to queue only those.")
+        shown = f"the newest {len(found):,} shown" if total > len(found) else "all shown"
+        st.caption(f"{total:,} conversations ({shown}); select rows to queue only those.")
         picked = st.dataframe(
             found,
             hide_index=True,
@@ -232,15 +245,22 @@ def queue_tab() -> None:
         common.csv_download(found, "review_candidates")
         chosen = found.iloc[picked.selection.rows] if picked.selection.rows else found
         fresh = chosen.loc[~chosen["queued"], "session_id"].tolist()
+        every = not picked.selection.rows and total > len(found)
         with st.form("enqueue", border=False), st.container(horizontal=True):
             wanted = st.number_input(
                 "Reviews per conversation", 1, 5, settings.reviews_required, key="q_required"
             )
             assignee = st.text_input("Assign to (optional)", max_chars=128, key="q_assignee")
             add = st.form_submit_button(
-                f"Add {len(fresh):,} to the queue", type="primary", disabled=not fresh
+                f"Add all {total:,} (those not queued yet)"
+                if every
+                else f"Add {len(fresh):,} to the queue",
+                type="primary",
+                disabled=not fresh and not every,
             )
         if add:
+            if every:
+                fresh = review.candidate_ids(engine=engine, filters=query)
             try:
                 added = review.enqueue(
                     engine=engine,

@@ -11,8 +11,6 @@ from sqlalchemy import Engine, text
 
 from data.cost import (
     cost_by_model,
-    cost_by_session,
-    cost_by_user,
     cost_over_time,
     cost_totals,
     has_calls,
@@ -148,8 +146,6 @@ def test_page_data_is_the_figures_of_each_function(
     for got, function in [
         (page.over_time, cost_over_time),
         (page.by_model, cost_by_model),
-        (page.by_session, cost_by_session),
-        (page.by_user, cost_by_user),
     ]:
         pd.testing.assert_frame_equal(got, function(engine=demo_engine, filters=filters))
     pd.testing.assert_frame_equal(

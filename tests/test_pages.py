@@ -112,8 +112,14 @@ def test_cost_page_numbers_equal_independent_sql(demo: Engine) -> None:
     by_model = at.dataframe[0].value
     assert int(by_model["calls"].sum()) == calls
     assert by_model["cost_usd"].sum() == pytest.approx(cost)
-    assert len(at.dataframe[1].value) == users  # every user, sortable, not a top 5
-    assert len(at.dataframe[2].value) == sessions
+    # Every user and session (not a top 5), a page at a time, sorted in the database.
+    users_page, sessions_page = at.dataframe[1].value, at.dataframe[2].value
+    assert len(users_page) == min(50, users) and len(sessions_page) == min(50, sessions)
+    assert users_page["cost_usd"].is_monotonic_decreasing
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith(f"Users 1–{len(users_page)} of {users:,}") for c in captions)
+    assert any(c.startswith(f"Sessions 1–{len(sessions_page)} of {sessions:,}") for c in captions)
+    assert "demo rows" in at.warning[0].value  # the demo history says so
     assert len(at.get("plotly_chart")) == 2
     assert st_query(at) == {"range": "30d"}
 

@@ -1,0 +1,675 @@
+"""A session's and a user's totals over a range: the one definition every page, table and export
+uses (turns, calls, tokens, cost, unpriced calls, summarizations, peak context % of successful
+chat calls, p95 chat latency), read a page at a time from the per-session and per-user rollups.
+
+How a range is answered exactly from rollups that hold each session's all-time totals:
+
+- a session whose first and last call both fall inside [start, end) is one rollup_sessions row;
+- a session that straddles start or end (few: sessions last minutes) is summed from its
+  rollup_session_hourly rows inside the range (ranges are whole hours, so this is exact);
+- a session with no call in the range has no hourly rows there and drops out.
+
+Users work the same way one level up: a user whose first and last call are inside the range
+is one rollup_users row, the others are summed from their sessions in the range. With several
+models in the filter every row is summed from the per-model rows (a session counted once)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Float,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from data.filters import Filters
+from data.models import (
+    ModelCall,
+    RollupSessionHourly,
+    RollupSessions,
+    RollupUsers,
+)
+from data.percentiles import percentiles
+from data.rollups import METRICS, ensure_fresh
+
+RS = RollupSessions.__table__.c
+RU = RollupUsers.__table__.c
+H = RollupSessionHourly.__table__.c
+C = ModelCall.__table__.c
+
+SESSION_FIELDS = [
+    "session",
+    "user",
+    "model",
+    "first_call",
+    "last_call",
+    "turns",
+    "calls",
+    "chat_calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "summarizations",
+    "peak_context_percent",
+    "latency_p95_ms",
+    "partial",
+]
+USER_FIELDS = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
+# What a table may be sorted by (a column name -> the relation's column); the per-session
+# ones each have an index (migration 0010), so the top page is an index range scan.
+SESSION_SORTS = (
+    "session",
+    "user",
+    "first_call",
+    "last_call",
+    "turns",
+    "calls",
+    "tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "summarizations",
+    "peak_context_percent",
+)
+USER_SORTS = tuple(USER_FIELDS)
+MAX_PAGE = 1000
+MAX_SEARCH = 128
+
+
+class TableInputError(ValueError):
+    """A sort column, page or search the tables cannot serve; the message is shown as is."""
+
+
+def _i(column: Any) -> ColumnElement[Any]:
+    return cast(column, BigInteger)
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _model_key(filters: Filters) -> tuple[ColumnElement[bool], bool]:
+    """(condition on a rollup's model column, whether several models must be summed)."""
+    if not filters.models:
+        return RS.model == "*", False
+    if len(filters.models) == 1:
+        return RS.model == filters.models[0], False
+    return RS.model.in_(filters.models), True
+
+
+def _session_conditions(filters: Filters, search: str | None) -> list[ColumnElement[bool]]:
+    parts: list[ColumnElement[bool]] = []
+    if filters.user:
+        parts.append(RS.user_id == filters.user)
+    if filters.session:
+        parts.append(RS.session_id == filters.session)
+    if search:
+        pattern = _like(search)
+        parts.append(
+            or_(RS.session_id.ilike(pattern, escape="\\"), RS.user_id.ilike(pattern, escape="\\"))
+        )
+    return parts
+
+
+def session_relation(
+    filters: Filters,
+    *,
+    search: str | None = None,
+    only_users: Any = None,
+    top: tuple[str, bool, int] | None = None,
+) -> Any:
+    """Every session with a call in the range (and model, user, session filters, and `search`
+    in its id or user id) with SESSION_FIELDS, as a subquery. `only_users` (a select of user
+    ids) restricts it to those users' sessions. `top` = (column, descending, n) keeps only the
+    first n whole sessions in that order (enough for any page up to n): the planner reads them
+    off the column's index instead of sorting every session of the range, which it would do
+    for an ORDER BY over the whole union."""
+    whole, part = _session_parts(filters, search, only_users)
+    if top is not None:
+        column, descending, n = top
+        inner = whole.subquery("whole")
+        limited = (
+            select(*inner.c)
+            .order_by(*_order(inner, column, descending, "session"))
+            .limit(n)
+            .subquery("top")
+        )
+        whole = select(*limited.c)
+    return whole.union_all(part).subquery("sessions")
+
+
+def _session_parts(filters: Filters, search: str | None, only_users: Any) -> tuple[Any, Any]:
+    """(the sessions wholly inside the range, one rollup row each; the straddling ones, summed
+    from their hours in the range)."""
+    model_is, several = _model_key(filters)
+    where = _session_conditions(filters, search)
+    if only_users is not None:
+        where.append(RS.user_id.in_(only_users))
+    inside = and_(RS.first_call >= filters.start, RS.last_call < filters.end)
+    if several:
+        whole = (
+            select(
+                RS.session_id.label("session"),
+                func.min(RS.user_id).label("user"),
+                func.min(RS.model).label("model"),
+                func.min(RS.first_call).label("first_call"),
+                func.max(RS.last_call).label("last_call"),
+                func.max(RS.max_turn).label("turns"),
+                _i(func.sum(RS.calls)).label("calls"),
+                _i(func.sum(RS.chat_calls)).label("chat_calls"),
+                _i(func.sum(RS.tokens)).label("tokens"),
+                func.sum(RS.cost_usd).label("cost_usd"),
+                _i(func.sum(RS.unpriced_calls)).label("unpriced_calls"),
+                _i(func.sum(RS.summarizations)).label("summarizations"),
+                func.max(RS.peak_context_percent).label("peak_context_percent"),
+                cast(null(), Float).label("latency_p95_ms"),
+                false().label("partial"),
+            )
+            .where(model_is, *where)
+            .group_by(RS.session_id)
+            .having(
+                and_(func.min(RS.first_call) >= filters.start, func.max(RS.last_call) < filters.end)
+            )
+        )
+        straddling: Any = (
+            select(RS.session_id)
+            .where(model_is, *where)
+            .group_by(RS.session_id)
+            .having(
+                and_(
+                    func.min(RS.first_call) < filters.end,
+                    func.max(RS.last_call) >= filters.start,
+                    or_(
+                        func.min(RS.first_call) < filters.start,
+                        func.max(RS.last_call) >= filters.end,
+                    ),
+                )
+            )
+        )
+    else:
+        whole = select(
+            RS.session_id.label("session"),
+            RS.user_id.label("user"),
+            (RS.chat_model if not filters.models else RS.model).label("model"),
+            RS.first_call,
+            RS.last_call,
+            RS.max_turn.label("turns"),
+            RS.calls,
+            RS.chat_calls,
+            RS.tokens,
+            RS.cost_usd,
+            RS.unpriced_calls,
+            RS.summarizations,
+            RS.peak_context_percent,
+            RS.latency_p95_ms,
+            false().label("partial"),
+        ).where(model_is, inside, *where)
+        # Two index ranges, not one OR: sessions across the start, and across the end.
+        straddling = union_all(
+            select(RS.session_id).where(
+                model_is, RS.last_call >= filters.start, RS.first_call < filters.start, *where
+            ),
+            select(RS.session_id).where(
+                model_is,
+                RS.last_call >= filters.end,
+                RS.first_call < filters.end,
+                RS.first_call >= filters.start,
+                *where,
+            ),
+        )
+    hourly_model = H.model.in_(filters.models) if filters.models else true()
+    model: Any
+    if not filters.models:
+        # The chat model of the calls in range: most chat calls, then the name.
+        h2 = RollupSessionHourly.__table__.alias("h2")
+        model = (
+            select(h2.c.model)
+            .where(
+                h2.c.session_id == H.session_id,
+                h2.c.hour >= filters.start,
+                h2.c.hour < filters.end,
+            )
+            .group_by(h2.c.model)
+            .order_by(func.sum(h2.c.chat_calls).desc(), h2.c.model)
+            .limit(1)
+            .scalar_subquery()
+        )
+    else:
+        model = func.min(H.model)
+    part = (
+        select(
+            H.session_id.label("session"),
+            func.min(H.user_id).label("user"),
+            model.label("model"),
+            func.min(H.first_call).label("first_call"),
+            func.max(H.last_call).label("last_call"),
+            func.max(H.max_turn).label("turns"),
+            _i(func.sum(H.calls)).label("calls"),
+            _i(func.sum(H.chat_calls)).label("chat_calls"),
+            _i(func.sum(H.tokens)).label("tokens"),
+            func.sum(H.cost_usd).label("cost_usd"),
+            _i(func.sum(H.unpriced_calls)).label("unpriced_calls"),
+            _i(func.sum(H.summarizations)).label("summarizations"),
+            func.max(H.peak_context_percent).label("peak_context_percent"),
+            cast(null(), Float).label("latency_p95_ms"),
+            true().label("partial"),
+        )
+        .where(
+            H.hour >= filters.start,
+            H.hour < filters.end,
+            hourly_model,
+            H.session_id.in_(straddling),
+        )
+        .group_by(H.session_id)
+    )
+    return whole, part
+
+
+def user_relation(
+    filters: Filters, *, search: str | None = None, straddlers: list[str] | None = None
+) -> Any:
+    """Every user with a call in the range (and filters, and `search` in the user id) with
+    USER_FIELDS, as a subquery."""
+    arms = _user_parts(filters, search, straddlers)
+    return (arms[0] if len(arms) == 1 else arms[0].union_all(arms[1])).subquery("users")
+
+
+def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | None) -> list[Any]:
+    """The users wholly inside the range (one rollup row each) and the straddling ones (summed
+    from their sessions in the range); or one summed arm for a session or several models."""
+    parts: list[ColumnElement[bool]] = []
+    if filters.user:
+        parts.append(RU.user_id == filters.user)
+    if search:
+        parts.append(RU.user_id.ilike(_like(search), escape="\\"))
+    several = len(filters.models) > 1
+    model_is = RU.model == (filters.models[0] if filters.models else "*")
+    if filters.session or several:
+        # One session, or sessions counted once across models: sum the sessions in range.
+        s = session_relation(filters, search=None)
+        where = [s.c.user.ilike(_like(search), escape="\\")] if search else []
+        return [
+            select(
+                s.c.user.label("user"),
+                _i(func.count()).label("sessions"),
+                _i(func.sum(s.c.calls)).label("calls"),
+                _i(func.sum(s.c.tokens)).label("tokens"),
+                func.sum(s.c.cost_usd).label("cost_usd"),
+                _i(func.sum(s.c.unpriced_calls)).label("unpriced_calls"),
+            )
+            .where(*where)
+            .group_by(s.c.user)
+        ]
+    whole = select(
+        RU.user_id.label("user"),
+        RU.sessions,
+        RU.calls,
+        RU.tokens,
+        RU.cost_usd,
+        RU.unpriced_calls,
+    ).where(model_is, RU.first_call >= filters.start, RU.last_call < filters.end, *parts)
+    if straddlers is None:
+        # Most users straddle (a short range in a long history): read the range's sessions
+        # once and keep those users', instead of looking up each user's sessions.
+        s = session_relation(filters)
+        keep = [s.c.user.in_(_straddling_query(filters, search))]
+    else:
+        # A known, short list: the planner looks each user's sessions up by index.
+        s = session_relation(filters, only_users=straddlers or [""])
+        keep = []
+    part = (
+        select(
+            s.c.user.label("user"),
+            _i(func.count()).label("sessions"),
+            _i(func.sum(s.c.calls)).label("calls"),
+            _i(func.sum(s.c.tokens)).label("tokens"),
+            func.sum(s.c.cost_usd).label("cost_usd"),
+            _i(func.sum(s.c.unpriced_calls)).label("unpriced_calls"),
+        )
+        .where(*keep)
+        .group_by(s.c.user)
+    )
+    return [whole, part]
+
+
+MANY_STRADDLING = 2000
+
+
+def _straddling_query(filters: Filters, search: str | None) -> Any:
+    """The users with calls both inside and outside the range (two index ranges)."""
+    model_is = RU.model == (filters.models[0] if filters.models else "*")
+    parts: list[ColumnElement[bool]] = []
+    if filters.user:
+        parts.append(RU.user_id == filters.user)
+    if search:
+        parts.append(RU.user_id.ilike(_like(search), escape="\\"))
+    return union_all(
+        select(RU.user_id).where(
+            model_is, RU.last_call >= filters.start, RU.first_call < filters.start, *parts
+        ),
+        select(RU.user_id).where(
+            model_is,
+            RU.last_call >= filters.end,
+            RU.first_call < filters.end,
+            RU.first_call >= filters.start,
+            *parts,
+        ),
+    )
+
+
+def _straddlers(engine: Engine, filters: Filters, search: str | None) -> list[str] | None:
+    """The straddling users' ids, or None when there are more than MANY_STRADDLING (then
+    user_relation hash-joins the range's sessions instead of looking users up one by one)."""
+    if filters.session or len(filters.models) > 1:
+        return None  # user_relation sums the sessions then
+    query = _straddling_query(filters, search).limit(MANY_STRADDLING + 1)
+    with engine.connect() as connection:
+        ids = list(dict.fromkeys(connection.execute(query).scalars()))
+    return None if len(ids) > MANY_STRADDLING else ids
+
+
+def _clean(sort: str, allowed: tuple[str, ...], offset: int, limit: int, search: str | None) -> str:
+    if sort not in allowed:
+        raise TableInputError(f"Cannot sort by {sort!r}; choose one of {', '.join(allowed)}.")
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise TableInputError(f"A page starts at 0 or later and has 1 to {MAX_PAGE} rows.")
+    text = (search or "").strip()
+    if len(text) > MAX_SEARCH:
+        raise TableInputError(f"A search is at most {MAX_SEARCH} characters.")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: pd.DataFrame
+    total: int  # rows in the whole table (after the search)
+    offset: int
+
+
+NULLABLE = {"peak_context_percent", "latency_p95_ms"}
+
+
+def _order(relation: Any, sort: str, descending: bool, key: str) -> list[Any]:
+    """ORDER BY the column, then the id, both in the same direction: exactly the order of the
+    rollup's (model, column, session_id) index, so the top page is read off the index. A
+    nullable column puts its NULLs last (a session without a successful chat call has no peak
+    context)."""
+    column, tie = relation.c[sort], relation.c[key]
+    first, second = (column.desc(), tie.desc()) if descending else (column.asc(), tie.asc())
+    if sort in NULLABLE:
+        first = first.nulls_last()
+    return [first, second]
+
+
+def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
+    with engine.connect() as connection:
+        rows = [tuple(r) for r in connection.execute(query)]
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    for name in ("first_call", "last_call"):
+        if name in frame:
+            frame[name] = pd.to_datetime(frame[name], utc=True, format="mixed")
+    for name in ("cost_usd", "peak_context_percent", "latency_p95_ms"):
+        if name in frame:
+            frame[name] = frame[name].astype(float)
+    if "partial" in frame:
+        frame["partial"] = frame["partial"].astype(bool)
+    return frame
+
+
+def session_page(
+    *,
+    engine: Engine,
+    filters: Filters,
+    sort: str = "cost_usd",
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 50,
+    search: str | None = None,
+) -> Page:
+    """One page of the per-session table, sorted server-side (ties by session id)."""
+    text = _clean(sort, SESSION_SORTS, offset, limit, search)
+    ensure_fresh(engine)
+    rel = session_relation(filters, search=text or None, top=(sort, descending, offset + limit))
+    query = (
+        select(*[rel.c[c] for c in SESSION_FIELDS])
+        .order_by(*_order(rel, sort, descending, "session"))
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = _frame(engine, query, SESSION_FIELDS)
+    return Page(
+        rows=rows, total=count_sessions(engine=engine, filters=filters, search=text), offset=offset
+    )
+
+
+def user_page(
+    *,
+    engine: Engine,
+    filters: Filters,
+    sort: str = "cost_usd",
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 50,
+    search: str | None = None,
+) -> Page:
+    """One page of the per-user table, sorted server-side (ties by user id)."""
+    text = _clean(sort, USER_SORTS, offset, limit, search)
+    ensure_fresh(engine)
+    rel = user_relation(
+        filters, search=text or None, straddlers=_straddlers(engine, filters, text or None)
+    )
+    query = (
+        select(*[rel.c[c] for c in USER_FIELDS])
+        .order_by(*_order(rel, sort, descending, "user"))
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = _frame(engine, query, USER_FIELDS)
+    return Page(
+        rows=rows, total=count_users(engine=engine, filters=filters, search=text), offset=offset
+    )
+
+
+def _count(engine: Engine, arms: list[Any]) -> int:
+    """Rows of a union, counted arm by arm over a narrow select: the inside arm then reads
+    only the (model, first_call, last_call) index, not every column of every row."""
+    total = 0
+    with engine.connect() as connection:
+        for arm in arms:
+            narrow = arm.with_only_columns(literal(1), maintain_column_froms=True).subquery()
+            total += int(connection.execute(select(func.count()).select_from(narrow)).scalar_one())
+    return total
+
+
+def count_sessions(*, engine: Engine, filters: Filters, search: str | None = None) -> int:
+    """Sessions with a call in the range under `filters` (and `search`)."""
+    ensure_fresh(engine)
+    return _count(engine, list(_session_parts(filters, (search or "").strip() or None, None)))
+
+
+def count_users(*, engine: Engine, filters: Filters, search: str | None = None) -> int:
+    """Users with a call in the range under `filters` (and `search`)."""
+    ensure_fresh(engine)
+    text = (search or "").strip() or None
+    arms = _user_parts(filters, text, _straddlers(engine, filters, text))
+    return _count(engine, arms)
+
+
+def all_sessions(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+    """The whole per-session table, most expensive first (for tests and small exports; a page
+    reads session_page, an export streams csv_file)."""
+    ensure_fresh(engine)
+    rel = session_relation(filters)
+    query = select(*[rel.c[c] for c in SESSION_FIELDS]).order_by(
+        *_order(rel, "cost_usd", True, "session")
+    )
+    return _frame(engine, query, SESSION_FIELDS)
+
+
+def all_users(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+    """The whole per-user table, most expensive first."""
+    ensure_fresh(engine)
+    rel = user_relation(filters, straddlers=_straddlers(engine, filters, None))
+    query = select(*[rel.c[c] for c in USER_FIELDS]).order_by(
+        *_order(rel, "cost_usd", True, "user")
+    )
+    return _frame(engine, query, USER_FIELDS)
+
+
+def session_totals(*, engine: Engine, session_id: str) -> dict[str, Any] | None:
+    """One conversation's totals over all its calls (the conversation and review headers):
+    user, model, first_call, last_call, turns, calls, chat_calls, tokens, cost_usd,
+    unpriced_calls, summarizations, peak_context_percent, latency_p95_ms; None without calls."""
+    ensure_fresh(engine)
+    query = select(
+        RS.user_id,
+        RS.chat_model,
+        RS.first_call,
+        RS.last_call,
+        RS.max_turn,
+        RS.calls,
+        RS.chat_calls,
+        RS.tokens,
+        RS.cost_usd,
+        RS.unpriced_calls,
+        RS.summarizations,
+        RS.peak_context_percent,
+        RS.latency_p95_ms,
+    ).where(RS.session_id == session_id, RS.model == "*")
+    with engine.connect() as connection:
+        row = connection.execute(query).first()
+    if row is None:
+        return None
+    names = [
+        "user",
+        "model",
+        "first_call",
+        "last_call",
+        "turns",
+        "calls",
+        "chat_calls",
+        "tokens",
+        "cost_usd",
+        "unpriced_calls",
+        "summarizations",
+        "peak_context_percent",
+        "latency_p95_ms",
+    ]
+    return dict(zip(names, tuple(row), strict=True))
+
+
+def fill_partial_latency(engine: Engine, frame: pd.DataFrame, filters: Filters) -> pd.DataFrame:
+    """p95 chat latency of the sessions that straddle the range, over their calls in range
+    (the rollup holds each session's p95 over all its calls, which is right for the others)."""
+    partial = frame.loc[frame["partial"], "session"].tolist()
+    if not partial:
+        return frame
+    value, condition = METRICS["latency"]
+    found = []
+    for i in range(0, len(partial), 500):
+        chunk = partial[i : i + 500]
+        found.append(
+            percentiles(
+                engine=engine,
+                value=value,
+                groups=[C.session_id],
+                where=and_(
+                    condition,
+                    filters.conditions(),
+                    C.session_id.in_(chunk),
+                ),
+                quantiles=(0.95,),
+            )
+        )
+    p95 = pd.concat(found).set_index("session_id")["p95"]
+    out = frame.copy()
+    mask = out["partial"]
+    out.loc[mask, "latency_p95_ms"] = out.loc[mask, "session"].map(p95).astype(float)
+    return out
+
+
+def csv_file(
+    *,
+    engine: Engine,
+    table: Literal["sessions", "users"],
+    filters: Filters,
+    sort: str = "cost_usd",
+    descending: bool = True,
+    search: str | None = None,
+    chunk: int = 10_000,
+) -> IO[bytes]:
+    """The whole table as CSV in a temporary file, read from the database with a server-side
+    cursor `chunk` rows at a time: the table is never one DataFrame, whatever its size."""
+    allowed = SESSION_SORTS if table == "sessions" else USER_SORTS
+    text = _clean(sort, allowed, 0, 1, search)
+    ensure_fresh(engine)
+    if table == "sessions":
+        rel = session_relation(filters, search=text or None)
+        fields = [f for f in SESSION_FIELDS if f != "partial"]
+        key = "session"
+    else:
+        rel = user_relation(
+            filters, search=text or None, straddlers=_straddlers(engine, filters, text or None)
+        )
+        fields, key = USER_FIELDS, "user"
+    query = select(*[rel.c[c] for c in fields]).order_by(*_order(rel, sort, descending, key))
+    out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 (returned)
+    text_out = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text_out)
+    writer.writerow(fields)
+    for rows in _stream(engine, query, chunk):
+        writer.writerows(rows)
+    text_out.detach()
+    out.seek(0)
+    return out  # type: ignore[return-value]
+
+
+def _stream(engine: Engine, query: Any, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=chunk).execute(query)
+        for part in result.partitions():
+            yield [tuple(r) for r in part]
+
+
+def ranked_by_peak_context(*, engine: Engine, filters: Filters, limit: int = 1000) -> pd.DataFrame:
+    """Sessions ranked by the fullest successful chat request they sent (sessions without one
+    are left out): session, user, model, peak_context_percent, calls, summarizations, turns."""
+    ensure_fresh(engine)
+    rel = session_relation(filters, top=("peak_context_percent", True, limit))
+    query = (
+        select(
+            rel.c.session,
+            rel.c.user,
+            rel.c.model,
+            rel.c.peak_context_percent,
+            rel.c.calls,
+            rel.c.summarizations,
+            rel.c.turns,
+        )
+        .where(rel.c.peak_context_percent.is_not(None))
+        .order_by(*_order(rel, "peak_context_percent", True, "session"))
+        .limit(limit)
+    )
+    return _frame(
+        engine,
+        query,
+        ["session", "user", "model", "peak_context_percent", "calls", "summarizations", "turns"],
+    )

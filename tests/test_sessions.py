@@ -1,0 +1,292 @@
+"""The per-session and per-user tables (data.sessions) against pandas over the raw rows, on
+SQLite and Postgres: every range, filter, sort and page, straddling sessions, late inserts,
+corrections and deletes, the CSV export, and the day percentiles that settle later."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, select, text, update
+
+from data import latency, sessions
+from data.demo import generate
+from data.filters import Filters
+from data.models import ModelCall, RollupDirtyDays
+from data.recorder import record_calls
+from data.rollups import refresh, refresh_hours, settle_days
+from tests.test_recorder import call
+
+END = datetime(2026, 11, 20, tzinfo=UTC)
+WEEK = Filters(start=END - timedelta(days=7), end=END, unit="day")
+
+
+@pytest.fixture
+def history(engine: Engine) -> Engine:
+    generate(
+        engine=engine, days=9, users=25, sessions=200, calls=3_000, seed=5, end=END, messages=False
+    )
+    # A session that straddles the week's start, one across the end, and an unpriced one.
+    record_calls(
+        engine=engine,
+        calls=[
+            call(ts=WEEK.start - timedelta(hours=2), session_id="edge-a", user_id="edge"),
+            call(ts=WEEK.start + timedelta(hours=1), session_id="edge-a", user_id="edge", turn=2),
+            call(ts=END - timedelta(minutes=5), session_id="edge-b", user_id="edge"),
+            call(ts=END + timedelta(hours=1), session_id="edge-b", user_id="edge", turn=2),
+            call(
+                ts=END - timedelta(days=2),
+                session_id="acme-1",
+                user_id="acme",
+                model="acme-llm",
+                cost_usd=None,
+                cost_status="unknown",
+            ),
+        ],
+    )
+    refresh(engine)
+    return engine
+
+
+def raw(engine: Engine, filters: Filters) -> pd.DataFrame:
+    with engine.connect() as connection:
+        df = pd.read_sql_query(text("SELECT * FROM model_calls"), connection)
+    df["ts"] = pd.to_datetime(df["ts"], utc=True, format="mixed")
+    df = df[(df["ts"] >= filters.start) & (df["ts"] < filters.end)]
+    if filters.models:
+        df = df[df["model"].isin(filters.models)]
+    if filters.user:
+        df = df[df["user_id"] == filters.user]
+    if filters.session:
+        df = df[df["session_id"] == filters.session]
+    return df
+
+
+def expected_sessions(df: pd.DataFrame) -> pd.DataFrame:
+    chat_ok = (df["purpose"] == "chat") & (df["status"] == "ok")
+    df = df.assign(
+        tokens=df["input_tokens"] + df["output_tokens"],
+        unpriced=(df["cost_status"] == "unknown").astype(int),
+        summarize=(df["purpose"] == "summarize").astype(int),
+        chat=(df["purpose"] == "chat").astype(int),
+        pct=(100.0 * df["context_tokens"] / df["context_window"]).where(chat_ok),
+        lat=df["latency_ms"].where(chat_ok),
+    )
+    return df.groupby("session_id").agg(
+        user=("user_id", "min"),
+        first_call=("ts", "min"),
+        last_call=("ts", "max"),
+        turns=("turn", "max"),
+        calls=("id", "size"),
+        chat_calls=("chat", "sum"),
+        tokens=("tokens", "sum"),
+        cost_usd=("cost_usd", "sum"),
+        unpriced_calls=("unpriced", "sum"),
+        summarizations=("summarize", "sum"),
+        peak_context_percent=("pct", "max"),
+        latency_p95_ms=(
+            "lat",
+            lambda s: np.percentile(s.dropna(), 95) if s.notna().any() else np.nan,
+        ),
+    )
+
+
+def assert_sessions(engine: Engine, filters: Filters) -> None:
+    got = sessions.all_sessions(engine=engine, filters=filters)
+    got = sessions.fill_partial_latency(engine, got, filters).set_index("session")
+    want = expected_sessions(raw(engine, filters))
+    assert sorted(got.index) == sorted(want.index)
+    want = want.reindex(got.index)
+    for column in (
+        "user",
+        "turns",
+        "calls",
+        "chat_calls",
+        "tokens",
+        "unpriced_calls",
+        "summarizations",
+    ):
+        assert got[column].tolist() == want[column].tolist(), column
+    for column in ("first_call", "last_call"):
+        assert (got[column] == want[column]).all(), column
+    for column in ("cost_usd", "peak_context_percent"):
+        assert got[column].to_numpy(dtype=float) == pytest.approx(
+            want[column].to_numpy(dtype=float), rel=1e-9, nan_ok=True
+        ), column
+    if len(filters.models) < 2:  # a p95 over several models' calls is not stored
+        assert got["latency_p95_ms"].to_numpy(dtype=float) == pytest.approx(
+            want["latency_p95_ms"].to_numpy(dtype=float), rel=1e-9, nan_ok=True
+        )
+    assert sessions.count_sessions(engine=engine, filters=filters) == len(want)
+    users = sessions.all_users(engine=engine, filters=filters).set_index("user")
+    df = raw(engine, filters)
+    per_user = df.groupby("user_id").agg(
+        sessions=("session_id", "nunique"), calls=("id", "size"), cost=("cost_usd", "sum")
+    )
+    assert sorted(users.index) == sorted(per_user.index)
+    per_user = per_user.reindex(users.index)
+    assert users["sessions"].tolist() == per_user["sessions"].tolist()
+    assert users["calls"].tolist() == per_user["calls"].tolist()
+    assert users["cost_usd"].to_numpy() == pytest.approx(per_user["cost"].to_numpy(), rel=1e-9)
+    assert sessions.count_users(engine=engine, filters=filters) == len(per_user)
+
+
+VIEWS = {
+    "week": WEEK,
+    "hours": Filters(start=END - timedelta(hours=30), end=END - timedelta(hours=3), unit="hour"),
+    "one model": replace(WEEK, models=("gpt-4o",)),
+    "two models": replace(WEEK, models=("gpt-4o-mini", "acme-llm")),
+    "user": replace(WEEK, user="edge"),
+    "session": replace(WEEK, session="edge-a"),
+    "empty": Filters(start=END - timedelta(days=40), end=END - timedelta(days=30)),
+}
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_tables_equal_pandas(history: Engine, view: str) -> None:
+    assert_sessions(history, VIEWS[view])
+
+
+def test_straddling_sessions_count_only_their_calls_in_range(history: Engine) -> None:
+    page = sessions.all_sessions(engine=history, filters=WEEK).set_index("session")
+    assert page.loc["edge-a", "calls"] == 1 and page.loc["edge-a", "partial"]
+    assert page.loc["edge-b", "calls"] == 1 and page.loc["edge-b", "partial"]
+    assert page.loc["acme-1", "unpriced_calls"] == 1
+
+
+@pytest.mark.parametrize("sort", sessions.SESSION_SORTS)
+def test_pages_are_slices_of_the_sorted_table(history: Engine, sort: str) -> None:
+    whole = sessions.all_sessions(engine=history, filters=WEEK)
+    for descending in (True, False):
+        pages = [
+            sessions.session_page(
+                engine=history, filters=WEEK, sort=sort, descending=descending, offset=o, limit=70
+            )
+            for o in range(0, len(whole) + 70, 70)
+        ]
+        rows = pd.concat([p.rows for p in pages], ignore_index=True)
+        assert {p.total for p in pages} == {len(whole)}
+        assert sorted(rows["session"]) == sorted(whole["session"])  # every row once
+        values = rows[sort].tolist()
+        present = [v for v in values if not pd.isna(v)]
+        assert present == sorted(present, reverse=descending)
+        assert all(pd.isna(v) for v in values[len(present) :])  # NULLs last
+
+
+def test_user_pages_and_search(history: Engine) -> None:
+    whole = sessions.all_users(engine=history, filters=WEEK)
+    page = sessions.user_page(engine=history, filters=WEEK, sort="calls", descending=False)
+    assert page.total == len(whole)
+    assert page.rows["calls"].tolist() == sorted(whole["calls"])[:50]
+    found = sessions.session_page(engine=history, filters=WEEK, search="EDGE")
+    assert set(found.rows["session"]) == {"edge-a", "edge-b"} and found.total == 2
+    assert sessions.user_page(engine=history, filters=WEEK, search="acm").rows["user"].tolist() == [
+        "acme"
+    ]
+    # A % in the search is a character, not a wildcard.
+    assert sessions.session_page(engine=history, filters=WEEK, search="%").total == 0
+    with pytest.raises(sessions.TableInputError):
+        sessions.session_page(engine=history, filters=WEEK, sort="id; drop table")
+    with pytest.raises(sessions.TableInputError):
+        sessions.user_page(engine=history, filters=WEEK, limit=0)
+
+
+def test_late_insert_correction_and_delete(history: Engine) -> None:
+    record_calls(
+        engine=history,
+        calls=[call(ts=END - timedelta(days=3), session_id="edge-a", user_id="edge", turn=3)],
+    )
+    assert_sessions(history, WEEK)
+    with history.begin() as connection:
+        connection.execute(
+            update(ModelCall).where(ModelCall.session_id == "acme-1").values(cost_usd=0.5)
+        )
+        connection.execute(
+            update(ModelCall)
+            .where(ModelCall.session_id == "edge-b")
+            .values(ts=WEEK.start - timedelta(days=1))
+        )
+    assert_sessions(history, WEEK)
+    with history.begin() as connection:
+        connection.execute(text("DELETE FROM model_calls WHERE session_id = 'edge-a'"))
+    assert_sessions(history, WEEK)
+    assert "edge-a" not in set(sessions.all_sessions(engine=history, filters=WEEK)["session"])
+    assert sessions.session_totals(engine=history, session_id="edge-a") is None
+
+
+def test_csv_export_is_the_whole_sorted_table(history: Engine) -> None:
+    whole = sessions.all_sessions(engine=history, filters=WEEK)
+    out = sessions.csv_file(engine=history, table="sessions", filters=WEEK, chunk=37)
+    frame = pd.read_csv(io.BytesIO(out.read()))
+    assert frame["session"].tolist() == whole["session"].tolist()
+    assert frame["calls"].tolist() == whole["calls"].tolist()
+    users = sessions.csv_file(
+        engine=history, table="users", filters=WEEK, sort="user", descending=False
+    )
+    assert pd.read_csv(users)["user"].tolist() == sorted(
+        sessions.all_users(engine=history, filters=WEEK)["user"]
+    )
+
+
+def test_session_totals_are_the_tables_row(history: Engine) -> None:
+    """The conversation header's totals are the per-session table's row for a range that
+    holds the whole session."""
+    everything = Filters(start=END - timedelta(days=30), end=END + timedelta(days=1))
+    table = sessions.all_sessions(engine=history, filters=everything).set_index("session")
+    for session_id in table.index[:20]:
+        totals = sessions.session_totals(engine=history, session_id=session_id)
+        assert totals is not None
+        row = table.loc[session_id]
+        for key in ("calls", "tokens", "turns", "summarizations"):
+            assert totals[key] == row[key]
+        assert totals["cost_usd"] == pytest.approx(row["cost_usd"])
+
+
+def test_queued_days_are_exact_before_they_settle(
+    history: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No background settling here: the read must go through the queued-day path.
+    monkeypatch.setattr("data.rollups._settle_in_background", lambda engine: None)
+    record_calls(
+        engine=history,
+        calls=[call(ts=END - timedelta(hours=5), latency_ms=99_000.0, session_id="slow")],
+    )
+    refresh_hours(history)  # what a page view does; the day waits for settle_days()
+    with history.connect() as connection:
+        assert connection.execute(select(RollupDirtyDays.day)).first() is not None
+    got = latency.latency_over_time(engine=history, filters=WEEK, metric="model")
+    df = raw(history, WEEK)
+    df = df[(df["purpose"] == "chat") & (df["status"] == "ok")]
+    df = df.assign(bucket=df["ts"].dt.floor("D"))
+    want = df.groupby(["bucket", "model"])["latency_ms"].quantile(0.99)
+    got = got.set_index(["bucket", "model"])["p99"]
+    assert got.to_numpy() == pytest.approx(want.reindex(got.index).to_numpy(), rel=1e-9)
+    assert settle_days(history) >= 1
+    again = latency.latency_over_time(engine=history, filters=WEEK, metric="model")
+    assert again.set_index(["bucket", "model"])["p99"].to_numpy() == pytest.approx(
+        got.to_numpy(), rel=1e-9
+    )
+
+
+def test_a_change_against_a_nearly_empty_period_is_new() -> None:
+    from data.compare import change
+
+    assert change(162.94, 1.0, calls_now=10_000, calls_before=60) == (
+        "new: only 60 calls in the previous period"
+    )
+    assert change(5.0, 0.0, calls_now=10, calls_before=0) == "new: no calls in the previous period"
+    assert change(110.0, 100.0, calls_now=1000, calls_before=900) == "+10.0% vs previous period"
+    assert change(None, 1.0, calls_now=1, calls_before=1) is None
+
+
+def test_demo_rows_are_found_in_their_range(history: Engine) -> None:
+    from data.compare import has_demo_rows
+
+    assert has_demo_rows(engine=history, filters=WEEK)
+    later = Filters(start=END + timedelta(days=1), end=END + timedelta(days=2))
+    record_calls(engine=history, calls=[call(ts=later.start + timedelta(hours=1))])
+    assert not has_demo_rows(engine=history, filters=later)  # a live call only
