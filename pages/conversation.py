@@ -4,12 +4,19 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.conversations import get_session, session_calls
+from data.sanitize import md, plain
 from pages import charts, common
 
 common.ensure_routed()
+who = common.require("conversation")
 
 st.title("Conversation")
-session_id = (st.query_params.get("session") or "").strip()
+# The last of repeated parameters wins; control characters and over-long ids are refused.
+values = st.query_params.get_all("session")
+session_id = plain(values[-1] if values else "").strip()
+if len(session_id) > 128:
+    st.warning("The session id in the address is longer than 128 characters; ignored.")
+    session_id = ""
 try:
     engine = common.engine()
     session = get_session(engine=engine, session_id=session_id) if session_id else None
@@ -19,7 +26,7 @@ except SQLAlchemyError as error:
 
 if session is None:
     if session_id:
-        st.warning(f"There is no conversation with id {session_id!r}.")
+        st.warning(f"There is no conversation with id {md(session_id)}.")
     st.info(
         "Open a conversation from the **Cost**, **Context** or **Latency** page (click a "
         "session or a slow call), or put `?session=<id>` in the address.",
@@ -29,7 +36,7 @@ if session is None:
 
 calls = session_calls(engine=engine, session_id=session_id)
 st.caption(
-    f"Session `{session.id}` · user `{session.user_id}` · started "
+    f"Session {md(session.id)} · user {md(session.user_id)} · started "
     f"{session.created_at:%Y-%m-%d %H:%M} UTC · {len(calls):,} model calls"
 )
 c1, c2, c3, c4 = st.columns(4)

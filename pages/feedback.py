@@ -17,6 +17,7 @@ from data.settings import get_settings
 from pages import charts, common
 
 common.ensure_routed()
+who = common.require("feedback")
 TTL = 60
 # Red to green, so a drift towards low scores shows at a glance.
 SCORE_COLORS = {"1": "#d7301f", "2": "#fc8d59", "3": "#bdbdbd", "4": "#91cf60", "5": "#1a9850"}
