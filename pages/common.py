@@ -26,7 +26,7 @@ from data.conversations import (
 )
 from data.cost import known_models
 from data.db import describe, make_engine
-from data.filters import PRESET_LABELS, Filters, parse_filters
+from data.filters import MIN_DAY, PRESET_LABELS, Filters, parse_filters
 from data.langsmith_sync import SyncWorker, client_from_settings
 from data.metrics import start_exporter
 from data.migrate import upgrade
@@ -283,6 +283,14 @@ def refused(page: str, who: auth.Identity) -> None:
     )
 
 
+def page_link(page: str, path: str, *, label: str, icon: str) -> None:
+    """A link to another page, drawn only for a role that may open it (a link to a page
+    outside the role's navigation would fail)."""
+    who = identity()
+    if who is not None and auth.may_open(who.role, page):
+        st.page_link(path, label=label, icon=icon)
+
+
 def may(action: str) -> bool:
     """Whether the current user may take an in-page action (for example fill the queue)."""
     who = st.session_state.get(IDENTITY)
@@ -410,7 +418,9 @@ def sidebar_filters(engine: Engine) -> Filters:
             "Date range", list(PRESET_LABELS), format_func=PRESET_LABELS.__getitem__, key="f_range"
         )
         if st.session_state["f_range"] == "custom":
-            st.date_input("From – to (UTC days)", key="f_dates", max_value=now.date())
+            st.date_input(
+                "From – to (UTC days)", key="f_dates", min_value=MIN_DAY, max_value=now.date()
+            )
         st.multiselect("Models", models, key="f_models", placeholder="All models")
         st.text_input("User", key="f_user", placeholder="All users", max_chars=128)
         st.text_input("Session", key="f_session", placeholder="All sessions", max_chars=128)
@@ -621,6 +631,6 @@ def analyst_page() -> tuple[Engine, Filters]:
             "30 days of demo history with `make demo` (see the README).",
             icon=":material/info:",
         )
-        st.page_link("pages/chat.py", label="Open the chat", icon=":material/chat:")
+        page_link("chat", "pages/chat.py", label="Open the chat", icon=":material/chat:")
         st.stop()
     return db, filters

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 import redis
 import streamlit as st
-from streamlit import config as st_config
 from sqlalchemy import Engine, text
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from agent.embeddings import Embedder, TurnRef, make_embedder
