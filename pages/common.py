@@ -3,6 +3,7 @@ the pieces several pages draw: filters, captions, transcripts, the reviewer's na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Collection
@@ -286,9 +287,13 @@ def refused(page: str, who: auth.Identity) -> None:
 def page_link(page: str, path: str, *, label: str, icon: str) -> None:
     """A link to another page, drawn only for a role that may open it (a link to a page
     outside the role's navigation would fail)."""
+    from streamlit.errors import StreamlitAPIException
+
     who = identity()
     if who is not None and auth.may_open(who.role, page):
-        st.page_link(path, label=label, icon=icon)
+        # A page run outside the router (no navigation yet) has no pages to link to.
+        with contextlib.suppress(StreamlitAPIException):
+            st.page_link(path, label=label, icon=icon)
 
 
 def may(action: str) -> bool:
