@@ -87,7 +87,9 @@ def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
 if __name__ == "__main__" and get_script_run_ctx() is None:
     sys.exit(serve(sys.argv[1:]))
 
-st.set_page_config(page_title="agent-chatbase", page_icon=":material/support_agent:", layout="wide")
+# An emoji favicon is drawn in the page; a :material/...: one is fetched from fonts.gstatic.com,
+# an outside request from every visitor's browser.
+st.set_page_config(page_title="agent-chatbase", page_icon="🎧", layout="wide")
 
 try:
     settings = get_settings()
@@ -197,6 +199,9 @@ else:
             page_item = st.Page(not_allowed, title=title, url_path=url_path, visibility="hidden")
         nav.setdefault(section, []).append(page_item)
 page = st.navigation(nav, position="sidebar" if who is not None else "hidden")
+if who is None:  # before sign-in nothing about the deployment is shown
+    page.run()
+    st.stop()
 
 with st.sidebar:
     common.sidebar_identity(who)

@@ -29,7 +29,7 @@ if session is None:
         st.warning(f"There is no conversation with id {md(session_id)}.")
     st.info(
         "Open a conversation from the **Cost**, **Context** or **Latency** page (click a "
-        "session or a slow call), or put `?session=<id>` in the address.",
+        "session or a slow call), or add `?session=` and the session id to the address.",
         icon=":material/info:",
     )
     st.stop()

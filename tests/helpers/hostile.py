@@ -56,7 +56,16 @@ PAYLOADS = [
     "",
     "   ",
 ]
-JS_PROBE = "document.querySelector('[data-pwned], script:not([src]), svg[onload], iframe')"
+# Elements that only a payload could have put into the page (Streamlit's own page has inline
+# scripts, but none that calls alert).
+JS_PROBE = """() => {
+  const found = document.querySelector(
+    "[data-pwned], [onerror], [onload], iframe[src^='javascript' i]");
+  if (found) return found.outerHTML.slice(0, 200);
+  const script = [...document.querySelectorAll("script")].find(
+    s => s.textContent.includes("alert("));
+  return script ? script.outerHTML.slice(0, 200) : null;
+}"""
 _UNESCAPED = re.compile(r"(?<!\\)<|(?<!\\)!(?<!\\)\[|(?<!\\)\]\(|javascript(?<!\\):", re.I)
 
 
