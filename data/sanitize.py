@@ -4,6 +4,7 @@ masking (e-mail addresses, phone numbers, card numbers) for reviewers and export
 
 from __future__ import annotations
 
+import csv
 import re
 from typing import Any
 
@@ -58,7 +59,8 @@ def csv_bytes(frame: pd.DataFrame, *, mask: bool = False) -> bytes:
             values = out[column].map(lambda v: mask_pii(v) if mask and isinstance(v, str) else v)
             out[column] = values.map(csv_cell).astype(object)
     out.columns = [csv_cell(str(c)) for c in out.columns]
-    return out.to_csv(index=False).encode()
+    # Every text cell quoted: a lone CR inside a cell would otherwise end the row.
+    return out.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
 
 
 # PII ------------------------------------------------------------------------------------------
