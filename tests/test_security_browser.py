@@ -193,15 +193,17 @@ def sign_in(page: Page, name: str) -> None:
     expect(page.get_by_role("heading", name="Sign in")).to_have_count(0, timeout=30_000)
 
 
-def test_fresh_streamlit_run_serves_no_page_file_around_the_router(
-    streamlit_run: str, browser: Browser
+@pytest.mark.parametrize("server", ["streamlit_run", "make_run"])
+def test_no_page_file_is_served_around_the_router(
+    server: str, browser: Browser, request: pytest.FixtureRequest
 ) -> None:
     """The first request to a fresh `streamlit run` process names a page file (legacy mode):
-    the sign-in form answers, not the page."""
+    the sign-in form answers, not the page; then every other URL, on both servers."""
+    base = request.getfixturevalue(server)
     for path in FILE_PATHS + ROUTER_PATHS:
         watched = Watched(browser)
         page = watched.page
-        page.goto(f"{streamlit_run}/{path}")
+        page.goto(f"{base}/{path}")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=30_000)
         for heading in HEADINGS.values():
             expect(page.get_by_role("heading", name=heading, exact=True)).to_have_count(0)
@@ -211,7 +213,7 @@ def test_fresh_streamlit_run_serves_no_page_file_around_the_router(
 
 @pytest.mark.parametrize("role", ROLES)
 def test_direct_urls_per_role(make_run: str, browser: Browser, role: str) -> None:
-    for path in [*HEADINGS, *FILE_PATHS]:
+    for path in HEADINGS:
         watched = Watched(browser)
         page = watched.page
         page.goto(f"{make_run}/{path}")
@@ -221,15 +223,10 @@ def test_direct_urls_per_role(make_run: str, browser: Browser, role: str) -> Non
                 timeout=30_000
             )
             expect(page.get_by_text("Page not found")).to_have_count(0)
-        elif path in HEADINGS:
+        else:
             expect(page.get_by_role("heading", name="Not allowed")).to_be_visible(timeout=30_000)
             expect(page.get_by_text(f"You are signed in as {role}1")).to_be_visible()
-        else:  # a file name is no URL of the router: its content never shows
-            page.wait_for_timeout(1500)
-            for name in HEADINGS.values():
-                visible = page.get_by_role("heading", name=name, exact=True)
-                if name not in {HEADINGS[p] for p in ALLOWED[role]}:
-                    expect(visible).to_have_count(0)
+            expect(page.get_by_role("heading", name=HEADINGS[path], exact=True)).to_have_count(0)
         # The navigation lists only this role's pages.
         nav = page.get_by_test_id("stSidebarNav")
         for other, heading in HEADINGS.items():
