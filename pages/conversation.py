@@ -36,7 +36,7 @@ if session is None:
 
 calls = session_calls(engine=engine, session_id=session_id)
 st.caption(
-    f"Session {md(session.id)} · user {md(session.user_id)} · started "
+    f"Session {md(session.id)} · user {common.shown(session.user_id)} · started "
     f"{session.created_at:%Y-%m-%d %H:%M} UTC · {len(calls):,} model calls"
 )
 c1, c2, c3, c4 = st.columns(4)

@@ -147,7 +147,7 @@ def review_tab() -> None:
     folds = set(calls.loc[calls["purpose"] == "summarize", "turn"])
     about = [
         f"Conversation {md(claim.session_id)}",
-        f"user {md(session.user_id) if session else '?'}",
+        f"user {common.shown(session.user_id) if session else '?'}",
     ]
     if len(calls):
         about += [

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
 from agent.service import clean_message
 from data import review
+from data.conversations import add_assistant_message, start_turn
 from data.feedback import set_thumbs
 from data.sanitize import md
 from tests.conftest import APP, run
@@ -154,3 +155,39 @@ def test_sidebar_filter_values(demo: Engine) -> None:
         at.sidebar.text_input(key="f_session").set_value(payload[:128])
         at.run(timeout=120)
         assert_inert(at, payload)
+
+
+@SQLITE
+def test_pii_masking_on_the_conversation_page_and_review_viewer(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from data.db import make_engine
+
+    engine = make_engine(app_env)
+    said = "I am ann.lee@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111"
+    turn = start_turn(engine=engine, session_id="pii-1", user_id="ann.lee@example.com", text=said)
+    add_assistant_message(
+        engine=engine, session_id="pii-1", turn=turn, text="Thanks ann.lee@example.com", run_id=None
+    )
+    review.enqueue(engine=engine, session_ids=["pii-1"], reviews_required=1, created_by="x")
+    monkeypatch.setenv("PII_MASKING", "true")
+    at = opened("pages/conversation.py", {"session": "pii-1"})
+    shown = " ".join(texts(at))
+    assert "ann.lee@example.com" not in shown and "4111 1111" not in shown and "7946" not in shown
+    assert md("[card ••••1111]") in shown and md("[email a…]") in shown
+    at = run(AppTest.from_file(APP, default_timeout=120))
+    at.switch_page("pages/review.py")
+    run(at)
+    at.sidebar.text_input(key="reviewer_input").set_value("rita")
+    run(at)
+    next(b for b in at.button if b.label == "Claim next").click()
+    run(at)
+    shown = " ".join(texts(at))
+    assert "pii-1" in shown and "ann.lee@example.com" not in shown and "4111 1111" not in shown
+    # The stored text is unchanged.
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT content FROM messages WHERE session_id = 'pii-1' ORDER BY id")
+        ).scalars()
+        assert next(iter(stored)) == said
+    engine.dispose()
