@@ -147,10 +147,10 @@ if prompt:
                 )
             )
         except ChatInputError as error:
-            st.warning(md(error))
+            st.warning(str(error))  # the service's own messages (no user text in them)
             st.stop()
         except DependencyError as error:
-            st.error(md(error))
+            st.error(str(error))
             st.stop()
     st.session_state["pending_session"] = session_id
     st.session_state.pop("new_session_id", None)
