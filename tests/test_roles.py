@@ -264,3 +264,48 @@ def test_tester_chats_as_themselves(users: Engine) -> None:
     with users.connect() as connection:
         owners = connection.execute(text("SELECT DISTINCT user_id FROM chat_sessions")).scalars()
         assert list(owners) == ["tester1"]
+
+
+def test_admin_manages_users_on_the_users_page(users: Engine) -> None:
+    at = sign_in("admin1")
+    run(at.switch_page("pages/users.py"))
+    assert set(at.dataframe[0].value["username"]) >= {"admin1", "analyst1", "reviewer2"}
+    field = {t.label: t for t in at.text_input}
+    field["User name"].set_value("Nina")
+    field["Password"].set_value("a password of nina")
+    next(s for s in at.selectbox if s.label == "Role").set_value("analyst")
+    next(b for b in at.button if b.label == "Add user").click()
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    assert auth.user_role(engine=users, username="nina") == "analyst"
+    # A bad password is refused with the reason, and nothing changes.
+    at.selectbox(key="u_target").set_value("nina")
+    run(at)
+    next(t for t in at.text_input if t.label == "New password").set_value("short")
+    next(b for b in at.button if b.label == "Set password").click()
+    run(at)
+    assert any("at least 12" in e.value for e in at.error)
+    # An admin cannot take the admin role from themselves.
+    at.selectbox(key="u_target").set_value("admin1")
+    run(at)
+    next(s for s in at.selectbox if s.label == "Role" and s.value == "admin").set_value("analyst")
+    next(b for b in at.button if b.label == "Change role").click()
+    run(at)
+    assert auth.user_role(engine=users, username="admin1") == "admin"
+
+
+def test_audit_log_page_filters_and_exports(users: Engine) -> None:
+    at = sign_in("admin1")
+    run(at.switch_page("pages/audit.py"))
+    table = at.dataframe[0].value
+    assert {"sign_in", "user_added"} <= set(table["action"])
+    at.sidebar.multiselect(key="audit_actions").set_value(["sign_in"])
+    run(at)
+    table = at.dataframe[0].value
+    assert set(table["action"]) == {"sign_in"} and "admin1" in set(table["actor"])
+    with users.connect() as connection:
+        expected = connection.execute(
+            text("SELECT count(*) FROM audit_log WHERE action = 'sign_in'")
+        ).scalar_one()
+    assert len(table) == expected
+    assert any(d.label == "Download CSV" for d in at.get("download_button"))

@@ -104,7 +104,11 @@ def serve(data_dir: Path, command: list[str], local_model_port: int) -> Iterator
     wait_ready(f"{base}/_stcore/health", process, log_path, timeout=90)
     yield base
     process.terminate()
-    process.wait(timeout=15)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
     log.close()
     text = log_path.read_text(errors="replace")
     assert "SECRET" not in text and PASSWORD not in text, "a secret reached the server log"
