@@ -4,6 +4,7 @@ service."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +22,16 @@ from agent.checkpoint import make_checkpointer
 from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase
+from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
 from agent.middleware import turn_meta
 from agent.models import ModelSpec, make_chat_model, resolve_spec
+from agent.ratelimit import RateLimiter
 from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
+from agent.window import WindowCounter
 from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
@@ -52,12 +56,31 @@ def local_usage_counter(port: int) -> UsageCounter:
     return count
 
 
+_shared: dict[str, Runtime] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_runtime(settings: Settings, *, engine: Engine) -> Runtime:
+    """The process's one runtime for these settings, built on first use. The chat page and the
+    API in the same process share it: the embedded Qdrant store and the local model server are
+    single-process resources, and one runtime means one rate limiter and one set of locks."""
+    key = settings.model_dump_json()
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = build_runtime(settings, engine=engine)
+        return found
+
+
 def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     """Start the embedded model server if needed and build the chat service."""
     server = local_server.start_for(settings) if settings.uses_local_model else None
     chat_spec = resolve_spec(settings, role="chat")
     summary_spec = resolve_spec(settings, role="summarize")
     recorder = Recorder(engine)
+    ledger = TurnLedger(
+        calls=recorder, events=lambda event: record_event(engine=engine, event=event)
+    )
     overrides = load_overrides(settings.price_overrides_file)
     counter = local_usage_counter(settings.local_model_port) if settings.uses_local_model else None
 
@@ -67,7 +90,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         telemetry = CallTelemetry(
             spec=spec,
             purpose=purpose,
-            sink=recorder,
+            sink=ledger.call,
             price_overrides=overrides,
             usage_counter=counter,
         )
@@ -96,7 +119,8 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         chat_model=model_for(chat_spec, "chat", cache=cache),
         summary_model=model_for(summary_spec, "summarize", max_retries=settings.model_max_retries),
         fallback_model=fallback,
-        sink=recorder,
+        sink=ledger.call,
+        events=ledger.event,
     )
     try:
         # Embed the help center now, while the page shows its start-up spinner, rather than
@@ -106,7 +130,19 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         log.warning("the help center is not searchable yet: %s", error)
     label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
     service = ChatService(
-        agent=parts.agent, engine=engine, model_label=label, tracing=make_tracing(settings)
+        agent=parts.agent,
+        engine=engine,
+        model_label=label,
+        tracing=make_tracing(settings),
+        counter=parts.counter,
+        ledger=ledger,
+        limiter=RateLimiter(
+            per_minute=settings.rate_limit_per_minute,
+            burst=settings.rate_limit_burst,
+            redis_url=settings.redis_url,
+        ),
+        session_wait_s=settings.session_wait_s,
+        model_timeout_s=settings.model_timeout_s,
     )
     return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
 
@@ -122,6 +158,7 @@ class AgentParts:
     memory_error: str | None
     middleware: MemoryMiddleware
     tools: list[BaseTool]
+    counter: WindowCounter
 
 
 def assemble(
@@ -132,6 +169,7 @@ def assemble(
     summary_model: BaseChatModel,
     fallback_model: BaseChatModel | None = None,
     sink: Callable[[CallRecord], None] | None = None,
+    events: Callable[[EventRecord], None] | None = None,
     retry_initial_delay_s: float = 1.0,
     checkpointer: BaseCheckpointSaver[str] | None = None,
     embedder: Embedder | None = None,
@@ -142,8 +180,10 @@ def assemble(
     bench pass a scripted one and get every other part exactly as the app has it (they may
     also pass an embedder and knowledge base built once, which take about a second to build)."""
 
-    def events(event: EventRecord) -> None:
+    def recorded(event: EventRecord) -> None:
         record_event(engine=engine, event=event)
+
+    events = events or recorded
 
     embedder = embedder or make_embedder(settings, sink=sink)
     knowledge = knowledge or KnowledgeBase(embedder=embedder)
@@ -167,8 +207,10 @@ def assemble(
                 knowledge, text, ref=TurnRef(*turn_meta())
             ),
         }
+    counter = window_counter(settings, chat_model)
     middleware = MemoryMiddleware(
         memory,
+        inject_tokens=counter.inject_tokens,
         k=settings.memory_top_k,
         threshold=settings.memory_threshold,
         events=events,
@@ -179,8 +221,11 @@ def assemble(
         chat_model=chat_model,
         summary_model=summary_model,
         checkpointer=checkpointer or make_checkpointer(settings),
-        trigger_fraction=settings.summary_trigger_fraction,
-        keep_messages=settings.summary_keep_messages,
+        trigger=settings.summary_trigger,
+        keep=settings.summary_keep,
+        counter=counter,
+        keep_budget_fraction=settings.summary_keep_budget_fraction,
+        summary_max_tokens=_max_tokens(summary_model, settings),
         tools=tools,
         fallback_model=fallback_model,
         max_retries=settings.model_max_retries,
@@ -197,7 +242,31 @@ def assemble(
         memory_error=memory_error,
         middleware=middleware,
         tools=tools,
+        counter=counter,
     )
+
+
+def window_counter(settings: Settings, chat_model: BaseChatModel) -> WindowCounter:
+    """The chat model's window counter: the embedded server's own tokenizer, else approximate."""
+    window = (chat_model.profile or {}).get("max_input_tokens")
+    if not isinstance(window, int):
+        raise ValueError("the chat model needs a profile with max_input_tokens")
+    port = settings.local_model_port
+    served_locally = getattr(chat_model, "openai_api_base", None) == local_server.base_url(port)
+    if not (settings.uses_local_model and served_locally):
+        return WindowCounter(window=window)
+
+    def count(role: str, text: str) -> int:
+        # One ChatML block per message: the server's template, counted by its tokenizer.
+        block = f"<|im_start|>{role}\n{text}<|im_end|>\n"
+        return local_server.count_tokens(port, block)
+
+    return WindowCounter(window=window, count_text=count)
+
+
+def _max_tokens(model: BaseChatModel, settings: Settings) -> int:
+    value = getattr(model, "max_tokens", None)
+    return value if isinstance(value, int) else settings.max_output_tokens
 
 
 def make_tracing(settings: Settings) -> Tracing:

@@ -19,6 +19,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
+from agent.context import UNKNOWN, TurnContext, current_turn
 from agent.models import ModelSpec
 from data.models import utcnow
 from data.prices import Rate, price_call
@@ -39,6 +40,7 @@ class _Open:
     ts: datetime
     metadata: dict[str, Any]
     messages: list[tuple[str, str]]
+    turn: TurnContext
     first_token: float | None = None
     chunks: list[str] = field(default_factory=list)
 
@@ -83,6 +85,8 @@ class CallTelemetry(BaseCallbackHandler):
                 ts=utcnow(),
                 metadata=dict(metadata or {}),
                 messages=pairs,
+                # Read here, on the calling thread, where the run's context is current.
+                turn=current_turn() or UNKNOWN,
             )
 
     def on_llm_new_token(
@@ -108,6 +112,7 @@ class CallTelemetry(BaseCallbackHandler):
         message = _first_message(response)
         usage = message.usage_metadata if message is not None else None
         text = message.text if message is not None else "".join(call.chunks)
+        answered = bool(str(text).strip()) or bool(message is not None and message.tool_calls)
         source = "provider"
         if usage is not None and "total_cost" in usage:
             # LangChain's cache hook answered (it zeroes total_cost on a hit): no provider call,
@@ -165,8 +170,9 @@ class CallTelemetry(BaseCallbackHandler):
             source=source,
             cost=cost,
             cost_status=cost_status,
-            status="ok",
-            error=None,
+            # An empty completion is not an answer: recorded as failed, with the reason.
+            status="ok" if answered else "error",
+            error=None if answered else "empty completion: the model returned no text",
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -218,9 +224,9 @@ class CallTelemetry(BaseCallbackHandler):
         purpose = "summarize" if meta.get("lc_source") == "summarization" else self.purpose
         record = CallRecord(
             ts=call.ts,
-            user_id=str(meta.get("user_id", "unknown")),
-            session_id=str(meta.get("session_id", meta.get("thread_id", "unknown"))),
-            turn=int(meta.get("turn", 0)),
+            user_id=call.turn.user_id,
+            session_id=call.turn.session_id,
+            turn=call.turn.turn,
             purpose=purpose,
             provider=self.spec.provider,
             model=self.spec.model,

@@ -17,13 +17,13 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware
 from langchain.tools import ToolRuntime
 from langchain_core.messages import BaseMessage, ToolMessage
-from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from sqlalchemy import Engine
 
+from agent.context import TurnContext
 from agent.embeddings import TurnRef
 from agent.knowledge import KnowledgeBase
 from data import orders
@@ -45,17 +45,14 @@ RESULT_PREVIEW_CHARS = 300
 TRANSCRIPT_FOR_HUMAN = 6  # messages copied into an escalation so the human has the context
 
 
-def caller(config: RunnableConfig) -> TurnRef | None:
-    """The user, session and turn of the run, from the metadata ChatService puts in the config;
-    None when the run was started without a user (the tools then refuse)."""
-    metadata = config.get("metadata") or {}
-    user_id = str(metadata.get("user_id") or "").strip()
-    if not user_id:
+def caller(runtime: Any) -> TurnRef | None:
+    """The user, session and turn of the run, from the TurnContext ChatService passes to the
+    agent (`runtime.context`, never the model's arguments); None when the run has no user (the
+    tools then refuse)."""
+    context = getattr(runtime, "context", None)
+    if not isinstance(context, TurnContext) or not context.user_id.strip():
         return None
-    session_id = str(
-        metadata.get("session_id") or (config.get("configurable") or {}).get("thread_id") or ""
-    )
-    return TurnRef(user_id=user_id, session_id=session_id, turn=int(metadata.get("turn") or 0))
+    return TurnRef(user_id=context.user_id, session_id=context.session_id, turn=context.turn)
 
 
 NO_CALLER = "I cannot tell which customer this is, so I cannot look at orders or open tickets."
@@ -104,7 +101,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         Args:
             order_number: The order number as the customer gave it, e.g. "A-10234".
         """
-        who = caller(runtime.config)
+        who = caller(runtime)
         if who is None:
             return NO_CALLER
         number = orders.normalize_order_number(order_number)
@@ -125,7 +122,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
 
         Use it when the customer asks about "my order" without giving a number, or gives a
         number that was not found."""
-        who = caller(runtime.config)
+        who = caller(runtime)
         if who is None:
             return NO_CALLER
         found = orders.recent_orders(engine=engine, user_id=who.user_id, limit=RECENT_ORDERS)
@@ -152,7 +149,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         """
         if not query.strip():
             return "The query is empty: pass the customer's question."
-        hits = knowledge.search(query, k=3, ref=caller(runtime.config))
+        hits = knowledge.search(query, k=3, ref=caller(runtime))
         hits = [h for h in hits if h.score >= SEARCH_MIN_SCORE]
         if not hits:
             return (
@@ -182,7 +179,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
             priority: "urgent" only for safety or legal issues, "high" when money is at
                 stake or the customer is blocked, "low" for questions, else "normal".
         """
-        who = caller(runtime.config)
+        who = caller(runtime)
         if who is None:
             return NO_CALLER
         if not subject.strip() or not details.strip():
@@ -213,7 +210,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         Args:
             reason: Why a human is needed, in one or two sentences.
         """
-        who = caller(runtime.config)
+        who = caller(runtime)
         if who is None:
             return NO_CALLER
         if not reason.strip():
@@ -282,7 +279,7 @@ class ToolTelemetryMiddleware(AgentMiddleware):
     def _record(
         self, request: ToolCallRequest, *, latency_ms: float, error: str | None, content: str
     ) -> None:
-        who = caller(request.runtime.config) or TurnRef(user_id="", session_id="", turn=0)
+        who = caller(request.runtime) or TurnRef(user_id="", session_id="", turn=0)
         event = EventRecord(
             user_id=who.user_id,
             session_id=who.session_id,

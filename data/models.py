@@ -187,7 +187,7 @@ class RollupPercentiles(Base):
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-EVENT_KINDS = ("memory_recall", "tool_call", "summarization")
+EVENT_KINDS = ("memory_recall", "tool_call", "summarization", "context_guard")
 
 
 class AgentEvent(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -62,7 +63,26 @@ class Settings(BaseSettings):
 
     # Summarization (seed 4.2)
     summary_trigger_fraction: float = Field(default=0.75, gt=0, le=1)
+    summary_trigger_tokens: int | None = Field(
+        default=None, ge=64, le=10_000_000, description="Also fold at this many request tokens."
+    )
+    summary_trigger_messages: int | None = Field(
+        default=None, ge=2, le=10_000, description="Also fold at this many messages."
+    )
     summary_keep_messages: int = Field(default=50, ge=1, le=10_000)
+    summary_keep_tokens: int | None = Field(
+        default=None,
+        ge=64,
+        le=10_000_000,
+        description="Keep the most recent messages up to this many tokens (replaces the count).",
+    )
+    summary_keep_budget_fraction: float = Field(
+        default=0.4,
+        gt=0,
+        lt=1,
+        description="When keeping the configured messages would pass the trigger, keep what "
+        "fits in this share of the input window.",
+    )
 
     # Resilience and caching (seed 4.2)
     model_max_retries: int = Field(
@@ -110,6 +130,29 @@ class Settings(BaseSettings):
     # App
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     environment: Literal["development", "test", "staging", "production"] = "development"
+
+    # HTTP API (seed 2.3, 3.2, 9): api/
+    api_host: str = Field(default="127.0.0.1", description="Where the API listens.")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="0: no API in `make run`.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens the API accepts, comma-separated. None: 127.0.0.1 only.",
+    )
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser."
+    )
+    rate_limit_per_minute: int = Field(
+        default=30, ge=1, le=100_000, description="Chat turns per user per minute (API and page)."
+    )
+    rate_limit_burst: int = Field(
+        default=5, ge=1, le=10_000, description="Of those, at most this many in one second."
+    )
+    session_wait_s: float = Field(
+        default=30.0, ge=0, le=600, description="How long a turn waits for its session to be free."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, le=3600, description="On SIGTERM, how long turns in flight may finish."
+    )
 
     # Feedback and review (issue 5)
     reviews_required: int = Field(
@@ -175,6 +218,9 @@ class Settings(BaseSettings):
         "summary_model",
         "fallback_model",
         "chat_model_context_window",
+        "summary_trigger_tokens",
+        "summary_trigger_messages",
+        "summary_keep_tokens",
         "price_overrides_file",
         "oidc_role_claim",
         mode="before",
@@ -183,6 +229,21 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # `FOO=` in a .env file means "not set", not "set to the empty string".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys", "api_cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # API_KEYS=key1,key2 in the environment; a list in secrets.toml.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every API key must be at least 16 characters")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -210,7 +271,29 @@ class Settings(BaseSettings):
     def _chat_model_named(self) -> Settings:
         if not self.chat_model.strip():
             raise ValueError("CHAT_MODEL must not be empty")
+        if self.summary_keep_budget_fraction >= self.summary_trigger_fraction:
+            raise ValueError(
+                "SUMMARY_KEEP_BUDGET_FRACTION must be below SUMMARY_TRIGGER_FRACTION, or every "
+                "fold would trigger the next one"
+            )
         return self
+
+    @property
+    def summary_trigger(self) -> list[tuple[str, float | int]]:
+        """The summarization triggers (any one folds): the fraction, plus tokens and messages
+        when set."""
+        triggers: list[tuple[str, float | int]] = [("fraction", self.summary_trigger_fraction)]
+        if self.summary_trigger_tokens:
+            triggers.append(("tokens", self.summary_trigger_tokens))
+        if self.summary_trigger_messages:
+            triggers.append(("messages", self.summary_trigger_messages))
+        return triggers
+
+    @property
+    def summary_keep(self) -> tuple[str, int]:
+        if self.summary_keep_tokens:
+            return ("tokens", self.summary_keep_tokens)
+        return ("messages", self.summary_keep_messages)
 
     # Derived values -------------------------------------------------------------------------
 
@@ -242,6 +325,10 @@ class Settings(BaseSettings):
         return self.sqlalchemy_url.startswith("postgresql")
 
     @property
+    def api_is_loopback(self) -> bool:
+        return self.api_host in ("127.0.0.1", "localhost", "::1")
+
+    @property
     def langsmith_feedback_enabled(self) -> bool:
         """Sync feedback to LangSmith whenever a key is set: feedback attaches to runs traced
         earlier, so it does not depend on tracing being on right now."""
@@ -263,6 +350,7 @@ def to_libpq_url(url: str) -> str:
 
 
 _SECRET_FIELDS = {
+    "api_keys",
     "openai_api_key",
     "qdrant_api_key",
     "langsmith_api_key",

@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
-from agent.service import ChatInputError, DependencyError, TurnOutcome
+from agent.service import ChatInputError, DependencyError, TurnFailed, TurnOutcome
 from data.conversations import TranscriptMessage, list_sessions
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
 from data.sanitize import md
@@ -149,7 +149,7 @@ if prompt:
         except ChatInputError as error:
             st.warning(str(error))  # the service's own messages (no user text in them)
             st.stop()
-        except DependencyError as error:
+        except (DependencyError, TurnFailed) as error:
             st.error(str(error))
             st.stop()
     st.session_state["pending_session"] = session_id

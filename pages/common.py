@@ -15,7 +15,7 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.runtime import Runtime, build_runtime
+from agent.runtime import Runtime, shared_runtime
 from data import audit, auth
 from data.conversations import (
     TranscriptMessage,
@@ -61,7 +61,7 @@ def engine() -> Engine:
 @st.cache_resource(show_spinner="Starting the chat model…")
 def runtime() -> Runtime:
     """The agent and its chat service (starts the embedded model server when needed)."""
-    return build_runtime(get_settings(), engine=engine())
+    return shared_runtime(get_settings(), engine=engine())
 
 
 def _stop_worker(worker: SyncWorker | None) -> None:

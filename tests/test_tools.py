@@ -21,6 +21,7 @@ from langchain_openai import ChatOpenAI
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from sqlalchemy import Engine, create_engine, delete, insert, select
 
+from agent.context import TurnContext
 from agent.embeddings import LocalEmbedder
 from agent.knowledge import KnowledgeBase, load_entries
 from agent.scripted import ScriptedChatModel
@@ -113,12 +114,20 @@ def tools(db: Engine, knowledge: KnowledgeBase) -> dict[str, BaseTool]:
     return {t.name: t for t in make_tools(engine=db, knowledge=knowledge)}
 
 
+def _context(meta: dict[str, Any]) -> TurnContext:
+    return TurnContext(
+        user_id=str(meta.get("user_id", "")),
+        session_id=str(meta.get("session_id", "")),
+        turn=int(meta.get("turn", 0)),
+    )
+
+
 def run_tool(tool: BaseTool, metadata: dict[str, Any] | None = None, **args: Any) -> str:
     """Invoke a tool as the agent's tool node does, with the run's metadata in its config."""
     runtime = ToolRuntime(
         state={"messages": [HumanMessage("My shoes from A-10001 have not arrived.")]},
-        context=None,
-        config={"metadata": ALICE if metadata is None else metadata},
+        context=_context(ALICE if metadata is None else metadata),
+        config={},
         stream_writer=lambda _: None,
         tool_call_id="call-1",
         store=None,
@@ -343,7 +352,11 @@ class Rendezvous(AgentMiddleware):
 
 def config(**metadata: Any) -> dict[str, Any]:
     meta = ALICE | metadata
-    return {"configurable": {"thread_id": meta["session_id"]}, "metadata": meta}
+    return {"configurable": {"thread_id": meta["session_id"]}}
+
+
+def context(**metadata: Any) -> TurnContext:
+    return TurnContext(**(ALICE | metadata))
 
 
 def test_two_tool_calls_run_in_parallel_and_are_recorded(
@@ -370,7 +383,9 @@ def test_two_tool_calls_run_in_parallel_and_are_recorded(
         list(tools.values()),
         middleware=[ToolTelemetryMiddleware(engine=db), Rendezvous(2)],
     )
-    result = agent.invoke({"messages": [HumanMessage("Where is A-10001?")]}, config=config())
+    result = agent.invoke(
+        {"messages": [HumanMessage("Where is A-10001?")]}, config=config(), context=context()
+    )
     assert result["messages"][-1].text == "Your order A-10001 shipped with UPS two days ago."
     # Both results (not barrier timeouts) reached the model's second call, under their ids.
     second = model.prompts[1]
@@ -423,7 +438,9 @@ def test_a_failing_tool_becomes_an_error_message_and_the_turn_completes(
         [*tools.values(), flaky_tool],
         middleware=[ToolTelemetryMiddleware(engine=db)],
     )
-    result = agent.invoke({"messages": [HumanMessage("Check A-10001")]}, config=config())
+    result = agent.invoke(
+        {"messages": [HumanMessage("Check A-10001")]}, config=config(), context=context()
+    )
     assert result["messages"][-1].text == "Sorry, I could not check that right now."
     results = {m.tool_call_id: m for m in model.prompts[1] if isinstance(m, ToolMessage)}
     assert results["f1"].status == "error" and results["f2"].status == "error"
@@ -451,7 +468,9 @@ def test_a_lost_event_does_not_cost_the_answer(
     agent = create_agent(
         model, list(tools.values()), middleware=[ToolTelemetryMiddleware(engine=broken)]
     )
-    result = agent.invoke({"messages": [HumanMessage("My orders?")]}, config=config())
+    result = agent.invoke(
+        {"messages": [HumanMessage("My orders?")]}, config=config(), context=context()
+    )
     assert result["messages"][-1].text == "You have three orders."
     assert "A-10002: paid" in model.prompts[1][-1].text
     assert "could not record tool call list_recent_orders" in caplog.text
@@ -484,13 +503,15 @@ def test_tool_calling_over_the_openai_wire_format(
     if streaming:
         streamed = [
             chunk.text
-            for chunk, meta in agent.stream(request, config=config(), stream_mode="messages")
+            for chunk, meta in agent.stream(
+                request, config=config(), stream_mode="messages", context=context()
+            )
             if isinstance(chunk, AIMessage) and meta["langgraph_node"] == "model"
         ]
         assert "".join(streamed) == "Your order A-10001 shipped with UPS."
         assert len(streamed) > 3  # token by token, not one block
     else:
-        final = agent.invoke(request, config=config())["messages"][-1]
+        final = agent.invoke(request, config=config(), context=context())["messages"][-1]
         assert final.text == "Your order A-10001 shipped with UPS."
         assert final.usage_metadata["input_token_details"]["cache_read"] == 512
     assert api.pending == 0
