@@ -12,7 +12,6 @@ from api.server import BindRefused
 from data import auth
 from data.db import describe
 from data.settings import Settings, SettingsError, get_settings
-from pages import common
 
 
 def serve(argv: list[str]) -> int:
@@ -70,7 +69,7 @@ def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
             address = argv[index + 1]
         elif arg.startswith("--server.address="):
             address = arg.split("=", 1)[1]
-    if address in common.LOCAL_ADDRESSES:
+    if address in auth.LOCAL_ADDRESSES:
         return None
     shown = address or "every interface (server.address unset)"
     try:
@@ -127,6 +126,10 @@ def serve_api(settings: Settings) -> None:
 
 if __name__ == "__main__" and get_script_run_ctx() is None:
     sys.exit(serve(sys.argv[1:]))
+
+# Imported only here: its cached functions log warnings when imported outside a running app,
+# which would bury the one line a refused `python app.py` prints.
+from pages import common  # noqa: E402
 
 # An emoji favicon is drawn in the page; a :material/...: one is fetched from fonts.gstatic.com,
 # an outside request from every visitor's browser.

@@ -68,6 +68,7 @@ MIN_PASSWORD_CHARS = 12
 MAX_PASSWORD_CHARS = 1024
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 LOCAL_USER = "local"
+LOCAL_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1"})  # single-user local mode only
 _HASHER = PasswordHasher()
 # Verified against when the user does not exist, so an unknown name takes as long as a wrong
 # password (no user enumeration by timing).

@@ -88,7 +88,7 @@ def feedback_sync() -> SyncWorker | None:
 # Sign-in and roles --------------------------------------------------------------------------
 
 IDENTITY = "auth_identity"
-LOCAL_ADDRESSES = {"127.0.0.1", "localhost", "::1"}
+LOCAL_ADDRESSES = auth.LOCAL_ADDRESSES
 
 
 @st.cache_data(ttl=5, max_entries=4, show_spinner=False)
