@@ -124,7 +124,7 @@ def serve_api(settings: Settings) -> None:
     bootstrap._set_up_signal_handler = drain_then_stop  # type: ignore[assignment]
 
 
-if __name__ == "__main__" and get_script_run_ctx() is None:
+if __name__ == "__main__" and get_script_run_ctx(suppress_warning=True) is None:
     sys.exit(serve(sys.argv[1:]))
 
 # Imported only here: its cached functions log warnings when imported outside a running app,
