@@ -5,9 +5,11 @@ import sys
 import threading
 
 import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from api.server import BindRefused
+from data import auth
 from data.db import describe
 from data.settings import Settings, SettingsError, get_settings, redact_url
 
@@ -32,6 +34,9 @@ def serve(argv: list[str]) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if (refusal := bind_refusal(settings, argv)) is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     if settings.uses_local_model:
         try:
             start_for(settings)
@@ -52,6 +57,43 @@ def serve(argv: list[str]) -> int:
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)
+
+
+def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
+    """Why this server may not start, or None: with no users there is no sign-in, which is only
+    safe on 127.0.0.1 (single-user local mode)."""
+    from streamlit import config
+
+    from data.auth import has_users
+    from data.db import make_engine
+    from data.migrate import upgrade
+
+    address = str(config.get_option("server.address") or "")
+    for index, arg in enumerate(argv):
+        if arg == "--server.address" and index + 1 < len(argv):
+            address = argv[index + 1]
+        elif arg.startswith("--server.address="):
+            address = arg.split("=", 1)[1]
+    if address in auth.LOCAL_ADDRESSES:
+        return None
+    shown = address or "every interface (server.address unset)"
+    try:
+        upgrade(settings.sqlalchemy_url)
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            users = has_users(engine=engine)
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        where = describe(settings.sqlalchemy_url)
+        return f"cannot check for users before serving on {shown}: {where}: {reason}"
+    if users:
+        return None
+    return (
+        f"no users exist, so there is no sign-in, and the server would listen on {shown}: "
+        "create an admin first (python -m data.auth add NAME --role admin) or serve on 127.0.0.1"
+    )
 
 
 def serve_api(settings: Settings) -> None:
@@ -87,10 +129,16 @@ def serve_api(settings: Settings) -> None:
     bootstrap._set_up_signal_handler = drain_then_stop  # type: ignore[assignment]
 
 
-if __name__ == "__main__" and get_script_run_ctx() is None:
+if __name__ == "__main__" and get_script_run_ctx(suppress_warning=True) is None:
     sys.exit(serve(sys.argv[1:]))
 
-st.set_page_config(page_title="agent-chatbase", page_icon=":material/support_agent:", layout="wide")
+# Imported only here: its cached functions log warnings when imported outside a running app,
+# which would bury the one line a refused `python app.py` prints.
+from pages import common  # noqa: E402
+
+# An emoji favicon is drawn in the page; a :material/...: one is fetched from fonts.gstatic.com,
+# an outside request from every visitor's browser.
+st.set_page_config(page_title="agent-chatbase", page_icon="🎧", layout="wide")
 
 try:
     settings = get_settings()
@@ -104,73 +152,126 @@ except SettingsError as error:
 
 logging.basicConfig(level=settings.log_level)
 
-# URL paths differ from the file names on purpose: Streamlit serves a fresh process in its
-# legacy pages/ mode, where a URL that names a file would run that file without this router.
-page = st.navigation(
-    {
-        "Agent": [
+# Every page: (section, key, file, title, icon, URL path, visibility). URL paths differ from
+# the file names on purpose: Streamlit serves a fresh process in its legacy pages/ mode, where
+# a URL that names a file would run that file without this router (each page checks the role
+# itself too, through common.require).
+PAGES = [
+    ("Agent", "chat", "pages/chat.py", "Chat", ":material/chat:", "support-chat", "visible"),
+    ("Analytics", "cost", "pages/cost.py", "Cost", ":material/payments:", "costs", "visible"),
+    (
+        "Analytics",
+        "context",
+        "pages/context.py",
+        "Context window",
+        ":material/memory:",
+        "context-window",
+        "visible",
+    ),
+    (
+        "Analytics",
+        "latency",
+        "pages/latency.py",
+        "Latency",
+        ":material/timer:",
+        "latency-report",
+        "visible",
+    ),
+    (
+        "Analytics",
+        "conversation",
+        "pages/conversation.py",
+        "Conversation",
+        ":material/forum:",
+        "conversation-view",
+        "hidden",
+    ),
+    (
+        "Quality",
+        "review",
+        "pages/review.py",
+        "Review",
+        ":material/rate_review:",
+        "review-queue",
+        "visible",
+    ),
+    (
+        "Quality",
+        "feedback",
+        "pages/feedback.py",
+        "Feedback",
+        ":material/reviews:",
+        "feedback-report",
+        "visible",
+    ),
+    (
+        "Agent",
+        "tickets",
+        "pages/tickets.py",
+        "Tickets",
+        ":material/confirmation_number:",
+        "support-tickets",
+        "visible",
+    ),
+    (
+        "Operations",
+        "status",
+        "pages/status.py",
+        "Status",
+        ":material/monitor_heart:",
+        "system-status",
+        "visible",
+    ),
+    ("Admin", "users", "pages/users.py", "Users", ":material/group:", "users", "visible"),
+    ("Admin", "audit", "pages/audit.py", "Audit log", ":material/policy:", "audit-log", "visible"),
+]
+
+
+def landing() -> None:
+    """The root URL: straight on to the first page this role may open."""
+    first = next(p for p in PAGES if auth.may_open(who.role, p[1]) and p[6] == "visible")
+    st.switch_page(first[2])
+
+
+def not_allowed() -> None:
+    """What a URL of a page outside this role's list opens (the page's code never runs)."""
+    key = next(p[1] for p in PAGES if p[5] == page.url_path)
+    common.refused(key, who)
+
+
+# The root URL is its own hidden page: a default page is served at "/" only, so making the chat
+# the default would leave /support-chat without a page ("Page not found").
+who = common.identity()
+if who is None:
+    # Every URL shows the sign-in form; after sign-in the same URL opens its page.
+    nav = {
+        "": [
             st.Page(
-                "pages/chat.py",
-                title="Chat",
-                icon=":material/chat:",
-                default=True,
-                url_path="support-chat",
+                common.sign_in_page, title="Sign in", icon=":material/lock:", url_path="sign-in"
             ),
-            st.Page(
-                "pages/tickets.py",
-                title="Tickets",
-                icon=":material/confirmation_number:",
-                url_path="support-tickets",
+            *(
+                st.Page(common.sign_in_page, title=t, url_path=u, visibility="hidden")
+                for _, _, _, t, _, u, _ in PAGES
             ),
-        ],
-        "Analytics": [
-            st.Page("pages/cost.py", title="Cost", icon=":material/payments:", url_path="costs"),
-            st.Page(
-                "pages/context.py",
-                title="Context window",
-                icon=":material/memory:",
-                url_path="context-window",
-            ),
-            st.Page(
-                "pages/latency.py",
-                title="Latency",
-                icon=":material/timer:",
-                url_path="latency-report",
-            ),
-            st.Page(
-                "pages/conversation.py",
-                title="Conversation",
-                icon=":material/forum:",
-                url_path="conversation-view",
-                visibility="hidden",
-            ),
-        ],
-        "Quality": [
-            st.Page(
-                "pages/review.py",
-                title="Review",
-                icon=":material/rate_review:",
-                url_path="review-queue",
-            ),
-            st.Page(
-                "pages/feedback.py",
-                title="Feedback",
-                icon=":material/reviews:",
-                url_path="feedback-report",
-            ),
-        ],
-        "Operations": [
-            st.Page(
-                "pages/status.py",
-                title="Status",
-                icon=":material/monitor_heart:",
-                url_path="system-status",
-            ),
-        ],
+        ]
     }
-)
+else:
+    nav = {"": [st.Page(landing, title="Home", url_path="home", default=True, visibility="hidden")]}
+    for section, key, path, title, icon, url_path, visibility in PAGES:
+        if auth.may_open(who.role, key):
+            page_item = st.Page(
+                path, title=title, icon=icon, url_path=url_path, visibility=visibility
+            )
+        else:
+            page_item = st.Page(not_allowed, title=title, url_path=url_path, visibility="hidden")
+        nav.setdefault(section, []).append(page_item)
+page = st.navigation(nav, position="sidebar" if who is not None else "hidden")
+if who is None:  # before sign-in nothing about the deployment is shown
+    page.run()
+    st.stop()
 
 with st.sidebar:
+    common.sidebar_identity(who)
     st.caption(f"Database: {describe(settings.sqlalchemy_url)}")
     model = "SmolLM2-135M-Instruct (local)" if settings.uses_local_model else settings.chat_model
     st.caption(f"Chat model: {model} · environment: {settings.environment}")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, true
 
 from data.models import ModelCall
+from data.sanitize import plain
 
 Unit = Literal["hour", "day"]
 PRESETS: dict[str, timedelta] = {
@@ -28,6 +29,7 @@ PRESET_LABELS = {
 DEFAULT_PRESET = "7d"
 MAX_HOURLY_SPAN = timedelta(days=14)  # beyond this an hourly chart has too many points to read
 MAX_SPAN = timedelta(days=366)
+MIN_DAY = date(2000, 1, 1)  # the earliest day a custom range may start (and the date picker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +108,18 @@ def preset_window(preset: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _one(params: Mapping[str, str | list[str]], key: str) -> str | None:
+    """The last of repeated parameters, without control characters; None when empty."""
     value = params.get(key)
     if isinstance(value, list):
         value = value[-1] if value else None
-    value = value.strip() if isinstance(value, str) else None
+    value = plain(value).strip() if isinstance(value, str) else None
     return value or None
+
+
+def _quoted(value: str | None, limit: int = 60) -> str:
+    """A parameter as a notice quotes it: repr, clipped."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 2] + "…'"
 
 
 def _many(params: Mapping[str, str | list[str]], key: str) -> list[str]:
@@ -119,8 +128,9 @@ def _many(params: Mapping[str, str | list[str]], key: str) -> list[str]:
     out: list[str] = []
     for item in values:
         for part in str(item).split(","):
-            if part.strip() and part.strip() not in out:
-                out.append(part.strip())
+            part = plain(part).strip()
+            if part and part not in out:
+                out.append(part)
     return out
 
 
@@ -149,7 +159,7 @@ def parse_filters(
         if first is None or last is None:
             bad = raw_from if first is None else raw_to
             notices.append(
-                f"Could not read the date {bad!r} (use YYYY-MM-DD); showing the "
+                f"Could not read the date {_quoted(bad)} (use YYYY-MM-DD); showing the "
                 f"{PRESET_LABELS[DEFAULT_PRESET].lower()}."
             )
             preset = DEFAULT_PRESET
@@ -157,6 +167,27 @@ def parse_filters(
             if first > last:
                 notices.append(f"The range was inverted ({first} after {last}); swapped it.")
                 first, last = last, first
+            today = now.astimezone(UTC).date()
+            if first > today:
+                notices.append(
+                    f"The range starts after today ({first}); showing the "
+                    f"{PRESET_LABELS[DEFAULT_PRESET].lower()}."
+                )
+                preset = DEFAULT_PRESET
+            elif last < MIN_DAY:
+                notices.append(
+                    f"The range ends before {MIN_DAY} ({last}); showing the "
+                    f"{PRESET_LABELS[DEFAULT_PRESET].lower()}."
+                )
+                preset = DEFAULT_PRESET
+            else:
+                if last > today:
+                    notices.append(f"The range ended after today ({last}); it ends today.")
+                    last = today
+                if first < MIN_DAY:
+                    notices.append(f"The range started before {MIN_DAY} ({first}); starts then.")
+                    first = MIN_DAY
+        if preset == "custom" and first is not None and last is not None:
             start = datetime.combine(first, time(), UTC)
             end = datetime.combine(last + timedelta(days=1), time(), UTC)
             if end - start > MAX_SPAN:
@@ -164,7 +195,7 @@ def parse_filters(
                 start = end - MAX_SPAN
     elif preset not in PRESETS:
         notices.append(
-            f"Unknown range {preset!r}; showing the {PRESET_LABELS[DEFAULT_PRESET].lower()}."
+            f"Unknown range {_quoted(preset)}; showing the {PRESET_LABELS[DEFAULT_PRESET].lower()}."
         )
         preset = DEFAULT_PRESET
     if start is None or end is None:
@@ -176,7 +207,8 @@ def parse_filters(
         notices.append(
             "Unknown model"
             + ("s " if len(unknown) > 1 else " ")
-            + ", ".join(repr(m) for m in unknown)
+            + ", ".join(_quoted(m) for m in unknown[:5])
+            + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             + " removed from the filter."
         )
     models = [m for m in models if m in known_models]
@@ -186,7 +218,7 @@ def parse_filters(
     unit: Unit = auto_unit(end - start)
     if grain is not None:
         if grain not in ("hour", "day"):
-            notices.append(f"Unknown granularity {grain!r}; chosen automatically.")
+            notices.append(f"Unknown granularity {_quoted(grain)}; chosen automatically.")
             unit_auto = True
         elif grain == "hour" and end - start > MAX_HOURLY_SPAN:
             notices.append("Hourly granularity is available up to 14 days; showing days.")

@@ -524,3 +524,56 @@ class MaintenanceRun(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_maintenance_runs_task_started", "task", "started_at"),)
+
+
+ROLES = ("admin", "analyst", "reviewer", "tester")
+
+
+class User(Base):
+    """A person who signs in: a role, an argon2 password hash (None for single sign-on only)
+    and a disabled flag (users are disabled, never deleted, so the audit log keeps meaning)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)  # lower case
+    email: Mapped[str | None] = mapped_column(String(254), unique=True, nullable=True)
+    role: Mapped[str] = mapped_column(String(16))  # one of ROLES
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuthFailure(Base):
+    """A failed sign-in, counted per user name and per address to throttle guessing (used when
+    no Redis is configured; every replica sees the same rows)."""
+
+    __tablename__ = "auth_failures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    scope: Mapped[str] = mapped_column(String(8))  # "user" or "address"
+    key: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (Index("ix_auth_failures_scope_key_ts", "scope", "key", "ts"),)
+
+
+class AuditEntry(Base):
+    """One security-relevant action: who did what to what. Append-only (database triggers
+    refuse UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(48))
+    target: Mapped[str] = mapped_column(String(256), default="")
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON object
+
+    __table_args__ = (
+        Index("ix_audit_log_ts", "ts"),
+        Index("ix_audit_log_actor_ts", "actor", "ts"),
+        Index("ix_audit_log_action_ts", "action", "ts"),
+    )

@@ -717,13 +717,17 @@ def scores_frame(
     start: datetime,
     end: datetime,
     by: Literal["scored", "conversation"] = "scored",
+    reviewer: str | None = None,
 ) -> pd.DataFrame:
     """Every score with its item, session, reviewer, score, comment, created_at, sync_state,
     run_id, feedback_uuid (its LangSmith feedback id) and the conversation's user_id, model,
     started, peak context %, summarized and cost (over all of its calls). `by="scored"` takes
     the scores given in [start, end) (a review round); `by="conversation"` the scores of
-    conversations started in [start, end) (quality over time)."""
+    conversations started in [start, end) (quality over time). With `reviewer`, only that
+    reviewer's scores (a reviewer's own list)."""
     query = select(S.id, *[S[name] for name in SCORE_COLUMNS[1:]]).order_by(S.id)
+    if reviewer is not None:
+        query = query.where(S.reviewer == reviewer)
     if by == "scored":
         query = query.where(S.created_at >= start, S.created_at < end)
     ensure_fresh(engine)

@@ -210,6 +210,29 @@ class Settings(BaseSettings):
     )
     retention_batch: int = Field(default=5_000, ge=100, le=1_000_000)
     grafana_url: AnyHttpUrl | None = None
+    # Sign-in, roles and hardening (issue 12)
+    session_ttl: int = Field(
+        default=28_800, ge=60, le=30 * 86_400, description="Seconds a sign-in lasts."
+    )
+    auth_max_failures_per_user: int = Field(
+        default=5, ge=1, le=1000, description="Failed sign-ins per user name per window."
+    )
+    auth_max_failures_per_address: int = Field(
+        default=20, ge=1, le=10_000, description="Failed sign-ins per client address per window."
+    )
+    auth_failure_window_s: int = Field(
+        default=900, ge=10, le=86_400, description="The throttle's sliding window."
+    )
+    auth_trust_forwarded_for: bool = Field(
+        default=False,
+        description="Take the client address from X-Forwarded-For (only behind a proxy).",
+    )
+    oidc_role_claim: str | None = Field(
+        default=None, description="OIDC claim holding the role; unset: the users table."
+    )
+    pii_masking: bool = Field(
+        default=False, description="Mask e-mails, phones and card numbers on review pages."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -252,6 +275,7 @@ class Settings(BaseSettings):
         "sentry_dsn",
         "retention_days",
         "grafana_url",
+        "oidc_role_claim",
         mode="before",
     )
     @classmethod

@@ -11,10 +11,12 @@ from agent.models import ModelConfigError
 from agent.service import ChatInputError, DependencyError, TurnFailed, TurnOutcome
 from data.conversations import TranscriptMessage, list_sessions
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
+from data.sanitize import md
 from data.settings import get_settings
 from pages import common
 
 common.ensure_routed()
+who = common.require("chat")
 
 NEW = "__new__"
 
@@ -31,13 +33,16 @@ if "pending_session" in st.session_state:
     st.session_state["active_session"] = st.session_state.pop("pending_session")
 
 with st.sidebar:
-    user_id = st.text_input(
-        "User id",
-        value="guest",
-        max_chars=128,
-        key="user_id",
-        help="Who is chatting. Sessions are listed per user.",
-    ).strip()
+    if who.source == "local":  # single-user local mode: any customer id, for trying the agent
+        user_id = st.text_input(
+            "User id",
+            value="guest",
+            max_chars=128,
+            key="user_id",
+            help="Who is chatting. Sessions are listed per user.",
+        ).strip()
+    else:  # signed in: staff chat as themselves and see only their own sessions
+        user_id = who.username
     sessions = list_sessions(engine=engine, user_id=user_id) if user_id else []
     labels = {NEW: "+ New session"}
     labels |= {
@@ -70,7 +75,7 @@ if choice == NEW:
     st.caption("A new session. Say hello to the support agent.")
 else:
     session_id = choice
-    st.caption(f"Session `{session_id}`")
+    st.caption(f"Session {md(session_id)}")
 
 common.feedback_sync()
 common.ticket_webhook()  # tickets the agent opens here are sent to the helpdesk, if configured
@@ -119,12 +124,12 @@ def thumbs(message: TranscriptMessage) -> None:
             sync_enabled=get_settings().langsmith_feedback_enabled,
         )
     except FeedbackInputError as error:
-        st.error(str(error), icon=":material/error:")
+        st.error(md(error), icon=":material/error:")
         return
     st.toast("Thanks: your feedback is saved.", icon=":material/thumb_up:")
 
 
-common.conversation(engine, session_id, footer=thumbs)
+common.conversation(engine, session_id, footer=thumbs, mask=False)
 
 try:
     # Built once per process; with the embedded model this starts its server if needed.
@@ -142,17 +147,19 @@ if runtime.parts.memory_error:
 prompt = st.chat_input("Ask the support agent…", max_chars=8000)
 if prompt:
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.markdown(md(prompt))
     with st.chat_message("assistant"):
         try:
             outcome = TurnOutcome(session_id=session_id)
+            # Escaped chunk by chunk, so the streamed answer is shown as text too.
             st.write_stream(
-                service.stream_turn(
+                md(chunk)
+                for chunk in service.stream_turn(
                     user_id=user_id, session_id=session_id, message=prompt, outcome=outcome
                 )
             )
         except ChatInputError as error:
-            st.warning(str(error))
+            st.warning(str(error))  # the service's own messages (no user text in them)
             st.stop()
         except (DependencyError, TurnFailed) as error:
             st.error(str(error))

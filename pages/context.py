@@ -13,6 +13,7 @@ from data.settings import get_settings
 from pages import charts, common
 
 common.ensure_routed()
+who = common.require("context")
 TTL = 60
 
 

@@ -13,10 +13,12 @@ from data import langsmith_sync
 from data.agreement import AgreementReport, agreement, disagreements
 from data.filters import Filters
 from data.review import scores_frame
+from data.sanitize import md
 from data.settings import get_settings
 from pages import charts, common
 
 common.ensure_routed()
+who = common.require("feedback")
 TTL = 60
 # Red to green, so a drift towards low scores shows at a glance.
 SCORE_COLORS = {"1": "#d7301f", "2": "#fc8d59", "3": "#bdbdbd", "4": "#91cf60", "5": "#1a9850"}
@@ -109,7 +111,9 @@ def scores_tab(data: dict[str, pd.DataFrame]) -> None:
             "or widen the date range.",
             icon=":material/info:",
         )
-        st.page_link("pages/review.py", label="Open Review", icon=":material/rate_review:")
+        common.page_link(
+            "review", "pages/review.py", label="Open Review", icon=":material/rate_review:"
+        )
         return
     st.caption(
         "Conversations are placed in time by their first model call: the chart shows the "
@@ -277,6 +281,7 @@ def langsmith_tab() -> None:
         return
     st.button(
         "Retry now",
+        disabled=not common.may("feedback.retry_sync"),
         icon=":material/sync:",
         help="Push failed items and those waiting out a backoff on the next sync.",
         on_click=retry,
@@ -291,7 +296,9 @@ def langsmith_tab() -> None:
     try:
         pulled = _pulled(engine, url, filters)
     except LangSmithError as error:
-        st.warning(f"LangSmith feedback could not be read: {error}", icon=":material/cloud_off:")
+        st.warning(
+            f"LangSmith feedback could not be read: {md(error)}", icon=":material/cloud_off:"
+        )
         pulled = pd.DataFrame(columns=langsmith_sync.PULL_COLUMNS)
     shown = st.segmented_control(
         "Source",

@@ -10,6 +10,7 @@ from data.settings import get_settings, redact_url
 from pages import charts, common
 
 common.ensure_routed()
+who = common.require("latency")
 TTL = 60
 
 

@@ -8,13 +8,15 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import review, sessions
+from data import audit, review, sessions
 from data.conversations import TranscriptMessage, get_session, session_calls
 from data.feedback import MAX_COMMENT_CHARS, thumbs_for_session
+from data.sanitize import md
 from data.settings import get_settings
 from pages import charts, common
 
 common.ensure_routed()
+me = common.require("review")
 
 COLUMNS = {
     **charts.COLUMNS,
@@ -60,6 +62,14 @@ def claim_next() -> None:
         return
     st.session_state["claim"] = claim
     st.session_state.pop("review_error", None)
+    if claim is not None:
+        audit.try_record(
+            engine=engine,
+            actor=who,
+            action="claim",
+            target=claim.session_id,
+            detail={"item_id": claim.item_id},
+        )
     if claim is None:
         st.session_state["review_error"] = (
             "Nothing to review: every queued conversation has its reviews, is claimed by someone "
@@ -70,6 +80,13 @@ def claim_next() -> None:
 def release() -> None:
     if claim := st.session_state.pop("claim", None):
         review.release(engine=engine, token=claim.token)
+        audit.try_record(
+            engine=engine,
+            actor=who,
+            action="claim_released",
+            target=claim.session_id,
+            detail={"item_id": claim.item_id},
+        )
     st.session_state.pop("review_error", None)
 
 
@@ -94,6 +111,13 @@ def save_and_next() -> None:
     except review.ReviewInputError as error:
         st.session_state["review_error"] = str(error)
         return
+    audit.try_record(
+        engine=engine,
+        actor=who,
+        action="score_saved",
+        target=claim.session_id,
+        detail={"item_id": claim.item_id, "score": score},
+    )
     st.session_state["saved"] = (claim.item_id, claim.session_id, score)
     st.session_state["toast"] = True
     st.session_state["score"], st.session_state["score_comment"] = None, ""
@@ -104,9 +128,9 @@ def review_tab() -> None:
     if saved := st.session_state.get("saved"):
         item_id, session_id, score = saved
         if st.session_state.pop("toast", False):
-            st.toast(f"Saved {score}/5 for {session_id}.", icon=":material/check_circle:")
+            st.toast(f"Saved {score}/5 for {md(session_id)}.", icon=":material/check_circle:")
         others = review.item_scores(engine=engine, item_id=item_id, reviewer=who)
-        with st.expander(f"Other reviewers' scores of {session_id} ({len(others)})"):
+        with st.expander(f"Other reviewers' scores of {md(session_id)} ({len(others)})"):
             if others.empty:
                 st.caption("Nobody else has scored it yet.")
             else:
@@ -129,11 +153,14 @@ def review_tab() -> None:
     calls = session_calls(engine=engine, session_id=claim.session_id)
     thumbs = thumbs_for_session(engine=engine, session_id=claim.session_id)
     folds = set(calls.loc[calls["purpose"] == "summarize", "turn"])
-    about = [f"Conversation `{claim.session_id}`", f"user `{session.user_id if session else '?'}`"]
+    about = [
+        f"Conversation {md(claim.session_id)}",
+        f"user {common.shown(session.user_id) if session else '?'}",
+    ]
     totals = sessions.session_totals(engine=engine, session_id=claim.session_id)
     if totals is not None:  # the one definition of a session's totals (data.sessions)
         about += [
-            str(totals["model"]),
+            md(str(totals["model"])),
             f"{totals['turns']} turns",
             f"summarized {totals['summarizations']}×"
             if totals["summarizations"]
@@ -150,7 +177,7 @@ def review_tab() -> None:
         def customer(message: TranscriptMessage) -> None:
             if given := thumbs.get(message.id):
                 mark = "👍" if given.score else "👎"
-                st.caption(f"Customer: {mark} {given.comment or ''}")
+                st.caption(f"Customer: {mark} {common.shown(given.comment or '')}")
 
         common.conversation(
             engine,
@@ -270,8 +297,19 @@ def queue_tab() -> None:
                     assigned_to=assignee.strip() or None,
                 )
             except review.ReviewInputError as error:
-                st.error(str(error), icon=":material/error:")
+                st.error(md(error), icon=":material/error:")
             else:
+                audit.try_record(
+                    engine=engine,
+                    actor=who,
+                    action="queue_added",
+                    target=f"{added} conversations",
+                    detail={
+                        "sessions": fresh[:50],
+                        "reviews_required": int(wanted),
+                        "assigned_to": assignee.strip() or None,
+                    },
+                )
                 _candidates.clear()
                 st.toast(f"{added:,} conversations queued.", icon=":material/playlist_add:")
                 st.rerun()
@@ -296,9 +334,34 @@ def queue_tab() -> None:
         target = st.text_input("Reviewer", max_chars=128, key="assign_to", placeholder="anyone")
         go = st.form_submit_button(f"Assign {len(ids):,} selected", disabled=not ids)
     if go:
-        changed = review.assign(engine=engine, item_ids=ids, reviewer=target.strip() or None)
-        st.toast(f"{changed:,} items assigned to {target.strip() or 'anyone'}.")
+        try:
+            changed = review.assign(engine=engine, item_ids=ids, reviewer=target.strip() or None)
+        except review.ReviewInputError as error:
+            st.error(md(error), icon=":material/error:")
+            return
+        audit.try_record(
+            engine=engine,
+            actor=who,
+            action="assigned",
+            target=target.strip() or "anyone",
+            detail={"item_ids": ids[:200], "changed": changed},
+        )
+        st.toast(f"{changed:,} items assigned to {md(target.strip() or 'anyone')}.")
         st.rerun()
+
+
+def mine_tab() -> None:
+    """The reviewer's own scores (never anyone else's)."""
+    filters = common.sidebar_filters(engine)
+    own = review.scores_frame(
+        engine=engine, start=filters.start, end=filters.end, reviewer=who
+    ).drop(columns=["reviewer"])
+    st.caption(f"Your scores in {common.describe_filters(filters)}")
+    if own.empty:
+        st.info("You have no scores in this range yet: claim a conversation under **Review**.")
+        return
+    st.dataframe(own, hide_index=True, width="stretch", column_config=COLUMNS)
+    common.csv_download(own, "my_scores")
 
 
 def progress_tab() -> None:
@@ -342,8 +405,13 @@ if name is None:
     st.stop()
 who: str = name
 
-tabs = st.tabs(["Review", "Queue", "Progress"], key="review_tab", on_change="rerun")
-for tab, draw in zip(tabs, (review_tab, queue_tab, progress_tab), strict=True):
+# Filling and assigning the queue is the lead's (admin's) work; a reviewer reviews, sees the
+# progress and their own scores.
+views = {"Review": review_tab, "Queue": queue_tab, "Progress": progress_tab, "My scores": mine_tab}
+if not common.may("review.queue"):
+    views.pop("Queue")
+tabs = st.tabs(list(views), key="review_tab", on_change="rerun")
+for tab, draw in zip(tabs, views.values(), strict=True):
     if tab.open:
         with tab:
             draw()

@@ -11,6 +11,7 @@ from data.settings import get_settings, redact_url
 from pages import common
 
 common.ensure_routed()
+common.require("status")
 TTL = 15
 
 

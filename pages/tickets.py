@@ -25,6 +25,7 @@ from data.tickets import (
 from pages import common
 
 common.ensure_routed()
+common.require("tickets")
 
 st.title("Tickets and escalations")
 settings = get_settings()

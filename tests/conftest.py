@@ -17,6 +17,7 @@ import pytest
 import redis
 import streamlit as st
 from sqlalchemy import Engine, text
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from agent.embeddings import Embedder, TurnRef, make_embedder
@@ -78,8 +79,13 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("data.settings.SECRETS_FILES", ())
+    # AppTest serves nothing; it stands for the app on 127.0.0.1 (single-user local mode when
+    # no user exists), as `make run` and the repository's .streamlit/config.toml serve it.
+    before = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")
     get_settings.cache_clear()
     yield
+    st_config.set_option("server.address", before)
     get_settings.cache_clear()
 
 
@@ -127,6 +133,8 @@ def _truncate(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in (
             "maintenance_runs",
+            "auth_failures",
+            "users",
             "review_scores",
             "review_claims",
             "review_items",
