@@ -19,6 +19,7 @@ from langsmith.run_helpers import tracing_context
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.budget import take_warnings
 from data import conversations
 from data.conversations import MAX_MESSAGE_CHARS
 
@@ -59,6 +60,9 @@ class TurnOutcome:
     run_id: str | None = None
     wall_ms: float = 0.0
     chunks: list[str] = field(default_factory=list)
+    # Budget warnings of this turn (a budget past its warning threshold); a turn over a budget
+    # raises agent.budget.BudgetExceeded instead.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ class ChatService:
                 f"The chat model ({self.model_label}) answered HTTP {error.status_code}. "
                 "Your message is saved; try again."
             ) from None
+        finally:
+            outcome.warnings = take_warnings(session_id, turn)
         outcome.text = "".join(outcome.chunks).strip()
         try:
             conversations.add_assistant_message(

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
         default=5, ge=1, le=3600, description="How often the outbox pushes feedback to LangSmith."
     )
 
+    # Budgets (issue 13): per-user, per-prefix and global spending limits (data/budgets.py).
+    budget_webhook_url: AnyHttpUrl | None = Field(
+        default=None, description="Receives each budget threshold crossing once (JSON POST)."
+    )
+    budget_reservation_ttl_s: int = Field(
+        default=300,
+        ge=10,
+        le=86_400,
+        description="How long an in-flight call's estimated cost counts if its call never ends.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -152,6 +163,7 @@ class Settings(BaseSettings):
         "fallback_model",
         "chat_model_context_window",
         "price_overrides_file",
+        "budget_webhook_url",
         mode="before",
     )
     @classmethod
