@@ -86,6 +86,12 @@ page = st.navigation(
                 url_path="latency-report",
             ),
             st.Page(
+                "pages/budgets.py",
+                title="Budgets",
+                icon=":material/savings:",
+                url_path="spending-budgets",
+            ),
+            st.Page(
                 "pages/conversation.py",
                 title="Conversation",
                 icon=":material/forum:",

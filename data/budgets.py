@@ -702,7 +702,8 @@ def scopes_past_warning(*, engine: Engine, now: datetime | None = None) -> int:
 
 def budget_report(*, engine: Engine, now: datetime | None = None) -> pd.DataFrame:
     """Each active budget: spend in its current period, the forecast to the period's end at
-    the period's rate so far, and whether it is ok, past its warning, or over."""
+    the period's rate so far, and its status: ok, on course to exceed, warning, limit reached
+    (a call was refused this period) or over."""
     now = now or utcnow()
     columns = [
         "budget_id",
@@ -721,13 +722,22 @@ def budget_report(*, engine: Engine, now: datetime | None = None) -> pd.DataFram
     budgets = list_budgets(engine=engine)
     rows = []
     with engine.connect() as connection:
+        alerts = set(
+            connection.execute(
+                select(BudgetAlert.budget_id, BudgetAlert.period_start).where(
+                    BudgetAlert.level == "exceeded"
+                )
+            ).all()
+        )
         for budget in budgets:
             state = state_of(connection, budget, now)
             elapsed = (now - state.period_start).total_seconds()
             length = (state.period_end - state.period_start).total_seconds()
             forecast = state.spent_usd * length / elapsed if elapsed > 0 else state.spent_usd
             level = state.level
-            if level == "ok" and forecast >= budget.limit_usd:
+            if level != "exceeded" and (budget.id, state.period_start) in alerts:
+                level = "limit reached"  # a call was refused in this period
+            elif level == "ok" and forecast >= budget.limit_usd:
                 level = "on course to exceed"
             rows.append(
                 {
@@ -751,7 +761,8 @@ def budget_report(*, engine: Engine, now: datetime | None = None) -> pd.DataFram
 def users_near_or_over(*, engine: Engine, now: datetime | None = None) -> pd.DataFrame:
     """Users whose own spend is past the warning threshold of a budget that covers them: for
     a user budget the user, for a prefix or global budget each member at or past the warning
-    amount of that budget (read from the exact session rollup, refreshed first)."""
+    amount of that budget, and the user of a user budget that refused a call this period
+    (read from the exact session rollup, refreshed first)."""
     now = now or utcnow()
     columns = ["user_id", "budget", "period", "spent_usd", "limit_usd", "used_percent", "status"]
     rows: list[dict[str, Any]] = []
@@ -759,16 +770,30 @@ def users_near_or_over(*, engine: Engine, now: datetime | None = None) -> pd.Dat
     r = RollupSessionHourly.__table__.c
     spent_sum = func.coalesce(func.sum(r.cost_usd), 0.0)
     with engine.connect() as connection:
+        refused = set(
+            connection.execute(
+                select(BudgetAlert.budget_id, BudgetAlert.period_start).where(
+                    BudgetAlert.level == "exceeded"
+                )
+            ).all()
+        )
         for budget in list_budgets(engine=engine):
             start, end = period_bounds(budget.period, now)
-            per_user = connection.execute(
+            stopped = (budget.id, start) in refused
+            query = (
                 select(r.user_id, spent_sum)
                 .where(r.hour >= start, r.hour < end, _scope_where(r.user_id, budget))
                 .group_by(r.user_id)
-                .having(spent_sum >= budget.warn_usd)
-            ).all()
-            for user_id, spent in per_user:
+            )
+            if not (stopped and budget.scope_kind == "user"):
+                query = query.having(spent_sum >= budget.warn_usd)
+            for user_id, spent in connection.execute(query).all():
                 spent = float(spent)
+                status = "warning"
+                if spent > budget.limit_usd:
+                    status = "over"
+                elif stopped and budget.scope_kind == "user":
+                    status = "limit reached"
                 rows.append(
                     {
                         "user_id": user_id,
@@ -777,7 +802,7 @@ def users_near_or_over(*, engine: Engine, now: datetime | None = None) -> pd.Dat
                         "spent_usd": spent,
                         "limit_usd": budget.limit_usd,
                         "used_percent": 100 * spent / budget.limit_usd,
-                        "status": "over" if spent > budget.limit_usd else "warning",
+                        "status": status,
                     }
                 )
     frame = pd.DataFrame(rows, columns=columns)

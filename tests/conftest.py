@@ -126,6 +126,10 @@ def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _truncate(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in (
+            "budget_alerts",
+            "budget_reservations",
+            "budget_changes",
+            "budgets",
             "review_scores",
             "review_claims",
             "review_items",

@@ -1,0 +1,87 @@
+"""AppTest of the budgets on the Cost page and of the Budgets page, checked against SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from streamlit.testing.v1 import AppTest
+
+from agent.budget import BudgetExceeded
+from agent.embeddings import Embedder
+from agent.knowledge import KnowledgeBase
+from data import budgets
+from data.db import make_engine
+from tests.conftest import APP, run
+from tests.test_budgets import build_service
+
+
+def open_page(page: str, **query: str) -> AppTest:
+    at = run(AppTest.from_file(APP, default_timeout=90))
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(page)
+    return run(at)
+
+
+def test_cost_page_shows_the_budget_that_stopped_a_scripted_user(
+    app_env: str, tmp_path: Path, shared_embedder: Embedder, shared_knowledge: KnowledgeBase
+) -> None:
+    engine = make_engine(app_env)
+    service, _ = build_service(engine, tmp_path, shared_embedder, shared_knowledge)
+    budgets.create_budget(
+        engine=engine,
+        scope_kind="user",
+        scope_value="scripted-2",
+        period="month",
+        limit_usd=0.001,
+        actor="admin",
+    )
+    with pytest.raises(BudgetExceeded):
+        for turn in range(40):
+            service.run_turn(user_id="scripted-2", session_id="p-1", message=f"Question {turn}")
+    with engine.connect() as connection:
+        spent = connection.execute(
+            text("SELECT sum(cost_usd) FROM model_calls WHERE user_id = 'scripted-2'")
+        ).scalar_one()
+    engine.dispose()
+
+    at = open_page("pages/cost.py", range="24h")
+    assert [s.value for s in at.subheader if s.value == "Budgets"] == ["Budgets"]
+    table = next(d.value for d in at.dataframe if "scope" in d.value.columns)
+    row = table.set_index("scope").loc["user:scripted-2"]
+    assert row["spent_usd"] == pytest.approx(spent)
+    assert row["limit_usd"] == 0.001 and row["status"] == "limit reached"
+    near = next(d.value for d in at.dataframe if "user_id" in d.value.columns)
+    assert list(near["user_id"]) == ["scripted-2"]
+    assert near["spent_usd"].iloc[0] == pytest.approx(spent)
+
+
+def test_budgets_page_adds_changes_and_records_each_change(app_env: str) -> None:
+    at = open_page("pages/budgets.py")
+    assert at.title[0].value == "Budgets"
+    at.sidebar.text_input(key="reviewer_input").set_value("Ann Admin")
+    run(at)
+    at.radio(key="b_kind").set_value("prefix")
+    at.text_input(key="b_value").set_value("team-a-")
+    at.number_input[0].set_value(25.0)
+    at.button[0].click()  # "Add budget" (the form's submit button)
+    run(at)
+    engine = make_engine(app_env)
+    made = budgets.list_budgets(engine=engine)
+    assert [(b.scope, b.period, b.limit_usd, b.warn_fraction) for b in made] == [
+        ("prefix:team-a-", "day", 25.0, 0.8)
+    ]
+    # A second one for the same scope and period is refused with a clear message.
+    at.radio(key="b_kind").set_value("prefix")
+    at.text_input(key="b_value").set_value("team-a-")
+    at.button[0].click()
+    run(at)
+    assert any("already" in e.value for e in at.error)
+    assert len(budgets.list_budgets(engine=engine)) == 1
+    history = budgets.history(engine=engine)
+    assert list(history["actor"]) == ["Ann Admin"] and list(history["action"]) == ["create"]
+    shown = next(d.value for d in at.dataframe if "actor" in d.value.columns)
+    assert list(shown["action"]) == ["create"]
+    engine.dispose()
