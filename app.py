@@ -86,6 +86,12 @@ page = st.navigation(
                 url_path="latency-report",
             ),
             st.Page(
+                "pages/replay.py",
+                title="Summarization replay",
+                icon=":material/replay:",
+                url_path="summarization-replay",
+            ),
+            st.Page(
                 "pages/budgets.py",
                 title="Budgets",
                 icon=":material/savings:",
