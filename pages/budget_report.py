@@ -60,10 +60,10 @@ def chart(report: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def section(engine: Engine) -> None:
+def section(engine: Engine, title: str = "Budgets") -> None:
     """Draw the section (nothing but a hint when no budget exists)."""
     report = budgets.budget_report(engine=engine)
-    st.subheader("Budgets")
+    st.subheader(title)
     if report.empty:
         st.caption(
             "No budgets yet. An admin can add per-user, per-team or global spending limits "

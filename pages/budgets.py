@@ -65,7 +65,7 @@ with st.expander("Add a budget", icon=":material/add:", expanded=not current):
             st.toast(f"Budget added for {made.scope}.", icon=":material/check:")
             st.rerun()
 
-budget_report.section(engine)
+budget_report.section(engine, title="This period")
 
 if current:
     st.subheader("Change or remove a budget")

@@ -251,7 +251,7 @@ setting: replay.Setting = result["setting"]
 actual_figures = replay.figures(result["actual"], with_trigger=result["with_trigger"])
 simulated_figures = replay.figures(result["simulated"], with_trigger=result["with_trigger"])
 model_name = setting.model or "each session's recorded model"
-st.subheader(f"{model_name} · {setting.label}")
+st.subheader(f"Replayed on {model_name} · {setting.label}")
 st.caption(
     f"{actual_figures.sessions:,} conversations, {actual_figures.calls:,} chat calls. A summary "
     f"is {100 * result['ratio']:.2f} % of the tokens it folds (median recorded summarizer "
