@@ -39,6 +39,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     delete,
     func,
     insert,
@@ -462,46 +463,70 @@ def _closed_hours_cost(
     return value
 
 
-def recorded_spend(connection: Connection, budget: BudgetRow, now: datetime) -> float:
-    """The recorded cost of the budget's scope in its current period (exact)."""
-    start, _ = period_bounds(budget.period, now)
+def _recorded(connection: Connection, budgets: Sequence[BudgetRow], now: datetime) -> list[float]:
+    """The recorded cost of each budget's scope in its current period (exact): cached rollup
+    sums of the clean closed hours plus one statement over the raw rows of the current hour
+    and the dirty hours, summed per budget."""
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    dirty = sorted(
+    starts = [period_bounds(b.period, now)[0] for b in budgets]
+    earliest = min(starts)
+    dirty_all = sorted(
         connection.execute(
-            select(RollupDirty.hour).where(RollupDirty.hour >= start, RollupDirty.hour < hour)
+            select(RollupDirty.hour).where(RollupDirty.hour >= earliest, RollupDirty.hour < hour)
         ).scalars()
     )
-    closed = _closed_hours_cost(connection, budget, start, hour, dirty)
     c = ModelCall.__table__.c
-    ranges = [c.ts >= max(start, hour)]
-    ranges += [and_(c.ts >= a, c.ts < b) for a, b in _ranges(dirty, timedelta(hours=1))]
-    raw = connection.execute(
-        select(func.coalesce(func.sum(c.cost_usd), 0.0)).where(
-            or_(*ranges), _scope_where(c.user_id, budget)
-        )
-    ).scalar_one()
-    return closed + float(raw)
+    closed, sums, conditions = [], [], []
+    for budget, start in zip(budgets, starts, strict=True):
+        dirty = [h for h in dirty_all if h >= start]
+        closed.append(_closed_hours_cost(connection, budget, start, hour, dirty))
+        ranges = [c.ts >= max(start, hour)]
+        ranges += [and_(c.ts >= a, c.ts < b) for a, b in _ranges(dirty, timedelta(hours=1))]
+        condition = and_(or_(*ranges), _scope_where(c.user_id, budget))
+        conditions.append(condition)
+        sums.append(func.coalesce(func.sum(case((condition, c.cost_usd), else_=0.0)), 0.0))
+    raw = connection.execute(select(*sums).where(or_(*conditions))).one()
+    return [a + float(b) for a, b in zip(closed, raw, strict=True)]
+
+
+def recorded_spend(connection: Connection, budget: BudgetRow, now: datetime) -> float:
+    """The recorded cost of the budget's scope in its current period (exact)."""
+    return _recorded(connection, [budget], now)[0]
+
+
+def _reserved(connection: Connection, budgets: Sequence[BudgetRow], now: datetime) -> list[float]:
+    r = BudgetReservation.__table__.c
+    sums = [
+        func.coalesce(func.sum(case((_scope_where(r.user_id, b), r.amount_usd), else_=0.0)), 0.0)
+        for b in budgets
+    ]
+    return [float(v) for v in connection.execute(select(*sums).where(r.expires_at > now)).one()]
 
 
 def reserved_spend(connection: Connection, budget: BudgetRow, now: datetime) -> float:
     """Estimated cost of the scope's calls in flight (unexpired reservations)."""
-    r = BudgetReservation.__table__.c
-    return float(
-        connection.execute(
-            select(func.coalesce(func.sum(r.amount_usd), 0.0)).where(
-                r.expires_at > now, _scope_where(r.user_id, budget)
-            )
-        ).scalar_one()
-    )
+    return _reserved(connection, [budget], now)[0]
+
+
+def states_of(
+    connection: Connection, budgets: Sequence[BudgetRow], now: datetime
+) -> list[BudgetState]:
+    """Each budget's spend now. Reservations are read first: a reservation released after this
+    read belongs to a call whose row was committed before the release, so the next read sees
+    that row. Nothing is missed."""
+    if not budgets:
+        return []
+    reserved = _reserved(connection, budgets, now)
+    recorded = _recorded(connection, budgets, now)
+    out = []
+    for budget, held, spent in zip(budgets, reserved, recorded, strict=True):
+        start, end = period_bounds(budget.period, now)
+        out.append(BudgetState(budget, start, end, recorded_usd=spent, reserved_usd=held))
+    return out
 
 
 def state_of(connection: Connection, budget: BudgetRow, now: datetime) -> BudgetState:
-    # Reservations first: a reservation released after this read belongs to a call whose row
-    # was committed before the release, so the next read sees it. Nothing is missed.
-    reserved = reserved_spend(connection, budget, now)
-    recorded = recorded_spend(connection, budget, now)
-    start, end = period_bounds(budget.period, now)
-    return BudgetState(budget, start, end, recorded_usd=recorded, reserved_usd=reserved)
+    return states_of(connection, [budget], now)[0]
 
 
 def budgets_for(connection: Connection, user_id: str) -> list[BudgetRow]:
@@ -558,18 +583,18 @@ class Guard:
         self.webhook_url = webhook_url
         self.webhook_timeout_s = webhook_timeout_s
         self._gauge_at = 0.0
+        self._swept_at = 0.0
 
     def admit(self, *, user_id: str, estimate_usd: float, now: datetime | None = None) -> Admission:
         """Reserve `estimate_usd` for one call of `user_id`, then compare every budget that
         covers the user with its spend (this reservation included). Over a limit: the
         reservation is withdrawn and `refused` names the budget. No budget: nothing written."""
         now = now or utcnow()
-        with self.engine.connect() as connection:
-            budgets = budgets_for(connection, user_id)
-        if not budgets:
-            return Admission(reservation_id=None)
         reservation = str(uuid.uuid4())
         with self.autocommit.connect() as connection:
+            budgets = budgets_for(connection, user_id)
+            if not budgets:
+                return Admission(reservation_id=None)
             connection.execute(
                 insert(BudgetReservation).values(
                     id=reservation,
@@ -579,7 +604,7 @@ class Guard:
                     expires_at=now + timedelta(seconds=self.reservation_ttl_s),
                 )
             )
-            states = [state_of(connection, b, now) for b in budgets]
+            states = states_of(connection, budgets, now)
         refused = next((s for s in states if s.level == "exceeded"), None)
         if refused is not None:
             self.release(reservation)
@@ -601,10 +626,13 @@ class Guard:
             connection.execute(
                 delete(BudgetReservation).where(BudgetReservation.id == reservation_id)
             )
-            # Reservations of calls that never ended (a crashed replica) expire; drop them.
-            connection.execute(
-                delete(BudgetReservation).where(BudgetReservation.expires_at <= utcnow())
-            )
+            if time.monotonic() - self._swept_at > 60:
+                # Reservations of calls that never ended (a crashed replica) have expired and
+                # count no more; drop them once a minute.
+                self._swept_at = time.monotonic()
+                connection.execute(
+                    delete(BudgetReservation).where(BudgetReservation.expires_at <= utcnow())
+                )
 
     def _crossed(self, state: BudgetState, level: str) -> None:
         """Record a crossing once per budget, period and level; the first writer alerts."""
@@ -729,8 +757,8 @@ def budget_report(*, engine: Engine, now: datetime | None = None) -> pd.DataFram
                 )
             ).all()
         )
-        for budget in budgets:
-            state = state_of(connection, budget, now)
+        for state in states_of(connection, budgets, now):
+            budget = state.budget
             elapsed = (now - state.period_start).total_seconds()
             length = (state.period_end - state.period_start).total_seconds()
             forecast = state.spent_usd * length / elapsed if elapsed > 0 else state.spent_usd

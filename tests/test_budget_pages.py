@@ -85,3 +85,39 @@ def test_budgets_page_adds_changes_and_records_each_change(app_env: str) -> None
     shown = next(d.value for d in at.dataframe if "actor" in d.value.columns)
     assert list(shown["action"]) == ["create"]
     engine.dispose()
+
+
+def test_chat_page_shows_the_budget_warning_then_the_refusal(app_env: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from data.models import ModelCall
+    from tests.test_budgets import call_row
+
+    engine = make_engine(app_env)
+    with engine.begin() as connection:
+        connection.execute(insert(ModelCall), [call_row("guest", datetime.now(UTC), 0.45)])
+    budgets.create_budget(
+        engine=engine,
+        scope_kind="user",
+        scope_value="guest",
+        period="day",
+        limit_usd=0.5,
+        actor="admin",
+    )
+    at = run(AppTest.from_file(APP, default_timeout=120))
+    at.chat_input[0].set_value("Hello, where is my order?")
+    run(at)
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]  # the turn went ahead
+    assert any("Budget warning: user:guest" in w.value for w in at.warning)
+    with engine.begin() as connection:
+        connection.execute(insert(ModelCall), [call_row("guest", datetime.now(UTC), 0.1)])
+        before = connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one()
+    at.chat_input[0].set_value("And my refund?")
+    run(at)
+    refusal = [e.value for e in at.error]
+    assert refusal and refusal[0].startswith("This message was not sent: the day budget")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one() == before
+    engine.dispose()
