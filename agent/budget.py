@@ -15,6 +15,7 @@ service takes them into the turn's outcome."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, NotRequired
@@ -22,11 +23,14 @@ from typing import Any, NotRequired
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain_core.messages.utils import count_tokens_approximately
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent.middleware import EventSink, emit, turn_meta
 from agent.prompts import SYSTEM_PROMPT
 from data.budgets import BudgetState, Guard, refusal_text
 from data.prices import Rate, price_call
+
+log = logging.getLogger(__name__)
 
 # (counted input tokens) -> estimated USD of one call
 Estimator = Callable[[int], float]
@@ -118,7 +122,16 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         user_id, session_id, turn = turn_meta()
         tokens = count_tokens_approximately(state["messages"]) + self._system_tokens
         estimate = self.estimate(tokens)
-        admission = self.guard.admit(user_id=user_id, estimate_usd=estimate)
+        try:
+            admission = self.guard.admit(user_id=user_id, estimate_usd=estimate)
+        except SQLAlchemyError as failure:
+            # Fail open: the database that holds the budgets also records the calls, so this is
+            # rare and short; the turn goes ahead and says that budgets were not checked.
+            log.warning("budgets could not be checked for %s: %s", user_id, failure)
+            _keep_warnings(
+                session_id, turn, ["Budgets could not be checked (the database is unavailable)."]
+            )
+            return None
         if admission.refused is not None:
             error = BudgetExceeded(admission.refused)
             emit(

@@ -150,6 +150,12 @@ def run_replay() -> dict[str, Any] | None:
     ids = _sessions(engine, url, filters, sample, int(seed))
     if not ids:
         return {"empty": True}
+    if len(ids) >= recorded_data.MAX_SESSIONS:
+        st.warning(
+            f"More than {recorded_data.MAX_SESSIONS:,} conversations match; the first "
+            f"{recorded_data.MAX_SESSIONS:,} are replayed. Narrow the filters or take a sample.",
+            icon=":material/info:",
+        )
     st.session_state["replay_state"] = {"stage": "loading", "done": 0, "total": len(ids)}
     bar = st.progress(0.0, text=f"Loading {len(ids):,} conversations…")
     traces = recorded_data.load_traces(engine=engine, sessions=ids)

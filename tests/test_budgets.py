@@ -290,6 +290,7 @@ def test_a_budget_stops_a_scripted_user_at_its_limit(
     )
     assert after == refusals + 2
     assert budgets.scopes_past_warning(engine=db) == 1
+    assert REGISTRY.get_sample_value("budget_scopes_past_warning") == 1
     # Raising the limit lets the user go on.
     budgets.update_budget(engine=db, budget_id=budget.id, actor="admin", limit_usd=1.0)
     assert service.run_turn(user_id="scripted-1", session_id="b-1", message="Thanks!").text
@@ -436,3 +437,18 @@ def test_the_budget_report_forecasts_and_lists_users_near_or_over(db: Engine) ->
     near = budgets.users_near_or_over(engine=db, now=now)
     assert list(near["user_id"]) == ["solo", "acme-1"]
     assert list(near["status"]) == ["warning", "warning"]
+
+
+def test_budgets_fail_open_when_their_database_is_unavailable(tmp_path: Path) -> None:
+    """A database error while checking lets the turn go ahead, with a warning that says so."""
+    from langchain_core.messages import HumanMessage
+
+    from agent.budget import BudgetMiddleware, take_warnings
+
+    broken = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")  # no tables at all
+    middleware = BudgetMiddleware(guard=Guard(broken), estimate=lambda n: 0.01)
+    assert middleware.before_model({"messages": [HumanMessage("hi")]}, None) is None
+    assert take_warnings("unknown", 0) == [
+        "Budgets could not be checked (the database is unavailable)."
+    ]
+    broken.dispose()
