@@ -237,7 +237,7 @@ def _duplicate(
 def create_budget(
     *,
     engine: Engine,
-    scope_kind: str,
+    scope_kind: str = "all",
     scope_value: str = "",
     period: str,
     limit_usd: float,

@@ -11,7 +11,7 @@ from pages import budget_report, common
 
 common.ensure_routed()
 
-SCOPES = {"user": "One user", "prefix": "Users whose id starts with…", "all": "Everyone"}
+SCOPES = {"all": "Everyone", "prefix": "Users whose id starts with…", "user": "One user"}
 PERIODS = {"day": "UTC day", "month": "Calendar month (UTC)"}
 
 st.title("Budgets")
