@@ -84,6 +84,17 @@ def test_budgets_page_adds_changes_and_records_each_change(app_env: str) -> None
     assert list(history["actor"]) == ["Ann Admin"] and list(history["action"]) == ["create"]
     shown = next(d.value for d in at.dataframe if "actor" in d.value.columns)
     assert list(shown["action"]) == ["create"]
+    # Change the amount, then remove the budget: both land in the history.
+    at.number_input[1].set_value(40.0)
+    next(b for b in at.button if b.label == "Save").click()
+    run(at)
+    assert [b.limit_usd for b in budgets.list_budgets(engine=engine)] == [40.0]
+    next(b for b in at.button if b.label == "Remove budget").click()
+    run(at)
+    assert budgets.list_budgets(engine=engine) == []
+    assert list(budgets.history(engine=engine)["action"]) == ["delete", "update", "create"]
+    shown = next(d.value for d in at.dataframe if "actor" in d.value.columns)
+    assert list(shown["action"]) == ["delete", "update", "create"]
     engine.dispose()
 
 
