@@ -23,6 +23,12 @@ NAME_RE = re.compile(
     r"\b(?:my name is|my name's|i am called|call me|this is)\s+"
     r"((?:[A-Z][a-z'’-]+)(?:\s+[A-Z][a-z'’-]+){0,2})"
 )
+# "card ending in 4242", "card ending 4242", "last four digits 4242", "last 4 digits are 4242"
+CARD_RE = re.compile(
+    r"\b(?:card\s+(?:number\s+)?end(?:s|ing)\s+(?:in\s+|with\s+)?|"
+    r"last\s+(?:four|4)\s+digits\s+(?:of\s+my\s+card\s+)?(?:are\s+|is\s+)?)(\d{4})\b",
+    re.IGNORECASE,
+)
 PHONE_RE = re.compile(r"(?<!\w)(\+?\d[\d ()-]{7,}\d)(?!\w)")
 # A customer sentence that states a problem.
 PROBLEM_RE = re.compile(
@@ -44,7 +50,7 @@ SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 @dataclass(frozen=True, slots=True)
 class Fact:
-    """One fact worth keeping: `kind` is order_number, email, name, phone, problem or promise.
+    """One fact worth keeping: `kind` is order_number, email, card, name, phone, problem or promise.
     `keys` are the identifiers in it (order numbers, e-mail addresses), normalised with
     `identifier()`, so that a later message naming one recalls it exactly."""
 
@@ -102,6 +108,9 @@ def extract_facts(text: str, *, role: str) -> list[Fact]:
                 )
             for email in EMAIL_RE.findall(sentence):
                 add("email", f"The customer's e-mail address is {email}.", email, source=sentence)
+            for digits in CARD_RE.findall(sentence):
+                # Only the last four digits a customer gives to identify a card, never more.
+                add("card", f"The customer's card ends in {digits}.", source=sentence)
             for name in NAME_RE.findall(sentence):
                 add("name", f"The customer's name is {name}.", source=sentence)
             for phone in PHONE_RE.findall(sentence):

@@ -17,12 +17,17 @@ from langchain.agents.middleware import (
     ModelRetryMiddleware,
 )
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import SystemMessage
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.middleware import EventSink, RecordedSummarization, is_transient
 from agent.prompts import SYSTEM_PROMPT
+from agent.window import WindowCounter
+
+# ContextSize: ("fraction", 0.75), ("tokens", 3000) or ("messages", 50)
+ContextSize = tuple[str, float | int]
 
 
 def build_agent(
@@ -30,8 +35,12 @@ def build_agent(
     chat_model: BaseChatModel,
     summary_model: BaseChatModel,
     checkpointer: BaseCheckpointSaver[str] | None,
-    trigger_fraction: float = 0.75,
-    keep_messages: int = 50,
+    trigger: Sequence[ContextSize] = (("fraction", 0.75),),
+    keep: ContextSize = ("messages", 50),
+    counter: WindowCounter | None = None,
+    keep_budget_fraction: float = 0.4,
+    summary_max_tokens: int = 512,
+    summary_window: int | None = None,
     tools: Sequence[BaseTool] = (),
     fallback_model: BaseChatModel | None = None,
     max_retries: int = 2,
@@ -42,14 +51,29 @@ def build_agent(
 ) -> CompiledStateGraph:  # type: ignore[type-arg]
     """The agent. `before` middleware runs ahead of summarization (memory, context injection);
     `after` goes innermost (tool telemetry). Tools are bound only when given: the embedded
-    model cannot call them."""
+    model cannot call them.
+
+    Summarization fires on any of `trigger` (OR); the request is counted by `counter` (the
+    serving model's tokenizer when it has one) with the system prompt and a reserve for what
+    recall injects (agent/window.py has the budgets)."""
+    window = _window_of(chat_model)
+    counter = counter or WindowCounter(window=window)
+    overhead = counter([SystemMessage(SYSTEM_PROMPT)]) + counter.inject_tokens
+    summary_window = summary_window or window
     middleware: list[AgentMiddleware] = [*before]  # type: ignore[type-arg]
     middleware.append(
         RecordedSummarization(
             chat_model,
-            trigger=("fraction", trigger_fraction),
-            keep=("messages", keep_messages),
+            trigger=list(trigger),
+            keep=keep,
+            counter=counter,
+            overhead_tokens=overhead,
+            keep_budget_tokens=int(window * keep_budget_fraction),
+            summary_reserve_tokens=summary_max_tokens + 30,
             summarizer=summary_model,
+            # What the summarizer reads of the folded messages: 60 % of its own window leaves
+            # room for LangChain's summary prompt and the summary itself.
+            trim_tokens_to_summarize=int(summary_window * 0.6),
             events=events,
         )
     )
@@ -75,3 +99,10 @@ def build_agent(
         checkpointer=checkpointer,
         name="support_agent",
     )
+
+
+def _window_of(model: BaseChatModel) -> int:
+    window = (getattr(model, "profile", None) or {}).get("max_input_tokens")
+    if not isinstance(window, int):
+        raise ValueError("the chat model needs a profile with max_input_tokens")
+    return window

@@ -47,6 +47,9 @@ ContextProvider = Callable[[str, str], str | None]
 # Where recalled memories and provided context go: the system message of the request, or next
 # to the customer's question in their message (better for small local models).
 Placement = Literal["system", "user"]
+KIND_ORDER = {
+    kind: i for i, kind in enumerate(("order_number", "card", "email", "name", "phone", "promise"))
+}
 USE_FACTS = "Answer the customer using the facts above where they help."
 
 MEMORY_HEADER = (
@@ -82,8 +85,13 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         events: EventSink | None = None,
         providers: Mapping[str, ContextProvider] | None = None,
         placement: Placement = "system",
+        inject_tokens: int | None = None,
     ) -> None:
         super().__init__()
+        # Summarization reserves this much of the window for what recall adds to a request
+        # (agent/window.py), at the approximate counter's 4 characters a token; the request
+        # actually sent is counted again before it goes out.
+        self.inject_chars = None if inject_tokens is None else inject_tokens * 4
         self.store = store
         self.k = k
         self.threshold = threshold
@@ -120,8 +128,13 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             self._remember(user_id, session_id, turn, text, role="user")
         blocks = []
         if memories:
-            blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in memories)]))
+            # Identifiers first: they are short and what a customer must never be asked for
+            # twice; when the block has to be cut to its share of the window, the long
+            # problem and promise sentences go first.
+            ranked = sorted(memories, key=lambda m: KIND_ORDER.get(m.kind, len(KIND_ORDER)))
+            blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in ranked)]))
         blocks += self._provide_once(user_id, session_id, turn, text)
+        blocks = fit_blocks(blocks, self.inject_chars)
         if not blocks:
             sent = request
         elif self.placement == "user":
@@ -310,6 +323,29 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 # A stuck write must not stall the conversation: recall without it.
                 log.warning("a memory write is still running after %.0f s", timeout)
                 return
+
+
+def fit_blocks(blocks: list[str], max_chars: int | None) -> list[str]:
+    """The blocks cut to `max_chars` in all: whole lines first (the memories are listed best
+    first), the last line that does not fit cut with an ellipsis."""
+    if max_chars is None or sum(len(b) for b in blocks) <= max_chars:
+        return blocks
+    out: list[str] = []
+    left = max_chars
+    for block in blocks:
+        lines: list[str] = []
+        for line in block.split("\n"):
+            if len(line) + 1 <= left:
+                lines.append(line)
+                left -= len(line) + 1
+            elif left > 40:
+                lines.append(line[: left - 2] + "…")
+                left = 0
+        if lines:
+            out.append("\n".join(lines))
+        if left <= 40:
+            break
+    return out
 
 
 def _merge(hits: list[list[Memory]], k: int) -> list[Memory]:

@@ -6,12 +6,17 @@ first request, then per call the previous answer (its recorded output tokens) an
 with the next request (a user message, or tool results within a turn), sized so that the
 recorded request sizes are reproduced once the recorded folds are taken out again (a fold
 removed `tokens_before - tokens_after` of its event, or else its summarizer call's input minus
-its output). That conversation is then replayed call by call, and before each call the
-decision is made by `langchain.agents.middleware.SummarizationMiddleware` itself: the agent's
-own trigger test (`_should_summarize`) and cut point (`_determine_cutoff_index`, which keeps
-AI/tool pairs together), on an instance built with the setting under test and a token counter
-that reads the recorded sizes. A fold replaces the messages before the cut point by a summary
-whose size is the recorded summary size per folded token (data.replay.summary_ratio).
+its output), less what the request carried besides the conversation (system prompt, injected
+memories: the recorded request after a fold minus the conversation the fold kept).
+
+That conversation is replayed call by call, and before each call the agent's own decision is
+made: `RecordedSummarization.plan_fold` (agent/middleware.py), the same method the agent's
+`before_model` calls, on an instance built exactly as agent/graph.py builds it (trigger, keep,
+the fixed overhead of system prompt and recall reserve, the keep budget, the summary reserve)
+for the setting under test, with a token counter that reads the recorded sizes. It rides on
+LangChain's SummarizationMiddleware (`_should_summarize`, `_determine_cutoff_index`, which keeps
+AI/tool pairs together). A fold replaces the messages before the cut point by a summary whose
+size is the recorded summary size per folded token (data.replay.summary_ratio).
 
 Costs are priced with genai-prices (data/prices.py) per call: the simulated request's input
 tokens (the recorded cached share kept, never more than the request), the recorded output
@@ -21,16 +26,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from functools import cache
+from statistics import median
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from langchain.agents.middleware import SummarizationMiddleware
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 
+from agent.middleware import RecordedSummarization
+from agent.prompts import SYSTEM_PROMPT
 from agent.scripted import ScriptedChatModel
+from agent.window import WindowCounter
 from data.prices import Rate, linear_rate
 from data.replay import Trace
+from data.settings import Settings
 
 TriggerKind = Literal["fraction", "tokens", "messages"]
 KeepKind = Literal["messages", "tokens"]
@@ -58,6 +68,11 @@ class Setting:
     keep_value: int = 50
     summary_model: str | None = None
     provider: str = "openai"
+    # As the agent has them (SUMMARY_KEEP_BUDGET_FRACTION, the summarizer's MAX_OUTPUT_TOKENS)
+    # and any further triggers (SUMMARY_TRIGGER_TOKENS, SUMMARY_TRIGGER_MESSAGES).
+    keep_budget_fraction: float = 0.4
+    summary_max_tokens: int = 512
+    also: tuple[tuple[str, float | int], ...] = ()
 
     @property
     def label(self) -> str:
@@ -66,32 +81,38 @@ class Setting:
             if self.trigger_kind == "fraction"
             else f"{int(self.trigger_value):,} {self.trigger_kind}"
         )
-        return f"trigger {trigger} · keep {self.keep_value:,} {self.keep_kind}"
+        more = "".join(f" or {int(v):,} {k}" for k, v in self.also)
+        return f"trigger {trigger}{more} · keep {self.keep_value:,} {self.keep_kind}"
 
-    def middleware(self, window: int) -> SummarizationMiddleware:
-        """The agent's summarization middleware, configured with this setting, for a model
-        with this input window."""
-        value: float | int = (
-            float(self.trigger_value)
-            if self.trigger_kind == "fraction"
-            else int(self.trigger_value)
+    @classmethod
+    def of_agent(
+        cls,
+        settings: Settings,
+        *,
+        model: str | None = None,
+        window: int | None = None,
+        summary_model: str | None = None,
+    ) -> Setting:
+        """The agent's current summarization settings (SUMMARY_* in Settings)."""
+        (kind, value), *more = settings.summary_trigger
+        keep_kind, keep_value = settings.summary_keep
+        return cls(
+            model=model,
+            window=window,
+            trigger_kind=kind,  # type: ignore[arg-type]
+            trigger_value=float(value),
+            keep_kind=keep_kind,  # type: ignore[arg-type]
+            keep_value=int(keep_value),
+            summary_model=summary_model,
+            keep_budget_fraction=settings.summary_keep_budget_fraction,
+            summary_max_tokens=settings.max_output_tokens,
+            also=tuple(more),
         )
-        try:
-            return SummarizationMiddleware(
-                ScriptedChatModel(window=window),
-                trigger=cast(Any, (self.trigger_kind, value)),
-                keep=cast(Any, (self.keep_kind, int(self.keep_value))),
-                token_counter=cast(Any, count),
-            )
-        except ValueError as error:
-            raise ReplayError(f"Invalid summarization setting: {error}") from None
 
-    def threshold_tokens(self, window: int) -> int | None:
-        if self.trigger_kind == "fraction":
-            return int(window * self.trigger_value)
-        if self.trigger_kind == "tokens":
-            return int(self.trigger_value)
-        return None
+    def middleware(self, window: int) -> RecordedSummarization:
+        """The agent's summarization middleware for a model with this input window, built as
+        agent/graph.py builds it, counting the recorded sizes."""
+        return _middleware(self, window)
 
     def window_for(self, trace: Trace) -> int:
         window = self.window if self.model is not None else trace.window
@@ -102,9 +123,65 @@ class Setting:
         return window
 
 
+class RecordedSizes(WindowCounter):
+    """A window counter that reads each replayed message's recorded size."""
+
+    def __call__(self, messages: Sequence[Any]) -> int:
+        return count(messages)
+
+    @property
+    def method(self) -> str:
+        return "recorded sizes"
+
+
+def agent_overhead(window: int) -> int:
+    """What the agent adds to every counted request (agent/graph.py): its system prompt and the
+    reserve for what recall injects."""
+    counter = WindowCounter(window=window)
+    return int(counter([SystemMessage(SYSTEM_PROMPT)])) + counter.inject_tokens
+
+
+@cache
+def _middleware(setting: Setting, window: int) -> RecordedSummarization:
+    value: float | int = (
+        float(setting.trigger_value)
+        if setting.trigger_kind == "fraction"
+        else int(setting.trigger_value)
+    )
+    try:
+        return RecordedSummarization(
+            ScriptedChatModel(window=window),
+            trigger=[(setting.trigger_kind, value), *setting.also],
+            keep=(setting.keep_kind, int(setting.keep_value)),
+            counter=RecordedSizes(window=window),
+            overhead_tokens=agent_overhead(window),
+            keep_budget_tokens=int(window * setting.keep_budget_fraction),
+            summary_reserve_tokens=setting.summary_max_tokens + 30,
+        )
+    except ValueError as error:
+        raise ReplayError(f"Invalid summarization setting: {error}") from None
+
+
 def count(messages: Sequence[Any]) -> int:
     """The token counter the replayed middleware uses: the recorded size of each message."""
     return sum(m.response_metadata["n"] for m in messages)
+
+
+def actual_overhead(trace: Trace) -> int:
+    """Request tokens that are not conversation messages (system prompt, injected context), as
+    the recorded folds show it: the request right after a fold minus the conversation the fold
+    kept (the event's tokens after, less the agent's fixed overhead where the event counts it).
+    0 when no fold event was recorded."""
+    seen = []
+    for call in trace.calls:
+        fold = call.fold_before
+        if fold is None or fold.tokens_after is None:
+            continue
+        kept = fold.tokens_after
+        if fold.counts_overhead:
+            kept -= agent_overhead(fold.window or call.window or trace.window or 1)
+        seen.append(call.input_tokens - kept)
+    return max(int(median(seen)), 0) if seen else 0
 
 
 def _message(kind: type[AnyMessage], n: int, **kwargs: Any) -> Any:
@@ -125,7 +202,7 @@ def conversation(trace: Trace) -> Conversation:
     taken out again) holds exactly the recorded request minus the request's overhead. A step
     whose request shrank (less context injected that turn) adds an empty message and the next
     steps make up for it, so the running total never drifts."""
-    overhead = trace.overhead
+    overhead = actual_overhead(trace)
     steps: list[list[Any]] = []
     previous = None
     removed = held = 0  # tokens the recorded folds took out; tokens of the messages so far
@@ -165,6 +242,7 @@ class SessionResult:
     cost_usd: float | None
     context_percent: list[float]
     at_trigger: int
+    fold_calls: tuple[int, ...] = ()  # the calls (0-based) that a fold came before
 
 
 def _cost(rate: Rate | None, tokens: int, cached: int, output: int) -> float | None:
@@ -180,15 +258,8 @@ class Replayer:
     def __init__(self, setting: Setting, ratio: float) -> None:
         self.setting = setting
         self.ratio = ratio
-        self._middleware: dict[int, SummarizationMiddleware] = {}
         if setting.model is not None and setting.window:
-            self._middleware[setting.window] = setting.middleware(setting.window)
-
-    def middleware(self, window: int) -> SummarizationMiddleware:
-        found = self._middleware.get(window)
-        if found is None:
-            found = self._middleware[window] = self.setting.middleware(window)
-        return found
+            setting.middleware(setting.window)  # a bad setting fails before any session
 
     def run(self, convo: Conversation) -> SessionResult:
         trace = convo.trace
@@ -197,37 +268,43 @@ class Replayer:
         provider = self.setting.provider if self.setting.model else _provider(trace)
         rate = linear_rate(provider, model)
         summary_rate = linear_rate(provider, self.setting.summary_model or model)
-        middleware = self.middleware(window)
-        decide = middleware._should_summarize
-        cut = middleware._determine_cutoff_index
+        middleware = self.setting.middleware(window)
         state: list[Any] = []
-        total = folds = billed = at = 0
+        folds = billed = at = 0
         cost: float | None = 0.0
         percents: list[float] = []
-        for call, added in zip(trace.calls, convo.steps, strict=True):
+        fold_calls: list[int] = []
+        for index, (call, added) in enumerate(zip(trace.calls, convo.steps, strict=True)):
             state.extend(added)
-            total += count(added)
-            if decide(state, total):
-                cutoff = cut(state)
-                if cutoff > 0:
-                    folded = count(state[:cutoff])
-                    summary = round(self.ratio * folded)
-                    marker = _message(
-                        HumanMessage, summary, additional_kwargs={"lc_source": "summarization"}
-                    )
-                    state = [marker, *state[cutoff:]]
-                    total = total - folded + summary
-                    folds += 1
-                    billed += folded
-                    spent = _cost(summary_rate, folded, 0, summary)
-                    cost = None if cost is None or spent is None else cost + spent
+            plan = middleware.plan_fold(state)  # the agent's own decision
+            if plan is not None:
+                folded = count(state[: plan.cutoff])
+                summary = round(self.ratio * folded)
+                marker = _message(
+                    HumanMessage, summary, additional_kwargs={"lc_source": "summarization"}
+                )
+                state = [marker, *state[plan.cutoff :]]
+                folds += 1
+                fold_calls.append(index)
+                billed += folded
+                spent = _cost(summary_rate, folded, 0, summary)
+                cost = None if cost is None or spent is None else cost + spent
+            total = count(state)
             request = convo.overhead + total
             billed += request
             spent = _cost(rate, request, min(call.cached_tokens, request), call.output_tokens)
             cost = None if cost is None or spent is None else cost + spent
             percents.append(100.0 * request / window)
-            at += bool(decide(state, total))
-        return SessionResult(trace.session_id, len(percents), folds, billed, cost, percents, at)
+            at += at_trigger(middleware, state, total)
+        return SessionResult(
+            trace.session_id, len(percents), folds, billed, cost, percents, at, tuple(fold_calls)
+        )
+
+
+def at_trigger(middleware: RecordedSummarization, messages: list[Any], tokens: int) -> bool:
+    """Is a request of these messages at or above the trigger, as the agent counts it?"""
+    counted = middleware.overhead_tokens + tokens
+    return counted >= middleware.limit_tokens or middleware._should_summarize(messages, counted)
 
 
 def _provider(trace: Trace) -> str:
@@ -236,23 +313,33 @@ def _provider(trace: Trace) -> str:
 
 
 def recorded(trace: Trace, setting: Setting) -> SessionResult:
-    """The same figures for what was recorded (cost as recorded; at-trigger against the
-    setting's token threshold, none for a messages trigger)."""
+    """The same figures for what was recorded (cost as billed; at or above the setting's
+    token trigger as the agent counts a request: its fixed overhead plus the conversation)."""
     window = setting.window_for(trace)
-    threshold = setting.threshold_tokens(window)
+    middleware = setting.middleware(window)
+    overhead = actual_overhead(trace)
     billed = sum(c.input_tokens for c in trace.calls)
     billed += sum(c.fold_before.folded_tokens or 0 for c in trace.calls if c.fold_before)
     cost = sum(c.cost_usd for c in trace.calls)
     cost += sum(c.fold_before.cost_usd for c in trace.calls if c.fold_before)
     percents = [100.0 * c.input_tokens / (c.window or window) for c in trace.calls]
-    at = (
-        sum(c.input_tokens - trace.overhead >= threshold for c in trace.calls)
-        if threshold is not None
-        else 0
+    at = sum(
+        middleware.overhead_tokens + c.input_tokens - overhead >= middleware.limit_tokens
+        for c in trace.calls
     )
+    folds = tuple(i for i, c in enumerate(trace.calls) if c.fold_before is not None)
     return SessionResult(
-        trace.session_id, len(trace.calls), trace.folds, billed, cost, percents, at
+        trace.session_id, len(trace.calls), trace.folds, billed, cost, percents, at, folds
     )
+
+
+def trigger_percent(setting: Setting, trace: Trace) -> float:
+    """Where the trigger sits on this session's context curve: the request, in % of the window,
+    at which the agent's count (its fixed overhead plus the conversation) reaches the trigger."""
+    window = setting.window_for(trace)
+    middleware = setting.middleware(window)
+    tokens = middleware.limit_tokens - middleware.overhead_tokens + actual_overhead(trace)
+    return 100.0 * tokens / window
 
 
 def replay(
@@ -383,6 +470,8 @@ def sweep(
             keep_value=keep,
             summary_model=base.summary_model,
             provider=base.provider,
+            keep_budget_fraction=base.keep_budget_fraction,
+            summary_max_tokens=base.summary_max_tokens,
         )
         done = index * len(conversations)
 

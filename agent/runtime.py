@@ -29,6 +29,7 @@ from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
+from agent.window import WindowCounter
 from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
@@ -113,7 +114,11 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         log.warning("the help center is not searchable yet: %s", error)
     label = f"{chat_spec.model} at {chat_spec.base_url or 'api.openai.com'}"
     service = ChatService(
-        agent=parts.agent, engine=engine, model_label=label, tracing=make_tracing(settings)
+        agent=parts.agent,
+        engine=engine,
+        model_label=label,
+        tracing=make_tracing(settings),
+        counter=parts.counter,
     )
     return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
 
@@ -129,6 +134,7 @@ class AgentParts:
     memory_error: str | None
     middleware: MemoryMiddleware
     tools: list[BaseTool]
+    counter: WindowCounter
 
 
 def assemble(
@@ -175,8 +181,10 @@ def assemble(
                 knowledge, text, ref=TurnRef(*turn_meta())
             ),
         }
+    counter = window_counter(settings, chat_model)
     middleware = MemoryMiddleware(
         memory,
+        inject_tokens=counter.inject_tokens,
         k=settings.memory_top_k,
         threshold=settings.memory_threshold,
         events=events,
@@ -201,8 +209,11 @@ def assemble(
         chat_model=chat_model,
         summary_model=summary_model,
         checkpointer=checkpointer or make_checkpointer(settings),
-        trigger_fraction=settings.summary_trigger_fraction,
-        keep_messages=settings.summary_keep_messages,
+        trigger=settings.summary_trigger,
+        keep=settings.summary_keep,
+        counter=counter,
+        keep_budget_fraction=settings.summary_keep_budget_fraction,
+        summary_max_tokens=_max_tokens(summary_model, settings),
         tools=tools,
         fallback_model=fallback_model,
         max_retries=settings.model_max_retries,
@@ -219,7 +230,31 @@ def assemble(
         memory_error=memory_error,
         middleware=middleware,
         tools=tools,
+        counter=counter,
     )
+
+
+def window_counter(settings: Settings, chat_model: BaseChatModel) -> WindowCounter:
+    """The chat model's window counter: the embedded server's own tokenizer, else approximate."""
+    window = (chat_model.profile or {}).get("max_input_tokens")
+    if not isinstance(window, int):
+        raise ValueError("the chat model needs a profile with max_input_tokens")
+    port = settings.local_model_port
+    served_locally = getattr(chat_model, "openai_api_base", None) == local_server.base_url(port)
+    if not (settings.uses_local_model and served_locally):
+        return WindowCounter(window=window)
+
+    def count(role: str, text: str) -> int:
+        # One ChatML block per message: the server's template, counted by its tokenizer.
+        block = f"<|im_start|>{role}\n{text}<|im_end|>\n"
+        return local_server.count_tokens(port, block)
+
+    return WindowCounter(window=window, count_text=count)
+
+
+def _max_tokens(model: BaseChatModel, settings: Settings) -> int:
+    value = getattr(model, "max_tokens", None)
+    return value if isinstance(value, int) else settings.max_output_tokens
 
 
 def make_tracing(settings: Settings) -> Tracing:

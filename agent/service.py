@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import unicodedata
@@ -19,9 +20,13 @@ from langsmith.run_helpers import tracing_context
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.budget import take_warnings
+from agent.budget import BudgetExceeded, take_warnings
+from agent.middleware import EmptyAnswer
+from agent.window import ContextWindowExceeded, MessageTooLong, WindowCounter
 from data import conversations
 from data.conversations import MAX_MESSAGE_CHARS
+from data.recorder import record_event
+from data.records import EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,11 @@ class ChatInputError(ValueError):
 
 class DependencyError(RuntimeError):
     """A dependency (the model server or the database) is unavailable; the text names it."""
+
+
+class TurnFailed(RuntimeError):
+    """The model gave no usable answer (empty, no generations, the window); the call is
+    recorded as failed, the customer's message is kept and the next turn works."""
 
 
 def clean_message(text: str | None) -> str:
@@ -87,12 +97,47 @@ class ChatService:
     """The chat page's only entry point to the agent."""
 
     def __init__(
-        self, *, agent: Any, engine: Engine, model_label: str, tracing: Tracing = NO_TRACING
+        self,
+        *,
+        agent: Any,
+        engine: Engine,
+        model_label: str,
+        tracing: Tracing = NO_TRACING,
+        counter: WindowCounter | None = None,
     ) -> None:
         self.agent = agent
         self.engine = engine
         self.model_label = model_label
         self.tracing = tracing
+        self.counter = counter
+
+    def _check_size(self, *, user_id: str, session_id: str, text: str) -> None:
+        """Refuse, before anything is stored or sent, a message that alone would take more
+        than its share of the model's window (recorded as a `context_guard` event)."""
+        if self.counter is None:
+            return
+        try:
+            self.counter.check_message(text)
+        except MessageTooLong as error:
+            try:
+                record_event(
+                    engine=self.engine,
+                    event=EventRecord(
+                        user_id=user_id,
+                        session_id=session_id,
+                        turn=0,
+                        kind="context_guard",
+                        name="refused",
+                        latency_ms=0.0,
+                        status="error",
+                        error="message longer than its share of the window",
+                        tokens_before=error.tokens,
+                        detail=json.dumps({"limit": error.limit, "window": self.counter.window}),
+                    ),
+                )
+            except SQLAlchemyError:
+                log.warning("could not record a refused message")
+            raise ChatInputError(str(error)) from None
 
     def stream_turn(
         self, *, user_id: str, session_id: str, message: str, outcome: TurnOutcome
@@ -103,6 +148,7 @@ class ChatService:
         if not user_id:
             raise ChatInputError("Enter a user id first.")
         started = time.perf_counter()
+        self._check_size(user_id=user_id, session_id=session_id, text=text)
         try:
             turn = conversations.start_turn(
                 engine=self.engine, session_id=session_id, user_id=user_id, text=text
@@ -146,9 +192,31 @@ class ChatService:
                 "Your message is saved; send it again when the model is back."
             ) from None
         except openai.APIStatusError as error:
+            if _is_context_length(error):
+                raise TurnFailed(
+                    f"The chat model ({self.model_label}) refused the request: the "
+                    "conversation no longer fits its input window. Your message is saved; "
+                    "send it again and the conversation will be summarized first."
+                ) from None
             raise DependencyError(
                 f"The chat model ({self.model_label}) answered HTTP {error.status_code}. "
                 "Your message is saved; try again."
+            ) from None
+        except BudgetExceeded:
+            raise  # refused before any model call; the page and the API say why
+        except (ContextWindowExceeded, EmptyAnswer) as error:
+            raise TurnFailed(
+                f"The chat model ({self.model_label}) gave no answer: {error}. "
+                "Your message is saved; send it again."
+            ) from None
+        except Exception as error:
+            # Anything else from the model's side ("No generations found in stream", a
+            # malformed response): one clear line here, the traceback in the log.
+            log.exception("turn %s of session %s failed", turn, session_id)
+            raise TurnFailed(
+                f"The chat model ({self.model_label}) gave no usable answer "
+                f"({type(error).__name__}: {_reason(error)}). Your message is saved; "
+                "send it again."
             ) from None
         finally:
             outcome.warnings = take_warnings(session_id, turn)
@@ -175,6 +243,14 @@ class ChatService:
         ):
             pass
         return outcome
+
+
+def _is_context_length(error: openai.APIStatusError) -> bool:
+    if error.status_code != 400:
+        return False
+    text = f"{getattr(error, 'code', '')} {error.message}".lower()
+    signs = ("context_length", "context length", "context window", "too long")
+    return any(sign in text for sign in signs)
 
 
 def _reason(error: BaseException) -> str:

@@ -108,6 +108,7 @@ class CallTelemetry(BaseCallbackHandler):
         message = _first_message(response)
         usage = message.usage_metadata if message is not None else None
         text = message.text if message is not None else "".join(call.chunks)
+        answered = bool(str(text).strip()) or bool(message is not None and message.tool_calls)
         source = "provider"
         if usage is not None and "total_cost" in usage:
             # LangChain's cache hook answered (it zeroes total_cost on a hit): no provider call,
@@ -165,8 +166,9 @@ class CallTelemetry(BaseCallbackHandler):
             source=source,
             cost=cost,
             cost_status=cost_status,
-            status="ok",
-            error=None,
+            # An empty completion is not an answer: recorded as failed, with the reason.
+            status="ok" if answered else "error",
+            error=None if answered else "empty completion: the model returned no text",
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

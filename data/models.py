@@ -189,7 +189,7 @@ class RollupPercentiles(Base):
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-EVENT_KINDS = ("memory_recall", "tool_call", "summarization", "budget_refusal")
+EVENT_KINDS = ("memory_recall", "tool_call", "summarization", "context_guard", "budget_refusal")
 
 
 class AgentEvent(Base):

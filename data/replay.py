@@ -8,10 +8,12 @@ the folded messages, output = the summary) and, where the agent recorded one, th
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
+from typing import Any
 
 from sqlalchemy import Engine, and_, func, select
 
@@ -30,6 +32,10 @@ class Fold:
     folded_tokens: int | None  # the summarizer call's input tokens
     summary_tokens: int | None  # the summarizer call's output tokens
     cost_usd: float
+    # Events since the window work count the agent's fixed request overhead (system prompt and
+    # recall reserve) in tokens_before/after and name the window; earlier ones count messages.
+    counts_overhead: bool = False
+    window: int | None = None
 
     @property
     def removed(self) -> int:
@@ -70,18 +76,6 @@ class Trace:
     def folds(self) -> int:
         return sum(c.fold_before is not None for c in self.calls)
 
-    @property
-    def overhead(self) -> int:
-        """Request tokens that are not conversation messages (system prompt, injected
-        memories): after a recorded fold, the request's tokens minus the event's state tokens
-        after it. 0 when no fold event was recorded."""
-        seen = [
-            c.input_tokens - c.fold_before.tokens_after
-            for c in self.calls
-            if c.fold_before is not None and c.fold_before.tokens_after is not None
-        ]
-        return max(int(median(seen)), 0) if seen else 0
-
 
 def session_ids(
     *, engine: Engine, filters: Filters, sample: int | None = None, seed: int = 0
@@ -111,13 +105,22 @@ def load_traces(*, engine: Engine, sessions: Sequence[str], chunk: int = 500) ->
     with engine.connect() as connection:
         for i in range(0, len(sessions), chunk):
             part = list(sessions[i : i + chunk])
-            events: dict[tuple[str, int], list[tuple[int | None, int | None]]] = {}
-            for session_id, turn, before, after in connection.execute(
-                select(e.session_id, e.turn, e.tokens_before, e.tokens_after)
+            events: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+            for session_id, turn, before, after, detail in connection.execute(
+                select(e.session_id, e.turn, e.tokens_before, e.tokens_after, e.detail)
                 .where(e.session_id.in_(part), e.kind == "summarization", e.status == "ok")
                 .order_by(e.session_id, e.ts, e.id)
             ):
-                events.setdefault((session_id, turn), []).append((before, after))
+                facts = _detail(detail)
+                window = facts.get("window")
+                events.setdefault((session_id, turn), []).append(
+                    (
+                        before,
+                        after,
+                        "trigger_tokens" in facts,
+                        window if isinstance(window, int) else None,
+                    )
+                )
             rows = connection.execute(
                 select(
                     c.session_id,
@@ -145,8 +148,12 @@ def load_traces(*, engine: Engine, sessions: Sequence[str], chunk: int = 500) ->
                 trace = traces.get(sid)
                 if purpose == "summarize":
                     queued = events.get((sid, turn))
-                    before, after = queued.pop(0) if queued else (None, None)
-                    pending[sid] = Fold(before, after, int(tin), int(out), float(cost))
+                    before, after, counts, ev_window = (
+                        queued.pop(0) if queued else (None, None, False, None)
+                    )
+                    pending[sid] = Fold(
+                        before, after, int(tin), int(out), float(cost), counts, ev_window
+                    )
                     continue
                 if trace is None:
                     trace = traces[sid] = Trace(sid, user, model, provider)
@@ -162,6 +169,14 @@ def load_traces(*, engine: Engine, sessions: Sequence[str], chunk: int = 500) ->
                     )
                 )
     return [traces[s] for s in sessions if s in traces]
+
+
+def _detail(raw: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def summary_ratio(traces: Sequence[Trace]) -> float | None:

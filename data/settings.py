@@ -62,7 +62,26 @@ class Settings(BaseSettings):
 
     # Summarization (seed 4.2)
     summary_trigger_fraction: float = Field(default=0.75, gt=0, le=1)
+    summary_trigger_tokens: int | None = Field(
+        default=None, ge=64, le=10_000_000, description="Also fold at this many request tokens."
+    )
+    summary_trigger_messages: int | None = Field(
+        default=None, ge=2, le=10_000, description="Also fold at this many messages."
+    )
     summary_keep_messages: int = Field(default=50, ge=1, le=10_000)
+    summary_keep_tokens: int | None = Field(
+        default=None,
+        ge=64,
+        le=10_000_000,
+        description="Keep the most recent messages up to this many tokens (replaces the count).",
+    )
+    summary_keep_budget_fraction: float = Field(
+        default=0.4,
+        gt=0,
+        lt=1,
+        description="When keeping the configured messages would pass the trigger, keep what "
+        "fits in this share of the input window.",
+    )
 
     # Resilience and caching (seed 4.2)
     model_max_retries: int = Field(
@@ -162,6 +181,9 @@ class Settings(BaseSettings):
         "summary_model",
         "fallback_model",
         "chat_model_context_window",
+        "summary_trigger_tokens",
+        "summary_trigger_messages",
+        "summary_keep_tokens",
         "price_overrides_file",
         "budget_webhook_url",
         mode="before",
@@ -197,7 +219,29 @@ class Settings(BaseSettings):
     def _chat_model_named(self) -> Settings:
         if not self.chat_model.strip():
             raise ValueError("CHAT_MODEL must not be empty")
+        if self.summary_keep_budget_fraction >= self.summary_trigger_fraction:
+            raise ValueError(
+                "SUMMARY_KEEP_BUDGET_FRACTION must be below SUMMARY_TRIGGER_FRACTION, or every "
+                "fold would trigger the next one"
+            )
         return self
+
+    @property
+    def summary_trigger(self) -> list[tuple[str, float | int]]:
+        """The summarization triggers (any one folds): the fraction, plus tokens and messages
+        when set."""
+        triggers: list[tuple[str, float | int]] = [("fraction", self.summary_trigger_fraction)]
+        if self.summary_trigger_tokens:
+            triggers.append(("tokens", self.summary_trigger_tokens))
+        if self.summary_trigger_messages:
+            triggers.append(("messages", self.summary_trigger_messages))
+        return triggers
+
+    @property
+    def summary_keep(self) -> tuple[str, int]:
+        if self.summary_keep_tokens:
+            return ("tokens", self.summary_keep_tokens)
+        return ("messages", self.summary_keep_messages)
 
     # Derived values -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.budget import BudgetExceeded
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
-from agent.service import ChatInputError, DependencyError, TurnOutcome
+from agent.service import ChatInputError, DependencyError, TurnFailed, TurnOutcome
 from data.conversations import TranscriptMessage, list_sessions
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
 from data.settings import get_settings
@@ -149,7 +149,7 @@ if prompt:
         except ChatInputError as error:
             st.warning(str(error))
             st.stop()
-        except DependencyError as error:
+        except (DependencyError, TurnFailed) as error:
             st.error(str(error))
             st.stop()
     st.session_state["budget_warnings"] = outcome.warnings

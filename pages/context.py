@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from data import context
+from data import context, window
 from data.filters import Filters
 from data.settings import get_settings
 from pages import charts, common
@@ -199,3 +199,40 @@ else:
         )
     st.dataframe(summaries, hide_index=True, width="stretch", column_config=charts.COLUMNS)
     common.csv_download(summaries, "summarization_over_time")
+
+st.subheader("Where the window pushed back")
+incidents = window.window_incidents(engine=engine, filters=filters)
+counts = window.window_counts(incidents)
+w1, w2, w3 = st.columns(3)
+for column, kind in zip((w1, w2, w3), window.KINDS, strict=True):
+    column.metric(window.KINDS[kind], f"{counts[kind]:,}", border=True)
+if incidents.empty:
+    st.caption(
+        "No request was cut short by the window, no message was refused for its length and "
+        "every summarization kept the configured messages in this range."
+    )
+else:
+    per_bucket = (
+        incidents.assign(kind=incidents["kind"].map(window.KINDS))
+        .groupby(["bucket", "kind"], as_index=False)
+        .size()
+        .rename(columns={"size": "incidents"})
+    )
+    st.plotly_chart(
+        charts.stacked_bars(
+            per_bucket,
+            filters,
+            y="incidents",
+            color="kind",
+            axis="Incidents",
+            title="Window incidents",
+            value="%{y:,}",
+        ),
+        width="stretch",
+    )
+    st.caption(
+        "Refused messages and folds are not tied to a model, so the model filter does not "
+        "narrow them."
+    )
+    st.dataframe(incidents, hide_index=True, width="stretch", column_config=charts.COLUMNS)
+    common.csv_download(incidents, "window_incidents")

@@ -109,9 +109,7 @@ with st.form("replay_form"):
         )
     started = st.form_submit_button("Replay", icon=":material/replay:", type="primary")
 
-current = replay.Setting(
-    trigger_value=settings.summary_trigger_fraction, keep_value=settings.summary_keep_messages
-)
+current = replay.Setting.of_agent(settings)
 
 
 def setting_from_form() -> replay.Setting:
@@ -133,18 +131,16 @@ def setting_from_form() -> replay.Setting:
         keep_kind=keep_kind or "messages",  # type: ignore[arg-type]
         keep_value=int(keep_value),
         summary_model=None if summary_choice == SAME else summary_choice,
+        keep_budget_fraction=settings.summary_keep_budget_fraction,
+        summary_max_tokens=settings.max_output_tokens,
     )
 
 
 def run_replay() -> dict[str, Any] | None:
     """Load, replay, sweep, with progress. Returns None when a step was interrupted."""
     setting = setting_from_form()
-    base = replay.Setting(
-        model=setting.model,
-        window=setting.window,
-        trigger_value=settings.summary_trigger_fraction,
-        keep_value=settings.summary_keep_messages,
-        summary_model=setting.summary_model,
+    base = replay.Setting.of_agent(
+        settings, model=setting.model, window=setting.window, summary_model=setting.summary_model
     )
     sample = int(sample_size) if pick == "sample" else None
     ids = _sessions(engine, url, filters, sample, int(seed))
@@ -209,7 +205,7 @@ def run_replay() -> dict[str, Any] | None:
         "baseline_cost": baseline_cost,
         "grid": grid,
         "recommendation": pick_,
-        "with_trigger": setting.trigger_kind != "messages",
+        "with_trigger": True,
     }
 
 
@@ -343,13 +339,9 @@ fig = px.line(
     },
     hover_data={"turn": True},
 )
-threshold = setting.threshold_tokens(setting.window_for(traces[chosen]))
-if threshold is not None:
-    fig.add_hline(
-        y=100 * threshold / setting.window_for(traces[chosen]),
-        line_dash="dot",
-        annotation_text="trigger",
-    )
+fig.add_hline(
+    y=replay.trigger_percent(setting, traces[chosen]), line_dash="dot", annotation_text="trigger"
+)
 fig.update_layout(margin={"t": 50, "b": 10})
 st.plotly_chart(fig, width="stretch")
 common.csv_download(line, "replay_curve")

@@ -196,8 +196,8 @@ def test_summarizer_calls_are_recorded_as_summarize(engine: Engine) -> None:
         chat_model=chat,
         summary_model=summary,
         checkpointer=InMemorySaver(),
-        trigger_fraction=0.75,
-        keep_messages=2,
+        trigger=[("fraction", 0.75)],
+        keep=("messages", 2),
     )
     config = {
         "configurable": {"thread_id": "t1"},
