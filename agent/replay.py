@@ -124,10 +124,38 @@ class Setting:
 
 
 class RecordedSizes(WindowCounter):
-    """A window counter that reads each replayed message's recorded size."""
+    """A window counter that reads each replayed message's recorded size. The middleware counts
+    the whole conversation before every call; a conversation is always a run of the same
+    message objects, so a run's total is remembered and the next one adds only its new last
+    message (one replayer, one thread; `reset` between sessions)."""
+
+    def __init__(self, *, window: int) -> None:
+        super().__init__(window=window)
+        self._memo: dict[tuple[int, int, int], int] = {}
+
+    def reset(self) -> None:
+        self._memo.clear()
 
     def __call__(self, messages: Sequence[Any]) -> int:
-        return count(messages)
+        n = len(messages)
+        if n == 0:
+            return 0
+        key = (id(messages[0]), id(messages[-1]), n)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        first = id(messages[0])
+        total = None
+        for back in (1, 2, 3):  # a step adds one to three messages
+            if n > back:
+                before = self._memo.get((first, id(messages[-back - 1]), n - back))
+                if before is not None:
+                    total = before + count(messages[-back:])
+                    break
+        if total is None:
+            total = count(messages)
+        self._memo[key] = total
+        return total
 
     @property
     def method(self) -> str:
@@ -143,6 +171,11 @@ def agent_overhead(window: int) -> int:
 
 @cache
 def _middleware(setting: Setting, window: int) -> RecordedSummarization:
+    """One shared instance per setting and window, for reading its limits (never run)."""
+    return build_middleware(setting, window)
+
+
+def build_middleware(setting: Setting, window: int) -> RecordedSummarization:
     value: float | int = (
         float(setting.trigger_value)
         if setting.trigger_kind == "fraction"
@@ -184,8 +217,20 @@ def actual_overhead(trace: Trace) -> int:
     return max(int(median(seen)), 0) if seen else 0
 
 
+_TEMPLATES: dict[type, Any] = {
+    HumanMessage: HumanMessage(content="", response_metadata={"n": 0}),
+    AIMessage: AIMessage(content="", response_metadata={"n": 0}),
+}
+
+
 def _message(kind: type[AnyMessage], n: int, **kwargs: Any) -> Any:
-    return kind(content="", response_metadata={"n": max(int(n), 0)}, **kwargs)
+    """A message of the recorded size `n` (plain ones copied from a template: faster than
+    validating a new one, and a session has hundreds)."""
+    metadata = {"n": max(int(n), 0)}
+    template = None if kwargs else _TEMPLATES.get(kind)
+    if template is not None:
+        return template.model_copy(update={"response_metadata": metadata})
+    return kind(content="", response_metadata=metadata, **kwargs)
 
 
 @dataclass(slots=True)
@@ -258,8 +303,16 @@ class Replayer:
     def __init__(self, setting: Setting, ratio: float) -> None:
         self.setting = setting
         self.ratio = ratio
+        self._middleware: dict[int, RecordedSummarization] = {}
         if setting.model is not None and setting.window:
-            setting.middleware(setting.window)  # a bad setting fails before any session
+            self.middleware(setting.window)  # a bad setting fails before any session
+
+    def middleware(self, window: int) -> RecordedSummarization:
+        """This replayer's own instance (its counter remembers totals, so it is not shared)."""
+        found = self._middleware.get(window)
+        if found is None:
+            found = self._middleware[window] = build_middleware(self.setting, window)
+        return found
 
     def run(self, convo: Conversation) -> SessionResult:
         trace = convo.trace
@@ -268,7 +321,10 @@ class Replayer:
         provider = self.setting.provider if self.setting.model else _provider(trace)
         rate = linear_rate(provider, model)
         summary_rate = linear_rate(provider, self.setting.summary_model or model)
-        middleware = self.setting.middleware(window)
+        middleware = self.middleware(window)
+        counter = middleware.counter
+        if isinstance(counter, RecordedSizes):
+            counter.reset()
         state: list[Any] = []
         folds = billed = at = 0
         cost: float | None = 0.0
@@ -289,7 +345,7 @@ class Replayer:
                 billed += folded
                 spent = _cost(summary_rate, folded, 0, summary)
                 cost = None if cost is None or spent is None else cost + spent
-            total = count(state)
+            total = counter(state)
             request = convo.overhead + total
             billed += request
             spent = _cost(rate, request, min(call.cached_tokens, request), call.output_tokens)
