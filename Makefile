@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(PY) bench/turn.py
 	$(PY) bench/memory.py
 	$(PY) bench/turn_overhead.py
+	$(PY) bench/support.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -2,12 +2,14 @@
 
 import logging
 import sys
+import threading
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from api.server import BindRefused
 from data.db import describe
-from data.settings import SettingsError, get_settings
+from data.settings import Settings, SettingsError, get_settings
 
 
 def serve(argv: list[str]) -> int:
@@ -36,9 +38,48 @@ def serve(argv: list[str]) -> int:
             print(f"warning: {error}", file=sys.stderr)
     # Prometheus can scrape from the start, before anyone opens a page.
     start_exporter(host=settings.metrics_host, port=settings.metrics_port)
+    if settings.api_port:
+        try:
+            serve_api(settings)
+        except BindRefused as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)
+
+
+def serve_api(settings: Settings) -> None:
+    """The HTTP API on API_HOST:API_PORT in this process, sharing the chat page's runtime
+    (embedded Qdrant and the local model server are single-process resources). On SIGTERM
+    the API stops accepting and lets turns in flight finish before Streamlit stops."""
+    import signal
+
+    from streamlit.web import bootstrap
+
+    from api import server as api_server
+    from api.main import create_app
+
+    server = api_server.make_server(settings, app=create_app(settings))
+    thread = api_server.serve_in_thread(server)
+    print(f"API: http://{settings.api_host}:{settings.api_port} (docs at /docs)")
+    streamlit_handler = bootstrap._set_up_signal_handler
+
+    def drain_then_stop(streamlit_server: object) -> None:
+        streamlit_handler(streamlit_server)  # type: ignore[arg-type]
+        stop_streamlit = signal.getsignal(signal.SIGTERM)
+
+        def on_term(number: int, frame: object) -> None:
+            def drain() -> None:
+                api_server.stop(server, thread, settings.shutdown_grace_s)
+                if callable(stop_streamlit):
+                    stop_streamlit(number, frame)
+
+            threading.Thread(target=drain, name="drain", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    bootstrap._set_up_signal_handler = drain_then_stop  # type: ignore[assignment]
 
 
 if __name__ == "__main__" and get_script_run_ctx() is None:
@@ -69,6 +110,12 @@ page = st.navigation(
                 icon=":material/chat:",
                 default=True,
                 url_path="support-chat",
+            ),
+            st.Page(
+                "pages/tickets.py",
+                title="Tickets",
+                icon=":material/confirmation_number:",
+                url_path="support-tickets",
             ),
         ],
         "Analytics": [

@@ -21,8 +21,12 @@ def make_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:
         pool = ConnectionPool(
             to_libpq_url(settings.sqlalchemy_url),
             min_size=1,
-            max_size=4,
+            max_size=10,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            # A connection is checked as it is handed out, so after a database restart the
+            # next turn gets a fresh one instead of failing on a dead one.
+            check=ConnectionPool.check_connection,
+            timeout=10,
             open=True,
         )
         saver = PostgresSaver(pool)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from agent.context import TurnContext
 from agent.middleware import EventSink, RecordedSummarization, is_transient
 from agent.prompts import SYSTEM_PROMPT
 from agent.window import WindowCounter
@@ -97,6 +98,7 @@ def build_agent(
         system_prompt=SYSTEM_PROMPT,
         middleware=middleware,
         checkpointer=checkpointer,
+        context_schema=TurnContext,  # type: ignore[arg-type]
         name="support_agent",
     )
 

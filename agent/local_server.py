@@ -70,6 +70,10 @@ class LocalServer:
             str(self.port),
             "--n_ctx",
             str(self.n_ctx),
+            # By default the server cuts off the answer it is streaming when another request
+            # arrives: with several people chatting, most answers came back empty.
+            "--interrupt_requests",
+            "False",
         ]
 
     def start(self, timeout: float = 60.0) -> LocalServer:

@@ -20,9 +20,9 @@ from langchain.agents.middleware import (
     SummarizationMiddleware,
 )
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
-from langgraph.config import get_config
 from langgraph.graph.message import REMOVE_ALL_MESSAGES as REMOVE_ALL
 
+from agent.context import UNKNOWN, current_turn
 from agent.window import ContextWindowExceeded, WindowCounter
 from data.records import EventRecord
 
@@ -32,20 +32,13 @@ EventSink = Callable[[EventRecord], None]
 
 
 def turn_meta() -> tuple[str, str, int]:
-    """(user_id, session_id, turn) of the running turn, from the run's config metadata."""
-    try:
-        meta = get_config().get("metadata") or {}
-    except RuntimeError:  # outside a runnable context (direct calls in scripts)
-        meta = {}
-    return (
-        str(meta.get("user_id", "unknown")),
-        str(meta.get("session_id", meta.get("thread_id", "unknown"))),
-        int(meta.get("turn", 0)),
-    )
+    """(user_id, session_id, turn) of the running turn, from its TurnContext."""
+    context = current_turn() or UNKNOWN
+    return context.user_id, context.session_id, context.turn
 
 
 def emit(sink: EventSink | None, kind: str, name: str, latency_ms: float, **fields: Any) -> None:
-    """Record one event of the running turn (user, session and turn from the run's metadata);
+    """Record one event of the running turn (user, session and turn from its TurnContext);
     a failure to record never fails the turn."""
     if sink is None:
         return

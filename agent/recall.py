@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -42,8 +43,28 @@ log = logging.getLogger(__name__)
 # After a fold, at most this many of the session's own facts come back (newest first).
 MAX_RESTORED_FACTS = 12
 
+
+@dataclass(frozen=True)
+class Provided:
+    """A provider's block for the prompt, with details for the turn's recorded event (the
+    help-center articles it came from, for instance)."""
+
+    text: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class ContextUnavailable(Exception):
+    """A provider's source is down: `block` tells the model so (it still goes into the prompt,
+    so the model says it cannot check rather than guessing), and the lookup is recorded as a
+    failed tool call with the exception's message."""
+
+    def __init__(self, message: str, *, block: str) -> None:
+        super().__init__(message)
+        self.block = block
+
+
 # (user_id, message text) -> a block of text for the prompt, or None
-ContextProvider = Callable[[str, str], str | None]
+ContextProvider = Callable[[str, str], "str | Provided | None"]
 # Where recalled memories and provided context go: the system message of the request, or next
 # to the customer's question in their message (better for small local models).
 Placement = Literal["system", "user"]
@@ -171,8 +192,16 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         for name, provider in self.providers.items():
             started = time.perf_counter()
             status, error, block = "ok", None, None
+            extra: dict[str, Any] = {}
             try:
-                block = provider(user_id, text)
+                found = provider(user_id, text)
+                if isinstance(found, Provided):
+                    block, extra = found.text, found.detail
+                else:
+                    block = found
+            except ContextUnavailable as failure:
+                log.warning("context provider %s: %s", name, failure)
+                status, error, block = "error", str(failure)[:500], failure.block
             except Exception as failure:  # a context provider never breaks the turn
                 log.exception("context provider %s failed", name)
                 status, error = "error", f"{type(failure).__name__}: {failure}"[:500]
@@ -190,6 +219,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                         "args": {"message": text[:200]},
                         "result": (block or "")[:300],
                         "injected": True,
+                        **extra,
                     }
                 ),
             )

@@ -4,6 +4,7 @@ service."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,18 +22,22 @@ from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
 from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
 from agent.graph import build_agent
-from agent.knowledge import KnowledgeBase
+from agent.knowledge import KnowledgeBase, from_settings
+from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
 from agent.middleware import turn_meta
 from agent.models import ModelSpec, make_chat_model, resolve_spec
+from agent.ratelimit import RateLimiter
 from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from agent.window import WindowCounter
+from data.orders import OrderSource, order_source
 from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
+from data.service_times import ServiceLevels
 from data.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,12 +59,31 @@ def local_usage_counter(port: int) -> UsageCounter:
     return count
 
 
+_shared: dict[str, Runtime] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_runtime(settings: Settings, *, engine: Engine) -> Runtime:
+    """The process's one runtime for these settings, built on first use. The chat page and the
+    API in the same process share it: the embedded Qdrant store and the local model server are
+    single-process resources, and one runtime means one rate limiter and one set of locks."""
+    key = settings.model_dump_json()
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = build_runtime(settings, engine=engine)
+        return found
+
+
 def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     """Start the embedded model server if needed and build the chat service."""
     server = local_server.start_for(settings) if settings.uses_local_model else None
     chat_spec = resolve_spec(settings, role="chat")
     summary_spec = resolve_spec(settings, role="summarize")
     recorder = Recorder(engine)
+    ledger = TurnLedger(
+        calls=recorder, events=lambda event: record_event(engine=engine, event=event)
+    )
     overrides = load_overrides(settings.price_overrides_file)
     counter = local_usage_counter(settings.local_model_port) if settings.uses_local_model else None
 
@@ -69,7 +93,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         telemetry = CallTelemetry(
             spec=spec,
             purpose=purpose,
-            sink=recorder,
+            sink=ledger.call,
             price_overrides=overrides,
             usage_counter=counter,
         )
@@ -98,7 +122,8 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         chat_model=model_for(chat_spec, "chat", cache=cache),
         summary_model=model_for(summary_spec, "summarize", max_retries=settings.model_max_retries),
         fallback_model=fallback,
-        sink=recorder,
+        sink=ledger.call,
+        events=ledger.event,
         budget_estimate=price_estimator(
             provider=chat_spec.provider,
             model=chat_spec.model,
@@ -119,6 +144,14 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         model_label=label,
         tracing=make_tracing(settings),
         counter=parts.counter,
+        ledger=ledger,
+        limiter=RateLimiter(
+            per_minute=settings.rate_limit_per_minute,
+            burst=settings.rate_limit_burst,
+            redis_url=settings.redis_url,
+        ),
+        session_wait_s=settings.session_wait_s,
+        model_timeout_s=settings.model_timeout_s,
     )
     return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
 
@@ -134,6 +167,7 @@ class AgentParts:
     memory_error: str | None
     middleware: MemoryMiddleware
     tools: list[BaseTool]
+    orders: OrderSource
     counter: WindowCounter
 
 
@@ -145,10 +179,12 @@ def assemble(
     summary_model: BaseChatModel,
     fallback_model: BaseChatModel | None = None,
     sink: Callable[[CallRecord], None] | None = None,
+    events: Callable[[EventRecord], None] | None = None,
     retry_initial_delay_s: float = 1.0,
     checkpointer: BaseCheckpointSaver[str] | None = None,
     embedder: Embedder | None = None,
     knowledge: KnowledgeBase | None = None,
+    orders_source: OrderSource | None = None,
     budget_estimate: Estimator | None = None,
 ) -> AgentParts:
     """The agent around given models: memory, context injection or tools, summarization,
@@ -156,11 +192,15 @@ def assemble(
     bench pass a scripted one and get every other part exactly as the app has it (they may
     also pass an embedder and knowledge base built once, which take about a second to build)."""
 
-    def events(event: EventRecord) -> None:
+    def recorded(event: EventRecord) -> None:
         record_event(engine=engine, event=event)
 
+    events = events or recorded
+
     embedder = embedder or make_embedder(settings, sink=sink)
-    knowledge = knowledge or KnowledgeBase(embedder=embedder)
+    knowledge = knowledge or from_settings(settings, embedder)
+    # One order source for the tools and for the prompt context of a model without tools.
+    source = orders_source or order_source(settings, engine=engine)
     memory: MemoryStore | None = None
     memory_error = None
     try:
@@ -169,14 +209,24 @@ def assemble(
         # The agent still answers; the chat page says memory is off and why.
         memory_error = str(error)
         log.warning("long-term memory is off: %s", error)
-    tools = make_tools(engine=engine, knowledge=knowledge) if settings.uses_tools else []
+    tools = (
+        make_tools(
+            engine=engine,
+            knowledge=knowledge,
+            orders_source=source,
+            levels=ServiceLevels.from_settings(settings),
+            notify=settings.ticket_webhook_url is not None,
+        )
+        if settings.uses_tools
+        else []
+    )
     providers: dict[str, ContextProvider] = {}
     if not tools:
         # A model without tools gets what the tools would have found, in its prompt: the
         # orders named in the message and the best help-center entry (recorded under the
         # tools' names).
         providers = {
-            "lookup_order": lambda user_id, text: order_context(engine, user_id, text),
+            "lookup_order": lambda user_id, text: order_context(source, user_id, text),
             "search_help_center": lambda user_id, text: help_context(
                 knowledge, text, ref=TurnRef(*turn_meta())
             ),
@@ -230,6 +280,7 @@ def assemble(
         memory_error=memory_error,
         middleware=middleware,
         tools=tools,
+        orders=source,
         counter=counter,
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import threading
 import time
 import unicodedata
 import uuid
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import openai
+import psycopg
 from langchain_core.messages import AIMessage, HumanMessage
 from langsmith import Client as LangSmithClient
 from langsmith.run_helpers import tracing_context
@@ -21,12 +24,15 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.budget import BudgetExceeded, take_warnings
+from agent.context import TurnContext
+from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
+from agent.ratelimit import RateLimiter
 from agent.window import ContextWindowExceeded, MessageTooLong, WindowCounter
 from data import conversations
 from data.conversations import MAX_MESSAGE_CHARS
 from data.recorder import record_event
-from data.records import EventRecord
+from data.records import CallRecord, EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +41,32 @@ class ChatInputError(ValueError):
     """The user's message cannot be sent as it is (the text says why)."""
 
 
+class RateLimited(ChatInputError):
+    """The user has used their turns for now; `retry_after_s` says when to try again."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(
+            f"Too many messages in a short time. Try again in {retry_after_s:.0f} seconds."
+        )
+        self.retry_after_s = retry_after_s
+
+
+class SessionNotFound(ChatInputError):
+    """The session belongs to another user (told apart from a missing one by nobody)."""
+
+
+class SessionBusy(ChatInputError):
+    """Another turn of the same session is still running."""
+
+
 class DependencyError(RuntimeError):
-    """A dependency (the model server or the database) is unavailable; the text names it."""
+    """A dependency (the model server or the database) is unavailable; the text names it.
+    `dependency` is "model" or "database"; `timeout` is True when it did not answer in time."""
+
+    def __init__(self, message: str, *, dependency: str = "model", timeout: bool = False) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.timeout = timeout
 
 
 class TurnFailed(RuntimeError):
@@ -62,7 +92,9 @@ def clean_message(text: str | None) -> str:
 
 @dataclass
 class TurnOutcome:
-    """Filled in while a turn streams; complete once the stream is exhausted."""
+    """Filled in while a turn streams; complete once the stream is exhausted. `calls` and
+    `events` are what the turn recorded (model calls of every purpose, recalls, tool calls,
+    folds), also when it failed."""
 
     session_id: str
     turn: int = 0
@@ -70,9 +102,60 @@ class TurnOutcome:
     run_id: str | None = None
     wall_ms: float = 0.0
     chunks: list[str] = field(default_factory=list)
-    # Budget warnings of this turn (a budget past its warning threshold); a turn over a budget
-    # raises agent.budget.BudgetExceeded instead.
+    calls: list[CallRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def chat_calls(self) -> list[CallRecord]:
+        return [c for c in self.calls if c.purpose == "chat"]
+
+    def tokens(self) -> dict[str, int]:
+        """The turn's chat-model usage: input (cached included), cached input, output."""
+        chat = self.chat_calls
+        return {
+            "input_tokens": sum(c.input_tokens for c in chat),
+            "cached_input_tokens": sum(c.cached_input_tokens for c in chat),
+            "output_tokens": sum(c.output_tokens for c in chat),
+        }
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the turn cost, the summarizer's and the embedder's calls included; None when
+        any call is unpriced."""
+        if any(c.cost_usd is None for c in self.calls):
+            return None
+        return sum(c.cost_usd or 0.0 for c in self.calls)
+
+    @property
+    def cost_status(self) -> str:
+        statuses = {c.cost_status for c in self.calls}
+        if "unknown" in statuses or any(c.cost_usd is None for c in self.calls):
+            return "unknown"
+        return "provided" if "provided" in statuses else "computed"
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return next((c.ttft_ms for c in self.chat_calls if c.ttft_ms is not None), None)
+
+    @property
+    def context_percent(self) -> float | None:
+        found = [p for c in self.chat_calls if (p := c.context_percent) is not None]
+        return max(found, default=None)
+
+    def memories(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for event in self.events:
+            if event.kind == "memory_recall" and event.detail:
+                out += json.loads(event.detail).get("memories", [])
+        return out
+
+    def tools(self) -> list[dict[str, Any]]:
+        return [
+            {"name": e.name, "status": e.status, "latency_ms": round(e.latency_ms, 1)}
+            for e in self.events
+            if e.kind == "tool_call"
+        ]
 
 
 @dataclass(frozen=True)
@@ -104,12 +187,22 @@ class ChatService:
         model_label: str,
         tracing: Tracing = NO_TRACING,
         counter: WindowCounter | None = None,
+        ledger: TurnLedger | None = None,
+        limiter: RateLimiter | None = None,
+        session_wait_s: float = 30.0,
+        model_timeout_s: float = 60.0,
     ) -> None:
         self.agent = agent
         self.engine = engine
         self.model_label = model_label
         self.tracing = tracing
         self.counter = counter
+        self.ledger = ledger
+        self.limiter = limiter
+        self.session_wait_s = session_wait_s
+        self.model_timeout_s = model_timeout_s
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def _check_size(self, *, user_id: str, session_id: str, text: str) -> None:
         """Refuse, before anything is stored or sent, a message that alone would take more
@@ -139,32 +232,71 @@ class ChatService:
                 log.warning("could not record a refused message")
             raise ChatInputError(str(error)) from None
 
+    def _session_lock(self, session_id: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(session_id)
+            if lock is None:
+                lock = self._locks[session_id] = threading.Lock()
+            return lock
+
     def stream_turn(
         self, *, user_id: str, session_id: str, message: str, outcome: TurnOutcome
     ) -> Iterator[str]:
-        """Yield the answer's text as it streams. Raises ChatInputError or DependencyError."""
+        """Yield the answer's text as it streams. Raises ChatInputError (RateLimited,
+        SessionNotFound, SessionBusy among them), DependencyError or TurnFailed.
+
+        Checked before anything is written: the message, its size against the window, the
+        user's rate limit. One turn per session at a time: a second one waits up to
+        SESSION_WAIT_S for the first, then gets SessionBusy, so a transcript never
+        interleaves two turns."""
         text = clean_message(message)
         user_id = user_id.strip()
         if not user_id:
             raise ChatInputError("Enter a user id first.")
-        started = time.perf_counter()
         self._check_size(user_id=user_id, session_id=session_id, text=text)
+        if self.limiter is not None:
+            wait = self.limiter.check(user_id)
+            if wait is not None:
+                raise RateLimited(wait)
+        lock = self._session_lock(session_id)
+        if not lock.acquire(timeout=self.session_wait_s):
+            raise SessionBusy(
+                "Another message of this conversation is still being answered; "
+                "try again when it is done."
+            )
+        try:
+            yield from self._turn(
+                user_id=user_id, session_id=session_id, text=text, outcome=outcome
+            )
+        finally:
+            lock.release()
+
+    def _turn(
+        self, *, user_id: str, session_id: str, text: str, outcome: TurnOutcome
+    ) -> Iterator[str]:
+        started = time.perf_counter()
         try:
             turn = conversations.start_turn(
                 engine=self.engine, session_id=session_id, user_id=user_id, text=text
             )
-        except PermissionError as error:
-            raise ChatInputError(str(error)) from None
+        except PermissionError:
+            raise SessionNotFound(
+                f"No conversation {session_id} belongs to this user; start a new one."
+            ) from None
         except SQLAlchemyError as error:
-            raise DependencyError(f"The database is unavailable: {_reason(error)}") from None
+            raise DependencyError(
+                f"The database is unavailable: {_reason(error)}", dependency="database"
+            ) from None
         run_id = uuid.uuid4()
         outcome.turn, outcome.run_id = turn, str(run_id)
         config = {
             "configurable": {"thread_id": session_id},
+            # For the LangSmith trace only; the agent reads who is calling from the context.
             "metadata": {"user_id": user_id, "session_id": session_id, "turn": turn},
             "run_id": run_id,
             "run_name": "support_turn",
         }
+        context = TurnContext(user_id=user_id, session_id=session_id, turn=turn)
         try:
             with self.tracing.context():
                 # durability="exit": the conversation state is checkpointed once, when the
@@ -173,6 +305,7 @@ class ChatService:
                 for chunk, meta in self.agent.stream(
                     {"messages": [HumanMessage(text)]},
                     config=config,
+                    context=context,
                     stream_mode="messages",
                     durability="exit",
                 ):
@@ -186,7 +319,13 @@ class ChatService:
                     ):
                         outcome.chunks.append(chunk.text)
                         yield chunk.text
-        except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as error:
+        except (openai.APITimeoutError, httpx.TimeoutException):
+            raise DependencyError(
+                f"The chat model ({self.model_label}) did not answer within "
+                f"{self.model_timeout_s:g} s. Your message is saved; send it again.",
+                timeout=True,
+            ) from None
+        except (openai.APIConnectionError, httpx.HTTPError) as error:
             raise DependencyError(
                 f"The chat model ({self.model_label}) is unreachable: {_reason(error)}. "
                 "Your message is saved; send it again when the model is back."
@@ -204,6 +343,13 @@ class ChatService:
             ) from None
         except BudgetExceeded:
             raise  # refused before any model call; the page and the API say why
+        except (SQLAlchemyError, psycopg.Error, sqlite3.Error) as error:
+            # The conversation state (the checkpointer) could not be read or written.
+            raise DependencyError(
+                f"The database is unavailable: {_reason(error)}. Your message is saved; "
+                "send it again.",
+                dependency="database",
+            ) from None
         except (ContextWindowExceeded, EmptyAnswer) as error:
             raise TurnFailed(
                 f"The chat model ({self.model_label}) gave no answer: {error}. "
@@ -220,6 +366,9 @@ class ChatService:
             ) from None
         finally:
             outcome.warnings = take_warnings(session_id, turn)
+            if self.ledger is not None:
+                records = self.ledger.take(session_id, turn)
+                outcome.calls, outcome.events = records.calls, records.events
         outcome.text = "".join(outcome.chunks).strip()
         try:
             conversations.add_assistant_message(
@@ -231,7 +380,8 @@ class ChatService:
             )
         except SQLAlchemyError as error:
             raise DependencyError(
-                f"The answer could not be saved; the database is unavailable: {_reason(error)}"
+                f"The answer could not be saved; the database is unavailable: {_reason(error)}",
+                dependency="database",
             ) from None
         outcome.wall_ms = (time.perf_counter() - started) * 1000
 

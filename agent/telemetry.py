@@ -19,6 +19,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
+from agent.context import UNKNOWN, TurnContext, current_turn
 from agent.models import ModelSpec
 from data.models import utcnow
 from data.prices import Rate, price_call
@@ -39,6 +40,7 @@ class _Open:
     ts: datetime
     metadata: dict[str, Any]
     messages: list[tuple[str, str]]
+    turn: TurnContext
     first_token: float | None = None
     chunks: list[str] = field(default_factory=list)
 
@@ -83,6 +85,8 @@ class CallTelemetry(BaseCallbackHandler):
                 ts=utcnow(),
                 metadata=dict(metadata or {}),
                 messages=pairs,
+                # Read here, on the calling thread, where the run's context is current.
+                turn=current_turn() or UNKNOWN,
             )
 
     def on_llm_new_token(
@@ -220,9 +224,9 @@ class CallTelemetry(BaseCallbackHandler):
         purpose = "summarize" if meta.get("lc_source") == "summarization" else self.purpose
         record = CallRecord(
             ts=call.ts,
-            user_id=str(meta.get("user_id", "unknown")),
-            session_id=str(meta.get("session_id", meta.get("thread_id", "unknown"))),
-            turn=int(meta.get("turn", 0)),
+            user_id=call.turn.user_id,
+            session_id=call.turn.session_id,
+            turn=call.turn.turn,
             purpose=purpose,
             provider=self.spec.provider,
             model=self.spec.model,

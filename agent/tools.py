@@ -1,9 +1,12 @@
 """The support agent's tools (orders, help center, tickets), their telemetry, and the same facts
 as prompt context for a model that cannot call tools.
 
-Who is asking never comes from the model: every tool reads the user, session and turn from the
-run's config metadata (set by ChatService), so a customer cannot read another customer's order
-by naming a different user."""
+Who is asking never comes from the model: every tool reads the user, session and turn of the
+running turn (`agent.middleware.turn_meta()`), so a customer cannot read another customer's
+order by naming a different user. Orders come from the configured source (data/orders.py: the
+team's orders API or the orders table); when it is down the model is told it cannot check
+orders right now, the call is recorded as failed, and the turn goes on. The service times the
+agent promises come from settings (data/service_times.py)."""
 
 from __future__ import annotations
 
@@ -17,19 +20,23 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware
 from langchain.tools import ToolRuntime
 from langchain_core.messages import BaseMessage, ToolMessage
-from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, ToolException, tool
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from sqlalchemy import Engine
 
+from agent.context import TurnContext
 from agent.embeddings import TurnRef
-from agent.knowledge import KnowledgeBase
-from data import orders
-from data.orders import OrderView
+from agent.knowledge import Hit, KnowledgeBase
+from agent.middleware import turn_meta
+from agent.recall import ContextUnavailable, Provided
+from data import orders, tickets
+from data.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
 from data.recorder import record_event
 from data.records import EventRecord
+from data.service_times import ServiceLevels
+from data.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +52,46 @@ RESULT_PREVIEW_CHARS = 300
 TRANSCRIPT_FOR_HUMAN = 6  # messages copied into an escalation so the human has the context
 
 
-def caller(config: RunnableConfig) -> TurnRef | None:
-    """The user, session and turn of the run, from the metadata ChatService puts in the config;
-    None when the run was started without a user (the tools then refuse)."""
-    metadata = config.get("metadata") or {}
-    user_id = str(metadata.get("user_id") or "").strip()
-    if not user_id:
+def caller(runtime: Any = None) -> TurnRef | None:
+    """The user, session and turn of the running turn: the TurnContext ChatService passes to the
+    agent (`runtime.context` in a tool, else `turn_meta()`), never the model's arguments; None
+    when the run was started without a user (the tools then refuse)."""
+    context = getattr(runtime, "context", None)
+    if isinstance(context, TurnContext):
+        user_id, session_id, turn = context.user_id, context.session_id, context.turn
+    else:
+        user_id, session_id, turn = turn_meta()
+    user_id = user_id.strip()
+    if not user_id or user_id == "unknown":
         return None
-    session_id = str(
-        metadata.get("session_id") or (config.get("configurable") or {}).get("thread_id") or ""
-    )
-    return TurnRef(user_id=user_id, session_id=session_id, turn=int(metadata.get("turn") or 0))
+    return TurnRef(user_id=user_id, session_id=session_id, turn=turn)
 
 
 NO_CALLER = "I cannot tell which customer this is, so I cannot look at orders or open tickets."
+CANNOT_CHECK_ORDERS = "Cannot check orders right now"
+
+
+def cannot_check_orders(error: OrdersUnavailable) -> str:
+    """What the model reads when the order source is down."""
+    return (
+        f"{CANNOT_CHECK_ORDERS}: {error}. Tell the customer that you cannot check orders "
+        "right now and that they can ask again later or have a ticket opened; do not guess "
+        "the order's status."
+    )
+
+
+def articles(hits: list[Hit]) -> list[dict[str, Any]]:
+    """The help-center articles behind an answer, for the turn's event (the chat page lists
+    them with their title and file)."""
+    return [
+        {
+            "title": h.entry.title,
+            "file": h.entry.file,
+            "topic": h.entry.topic,
+            "score": round(h.score, 4),
+        }
+        for h in hits
+    ]
 
 
 def _day(value: datetime | None) -> str:
@@ -90,11 +123,22 @@ def _not_an_order_number(text: str) -> str:
     )
 
 
-def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
-    """The support tools, bound to the database and the help-center knowledge base."""
+def make_tools(
+    *,
+    engine: Engine,
+    knowledge: KnowledgeBase,
+    orders_source: OrderSource | None = None,
+    levels: ServiceLevels | None = None,
+    notify: bool = False,
+) -> list[BaseTool]:
+    """The support tools, bound to the order source (default: the orders table), the help
+    center, the tickets table and the promised service times (default: from settings). With
+    `notify`, each new ticket is queued for the ticket webhook."""
+    source: OrderSource = orders_source or TableOrders(engine)
+    promises = levels or ServiceLevels.from_settings(get_settings())
 
     @tool(parse_docstring=True)
-    def lookup_order(order_number: str, runtime: ToolRuntime) -> str:
+    def lookup_order(order_number: str) -> str:
         """Look up one of the customer's orders: status, items, total, when it was placed,
         shipped and delivered, the carrier and the tracking number.
 
@@ -104,13 +148,16 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         Args:
             order_number: The order number as the customer gave it, e.g. "A-10234".
         """
-        who = caller(runtime.config)
+        who = caller()
         if who is None:
             return NO_CALLER
         number = orders.normalize_order_number(order_number)
         if number is None:
             return _not_an_order_number(order_number)
-        order = orders.get_order(engine=engine, user_id=who.user_id, order_number=number)
+        try:
+            order = source.get_order(user_id=who.user_id, order_number=number)
+        except OrdersUnavailable as error:
+            raise ToolException(cannot_check_orders(error)) from None
         if order is None:
             return (
                 f"No order {number} was found for this customer. Ask them to check the "
@@ -119,16 +166,19 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         return describe_order(order)
 
     @tool(parse_docstring=True)
-    def list_recent_orders(runtime: ToolRuntime) -> str:
+    def list_recent_orders() -> str:
         """List the customer's most recent orders (newest first) with number, status, date
         and total.
 
         Use it when the customer asks about "my order" without giving a number, or gives a
         number that was not found."""
-        who = caller(runtime.config)
+        who = caller()
         if who is None:
             return NO_CALLER
-        found = orders.recent_orders(engine=engine, user_id=who.user_id, limit=RECENT_ORDERS)
+        try:
+            found = source.recent_orders(user_id=who.user_id, limit=RECENT_ORDERS)
+        except OrdersUnavailable as error:
+            raise ToolException(cannot_check_orders(error)) from None
         if not found:
             return "This customer has no orders."
         return "\n".join(
@@ -137,8 +187,8 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
             for o in found
         )
 
-    @tool(parse_docstring=True)
-    def search_help_center(query: str, runtime: ToolRuntime) -> str:
+    @tool(parse_docstring=True, response_format="content_and_artifact")
+    def search_help_center(query: str) -> tuple[str, dict[str, Any]]:
         """Search the help center (shipping, returns, refunds, warranty, payments, changing
         or cancelling an order, account, privacy, contacting a human) for the policy that
         answers the customer's question.
@@ -151,28 +201,29 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
                 take".
         """
         if not query.strip():
-            return "The query is empty: pass the customer's question."
-        hits = knowledge.search(query, k=3, ref=caller(runtime.config))
+            return "The query is empty: pass the customer's question.", {}
+        hits = knowledge.search(query, k=3, ref=caller())
         hits = [h for h in hits if h.score >= SEARCH_MIN_SCORE]
         if not hits:
             return (
                 "The help center has no article about this. Say so, and offer to open a "
                 "ticket (open_ticket) if the customer needs an answer."
-            )
-        return "\n\n".join(f"## {h.entry.title}\n{h.entry.text}" for h in hits)
+            ), {"articles": []}
+        text = "\n\n".join(f"## {h.entry.title}\n{h.entry.text}" for h in hits)
+        return text, {"articles": articles(hits)}
 
     @tool(parse_docstring=True)
     def open_ticket(
         subject: str,
         details: str,
-        runtime: ToolRuntime,
         priority: Literal["low", "normal", "high", "urgent"] = "normal",
     ) -> str:
         """Open a support ticket for something you cannot settle in this chat, such as a
         refund to issue, a damaged or missing parcel, a duplicate charge, an address change
-        or a warranty claim. The support team answers by e-mail within one working day.
+        or a warranty claim. The result says when the support team will answer.
 
-        Confirm with the customer before opening a ticket, then tell them its number.
+        Confirm with the customer before opening a ticket, then tell them its number and
+        when they will hear back.
 
         Args:
             subject: One line saying what the ticket is about, with the order number if
@@ -182,12 +233,12 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
             priority: "urgent" only for safety or legal issues, "high" when money is at
                 stake or the customer is blocked, "low" for questions, else "normal".
         """
-        who = caller(runtime.config)
+        who = caller()
         if who is None:
             return NO_CALLER
         if not subject.strip() or not details.strip():
             return "Both subject and details are needed to open a ticket."
-        ticket = orders.create_ticket(
+        ticket = tickets.create_ticket(
             engine=engine,
             user_id=who.user_id,
             session_id=who.session_id,
@@ -196,10 +247,12 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
             subject=subject,
             body=details,
             priority=priority,
+            levels=promises,
+            notify=notify,
         )
         return (
             f"Ticket #{ticket.id} is open (priority {ticket.priority}). The support team will "
-            "answer the customer by e-mail within one working day."
+            f"answer the customer by e-mail {promises.promise('ticket', ticket.created_at)}."
         )
 
     @tool(parse_docstring=True)
@@ -208,12 +261,12 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
 
         Use it when the customer asks for a person, is upset after two attempts to help,
         or needs something no tool can do (identity checks, exceptions to a policy,
-        legal or safety matters). Tell the customer that a person will take over.
+        legal or safety matters). Tell the customer that a person will take over, and when.
 
         Args:
             reason: Why a human is needed, in one or two sentences.
         """
-        who = caller(runtime.config)
+        who = caller(runtime)
         if who is None:
             return NO_CALLER
         if not reason.strip():
@@ -222,7 +275,7 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
         recent = "\n".join(
             f"{m.type}: {m.text}" for m in messages[-TRANSCRIPT_FOR_HUMAN:] if m.text
         )
-        ticket = orders.create_ticket(
+        ticket = tickets.create_ticket(
             engine=engine,
             user_id=who.user_id,
             session_id=who.session_id,
@@ -231,12 +284,17 @@ def make_tools(*, engine: Engine, knowledge: KnowledgeBase) -> list[BaseTool]:
             subject=f"Escalation: {reason.strip()}",
             body=f"{reason.strip()}\n\nRecent conversation:\n{recent}",
             priority="high",
+            levels=promises,
+            notify=notify,
         )
         return (
             f"Escalation #{ticket.id} is open. A human colleague will take over this "
-            "conversation within 4 working hours (Mon-Fri 8-20, Sat 9-17 Eastern)."
+            f"conversation {promises.promise('escalation', ticket.created_at)}."
         )
 
+    for order_tool in (lookup_order, list_recent_orders):
+        # An order source that is down is a failed call whose message the model reads.
+        order_tool.handle_tool_error = True
     return [lookup_order, list_recent_orders, search_help_center, open_ticket, escalate_to_human]
 
 
@@ -275,14 +333,24 @@ class ToolTelemetryMiddleware(AgentMiddleware):
         latency_ms = (time.perf_counter() - started) * 1000
         content = result.text if isinstance(result, ToolMessage) else ""
         if error is None and isinstance(result, ToolMessage) and result.status == "error":
-            error = content[:500]  # invalid arguments: ToolNode already wrote the message
-        self._record(request, latency_ms=latency_ms, error=error, content=content)
+            # Invalid arguments (ToolNode wrote the message) or a source that is down (the
+            # tool's own message, e.g. "Cannot check orders right now: ...").
+            error = content[:500]
+        artifact = getattr(result, "artifact", None)
+        extra = artifact if isinstance(artifact, dict) else {}
+        self._record(request, latency_ms=latency_ms, error=error, content=content, extra=extra)
         return result
 
     def _record(
-        self, request: ToolCallRequest, *, latency_ms: float, error: str | None, content: str
+        self,
+        request: ToolCallRequest,
+        *,
+        latency_ms: float,
+        error: str | None,
+        content: str,
+        extra: dict[str, Any],
     ) -> None:
-        who = caller(request.runtime.config) or TurnRef(user_id="", session_id="", turn=0)
+        who = caller(request.runtime) or TurnRef(user_id="", session_id="", turn=0)
         event = EventRecord(
             user_id=who.user_id,
             session_id=who.session_id,
@@ -293,7 +361,11 @@ class ToolTelemetryMiddleware(AgentMiddleware):
             status="error" if error else "ok",
             error=error,
             detail=json.dumps(
-                {"args": request.tool_call["args"], "result": content[:RESULT_PREVIEW_CHARS]},
+                {
+                    "args": request.tool_call["args"],
+                    "result": content[:RESULT_PREVIEW_CHARS],
+                    **extra,
+                },
                 default=str,
             ),
         )
@@ -303,27 +375,40 @@ class ToolTelemetryMiddleware(AgentMiddleware):
             log.warning("could not record tool call %s", event.name, exc_info=True)
 
 
-def order_context(engine: Engine, user_id: str, text: str) -> str | None:
-    """The facts of the orders mentioned in `text` (the user's own only), as a block for the
-    prompt of a model that cannot call tools; None when the message names no order."""
+def order_context(source: OrderSource, user_id: str, text: str) -> str | None:
+    """The facts of the orders mentioned in `text` (the user's own only), from the same order
+    source as the tools, as a block for the prompt of a model that cannot call tools; None
+    when the message names no order. A source that is down raises ContextUnavailable, whose
+    block tells the model it cannot check orders right now."""
     numbers = orders.order_numbers_in(text)[:MAX_ORDERS_IN_CONTEXT]
     if not numbers or not user_id:
         return None
     blocks = []
-    for number in numbers:
-        order = orders.get_order(engine=engine, user_id=user_id, order_number=number)
-        blocks.append(
-            describe_order(order) if order else f"Order {number}: not found for this customer."
-        )
-    return "Order facts from the order database:\n\n" + "\n\n".join(blocks)
+    try:
+        for number in numbers:
+            order = source.get_order(user_id=user_id, order_number=number)
+            blocks.append(
+                describe_order(order) if order else f"Order {number}: not found for this customer."
+            )
+    except OrdersUnavailable as error:
+        raise ContextUnavailable(
+            f"{CANNOT_CHECK_ORDERS}: {error}",
+            block=f"Order facts: none. {cannot_check_orders(error)}",
+        ) from None
+    return "Order facts from the order system:\n\n" + "\n\n".join(blocks)
 
 
-def help_context(knowledge: KnowledgeBase, text: str, *, ref: TurnRef | None = None) -> str | None:
+def help_context(
+    knowledge: KnowledgeBase, text: str, *, ref: TurnRef | None = None
+) -> Provided | None:
     """The help-center entry that best answers `text`, when it is a confident match, as a block
-    for the prompt of a model that cannot call tools. With `ref`, the query's embedding call is
-    recorded against that turn."""
+    for the prompt of a model that cannot call tools (with the article it came from, for the
+    turn's event). With `ref`, the query's embedding call is recorded against that turn."""
     hits = knowledge.search(text, k=1, ref=ref)
     if not hits or hits[0].score < HELP_CONTEXT_MIN_SCORE:
         return None
     entry = hits[0].entry
-    return f"Help-center article ({entry.topic}):\n## {entry.title}\n{entry.text}"
+    return Provided(
+        text=f"Help-center article ({entry.topic}):\n## {entry.title}\n{entry.text}",
+        detail={"articles": articles(hits)},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -35,6 +36,19 @@ def make_engine(url: str) -> Engine:
         # Analyst queries sort tens of thousands of session rows: keep that off the disk.
         connect_args={"connect_timeout": 5, "options": "-c work_mem=32MB"},
     )
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def shared_engine(url: str) -> Engine:
+    """The process's one engine (and connection pool) for `url`."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        return engine
 
 
 def describe(url: str) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -16,12 +17,15 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from data.service_times import parse_business_hours, parse_duration, parse_timezone
 
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 # The local embedder: all-MiniLM-L6-v2 as int8 ONNX (agent/embeddings.py).
@@ -130,6 +134,29 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     environment: Literal["development", "test", "staging", "production"] = "development"
 
+    # HTTP API (seed 2.3, 3.2, 9): api/
+    api_host: str = Field(default="127.0.0.1", description="Where the API listens.")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="0: no API in `make run`.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens the API accepts, comma-separated. None: 127.0.0.1 only.",
+    )
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser."
+    )
+    rate_limit_per_minute: int = Field(
+        default=30, ge=1, le=100_000, description="Chat turns per user per minute (API and page)."
+    )
+    rate_limit_burst: int = Field(
+        default=5, ge=1, le=10_000, description="Of those, at most this many in one second."
+    )
+    session_wait_s: float = Field(
+        default=30.0, ge=0, le=600, description="How long a turn waits for its session to be free."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, le=3600, description="On SIGTERM, how long turns in flight may finish."
+    )
+
     # Feedback and review (issue 5)
     reviews_required: int = Field(
         default=2, ge=1, le=5, description="Independent reviewer scores wanted per conversation."
@@ -150,6 +177,34 @@ class Settings(BaseSettings):
         ge=10,
         le=86_400,
         description="How long an in-flight call's estimated cost counts if its call never ends.",
+    )
+
+    # Support systems (issue 14): where orders come from, where tickets go, what is promised,
+    # and the team's own help center.
+    orders_api_url: AnyHttpUrl | None = Field(
+        default=None, description="The team's orders API (README: orders contract); unset: table."
+    )
+    orders_api_token: SecretStr | None = Field(
+        default=None, description="Bearer token sent to ORDERS_API_URL."
+    )
+    orders_api_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    ticket_webhook_url: AnyHttpUrl | None = Field(
+        default=None, description="Each new ticket and escalation is POSTed here, signed."
+    )
+    ticket_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the X-Webhook-Signature header."
+    )
+    ticket_webhook_interval_s: int = Field(default=5, ge=1, le=3600)
+    ticket_response_time: timedelta = Field(
+        default=timedelta(hours=12), description="Working time until a ticket is answered."
+    )
+    escalation_response_time: timedelta = Field(
+        default=timedelta(hours=4), description="Working time until a human takes over."
+    )
+    business_hours: str = "Mon-Fri 08:00-20:00, Sat 09:00-17:00"
+    business_timezone: str = "America/New_York"
+    kb_dir: Path | None = Field(
+        default=None, description="The team's help-center articles (.md, .txt); unset: agent/kb."
     )
 
     @classmethod
@@ -186,12 +241,32 @@ class Settings(BaseSettings):
         "summary_keep_tokens",
         "price_overrides_file",
         "budget_webhook_url",
+        "orders_api_url",
+        "orders_api_token",
+        "ticket_webhook_url",
+        "ticket_webhook_secret",
+        "kb_dir",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `FOO=` in a .env file means "not set", not "set to the empty string".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys", "api_cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # API_KEYS=key1,key2 in the environment; a list in secrets.toml.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every API key must be at least 16 characters")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -214,6 +289,38 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("not a Redis URL (expected redis://host:port/db)")
         return value
+
+    @field_validator("ticket_response_time", "escalation_response_time", mode="before")
+    @classmethod
+    def _working_time(cls, value: Any) -> Any:
+        return parse_duration(str(value)) if isinstance(value, str | int | float) else value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _check_business_hours(cls, value: str) -> str:
+        parse_business_hours(value)
+        return value
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value.strip()
+
+    @field_validator("kb_dir")
+    @classmethod
+    def _check_kb_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("not a folder (the team's help-center articles go there)")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_signed(self) -> Settings:
+        if self.ticket_webhook_url is not None and self.ticket_webhook_secret is None:
+            raise ValueError(
+                "TICKET_WEBHOOK_URL needs TICKET_WEBHOOK_SECRET (deliveries are signed)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _chat_model_named(self) -> Settings:
@@ -273,6 +380,10 @@ class Settings(BaseSettings):
         return self.sqlalchemy_url.startswith("postgresql")
 
     @property
+    def api_is_loopback(self) -> bool:
+        return self.api_host in ("127.0.0.1", "localhost", "::1")
+
+    @property
     def langsmith_feedback_enabled(self) -> bool:
         """Sync feedback to LangSmith whenever a key is set: feedback attaches to runs traced
         earlier, so it does not depend on tracing being on right now."""
@@ -294,11 +405,14 @@ def to_libpq_url(url: str) -> str:
 
 
 _SECRET_FIELDS = {
+    "api_keys",
     "openai_api_key",
     "qdrant_api_key",
     "langsmith_api_key",
     "database_url",
     "redis_url",
+    "orders_api_token",
+    "ticket_webhook_secret",
 }
 
 
@@ -306,6 +420,8 @@ def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "settings"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:  # a rule across settings: the message names them
+        return f"Invalid settings: {message}"
     shown = "" if field in _SECRET_FIELDS else f"={first.get('input')!r}"
     more = len(error.errors()) - 1
     tail = f" (and {more} more invalid setting{'s' if more > 1 else ''})" if more else ""

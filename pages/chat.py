@@ -29,7 +29,7 @@ except SQLAlchemyError as error:
     st.stop()
 
 if "pending_session" in st.session_state:
-    st.session_state["session_choice"] = st.session_state.pop("pending_session")
+    st.session_state["active_session"] = st.session_state.pop("pending_session")
 
 with st.sidebar:
     user_id = st.text_input(
@@ -45,11 +45,22 @@ with st.sidebar:
         s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
         for s in sessions
     }
-    if st.session_state.get("session_choice") not in labels:
-        st.session_state["session_choice"] = NEW
-    choice = st.selectbox(
-        "Session", list(labels), format_func=labels.__getitem__, key="session_choice"
+    # This page's conversation is ours to keep (`active_session`), not the widget's: a
+    # selectbox remembers a position, and when someone else starts a session the list
+    # grows and that position points at another conversation. The widget's key follows the
+    # list, so a new list shows a fresh widget on our choice; only the user changes it.
+    options = list(labels)
+    active = st.session_state.get("active_session", NEW)
+    if active not in labels:
+        active = NEW
+    picked = st.selectbox(
+        "Session",
+        options,
+        index=options.index(active),
+        format_func=labels.__getitem__,
+        key=f"session_choice-{hash(tuple(options))}",
     )
+    st.session_state["active_session"] = choice = picked
 
 if not user_id:
     st.info("Enter a user id in the sidebar to start chatting.")
@@ -63,6 +74,7 @@ else:
     st.caption(f"Session `{session_id}`")
 
 common.feedback_sync()
+common.ticket_webhook()  # tickets the agent opens here are sent to the helpdesk, if configured
 stored = thumbs_for_session(engine=engine, session_id=session_id)
 
 

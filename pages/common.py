@@ -12,7 +12,7 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.runtime import Runtime, build_runtime
+from agent.runtime import Runtime, shared_runtime
 from data.conversations import (
     TranscriptMessage,
     TurnEvent,
@@ -28,6 +28,7 @@ from data.langsmith_sync import SyncWorker, client_from_settings
 from data.metrics import start_exporter
 from data.migrate import upgrade
 from data.settings import get_settings
+from data.ticket_webhook import WebhookWorker, worker_from_settings
 
 
 def ensure_routed() -> None:
@@ -56,7 +57,7 @@ def engine() -> Engine:
 @st.cache_resource(show_spinner="Starting the chat model…")
 def runtime() -> Runtime:
     """The agent and its chat service (starts the embedded model server when needed)."""
-    return build_runtime(get_settings(), engine=engine())
+    return shared_runtime(get_settings(), engine=engine())
 
 
 def _stop_worker(worker: SyncWorker | None) -> None:
@@ -78,6 +79,19 @@ def feedback_sync() -> SyncWorker | None:
         interval_s=settings.feedback_sync_interval_s,
         project_name=settings.langsmith_project,
     ).start()
+
+
+def _stop_webhook(worker: WebhookWorker | None) -> None:
+    if worker is not None:
+        worker.stop()
+
+
+@st.cache_resource(show_spinner=False, on_release=_stop_webhook)
+def ticket_webhook() -> WebhookWorker | None:
+    """The ticket webhook outbox worker, started once per process when TICKET_WEBHOOK_URL is
+    set; None when tickets stay on the Tickets page only."""
+    worker = worker_from_settings(get_settings(), engine=engine())
+    return worker.start() if worker is not None else None
 
 
 def _keep_reviewer() -> None:
@@ -291,6 +305,14 @@ def turn_details(events: list[TurnEvent] | None) -> None:
                 )
                 if tool.status != "ok" and tool.error:
                     st.caption(tool.error)
+        used_articles = [a for tool in tools for a in tool.detail.get("articles", [])]
+        if used_articles:
+            st.markdown("**Help-center articles used**")
+            for article in dict.fromkeys(
+                (str(a.get("title", "")), str(a.get("file", ""))) for a in used_articles
+            ):
+                # The team's own text: shown as text, never as Markdown.
+                st.text(f"{article[0]} ({article[1] or 'built-in'})")
 
 
 def conversation(

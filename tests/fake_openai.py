@@ -126,6 +126,8 @@ class FakeOpenAI:
         self._queue: deque[Script] = deque(replies)
         self.default = default
         self.requests: list[Request] = []
+        # GET /v1/models (what readiness checks): its delay, or None to answer 503.
+        self.models_delay: float | None = 0.0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -175,6 +177,15 @@ class FakeOpenAI:
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet test output
                 pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/v1/models":
+                    return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                if server.models_delay is None:
+                    return self._json(503, {"error": {"message": "scripted 503"}})
+                time.sleep(server.models_delay)
+                models = [{"id": "gpt-4o-mini", "object": "model", "owned_by": "fake"}]
+                return self._json(200, {"object": "list", "data": models})
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

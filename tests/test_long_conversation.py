@@ -323,6 +323,7 @@ def test_thirty_long_messages_on_the_embedded_model(
         for message in [*corpus(), FINAL_QUESTION]:
             outcome = service.run_turn(user_id="dana", session_id="s-smol", message=message)
             assert outcome.text.strip(), "every turn is answered"
+            print(f"turn {outcome.turn}: context {outcome.context_percent:.1f} %", flush=True)
     finally:
         parts.middleware.flush()
         if parts.memory is not None:

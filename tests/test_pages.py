@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from data.db import make_engine
 from tests.conftest import APP, free_port, run
+from tests.helpers.pages import session_box_of
 
 
 def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
@@ -36,12 +37,12 @@ def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
         ).one()
     assert caption.startswith(f"{row[0]:,} in · {row[1]:,} out tokens · $0.000000 · ")
     # The session is now listed and selected, so a fresh visit can resume it.
-    session_box = at.sidebar.selectbox(key="session_choice")
+    session_box = session_box_of(at)
     assert session_box.value == row[2]
     fresh = run(AppTest.from_file(APP, default_timeout=120))
     fresh.sidebar.text_input(key="user_id").set_value("carol")
     run(fresh)
-    fresh.sidebar.selectbox(key="session_choice").set_value(row[2])
+    session_box_of(fresh).set_value(row[2])
     run(fresh)
     assert [m.name for m in fresh.chat_message] == ["user", "assistant"]
     engine.dispose()
@@ -57,7 +58,7 @@ def test_chat_page_shows_the_memories_an_answer_used(app_env: str) -> None:
     first = at.chat_message[1]
     assert first.expander[0].label.startswith("0 memories used")  # nothing known yet
     # A new session of the same customer.
-    at.sidebar.selectbox(key="session_choice").set_value("__new__")
+    session_box_of(at).set_value("__new__")
     run(at)
     at.chat_input[0].set_value("Any news about my order B-7731 that never arrived?")
     run(at)

@@ -15,6 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
+from agent.context import TurnContext
 from agent.graph import build_agent
 from agent.models import ModelSpec
 from agent.telemetry import CallTelemetry
@@ -115,14 +116,18 @@ def _telemetry(engine: Engine) -> CallTelemetry:
     return CallTelemetry(spec=SPEC, purpose="chat", sink=Recorder(engine))
 
 
-def test_telemetry_prices_provider_usage_with_cached_tokens(engine: Engine) -> None:
+def test_telemetry_prices_provider_usage_with_cached_tokens(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outside an agent run, as the graph would give it: the turn's context.
+    context = TurnContext(user_id="u9", session_id="s9", turn=3)
+    monkeypatch.setattr("agent.telemetry.current_turn", lambda: context)
     handler = _telemetry(engine)
     run_id = uuid.uuid4()
     handler.on_chat_model_start(
         {},
         [[HumanMessage("hi")]],
         run_id=run_id,
-        metadata={"user_id": "u9", "session_id": "s9", "turn": 3},
     )
     handler.on_llm_new_token("He", run_id=run_id)
     message = AIMessage(
@@ -199,13 +204,13 @@ def test_summarizer_calls_are_recorded_as_summarize(engine: Engine) -> None:
         trigger=[("fraction", 0.75)],
         keep=("messages", 2),
     )
-    config = {
-        "configurable": {"thread_id": "t1"},
-        "metadata": {"user_id": "u1", "session_id": "t1"},
-    }
+    config = {"configurable": {"thread_id": "t1"}}
     for turn in range(1, 5):
-        config["metadata"]["turn"] = turn  # type: ignore[index]
-        agent.invoke({"messages": [HumanMessage(f"question {turn} " * 20)]}, config=config)
+        agent.invoke(
+            {"messages": [HumanMessage(f"question {turn} " * 20)]},
+            config=config,
+            context=TurnContext(user_id="u1", session_id="t1", turn=turn),
+        )
     purposes = [(r["purpose"], r["turn"]) for r in rows(engine)]
     folds = [i for i, (purpose, _) in enumerate(purposes) if purpose == "summarize"]
     assert folds, purposes

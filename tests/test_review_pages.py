@@ -14,6 +14,7 @@ from data import review
 from data.conversations import add_assistant_message, start_turn
 from data.feedback import MAX_COMMENT_CHARS
 from tests.conftest import APP, run
+from tests.helpers.pages import session_box_of
 
 
 def rows(engine: Engine, query: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
@@ -175,7 +176,7 @@ def test_chat_thumbs_are_saved_and_changed(app_env: str) -> None:
     )
     answer = rows(engine, "SELECT id FROM messages WHERE role = 'assistant'")[0][0]
     at = run(AppTest.from_file(APP, default_timeout=120))
-    at.sidebar.selectbox(key="session_choice").set_value("s-thumbs")
+    session_box_of(at).set_value("s-thumbs")
     run(at)
     thumbs = at.get("feedback")[0]
     thumbs.set_value(0)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -18,9 +19,12 @@ from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 from langchain_openai import ChatOpenAI
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
 from sqlalchemy import Engine, create_engine, delete, insert, select
 
+from agent.context import TurnContext
 from agent.embeddings import LocalEmbedder
 from agent.knowledge import KnowledgeBase, load_entries
 from agent.scripted import ScriptedChatModel
@@ -34,7 +38,10 @@ from agent.tools import (
 )
 from data import demo, orders
 from data.models import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
+from data.orders import TableOrders
 from data.records import CallRecord
+from data.service_times import ServiceLevels
+from data.settings import load_settings
 from tests.fake_openai import FakeOpenAI, Usage, drop, error, text, tool_call
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -113,17 +120,30 @@ def tools(db: Engine, knowledge: KnowledgeBase) -> dict[str, BaseTool]:
     return {t.name: t for t in make_tools(engine=db, knowledge=knowledge)}
 
 
+def _context(meta: dict[str, Any]) -> TurnContext:
+    return TurnContext(
+        user_id=str(meta.get("user_id", "")),
+        session_id=str(meta.get("session_id", "")),
+        turn=int(meta.get("turn", 0)),
+    )
+
+
 def run_tool(tool: BaseTool, metadata: dict[str, Any] | None = None, **args: Any) -> str:
-    """Invoke a tool as the agent's tool node does, with the run's metadata in its config."""
+    """Invoke a tool as the agent's tool node does: the run's TurnContext in its LangGraph
+    runtime (the tools read the customer from there, never from their arguments)."""
+    context = _context(ALICE if metadata is None else metadata)
+    config: Any = {"configurable": {CONFIG_KEY_RUNTIME: Runtime(context=context)}}
     runtime = ToolRuntime(
         state={"messages": [HumanMessage("My shoes from A-10001 have not arrived.")]},
-        context=None,
-        config={"metadata": ALICE if metadata is None else metadata},
+        context=context,
+        config=config,
         stream_writer=lambda _: None,
         tool_call_id="call-1",
         store=None,
     )
-    return str(tool.invoke({**args, "runtime": runtime}))
+    if "runtime" in inspect.signature(tool.func).parameters:  # type: ignore[attr-defined]
+        args["runtime"] = runtime
+    return str(tool.invoke(args, config=config))
 
 
 def tickets(engine: Engine) -> list[Any]:
@@ -223,9 +243,13 @@ def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> Non
     )
     escalated = run_tool(tools["escalate_to_human"], reason="The customer asks for a person.")
     first, second = tickets(db)
+    levels = ServiceLevels.from_settings(load_settings())
     assert opened == (
         f"Ticket #{first.id} is open (priority high). The support team will answer the "
-        "customer by e-mail within one working day."
+        f"customer by e-mail {levels.promise('ticket', first.created_at)}."
+    )
+    assert opened.endswith(
+        "(business hours Mon-Fri 08:00-20:00, Sat 09:00-17:00 America/New_York)."
     )
     assert escalated.startswith(f"Escalation #{second.id} is open.")
     assert (first.user_id, first.session_id, first.turn) == ("alice", "s-alice", 3)
@@ -272,19 +296,22 @@ def test_tools_work_on_a_fresh_demo(engine: Engine, knowledge: KnowledgeBase) ->
 
 
 def test_order_context(db: Engine) -> None:
-    block = order_context(db, "alice", "Where are a-10001 and A-20001? And A-10001 again.")
+    source = TableOrders(db)
+    block = order_context(source, "alice", "Where are a-10001 and A-20001? And A-10001 again.")
     assert block is not None
-    assert block.startswith("Order facts from the order database:\n\nOrder A-10001: status shipped")
+    assert block.startswith("Order facts from the order system:\n\nOrder A-10001: status shipped")
     assert block.endswith("Order A-20001: not found for this customer.")  # Bob's
     assert block.count("Order A-10001") == 1
-    assert order_context(db, "alice", "Where is my parcel?") is None
-    assert order_context(db, "", "A-10001") is None
+    assert order_context(source, "alice", "Where is my parcel?") is None
+    assert order_context(source, "", "A-10001") is None
 
 
 def test_help_context(knowledge: KnowledgeBase) -> None:
     block = help_context(knowledge, "Do you ship to Canada?")
     assert block is not None
-    assert block.startswith("Help-center article (Shipping and delivery):\n## Do you ship")
+    assert block.text.startswith("Help-center article (Shipping and delivery):\n## Do you ship")
+    [article] = block.detail["articles"]
+    assert (article["file"], article["title"]) == ("shipping.md", "Do you ship internationally?")
     assert help_context(knowledge, "What is the capital of France?") is None
 
 
@@ -343,7 +370,11 @@ class Rendezvous(AgentMiddleware):
 
 def config(**metadata: Any) -> dict[str, Any]:
     meta = ALICE | metadata
-    return {"configurable": {"thread_id": meta["session_id"]}, "metadata": meta}
+    return {"configurable": {"thread_id": meta["session_id"]}}
+
+
+def context(**metadata: Any) -> TurnContext:
+    return _context(ALICE | metadata)
 
 
 def test_two_tool_calls_run_in_parallel_and_are_recorded(
@@ -370,7 +401,9 @@ def test_two_tool_calls_run_in_parallel_and_are_recorded(
         list(tools.values()),
         middleware=[ToolTelemetryMiddleware(engine=db), Rendezvous(2)],
     )
-    result = agent.invoke({"messages": [HumanMessage("Where is A-10001?")]}, config=config())
+    result = agent.invoke(
+        {"messages": [HumanMessage("Where is A-10001?")]}, config=config(), context=context()
+    )
     assert result["messages"][-1].text == "Your order A-10001 shipped with UPS two days ago."
     # Both results (not barrier timeouts) reached the model's second call, under their ids.
     second = model.prompts[1]
@@ -386,6 +419,11 @@ def test_two_tool_calls_run_in_parallel_and_are_recorded(
         assert 0 < event.latency_ms < 5000
     detail = json.loads(recorded["lookup_order"].detail)
     assert detail == {"args": {"order_number": "A-10001"}, "result": results["c1"].text[:300]}
+    # The help-center articles behind the result, for the chat page's expander.
+    articles = json.loads(recorded["search_help_center"].detail)["articles"]
+    assert articles[0]["title"] == "My order is late or the tracking has not moved"
+    assert articles[0]["file"] == "shipping.md"
+    assert [a["score"] for a in articles] == sorted((a["score"] for a in articles), reverse=True)
 
 
 @tool
@@ -423,7 +461,9 @@ def test_a_failing_tool_becomes_an_error_message_and_the_turn_completes(
         [*tools.values(), flaky_tool],
         middleware=[ToolTelemetryMiddleware(engine=db)],
     )
-    result = agent.invoke({"messages": [HumanMessage("Check A-10001")]}, config=config())
+    result = agent.invoke(
+        {"messages": [HumanMessage("Check A-10001")]}, config=config(), context=context()
+    )
     assert result["messages"][-1].text == "Sorry, I could not check that right now."
     results = {m.tool_call_id: m for m in model.prompts[1] if isinstance(m, ToolMessage)}
     assert results["f1"].status == "error" and results["f2"].status == "error"
@@ -451,7 +491,9 @@ def test_a_lost_event_does_not_cost_the_answer(
     agent = create_agent(
         model, list(tools.values()), middleware=[ToolTelemetryMiddleware(engine=broken)]
     )
-    result = agent.invoke({"messages": [HumanMessage("My orders?")]}, config=config())
+    result = agent.invoke(
+        {"messages": [HumanMessage("My orders?")]}, config=config(), context=context()
+    )
     assert result["messages"][-1].text == "You have three orders."
     assert "A-10002: paid" in model.prompts[1][-1].text
     assert "could not record tool call list_recent_orders" in caplog.text
@@ -484,13 +526,15 @@ def test_tool_calling_over_the_openai_wire_format(
     if streaming:
         streamed = [
             chunk.text
-            for chunk, meta in agent.stream(request, config=config(), stream_mode="messages")
+            for chunk, meta in agent.stream(
+                request, config=config(), stream_mode="messages", context=context()
+            )
             if isinstance(chunk, AIMessage) and meta["langgraph_node"] == "model"
         ]
         assert "".join(streamed) == "Your order A-10001 shipped with UPS."
         assert len(streamed) > 3  # token by token, not one block
     else:
-        final = agent.invoke(request, config=config())["messages"][-1]
+        final = agent.invoke(request, config=config(), context=context())["messages"][-1]
         assert final.text == "Your order A-10001 shipped with UPS."
         assert final.usage_metadata["input_token_details"]["cache_read"] == 512
     assert api.pending == 0

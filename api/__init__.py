@@ -1,0 +1,1 @@
+"""The agent as an HTTP service (FastAPI). Nothing in agent/ or data/ imports it."""

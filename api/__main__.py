@@ -1,0 +1,23 @@
+"""`python -m api`: the API alone on API_HOST:API_PORT (the seed's `uvicorn src.main:app`)."""
+
+from __future__ import annotations
+
+import sys
+
+from api.server import BindRefused, make_server
+from data.settings import SettingsError, get_settings
+
+
+def main() -> int:
+    try:
+        settings = get_settings()
+        server = make_server(settings)
+    except (SettingsError, BindRefused) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
