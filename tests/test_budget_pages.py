@@ -124,11 +124,15 @@ def test_chat_page_shows_the_budget_warning_then_the_refusal(app_env: str) -> No
     assert any("Budget warning: user:guest" in w.value for w in at.warning)
     with engine.begin() as connection:
         connection.execute(insert(ModelCall), [call_row("guest", datetime.now(UTC), 0.1)])
-        before = connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one()
     at.chat_input[0].set_value("And my refund?")
     run(at)
     refusal = [e.value for e in at.error]
     assert refusal and refusal[0].startswith("This message was not sent: the day budget")
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one() == before
+        # No model call for the refused turn (turn 2); the first turn's memory writer may
+        # still be embedding its facts in the background, so rows of turn 1 can still arrive.
+        refused_turn = connection.execute(
+            text("SELECT count(*) FROM model_calls WHERE user_id = 'guest' AND turn = 2")
+        ).scalar_one()
+        assert refused_turn == 0
     engine.dispose()
