@@ -17,6 +17,7 @@ from langsmith import Client as LangSmithClient
 from sqlalchemy import Engine
 
 from agent import local_server
+from agent.budget import Estimator, make_budget_middleware, price_estimator
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
 from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
@@ -123,6 +124,12 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         fallback_model=fallback,
         sink=ledger.call,
         events=ledger.event,
+        budget_estimate=price_estimator(
+            provider=chat_spec.provider,
+            model=chat_spec.model,
+            max_tokens=chat_spec.max_tokens,
+            overrides=overrides,
+        ),
     )
     try:
         # Embed the help center now, while the page shows its start-up spinner, rather than
@@ -179,6 +186,7 @@ def assemble(
     embedder: Embedder | None = None,
     knowledge: KnowledgeBase | None = None,
     orders_source: OrderSource | None = None,
+    budget_estimate: Estimator | None = None,
 ) -> AgentParts:
     """The agent around given models: memory, context injection or tools, summarization,
     retries, fallback and recording. The app passes real models; tests and the turn-overhead
@@ -234,6 +242,20 @@ def assemble(
         providers=providers,
         placement="user" if settings.uses_local_model else "system",
     )
+    # Budgets go first: a refused turn makes no model call (no recall embedding, no summary).
+    budget = make_budget_middleware(
+        engine=engine,
+        estimate=budget_estimate
+        or price_estimator(
+            provider="openai-compatible",
+            model=str(getattr(chat_model, "model_name", "") or ""),
+            max_tokens=int(getattr(chat_model, "max_tokens", None) or settings.max_output_tokens),
+            overrides=load_overrides(settings.price_overrides_file),
+        ),
+        events=events,
+        reservation_ttl_s=settings.budget_reservation_ttl_s,
+        webhook_url=str(settings.budget_webhook_url) if settings.budget_webhook_url else None,
+    )
     agent = build_agent(
         chat_model=chat_model,
         summary_model=summary_model,
@@ -247,7 +269,7 @@ def assemble(
         fallback_model=fallback_model,
         max_retries=settings.model_max_retries,
         retry_initial_delay_s=retry_initial_delay_s,
-        before=[middleware],
+        before=[budget, middleware],
         after=[ToolTelemetryMiddleware(engine=engine)] if tools else [],
         events=events,
     )

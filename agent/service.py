@@ -23,6 +23,7 @@ from langsmith.run_helpers import tracing_context
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.budget import BudgetExceeded, take_warnings
 from agent.context import TurnContext
 from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
@@ -340,6 +341,8 @@ class ChatService:
                 f"The chat model ({self.model_label}) answered HTTP {error.status_code}. "
                 "Your message is saved; try again."
             ) from None
+        except BudgetExceeded:
+            raise  # refused before any model call; the page and the API say why
         except (SQLAlchemyError, psycopg.Error, sqlite3.Error) as error:
             # The conversation state (the checkpointer) could not be read or written.
             raise DependencyError(
@@ -362,6 +365,7 @@ class ChatService:
                 "send it again."
             ) from None
         finally:
+            outcome.warnings = take_warnings(session_id, turn)
             if self.ledger is not None:
                 records = self.ledger.take(session_id, turn)
                 outcome.calls, outcome.events = records.calls, records.events

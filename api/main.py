@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -28,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent.budget import BudgetExceeded
 from agent.runtime import Runtime, shared_runtime
 from agent.service import (
     ChatInputError,
@@ -62,6 +64,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         401: "No or wrong `Authorization: Bearer` key (when API_KEYS is set)",
+        402: "A spending budget would be exceeded (body: scope, period, spent_usd, limit_usd)",
         404: "The session does not exist for this user",
         409: "Another turn of this session is still running",
         413: "The body is larger than 64 KiB",
@@ -76,10 +79,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        error: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.error, self.message, self.headers = status, error, message, headers
+        self.body = body
 
 
 @dataclass
@@ -237,6 +246,8 @@ def _begin(state: State, body: ChatRequest) -> tuple[TurnOutcome, Iterator[str],
 
 
 def _as_api_error(error: BaseException) -> ApiError:
+    if isinstance(error, BudgetExceeded):
+        return ApiError(402, "budget_exceeded", error.message, body=error.body())
     if isinstance(error, RateLimited):
         wait = f"{error.retry_after_s:.0f}"
         return ApiError(429, "rate_limited", str(error), {"Retry-After": wait})
@@ -401,9 +412,8 @@ def _stream(state: State, body: ChatRequest) -> StreamingResponse:
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(error.error, error.message), status_code=error.status, headers=error.headers
-        )
+        body = error.body or error_body(error.error, error.message)
+        return JSONResponse(jsonable_encoder(body), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -247,6 +247,8 @@ class RollupDirtyDays(Base):
     __tablename__ = "rollup_dirty_days"
     day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
 
+    __table_args__ = (Index("ix_rollup_session_hourly_user_hour", "user_id", "hour"),)
+
 
 class RollupContextBins(Base):
     """Successful chat calls per hour, model and 5-point context % bin."""
@@ -272,7 +274,7 @@ class RollupPercentiles(Base):
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-EVENT_KINDS = ("memory_recall", "tool_call", "summarization", "context_guard")
+EVENT_KINDS = ("memory_recall", "tool_call", "summarization", "context_guard", "budget_refusal")
 
 
 class AgentEvent(Base):
@@ -576,4 +578,84 @@ class AuditEntry(Base):
         Index("ix_audit_log_ts", "ts"),
         Index("ix_audit_log_actor_ts", "actor", "ts"),
         Index("ix_audit_log_action_ts", "action", "ts"),
+    )
+
+
+BUDGET_SCOPES = ("user", "prefix", "all")
+BUDGET_PERIODS = ("day", "month")
+
+
+class Budget(Base):
+    """A spending limit in USD for one user, the users whose id starts with a prefix, or
+    everyone, per UTC day or calendar month (data/budgets.py). Deleting one deactivates it."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope_kind: Mapped[str] = mapped_column(String(8))  # one of BUDGET_SCOPES
+    scope_value: Mapped[str] = mapped_column(String(128))  # "" for "all"
+    period: Mapped[str] = mapped_column(String(8))  # one of BUDGET_PERIODS
+    limit_usd: Mapped[float] = mapped_column(Float)
+    warn_fraction: Mapped[float] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (Index("ix_budgets_active", "active"),)
+
+
+class BudgetChange(Base):
+    """Every create, update and delete of a budget, with the values before and after (JSON)."""
+
+    __tablename__ = "budget_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    budget_id: Mapped[int] = mapped_column(BigId)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))  # create | update | delete
+    before: Mapped[str | None] = mapped_column(Text, nullable=True)
+    after: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_budget_changes_budget_ts", "budget_id", "ts"),)
+
+
+class BudgetReservation(Base):
+    """The estimated cost of one model call in flight, counted against every budget of its
+    user until the call's row is recorded (or the reservation expires)."""
+
+    __tablename__ = "budget_reservations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    amount_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_budget_reservations_user_expires", "user_id", "expires_at"),
+        Index("ix_budget_reservations_expires", "expires_at"),
+    )
+
+
+class BudgetAlert(Base):
+    """A threshold crossing (warning or exceeded) of one budget in one period: the unique index
+    makes each crossing alerted once, across replicas."""
+
+    __tablename__ = "budget_alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    budget_id: Mapped[int] = mapped_column(BigId)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    level: Mapped[str] = mapped_column(String(16))  # warning | exceeded
+    spent_usd: Mapped[float] = mapped_column(Float)
+    limit_usd: Mapped[float] = mapped_column(Float)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("ux_budget_alerts_crossing", "budget_id", "period_start", "level", unique=True),
     )

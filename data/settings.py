@@ -169,6 +169,17 @@ class Settings(BaseSettings):
         default=5, ge=1, le=3600, description="How often the outbox pushes feedback to LangSmith."
     )
 
+    # Budgets (issue 13): per-user, per-prefix and global spending limits (data/budgets.py).
+    budget_webhook_url: AnyHttpUrl | None = Field(
+        default=None, description="Receives each budget threshold crossing once (JSON POST)."
+    )
+    budget_reservation_ttl_s: int = Field(
+        default=300,
+        ge=10,
+        le=86_400,
+        description="How long an in-flight call's estimated cost counts if its call never ends.",
+    )
+
     # Support systems (issue 14): where orders come from, where tickets go, what is promised,
     # and the team's own help center.
     orders_api_url: AnyHttpUrl | None = Field(
@@ -267,6 +278,7 @@ class Settings(BaseSettings):
         "summary_trigger_messages",
         "summary_keep_tokens",
         "price_overrides_file",
+        "budget_webhook_url",
         "orders_api_url",
         "orders_api_token",
         "ticket_webhook_url",

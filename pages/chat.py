@@ -6,6 +6,7 @@ import uuid
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.budget import BudgetExceeded
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
 from agent.service import ChatInputError, DependencyError, TurnFailed, TurnOutcome
@@ -144,6 +145,9 @@ if runtime.parts.memory_error:
         icon=":material/warning:",
     )
 
+for warning in st.session_state.pop("budget_warnings", []):
+    st.warning(warning, icon=":material/savings:")
+
 prompt = st.chat_input("Ask the support agent…", max_chars=8000)
 if prompt:
     with st.chat_message("user"):
@@ -158,12 +162,16 @@ if prompt:
                     user_id=user_id, session_id=session_id, message=prompt, outcome=outcome
                 )
             )
+        except BudgetExceeded as error:
+            st.error(error.message, icon=":material/block:")
+            st.stop()
         except ChatInputError as error:
             st.warning(str(error))  # the service's own messages (no user text in them)
             st.stop()
         except (DependencyError, TurnFailed) as error:
             st.error(str(error))
             st.stop()
+    st.session_state["budget_warnings"] = outcome.warnings
     st.session_state["pending_session"] = session_id
     st.session_state.pop("new_session_id", None)
     st.rerun()

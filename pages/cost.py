@@ -10,7 +10,7 @@ from data.compare import change
 from data.filters import Filters
 from data.prices import BUILTIN_OVERRIDES, load_overrides, price_table
 from data.settings import get_settings
-from pages import charts, common
+from pages import budget_report, charts, common
 
 common.ensure_routed()
 who = common.require("cost")
@@ -327,3 +327,5 @@ if totals.unpriced_calls:
     unpriced = _unpriced(engine, url, filters)
     st.dataframe(unpriced, hide_index=True, width="stretch", column_config=charts.COLUMNS)
     common.csv_download(unpriced, "unpriced_calls")
+
+budget_report.section(engine)

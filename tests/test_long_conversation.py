@@ -26,6 +26,7 @@ from agent.scripted import ScriptedChatModel
 from agent.service import ChatInputError, ChatService, TurnFailed
 from agent.telemetry import CallTelemetry
 from data.conversations import transcript
+from data.db import make_engine
 from data.models import AgentEvent, ModelCall
 from data.recorder import Recorder
 from data.settings import Settings, load_settings
@@ -303,7 +304,7 @@ def test_one_empty_completion_is_asked_again(
 
 @pytest.mark.model
 def test_thirty_long_messages_on_the_embedded_model(
-    local_settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    local_settings: Settings, sqlite_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SmolLM2 behind llama.cpp (input window 3,896 tokens, counted by its own tokenizer):
     every turn answered, folded before any request passes the trigger, none past the window,
@@ -317,6 +318,9 @@ def test_thirty_long_messages_on_the_embedded_model(
         original(self, serialized, messages, **kw)
 
     monkeypatch.setattr(CallTelemetry, "on_chat_model_start", capture)
+    # On SQLite only: 33 turns of the real model take minutes; the same conversation runs on
+    # both databases with the scripted model above.
+    engine = make_engine(sqlite_server_url)
     runtime = build_runtime(local_settings, engine=engine)
     service, parts = runtime.service, runtime.parts
     try:

@@ -1,0 +1,173 @@
+"""Budget enforcement in the agent loop: `BudgetMiddleware` asks data/budgets.py before each
+model call and refuses the turn before any model call when a budget would be exceeded.
+
+It goes first in the middleware list, so its `before_model` runs before memory recall (which
+embeds the message) and before summarization (which calls the summarizer): a refused turn
+makes no model call at all. The estimate is the request's counted input tokens (the state's
+messages and the system prompt, counted the way the summarization middleware counts them) plus
+the completion limit, priced by genai-prices (data/prices.py). The reservation made for that
+estimate is released by `wrap_model_call` (the outermost wrapper) once the call, its retries
+and its fallback have ended, and their rows are recorded.
+
+Warnings (a budget past its warning threshold) are kept per (session, turn) until the chat
+service takes them into the turn's outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, NotRequired
+
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain_core.messages.utils import count_tokens_approximately
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.middleware import EventSink, emit, turn_meta
+from agent.prompts import SYSTEM_PROMPT
+from data.budgets import BudgetState, Guard, refusal_text
+from data.prices import Rate, price_call
+
+log = logging.getLogger(__name__)
+
+# (counted input tokens) -> estimated USD of one call
+Estimator = Callable[[int], float]
+
+
+class BudgetExceeded(RuntimeError):
+    """A turn was refused before any model call because a budget would be exceeded.
+
+    `message` is for the user; `body()` is the API's HTTP 402 JSON body."""
+
+    status_code = 402
+
+    def __init__(self, state: BudgetState) -> None:
+        self.message = refusal_text(state)
+        super().__init__(self.message)
+        self.scope = state.budget.scope
+        self.period = state.budget.period
+        self.spent_usd = round(state.spent_usd, 6)
+        self.limit_usd = state.budget.limit_usd
+        self.resets_at = state.period_end
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": "budget_exceeded",
+            "message": self.message,
+            "scope": self.scope,
+            "period": self.period,
+            "spent_usd": self.spent_usd,
+            "limit_usd": self.limit_usd,
+        }
+
+
+_lock = threading.Lock()
+_warnings: dict[tuple[str, int], list[str]] = {}
+
+
+def take_warnings(session_id: str, turn: int) -> list[str]:
+    """The budget warnings of one turn (each once), for the turn's outcome."""
+    with _lock:
+        return _warnings.pop((session_id, turn), [])
+
+
+def _keep_warnings(session_id: str, turn: int, texts: list[str]) -> None:
+    with _lock:
+        kept = _warnings.setdefault((session_id, turn), [])
+        kept.extend(t for t in texts if t not in kept)
+        while len(_warnings) > 10_000:  # turns whose caller never took them
+            _warnings.pop(next(iter(_warnings)))
+
+
+def price_estimator(
+    *, provider: str, model: str, max_tokens: int, overrides: dict[str, Rate] | None = None
+) -> Estimator:
+    """USD of one call with `n` input tokens and a full completion; 0 when unpriced."""
+
+    def estimate(input_tokens: int) -> float:
+        price = price_call(
+            provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            cached_input_tokens=0,
+            output_tokens=max_tokens,
+            overrides=overrides,
+        )
+        return price.cost_usd or 0.0
+
+    return estimate
+
+
+class ReservationState(AgentState[Any]):
+    budget_reservation: NotRequired[str | None]
+
+
+class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+    """Refuse a model call that would exceed a budget; reserve its estimate while it runs."""
+
+    state_schema = ReservationState
+
+    def __init__(
+        self, *, guard: Guard, estimate: Estimator, events: EventSink | None = None
+    ) -> None:
+        super().__init__()
+        self.guard = guard
+        self.estimate = estimate
+        self.events = events
+        self._system_tokens = count_tokens_approximately([("system", SYSTEM_PROMPT)])
+
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        user_id, session_id, turn = turn_meta()
+        tokens = count_tokens_approximately(state["messages"]) + self._system_tokens
+        estimate = self.estimate(tokens)
+        try:
+            admission = self.guard.admit(user_id=user_id, estimate_usd=estimate)
+        except SQLAlchemyError as failure:
+            # Fail open: the database that holds the budgets also records the calls, so this is
+            # rare and short; the turn goes ahead and says that budgets were not checked.
+            log.warning("budgets could not be checked for %s: %s", user_id, failure)
+            _keep_warnings(
+                session_id, turn, ["Budgets could not be checked (the database is unavailable)."]
+            )
+            return None
+        if admission.refused is not None:
+            error = BudgetExceeded(admission.refused)
+            emit(
+                self.events,
+                "budget_refusal",
+                "budget",
+                0.0,
+                status="refused",
+                error=error.message,
+                detail=json.dumps({**error.body(), "estimate_usd": round(estimate, 6)}),
+            )
+            raise error
+        if admission.warnings:
+            _keep_warnings(session_id, turn, admission.warnings)
+        return {"budget_reservation": admission.reservation_id}
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest,  # type: ignore[type-arg]
+        handler: Callable[[ModelRequest], ModelResponse],  # type: ignore[type-arg]
+    ) -> ModelResponse:  # type: ignore[type-arg]
+        try:
+            return handler(request)
+        finally:
+            # The call's rows (every retry, the fallback) are committed by now.
+            reservation = request.state.get("budget_reservation")
+            self.guard.release(reservation if isinstance(reservation, str) else None)
+
+
+def make_budget_middleware(
+    *,
+    engine: Engine,
+    estimate: Estimator,
+    events: EventSink | None,
+    reservation_ttl_s: float,
+    webhook_url: str | None,
+) -> BudgetMiddleware:
+    guard = Guard(engine, reservation_ttl_s=reservation_ttl_s, webhook_url=webhook_url)
+    return BudgetMiddleware(guard=guard, estimate=estimate, events=events)
