@@ -173,7 +173,10 @@ class RollupSessionHourly(Base):
     peak_context_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
     chat_calls: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    __table_args__ = (Index("ix_rollup_session_hourly_session", "session_id", "hour"),)
+    __table_args__ = (
+        Index("ix_rollup_session_hourly_session", "session_id", "hour"),
+        Index("ix_rollup_session_hourly_user_hour", "user_id", "hour"),
+    )
 
 
 # The columns the per-session tables sort by server-side (each has a (model, column,
@@ -246,8 +249,6 @@ class RollupDirtyDays(Base):
 
     __tablename__ = "rollup_dirty_days"
     day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-
-    __table_args__ = (Index("ix_rollup_session_hourly_user_hour", "user_id", "hour"),)
 
 
 class RollupContextBins(Base):
