@@ -22,6 +22,8 @@ def fake_model(app_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOp
         monkeypatch.setenv("OPENAI_BASE_URL", model.url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
         monkeypatch.setenv("AGENT_TOOLS", "off")
+        monkeypatch.setenv("RATE_LIMIT_BURST", "1000")
+        monkeypatch.setenv("RATE_LIMIT_PER_MINUTE", "1000")
         yield model
 
 
