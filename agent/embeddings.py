@@ -175,24 +175,19 @@ def _shipped_file(package: str, *parts: str) -> Path:
     return path
 
 
-class LocalEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions) on this machine's CPU; no network, no torch.
+_local_lock = threading.Lock()
+_local_loaded: tuple[Any, Any] | None = None
 
-    Loads in about 0.3 s. Thread-safe: onnxruntime sessions and tokenizers may be shared.
-    Tokens are counted with the model's own tokenizer ([CLS] and [SEP] included) and recorded
-    with provider "local", priced by data/prices.py like any local model."""
 
-    provider = LOCAL_PROVIDER
-    model = LOCAL_EMBEDDING_MODEL
-    dim = LOCAL_EMBEDDING_DIM
-
-    def __init__(
-        self,
-        *,
-        sink: Sink | None = None,
-        price_overrides: dict[str, Rate] | None = None,
-        batch_size: int = 32,
-    ) -> None:
+def _local_model() -> tuple[Any, Any]:
+    """The process's one ONNX session and tokenizer for the local embedding model. Every
+    LocalEmbedder shares them (each runtime, the API's and the pages', and every rebuild after a
+    settings change): a session holds about 30 MB of weights and arenas, and loading one costs
+    0.3 s. Both are safe to share between threads; only their setup mutates them."""
+    global _local_loaded
+    with _local_lock:
+        if _local_loaded is not None:
+            return _local_loaded
         # Imported here so that the OpenAI path never loads onnxruntime.
         import onnxruntime
         from tokenizers import Tokenizer
@@ -214,11 +209,34 @@ class LocalEmbedder:
         # then use the cores side by side instead of contending for them.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(
+        session = onnxruntime.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        _local_loaded = (session, tokenizer)
+        return _local_loaded
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions) on this machine's CPU; no network, no torch.
+
+    The model loads once per process (0.3 s) and is shared by every instance; it is
+    thread-safe, as onnxruntime sessions and tokenizers are.
+    Tokens are counted with the model's own tokenizer ([CLS] and [SEP] included) and recorded
+    with provider "local", priced by data/prices.py like any local model."""
+
+    provider = LOCAL_PROVIDER
+    model = LOCAL_EMBEDDING_MODEL
+    dim = LOCAL_EMBEDDING_DIM
+
+    def __init__(
+        self,
+        *,
+        sink: Sink | None = None,
+        price_overrides: dict[str, Rate] | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self._session, self._tokenizer = _local_model()
         self._inputs = {i.name for i in self._session.get_inputs()}
-        self._tokenizer = tokenizer
         self.batch_size = batch_size
         self._record = _Recorder(
             provider=self.provider,

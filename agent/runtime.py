@@ -75,6 +75,21 @@ def shared_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         return found
 
 
+def release_shared() -> None:
+    """Forget the shared runtimes and close their memory stores (the embedded store's folder
+    lock). For a process that changes its settings, such as the test suite: otherwise each
+    runtime stays for the process's life. The embedded model server is left running."""
+    with _shared_lock:
+        found = list(_shared.values())
+        _shared.clear()
+    for runtime in found:
+        if runtime.parts.memory is not None:
+            try:
+                runtime.parts.memory.close()
+            except Exception as error:  # closing is best effort; the store may be gone
+                log.warning("closing a memory store failed: %s", error)
+
+
 def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     """Start the embedded model server if needed and build the chat service."""
     server = local_server.start_for(settings) if settings.uses_local_model else None

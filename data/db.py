@@ -56,6 +56,16 @@ def shared_engine(url: str) -> Engine:
         return engine
 
 
+def dispose_shared() -> None:
+    """Dispose of every shared engine and forget them (for a process that changes databases,
+    such as the test suite)."""
+    with _engines_lock:
+        found = list(_engines.values())
+        _engines.clear()
+    for engine in found:
+        engine.dispose()
+
+
 def describe(url: str) -> str:
     """A password-free description of a database URL, safe for pages and logs."""
     parsed = make_url(url)

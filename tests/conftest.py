@@ -22,7 +22,8 @@ from streamlit.testing.v1 import AppTest
 
 from agent.embeddings import Embedder, TurnRef, make_embedder
 from agent.knowledge import KnowledgeBase
-from data.db import make_engine
+from agent.runtime import release_shared
+from data.db import dispose_shared, make_engine
 from data.demo import generate
 from data.migrate import upgrade
 from data.settings import Settings, get_settings, load_settings
@@ -87,6 +88,10 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     yield
     st_config.set_option("server.address", before)
     get_settings.cache_clear()
+    # The pages and the API share one runtime and engine per settings and database: each test
+    # has its own, which would otherwise stay for the whole run.
+    release_shared()
+    dispose_shared()
 
 
 @pytest.fixture(scope="session")
