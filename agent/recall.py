@@ -40,7 +40,8 @@ from agent.middleware import EventSink, emit, turn_meta
 
 log = logging.getLogger(__name__)
 
-# After a fold, at most this many of the session's own facts come back (newest first).
+# After a fold, at most this many of the session's own facts come back: the customer's
+# identifiers first, then the newest of the rest (restore_order).
 MAX_RESTORED_FACTS = 12
 
 
@@ -71,6 +72,7 @@ Placement = Literal["system", "user"]
 KIND_ORDER = {
     kind: i for i, kind in enumerate(("order_number", "card", "email", "name", "phone", "promise"))
 }
+IDENTIFIER_KINDS = frozenset(("order_number", "card", "email", "name", "phone"))
 USE_FACTS = "Answer the customer using the facts above where they help."
 
 MEMORY_HEADER = (
@@ -262,13 +264,13 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             memories = _merge(hits, self.k)
             if folded:
                 seen = {m.id for m in memories}
-                restored = [
-                    m
-                    for m in self.store.session_memories(
-                        user_id, session_id, limit=MAX_RESTORED_FACTS
-                    )
-                    if m.id not in seen
-                ]
+                restored = restore_order(
+                    [
+                        m
+                        for m in self.store.session_memories(user_id, session_id, limit=1_000)
+                        if m.id not in seen
+                    ]
+                )[:MAX_RESTORED_FACTS]
         except MemoryUnavailable as failure:
             status, error = "error", str(failure)
             log.warning("memory recall skipped: %s", failure)
@@ -353,6 +355,13 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 # A stuck write must not stall the conversation: recall without it.
                 log.warning("a memory write is still running after %.0f s", timeout)
                 return
+
+
+def restore_order(memories: list[Memory]) -> list[Memory]:
+    """A folded session's facts in the order they are restored (`memories` newest first): the
+    customer's identifiers first, however old (an order number given in the first message must
+    not be pushed out by the agent's later promises), then the rest, newest first."""
+    return sorted(memories, key=lambda m: m.kind not in IDENTIFIER_KINDS)
 
 
 def fit_blocks(blocks: list[str], max_chars: int | None) -> list[str]:

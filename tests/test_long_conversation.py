@@ -27,6 +27,7 @@ from agent.service import ChatInputError, ChatService, TurnFailed
 from agent.telemetry import CallTelemetry
 from data.conversations import transcript
 from data.db import make_engine
+from data.migrate import upgrade
 from data.models import AgentEvent, ModelCall
 from data.recorder import Recorder
 from data.settings import Settings, load_settings
@@ -69,7 +70,12 @@ class Scripted:
     summarizer (its summaries never carry the planted facts)."""
 
     def __init__(
-        self, engine: Engine, tmp_path: Path, shared: tuple[Embedder, KnowledgeBase], **kw: Any
+        self,
+        engine: Engine,
+        tmp_path: Path,
+        shared: tuple[Embedder, KnowledgeBase],
+        answer: Any = reply,
+        **kw: Any,
     ) -> None:
         self.settings = load_settings(data_dir=tmp_path / "data", metrics_port=0, **kw)
         recorder = Recorder(engine)
@@ -82,7 +88,7 @@ class Scripted:
             timeout_s=10,
         )
         self.model = ScriptedChatModel(
-            reply=reply,
+            reply=answer,
             window=self.window,
             callbacks=[CallTelemetry(spec=spec, purpose="chat", sink=recorder)],
         )
@@ -177,6 +183,32 @@ def test_a_long_conversation_is_folded_before_it_passes_the_trigger(
     for fact in PLANTED.values():
         assert fact in conversation, f"{fact!r} reached the model through memory"
     assert not any(fact in corpus()[-1] for fact in PLANTED.values())
+
+
+def test_the_customers_identifiers_outlive_the_agents_promises(
+    engine: Engine, tmp_path: Path, shared: tuple[Embedder, KnowledgeBase]
+) -> None:
+    """An agent that promises something new every turn stores a promise fact every turn. After
+    the folds, the order number and card the customer gave in the first messages still come
+    back ahead of them, even for a closing message that matches neither by meaning."""
+    said = iter(range(1_000))
+
+    def promising(messages: list[BaseMessage]) -> AIMessage:
+        n = next(said)
+        return AIMessage(f"Thank you. I will send you update number {n} by e-mail tomorrow.")
+
+    chat = Scripted(engine, tmp_path, shared, answer=promising)
+    try:
+        for message in corpus():
+            assert chat.say("s-promises", message)
+        assert chat.say("s-promises", "Thanks, that is all for today.")
+    finally:
+        chat.close()
+    assert folds(engine, "s-promises"), "the conversation was summarized"
+    final = "\n".join(str(m.text) for m in chat.model.prompts[-1])
+    assert final.count("The agent promised the customer") >= 5, "the promises are restored too"
+    for fact in (PLANTED["order"], PLANTED["card"]):
+        assert fact in final, f"{fact!r} came back after the folds"
 
 
 def test_a_message_too_long_for_the_window_is_refused_before_anything_is_sent(
@@ -304,7 +336,7 @@ def test_one_empty_completion_is_asked_again(
 
 @pytest.mark.model
 def test_thirty_long_messages_on_the_embedded_model(
-    local_settings: Settings, sqlite_server_url: str, monkeypatch: pytest.MonkeyPatch
+    local_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SmolLM2 behind llama.cpp (input window 3,896 tokens, counted by its own tokenizer):
     every turn answered, folded before any request passes the trigger, none past the window,
@@ -320,7 +352,10 @@ def test_thirty_long_messages_on_the_embedded_model(
     monkeypatch.setattr(CallTelemetry, "on_chat_model_start", capture)
     # On SQLite only: 33 turns of the real model take minutes; the same conversation runs on
     # both databases with the scripted model above.
-    engine = make_engine(sqlite_server_url)
+    # Its own database: the session-wide SQLite file holds other tests' rows (the demo's).
+    url = f"sqlite:///{tmp_path / 'long.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
     runtime = build_runtime(local_settings, engine=engine)
     service, parts = runtime.service, runtime.parts
     try:
