@@ -182,7 +182,7 @@ _local_loaded: tuple[Any, Any] | None = None
 def _local_model() -> tuple[Any, Any]:
     """The process's one ONNX session and tokenizer for the local embedding model. Every
     LocalEmbedder shares them (each runtime, the API's and the pages', and every rebuild after a
-    settings change): a session holds about 30 MB of weights and arenas, and loading one costs
+    settings change): a session holds its own copy of the weights and arenas, and loading one costs
     0.3 s. Both are safe to share between threads; only their setup mutates them."""
     global _local_loaded
     with _local_lock:
