@@ -28,12 +28,12 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from data import audit
-from data.db import describe, make_engine
+from data.db import make_engine
 from data.models import ROLES, AuthFailure, User, utcnow
-from data.settings import Settings, SettingsError, get_settings
+from data.settings import Settings
 
 ROLE_LABELS = {
     "admin": "Admin",
@@ -513,17 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list", help="list the users")
     args = parser.parse_args(argv)
 
-    from data.migrate import upgrade
+    from data.migrate import upgrade_for_command
 
-    try:
-        url = args.db or get_settings().sqlalchemy_url
-        upgrade(url)
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else "unreachable"
-        print(f"error: cannot reach the database {describe(url)}: {reason}", file=sys.stderr)
+    url = upgrade_for_command(args.db)
+    if url is None:
         return 2
     engine = make_engine(url)
     actor = f"cli:{getpass.getuser()}"

@@ -30,19 +30,29 @@ def upgrade(url: str) -> None:
         engine.dispose()
 
 
+def upgrade_for_command(db: str | None) -> str | None:
+    """For a command line tool: migrate `db` (default: the configured database) and return its
+    URL, or print one error line (a bad setting, an unreachable database) and return None."""
+    url = db
+    try:
+        url = db or get_settings().sqlalchemy_url
+        upgrade(url)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "unreachable"
+        print(f"error: cannot reach the database {describe(str(url))}: {reason}", file=sys.stderr)
+        return None
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", help="database URL (default: the configured one)")
     args = parser.parse_args(argv)
-    try:
-        url = args.db or get_settings().sqlalchemy_url
-        upgrade(url)
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else "unreachable"
-        print(f"error: cannot reach the database {describe(url)}: {reason}", file=sys.stderr)
+    url = upgrade_for_command(args.db)
+    if url is None:
         return 2
     print(f"migrations applied: {describe(url)}")
     return 0
