@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -454,12 +455,21 @@ class RedisVectorCache:
 class CachedEmbedder:
     """Embeds only what the cache lacks, so the same text is never embedded (or paid) twice.
 
-    Keys are `model:sha256(text)`. Repeats within one call are embedded once. `inner` sees one
-    call with all the misses, so batching and recording behave as without the cache."""
+    Keys are `model:sha256(text)`. Repeats within one call are embedded once, and so is a text
+    that another thread is embedding at that moment: the second caller waits for the first
+    one's vector (and embeds it itself only if that call failed). `inner` sees one call with
+    all the misses, so batching and recording behave as without the cache.
+
+    `prefetch` starts embedding texts in the background; a later `embed` of the same texts
+    waits for that work instead of repeating it. A turn uses it to embed the customer's
+    message while it does other work (agent/recall.py)."""
 
     def __init__(self, inner: Embedder, cache: VectorCache) -> None:
         self.inner = inner
         self.cache = cache
+        self._inflight: dict[str, Future[bytes]] = {}
+        self._inflight_lock = threading.Lock()
+        self._prefetcher: ThreadPoolExecutor | None = None
 
     @property
     def model(self) -> str:
@@ -481,15 +491,79 @@ class CachedEmbedder:
         keys = [self._key(text) for text in batch]
         found = dict(zip(keys, self.cache.get_many(keys), strict=True))
         missing = {key: text for key, text in zip(keys, batch, strict=True) if found[key] is None}
-        if missing:
-            vectors = self.inner.embed(list(missing.values()), ref=ref)
-            fresh = {
-                key: np.asarray(vector, np.float32).tobytes()
-                for key, vector in zip(missing, vectors, strict=True)
-            }
+        waiting: dict[str, Future[bytes]] = {}
+        mine: dict[str, Future[bytes]] = {}
+        with self._inflight_lock:
+            for key in missing:
+                running = self._inflight.get(key)
+                if running is not None:
+                    waiting[key] = running
+                else:
+                    mine[key] = self._inflight[key] = Future()
+        if mine:
+            # Another thread may have stored one between the first look and the claim.
+            stored = dict(zip(mine, self.cache.get_many(list(mine)), strict=True))
+            with self._inflight_lock:
+                for key, vector in stored.items():
+                    if vector is not None:
+                        self._inflight.pop(key, None)
+                        mine.pop(key).set_result(vector)
+                        found[key] = vector
+        if mine:
+            found.update(self._embed_misses({key: missing[key] for key in mine}, mine, ref))
+        retry = {}
+        for key, running in waiting.items():
+            try:
+                found[key] = running.result()
+            except Exception:  # that call failed: this one tries again (and reports its error)
+                retry[key] = missing[key]
+        if retry:
+            vectors = self.inner.embed(list(retry.values()), ref=ref)
+            fresh = {key: _packed(vector) for key, vector in zip(retry, vectors, strict=True)}
             self.cache.put_many(fresh)
             found.update(fresh)
         return [np.frombuffer(found[key] or b"", np.float32).tolist() for key in keys]
+
+    def _embed_misses(
+        self, texts: dict[str, str], futures: dict[str, Future[bytes]], ref: TurnRef | None
+    ) -> dict[str, bytes]:
+        try:
+            vectors = self.inner.embed(list(texts.values()), ref=ref)
+            fresh = {key: _packed(vector) for key, vector in zip(texts, vectors, strict=True)}
+            self.cache.put_many(fresh)
+        except BaseException as error:
+            with self._inflight_lock:
+                for key, future in futures.items():
+                    self._inflight.pop(key, None)
+                    future.set_exception(error)
+            raise
+        with self._inflight_lock:
+            for key, future in futures.items():
+                self._inflight.pop(key, None)
+                future.set_result(fresh[key])
+        return fresh
+
+    def prefetch(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> None:
+        """Start embedding `texts` in the background (into the cache); errors are left for
+        the `embed` that needs the vectors, which tries again and reports them."""
+        with self._inflight_lock:
+            if self._prefetcher is None:
+                self._prefetcher = ThreadPoolExecutor(
+                    max_workers=2, thread_name_prefix="embed-prefetch"
+                )
+            pool = self._prefetcher
+
+        def run() -> None:
+            try:
+                self.embed(texts, ref=ref)
+            except Exception as error:
+                log.debug("prefetching an embedding failed: %s", error)
+
+        pool.submit(run)
+
+
+def _packed(vector: Sequence[float]) -> bytes:
+    return np.asarray(vector, np.float32).tobytes()
 
 
 def make_embedder(settings: Settings, *, sink: Sink | None = None) -> Embedder:

@@ -8,7 +8,10 @@ the points differs, because the two engines have opposite costs:
   payload filter is checked point by point in a Python loop: a `user_id` filter over 10k points
   took about 200 ms, while the same query over one user's own collection of 100 points takes
   under 1 ms. Isolation is then structural (another user's points are not in the collection).
-  Local mode is not thread-safe, so the store serialises its calls with a lock.
+  Local mode is not thread-safe, so the store serialises the calls on each collection with
+  that collection's lock, and whatever changes the set of collections with one more lock.
+  The collections of two users share no state in local mode, so one user's write (a SQLite
+  commit per point) does not hold up another user's recall.
 - Server ("shared"): one collection with a keyword payload index on `user_id` marked
   `is_tenant`, the layout Qdrant recommends for many tenants (a collection per user does not
   scale on a server); every request carries the `user_id` filter.
@@ -148,9 +151,13 @@ class MemoryStore:
         self.threshold = threshold
         self.url = url or str(options.get("url") or options.get("path") or ":memory:")
         self.prefix = f"memories_{_slug(embedder.model)}"
+        self._embedded = embedded
+        # Embedded: `_lock` guards the set of collections, `_locks` each collection's points.
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if embedded else contextlib.nullcontext()
         )
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self._known: set[str] = set()
 
     # Layout ---------------------------------------------------------------------------------
@@ -176,12 +183,13 @@ class MemoryStore:
         if self._exists(name):
             return
         try:
-            self.client.create_collection(
-                name,
-                vectors_config=models.VectorParams(
-                    size=self.embedder.dim, distance=models.Distance.COSINE
-                ),
-            )
+            with self._lock:
+                self.client.create_collection(
+                    name,
+                    vectors_config=models.VectorParams(
+                        size=self.embedder.dim, distance=models.Distance.COSINE
+                    ),
+                )
         except UnexpectedResponse as error:
             if error.status_code != 409:  # 409: another replica or thread created it first
                 raise
@@ -198,13 +206,25 @@ class MemoryStore:
             )
         self._known.add(name)
 
+    def _lock_of(self, name: str | None) -> contextlib.AbstractContextManager[Any]:
+        if not self._embedded:
+            return contextlib.nullcontext()
+        if name is None:
+            return self._lock
+        with self._locks_guard:
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = self._locks[name] = threading.Lock()
+            return lock
+
     @contextlib.contextmanager
-    def _qdrant(self) -> Iterator[None]:
-        """Around every Qdrant call: the embedded client's lock, and MemoryUnavailable for a
-        server that cannot be reached or fails. Embedding happens outside, so a slow
-        embeddings API never holds the lock."""
+    def _qdrant(self, name: str | None = None) -> Iterator[None]:
+        """Around every Qdrant call: in embedded mode the lock of collection `name` (or, with
+        no name, the lock of the set of collections), and MemoryUnavailable for a server that
+        cannot be reached or fails. Embedding happens outside, so a slow embeddings API never
+        holds a lock. Order: a collection's lock, then the set's, never the other way."""
         try:
-            with self._lock:
+            with self._lock_of(name):
                 yield
         except _TRANSPORT_ERRORS as error:
             raise MemoryUnavailable(
@@ -243,7 +263,7 @@ class MemoryStore:
         if not fresh:
             return 0
         name = self._collection(user_id)
-        with self._qdrant():
+        with self._qdrant(name):
             if self._exists(name):
                 stored = self.client.retrieve(
                     name, ids=list(fresh), with_payload=False, with_vectors=False
@@ -275,7 +295,7 @@ class MemoryStore:
             )
             for (point_id, item), vector in zip(fresh.items(), vectors, strict=True)
         ]
-        with self._qdrant():
+        with self._qdrant(name):
             self._ensure(name)
             self.client.upsert(name, points=points, wait=True)
         return len(fresh)
@@ -307,7 +327,7 @@ class MemoryStore:
         k = self.top_k if k is None else k
         threshold = self.threshold if threshold is None else threshold
         name = self._collection(user_id)
-        with self._qdrant():
+        with self._qdrant(name):
             if not self._exists(name):
                 return [[] for _ in [*queries, *keys]]
         vectors = self._embed(list(queries), ref) if queries else []
@@ -332,7 +352,7 @@ class MemoryStore:
                     with_payload=True,
                 )
             )
-        with self._qdrant():
+        with self._qdrant(name):
             responses = self.client.query_batch_points(name, requests=requests)
         found = [
             [
@@ -354,16 +374,26 @@ class MemoryStore:
             )
         return found
 
+    def has_memories(self, user_id: str) -> bool:
+        """Whether a recall for `user_id` would search (and so embed its queries): false for
+        a user with no memories yet in the per-user layout. Never raises."""
+        try:
+            with self._qdrant(name := self._collection(_user(user_id))):
+                return self._exists(name)
+        except (MemoryUnavailable, ValueError):
+            return False
+
     def forget_user(self, user_id: str) -> int:
         """Delete every memory of `user_id`; returns how many there were."""
         user_id = _user(user_id)
         name = self._collection(user_id)
-        with self._qdrant():
+        with self._qdrant(name):
             if not self._exists(name):
                 return 0
             count = self._count(name, user_id)
             if self.layout == "per_user":
-                self.client.delete_collection(name)
+                with self._lock:
+                    self.client.delete_collection(name)
                 self._known.discard(name)
             else:
                 self.client.delete(
@@ -375,16 +405,22 @@ class MemoryStore:
 
     def count(self, user_id: str | None = None) -> int:
         """Memories of `user_id`, or of all users."""
-        with self._qdrant():
-            if user_id is not None:
-                name = self._collection(_user(user_id))
+        if user_id is not None:
+            name = self._collection(_user(user_id))
+            with self._qdrant(name):
                 return self._count(name, user_id) if self._exists(name) else 0
+        with self._qdrant():
             names = [
                 c.name
                 for c in self.client.get_collections().collections
                 if c.name == self.prefix or c.name.startswith(f"{self.prefix}__")
             ]
-            return sum(self._count(name, None) for name in names)
+        total = 0
+        for name in names:
+            with self._qdrant(name):
+                if self.client.collection_exists(name):  # not deleted meanwhile
+                    total += self._count(name, None)
+        return total
 
     def session_memories(self, user_id: str, session_id: str, *, limit: int) -> list[Memory]:
         """The memories first taken from one session's messages, newest first, by payload
@@ -398,7 +434,7 @@ class MemoryStore:
         )
         scope = self._scope(user_id)
         must = [condition, *(scope.must if scope is not None and scope.must else [])]
-        with self._qdrant():
+        with self._qdrant(name):
             if not self._exists(name):
                 return []
             points, _ = self.client.scroll(

@@ -20,7 +20,7 @@ from agent import local_server
 from agent.budget import Estimator, make_budget_middleware, price_estimator
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
-from agent.embeddings import Embedder, EmbeddingError, TurnRef, make_embedder
+from agent.embeddings import CachedEmbedder, Embedder, EmbeddingError, TurnRef, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger
@@ -256,6 +256,9 @@ def assemble(
         events=events,
         providers=providers,
         placement="user" if settings.uses_local_model else "system",
+        prefetch=embedder.prefetch if isinstance(embedder, CachedEmbedder) else None,
+        # Without tools the help-center provider searches with every message.
+        embeds_every_message=not tools,
     )
     # Budgets go first: a refused turn makes no model call (no recall embedding, no summary).
     budget = make_budget_middleware(

@@ -7,7 +7,8 @@ import importlib.util
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from agent.embeddings import (
     LOCAL_EMBEDDING_MODEL,
     OPENAI_MAX_TOKENS,
     CachedEmbedder,
+    Embedder,
     EmbeddingError,
     LocalEmbedder,
     LRUVectorCache,
@@ -114,6 +116,60 @@ def test_only_misses_are_recorded() -> None:
     cached.embed(["my parcel is lost", "it was due Monday"], ref=REF)
     assert [r.input_tokens > 0 for r in records] == [True, True]
     assert records[1].context_window == 256, "the second call embedded only the new text"
+
+
+class Slow:
+    """An embedder that takes `delay_s` per call (and can be told to fail), counting calls."""
+
+    def __init__(self, inner: Embedder, delay_s: float, fail: bool = False) -> None:
+        self.inner, self.delay_s, self.fail = inner, delay_s, fail
+        self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+        self.calls.append(list(texts))
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise EmbeddingError("the embeddings API is down")
+        return self.inner.embed(texts, ref=ref)
+
+
+def test_a_text_being_embedded_is_not_embedded_again(local_embedder: LocalEmbedder) -> None:
+    slow = Slow(local_embedder, delay_s=0.3)
+    cached = CachedEmbedder(slow, LRUVectorCache())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: cached.embed(["where is my parcel"]), range(4)))
+    assert slow.calls == [["where is my parcel"]], "four callers at once, one embedding"
+    assert all(r == results[0] for r in results)
+
+
+def test_a_prefetched_text_is_embedded_and_recorded_once() -> None:
+    records: list[CallRecord] = []
+    slow = Slow(LocalEmbedder(sink=records.append), delay_s=0.2)
+    cached = CachedEmbedder(slow, LRUVectorCache())
+    cached.prefetch(["my parcel is lost"], ref=REF)
+    started = time.perf_counter()
+    vector = cached.embed(["my parcel is lost", "it was due Monday"], ref=REF)
+    waited = time.perf_counter() - started
+    assert sorted(map(tuple, slow.calls)) == [("it was due Monday",), ("my parcel is lost",)]
+    assert len(records) == 2, "each text embedded (and recorded) once"
+    assert waited < 0.2 + 0.2 + 0.15, "the prefetched text was waited for, not repeated"
+    assert np.allclose(vector[0], LocalEmbedder().embed(["my parcel is lost"])[0], atol=1e-6)
+
+
+def test_a_failed_prefetch_leaves_the_embedding_to_the_caller(
+    local_embedder: LocalEmbedder,
+) -> None:
+    slow = Slow(local_embedder, delay_s=0.1, fail=True)
+    cached = CachedEmbedder(slow, LRUVectorCache())
+    cached.prefetch(["refund status"])
+    time.sleep(0.02)
+    with pytest.raises(EmbeddingError, match="down"):
+        cached.embed(["refund status"])
+    assert len(slow.calls) == 2, "the caller tried again itself and got its own error"
+    slow.fail = False
+    assert len(cached.embed(["refund status"])[0]) == local_embedder.dim
+    assert len(slow.calls) == 3
 
 
 def test_lru_cache_is_bounded() -> None:

@@ -249,6 +249,49 @@ def test_threads_take_turns_on_the_embedded_store(embedder: Counting, tmp_path: 
     store.close()
 
 
+class SlowDiskClient(QdrantClient):
+    """A real local-mode client whose writes take `write_s` (a slow disk under a commit)."""
+
+    write_s = 0.0
+
+    def upsert(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.write_s)
+        return super().upsert(*args, **kwargs)
+
+
+def test_one_users_write_does_not_hold_up_another_users_recall(
+    embedder: Counting, tmp_path: Path
+) -> None:
+    """Embedded, each user's collection has its own lock: a recall waits only for writes to
+    its own user's memories (read-your-writes), never for everyone's."""
+    client = SlowDiskClient(path=str(tmp_path / "qdrant"))
+    store = MemoryStore(client, embedder)
+    store.remember("alice", [ORDER], session_id="s")
+    store.remember("bob", [EMAIL], session_id="s")
+    store.recall("bob", ["email"], threshold=0.0)  # embedded once, so the next one is a hit
+    client.write_s = 0.6
+    writer = threading.Thread(
+        target=store.remember,
+        args=("alice", [Item("Alice moved to Oslo")]),
+        kwargs={"session_id": "s"},
+    )
+    writer.start()
+    time.sleep(0.1)
+    started = time.perf_counter()
+    found = store.recall("bob", ["email"], threshold=0.0)
+    other_user_s = time.perf_counter() - started
+    started = time.perf_counter()
+    own = store.recall("alice", ["where does Alice live"], threshold=0.0)
+    own_user_s = time.perf_counter() - started
+    writer.join()
+    assert [m.text for m in found[0]] == [EMAIL.text]
+    assert other_user_s < 0.3, "bob's recall waited for alice's write"
+    assert own_user_s > 0.3 and "Alice moved to Oslo" in [m.text for m in own[0]], (
+        "alice's own recall sees her write"
+    )
+    store.close()
+
+
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 def test_qdrant_down_is_memory_unavailable(embedder: Counting, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
