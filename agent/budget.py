@@ -120,8 +120,11 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         user_id, session_id, turn = turn_meta()
-        tokens = count_tokens_approximately(state["messages"]) + self._system_tokens
-        estimate = self.estimate(tokens)
+
+        def estimate() -> float:
+            tokens = count_tokens_approximately(state["messages"]) + self._system_tokens
+            return self.estimate(tokens)
+
         try:
             admission = self.guard.admit(user_id=user_id, estimate_usd=estimate)
         except SQLAlchemyError as failure:
@@ -141,7 +144,9 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 0.0,
                 status="refused",
                 error=error.message,
-                detail=json.dumps({**error.body(), "estimate_usd": round(estimate, 6)}),
+                detail=json.dumps(
+                    {**error.body(), "estimate_usd": round(admission.estimate_usd, 6)}
+                ),
             )
             raise error
         if admission.warnings:

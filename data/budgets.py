@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -144,6 +144,7 @@ class Admission:
     reservation_id: str | None
     states: list[BudgetState] = field(default_factory=list)
     refused: BudgetState | None = None
+    estimate_usd: float = 0.0
 
     @property
     def warnings(self) -> list[str]:
@@ -585,21 +586,30 @@ class Guard:
         self._gauge_at = 0.0
         self._swept_at = 0.0
 
-    def admit(self, *, user_id: str, estimate_usd: float, now: datetime | None = None) -> Admission:
+    def admit(
+        self,
+        *,
+        user_id: str,
+        estimate_usd: float | Callable[[], float],
+        now: datetime | None = None,
+    ) -> Admission:
         """Reserve `estimate_usd` for one call of `user_id`, then compare every budget that
         covers the user with its spend (this reservation included). Over a limit: the
-        reservation is withdrawn and `refused` names the budget. No budget: nothing written."""
+        reservation is withdrawn and `refused` names the budget. No budget: nothing written.
+        The estimate may be a function, called only when a budget covers the user (counting a
+        request's tokens and pricing them is most of what a check costs when none does)."""
         now = now or utcnow()
         reservation = str(uuid.uuid4())
         with self.autocommit.connect() as connection:
             budgets = budgets_for(connection, user_id)
             if not budgets:
                 return Admission(reservation_id=None)
+            amount = max(float(estimate_usd() if callable(estimate_usd) else estimate_usd), 0.0)
             connection.execute(
                 insert(BudgetReservation).values(
                     id=reservation,
                     user_id=user_id,
-                    amount_usd=max(float(estimate_usd), 0.0),
+                    amount_usd=amount,
                     created_at=now,
                     expires_at=now + timedelta(seconds=self.reservation_ttl_s),
                 )
@@ -616,7 +626,12 @@ class Guard:
         if refused is not None:
             self._crossed(refused, "exceeded")
         self._refresh_gauge(now)
-        return Admission(reservation_id=reservation or None, states=states, refused=refused)
+        return Admission(
+            reservation_id=reservation or None,
+            states=states,
+            refused=refused,
+            estimate_usd=amount,
+        )
 
     def release(self, reservation_id: str | None) -> None:
         """Withdraw a reservation: call this after the call's own row is committed."""

@@ -452,3 +452,35 @@ def test_budgets_fail_open_when_their_database_is_unavailable(tmp_path: Path) ->
         "Budgets could not be checked (the database is unavailable)."
     ]
     broken.dispose()
+
+
+def test_the_estimate_is_made_only_when_a_budget_covers_the_user(db: Engine) -> None:
+    """Counting and pricing a request is most of a check's cost: a user with no budget pays
+    none of it, and a covered user's reservation holds exactly the estimate."""
+    asked: list[str] = []
+
+    def estimate() -> float:
+        asked.append("estimate")
+        return 0.25
+
+    guard = Guard(db)
+    budgets.create_budget(
+        engine=db,
+        scope_kind="user",
+        scope_value="covered",
+        period="day",
+        limit_usd=1.0,
+        actor="admin",
+    )
+    uncovered = guard.admit(user_id="someone-else", estimate_usd=estimate)
+    assert uncovered.reservation_id is None and asked == []
+    covered = guard.admit(user_id="covered", estimate_usd=estimate)
+    assert asked == ["estimate"] and covered.estimate_usd == 0.25
+    with db.connect() as connection:
+        held = connection.execute(
+            select(BudgetReservation.amount_usd).where(
+                BudgetReservation.id == covered.reservation_id
+            )
+        ).scalar_one()
+    assert held == pytest.approx(0.25)
+    guard.release(covered.reservation_id)

@@ -20,12 +20,14 @@ from data.settings import Settings, load_settings
 from tests.fake_openai import FakeOpenAI
 
 
-def api_settings(model: FakeOpenAI, tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
-    """Settings of a production-like API: an OpenAI-compatible model (the fake server), its
-    embeddings, the test database, no metrics port."""
+def api_settings(
+    model: FakeOpenAI | str, tmp_path: Path, db_url: str, **overrides: Any
+) -> Settings:
+    """Settings of a production-like API: an OpenAI-compatible model (the fake server, or its
+    URL), its embeddings, the test database, no metrics port."""
     values: dict[str, Any] = {
         "openai_api_key": "sk-test-not-a-real-key",
-        "openai_base_url": model.url,
+        "openai_base_url": model if isinstance(model, str) else model.url,
         "chat_model": "gpt-4o-mini",
         "database_url": db_url,
         "data_dir": tmp_path / "data",
