@@ -70,12 +70,14 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         latency.slowest_calls(engine=engine, filters=f)
 
     def feedback_page() -> None:
-        fa.score_distribution_over_time(engine=engine, filters=f)
-        fa.score_distribution_by_model(engine=engine, filters=f)
-        fa.score_by_context_bucket(engine=engine, filters=f)
-        fa.score_by_summarized(engine=engine, filters=f)
-        fa.score_by_cost_bucket(engine=engine, filters=f)
+        scores = fa.conversation_scores(engine=engine, filters=f)  # once, as the page does
+        fa.score_distribution_over_time(engine=engine, filters=f, scores=scores)
+        fa.score_distribution_by_model(engine=engine, filters=f, scores=scores)
+        fa.score_by_context_bucket(engine=engine, filters=f, scores=scores)
+        fa.score_by_summarized(engine=engine, filters=f, scores=scores)
+        fa.score_by_cost_bucket(engine=engine, filters=f, scores=scores)
         fa.thumbs_rate_over_time(engine=engine, filters=f)
+        fa.local_feedback(engine=engine, filters=f, scores=scores, limit=1_000)  # as the page
         agreement(review.scores_frame(engine=engine, start=f.start, end=f.end))
 
     def review_page() -> None:  # the queue tab: the candidate search, the queue, progress

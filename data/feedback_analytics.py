@@ -26,17 +26,25 @@ CONTEXT_EDGES = (0.0, 25.0, 50.0, 75.0, 90.0)
 FREQ = {"day": "D", "hour": "h"}
 
 
-def _scores(engine: Engine, filters: Filters) -> pd.DataFrame:
+def conversation_scores(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """The scores of the conversations that started in the filters' range, for their models,
-    user and session."""
-    frame = scores_frame(engine=engine, start=filters.start, end=filters.end, by="conversation")
-    if filters.models:
-        frame = frame[frame["model"].isin(filters.models)]
-    if filters.user:
-        frame = frame[frame["user_id"] == filters.user]
-    if filters.session:
-        frame = frame[frame["session_id"] == filters.session]
-    return frame.reset_index(drop=True)
+    user and session (chosen in the database). A page computes it once per view and passes it
+    to each chart's function as `scores`."""
+    return scores_frame(
+        engine=engine,
+        start=filters.start,
+        end=filters.end,
+        by="conversation",
+        models=filters.models,
+        user=filters.user,
+        session=filters.session,
+    )
+
+
+def _scores(engine: Engine, filters: Filters, scores: pd.DataFrame | None) -> pd.DataFrame:
+    if scores is None:
+        return conversation_scores(engine=engine, filters=filters)
+    return scores.copy()
 
 
 def _mean_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -46,10 +54,12 @@ def _mean_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     ).reset_index()
 
 
-def score_distribution_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+def score_distribution_over_time(
+    *, engine: Engine, filters: Filters, scores: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Scores per time bucket (filters.unit) of the conversation's start: bucket, score,
     count."""
-    frame = _scores(engine, filters)
+    frame = _scores(engine, filters, scores)
     if frame.empty:
         return pd.DataFrame(columns=["bucket", "score", "count"])
     frame["bucket"] = pd.to_datetime(frame["started"], utc=True).dt.floor(FREQ[filters.unit])
@@ -57,9 +67,11 @@ def score_distribution_over_time(*, engine: Engine, filters: Filters) -> pd.Data
     return counts.astype({"score": int, "count": int})
 
 
-def score_distribution_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+def score_distribution_by_model(
+    *, engine: Engine, filters: Filters, scores: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Scores per model: model, score, count."""
-    frame = _scores(engine, filters)
+    frame = _scores(engine, filters, scores)
     if frame.empty:
         return pd.DataFrame(columns=["model", "score", "count"])
     counts = frame.groupby(["model", "score"]).size().rename("count").reset_index()
@@ -74,11 +86,13 @@ def context_bucket_labels() -> list[str]:
     ]
 
 
-def score_by_context_bucket(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+def score_by_context_bucket(
+    *, engine: Engine, filters: Filters, scores: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Mean score by the conversation's peak context % bucket (CONTEXT_EDGES, lower edge
     included; every bucket, mean NaN where nothing was scored): bucket, scores, mean_score.
     Conversations without a known window are left out."""
-    frame = _scores(engine, filters).dropna(subset=["peak_context_percent"])
+    frame = _scores(engine, filters, scores).dropna(subset=["peak_context_percent"])
     labels = context_bucket_labels()
     frame["bucket"] = pd.cut(
         frame["peak_context_percent"].astype(float),
@@ -92,20 +106,28 @@ def score_by_context_bucket(*, engine: Engine, filters: Filters) -> pd.DataFrame
     return out.rename_axis("bucket").reset_index()
 
 
-def score_by_summarized(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+def score_by_summarized(
+    *, engine: Engine, filters: Filters, scores: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Mean score of summarized and not summarized conversations: summarized, scores,
     mean_score."""
-    frame = _scores(engine, filters).dropna(subset=["summarized"])
+    frame = _scores(engine, filters, scores).dropna(subset=["summarized"])
     return _mean_by(frame.astype({"summarized": bool}), "summarized")
 
 
-def score_by_cost_bucket(*, engine: Engine, filters: Filters, buckets: int = 4) -> pd.DataFrame:
+def score_by_cost_bucket(
+    *,
+    engine: Engine,
+    filters: Filters,
+    buckets: int = 4,
+    scores: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Mean score by conversation cost: the scored conversations are cut into `buckets`
     equal-count cost ranges (each conversation counted once, however many scores it has;
     ranges that would repeat an edge are merged): bucket, low_usd, high_usd, scores,
     mean_score."""
     columns = ["bucket", "low_usd", "high_usd", "scores", "mean_score"]
-    frame = _scores(engine, filters).dropna(subset=["cost_usd"])
+    frame = _scores(engine, filters, scores).dropna(subset=["cost_usd"])
     if frame.empty:
         return pd.DataFrame(columns=columns)
     costs = frame.drop_duplicates("session_id").set_index("session_id")["cost_usd"].astype(float)
@@ -144,9 +166,10 @@ def _thumbs_conditions(filters: Filters) -> Any:
     return and_(*parts)
 
 
-def _thumbs(engine: Engine, filters: Filters) -> pd.DataFrame:
+def _thumbs(engine: Engine, filters: Filters, limit: int | None = None) -> pd.DataFrame:
     """Thumbs on the answers given in the filters' range (and model of that turn, user,
-    session): answered_at, score, comment, run_id, feedback_uuid, updated_at."""
+    session): answered_at, score, comment, run_id, feedback_uuid, updated_at. With `limit`,
+    the `limit` most recently given or changed, chosen in the database."""
     t = FeedbackThumbs.__table__.c
     query = (
         select(
@@ -160,6 +183,8 @@ def _thumbs(engine: Engine, filters: Filters) -> pd.DataFrame:
         .join(Message, Message.id == t.message_id)
         .where(_thumbs_conditions(filters))
     )
+    if limit is not None:
+        query = query.order_by(t.updated_at.desc(), t.id.desc()).limit(limit)
     columns = ["answered_at", "score", "comment", "run_id", "feedback_uuid", "updated_at"]
     with engine.connect() as connection:
         frame = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=columns)
@@ -197,11 +222,21 @@ def thumbs_rate_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     return out[["bucket", "up", "down", "up_rate"]]
 
 
-def local_feedback(*, engine: Engine, filters: Filters) -> pd.DataFrame:
+def local_feedback(
+    *,
+    engine: Engine,
+    filters: Filters,
+    scores: pd.DataFrame | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
     """This app's thumbs and scores in the shape of data.langsmith_sync.pull_feedback (source
-    "local"), so a page can show both lists as one."""
-    thumbs = _thumbs(engine, filters)
-    scores = _scores(engine, filters)
+    "local"), so a page can show both lists as one. With `limit`, the `limit` newest of them
+    (by when they were given or last changed): at ten million calls a range holds about a
+    hundred thousand thumbs, which no page should load to show a screenful."""
+    thumbs = _thumbs(engine, filters, limit)
+    scored = _scores(engine, filters, scores)
+    if limit is not None:
+        scored = scored.sort_values("created_at", ascending=False).head(limit)
     rows = [
         *[
             (r.feedback_uuid, r.run_id, THUMBS_KEY, r.score, None, r.comment, r.updated_at)
@@ -209,10 +244,12 @@ def local_feedback(*, engine: Engine, filters: Filters) -> pd.DataFrame:
         ],
         *[
             (r.feedback_uuid, r.run_id, QUALITY_KEY, r.score, None, r.comment, r.created_at)
-            for r in scores.itertuples()
+            for r in scored.itertuples()
         ],
     ]
     frame = pd.DataFrame(rows, columns=PULL_COLUMNS[:7])
     frame["source_type"] = "app"
     frame["source"] = "local"
-    return frame[PULL_COLUMNS]
+    if limit is not None:
+        frame = frame.sort_values("created_at", ascending=False, kind="stable").head(limit)
+    return frame[PULL_COLUMNS].reset_index(drop=True)

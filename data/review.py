@@ -718,25 +718,83 @@ def scores_frame(
     end: datetime,
     by: Literal["scored", "conversation"] = "scored",
     reviewer: str | None = None,
+    models: Sequence[str] = (),
+    user: str | None = None,
+    session: str | None = None,
 ) -> pd.DataFrame:
     """Every score with its item, session, reviewer, score, comment, created_at, sync_state,
     run_id, feedback_uuid (its LangSmith feedback id) and the conversation's user_id, model,
     started, peak context %, summarized and cost (over all of its calls). `by="scored"` takes
     the scores given in [start, end) (a review round); `by="conversation"` the scores of
-    conversations started in [start, end) (quality over time). With `reviewer`, only that
+    conversations started in [start, end) (quality over time), optionally only those whose
+    chat model is in `models`, of `user`, or of `session`. With `reviewer`, only that
     reviewer's scores (a reviewer's own list)."""
+    ensure_fresh(engine)
+    if by == "conversation":
+        return _conversation_scores(
+            engine, start, end, reviewer=reviewer, models=models, user=user, session=session
+        )
     query = select(S.id, *[S[name] for name in SCORE_COLUMNS[1:]]).order_by(S.id)
     if reviewer is not None:
         query = query.where(S.reviewer == reviewer)
-    if by == "scored":
-        query = query.where(S.created_at >= start, S.created_at < end)
-    ensure_fresh(engine)
+    query = query.where(S.created_at >= start, S.created_at < end)
     with engine.connect() as connection:
         scores = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=SCORE_COLUMNS)
         facts = session_facts(connection, sorted(set(scores["session_id"])))
     frame = scores.merge(facts[["session_id", *FACT_COLUMNS]], on="session_id", how="left")
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
-    if by == "conversation":
-        started = pd.to_datetime(frame["started"], utc=True)
-        frame = frame[(started >= start) & (started < end)].reset_index(drop=True)
+    return frame
+
+
+def _conversation_scores(
+    engine: Engine,
+    start: datetime,
+    end: datetime,
+    *,
+    reviewer: str | None,
+    models: Sequence[str],
+    user: str | None,
+    session: str | None,
+) -> pd.DataFrame:
+    """scores_frame(by="conversation"): the scores joined in the database to the per-session
+    rollup (the one definition of a session's figures) and chosen there by when the
+    conversation started (its first call), so only the rows wanted come back, however many
+    scores there are."""
+    rs = RollupSessions.__table__.c
+    query = (
+        select(
+            S.id,
+            *[S[name] for name in SCORE_COLUMNS[1:]],
+            rs.user_id,
+            rs.chat_model,
+            rs.first_call,
+            rs.peak_context_percent,
+            rs.summarizations > 0,
+            rs.cost_usd,
+        )
+        .select_from(
+            ReviewScore.__table__.join(
+                RollupSessions.__table__, and_(rs.session_id == S.session_id, rs.model == "*")
+            )
+        )
+        .where(rs.first_call >= start, rs.first_call < end)
+        .order_by(S.id)
+    )
+    if reviewer is not None:
+        query = query.where(S.reviewer == reviewer)
+    if models:
+        query = query.where(rs.chat_model.in_(list(models)))
+    if user:
+        query = query.where(rs.user_id == user)
+    if session:
+        query = query.where(S.session_id == session)
+    with engine.connect() as connection:
+        frame = pd.DataFrame(
+            [tuple(r) for r in connection.execute(query)], columns=SCORE_COLUMNS + FACT_COLUMNS
+        )
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    frame["started"] = pd.to_datetime(frame["started"], utc=True, format="mixed")
+    for name in ("cost_usd", "peak_context_percent"):
+        frame[name] = frame[name].astype(float)
+    frame["summarized"] = frame["summarized"].astype(bool)
     return frame

@@ -20,6 +20,8 @@ from pages import charts, common
 common.ensure_routed()
 who = common.require("feedback")
 TTL = 60
+# The local feedback list shows the newest this many; the charts above count every one.
+LOCAL_SHOWN = 1_000
 # Red to green, so a drift towards low scores shows at a glance.
 SCORE_COLORS = {"1": "#d7301f", "2": "#fc8d59", "3": "#bdbdbd", "4": "#91cf60", "5": "#1a9850"}
 COLUMNS = {
@@ -50,12 +52,16 @@ COLUMNS = {
 
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
 def _analytics(_engine: Engine, url: str, filters: Filters) -> dict[str, pd.DataFrame]:
+    # The view's scores are read once and shared by every chart.
+    scores = fa.conversation_scores(engine=_engine, filters=filters)
+    view = {"engine": _engine, "filters": filters, "scores": scores}
     return {
-        "over_time": fa.score_distribution_over_time(engine=_engine, filters=filters),
-        "by_model": fa.score_distribution_by_model(engine=_engine, filters=filters),
-        "context": fa.score_by_context_bucket(engine=_engine, filters=filters),
-        "summarized": fa.score_by_summarized(engine=_engine, filters=filters),
-        "cost": fa.score_by_cost_bucket(engine=_engine, filters=filters),
+        "scores": scores,
+        "over_time": fa.score_distribution_over_time(**view),
+        "by_model": fa.score_distribution_by_model(**view),
+        "context": fa.score_by_context_bucket(**view),
+        "summarized": fa.score_by_summarized(**view),
+        "cost": fa.score_by_cost_bucket(**view),
         "thumbs": fa.thumbs_rate_over_time(engine=_engine, filters=filters),
     }
 
@@ -292,7 +298,19 @@ def langsmith_tab() -> None:
         st.dataframe(problems, hide_index=True, width="stretch")
         common.csv_download(problems, "feedback_sync_problems")
     st.subheader("Local and LangSmith feedback")
-    local = fa.local_feedback(engine=engine, filters=filters)
+    view = _analytics(engine, url, filters)
+    local = fa.local_feedback(
+        engine=engine, filters=filters, scores=view["scores"], limit=LOCAL_SHOWN
+    )
+    thumbs = view["thumbs"]
+    local_total = len(view["scores"]) + (
+        int(thumbs["up"].sum() + thumbs["down"].sum()) if not thumbs.empty else 0
+    )
+    local_label = (
+        f"This app ({local_total:,})"
+        if local_total <= len(local)
+        else f"This app (newest {len(local):,} of {local_total:,})"
+    )
     try:
         pulled = _pulled(engine, url, filters)
     except LangSmithError as error:
@@ -306,7 +324,7 @@ def langsmith_tab() -> None:
         selection_mode="multi",
         default=["local", "langsmith"],
         format_func={
-            "local": f"This app ({len(local):,})",
+            "local": local_label,
             "langsmith": f"Other tools in LangSmith ({len(pulled):,})",
         }.__getitem__,
         key="feedback_sources",

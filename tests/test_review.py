@@ -19,6 +19,8 @@ from sqlalchemy import Engine, insert, text, update
 from data.db import make_engine
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs
 from data.feedback_analytics import (
+    conversation_scores,
+    local_feedback,
     score_by_context_bucket,
     score_by_summarized,
     score_distribution_by_model,
@@ -558,3 +560,21 @@ def test_analytics_against_pandas(engine: Engine) -> None:
     daily = thumbs.groupby("day")["score"].agg(["sum", "size"])
     assert rate.set_index("bucket")["up"].to_dict() == daily["sum"].to_dict()
     assert (rate.set_index("bucket")["down"] == daily["size"] - daily["sum"]).all()
+
+    # The model and user filters, chosen in the database, against the same filters by hand.
+    model, user = scored["model"].mode()[0], scored["user_id"].mode()[0]
+    for view, expected in (
+        (Filters(start=RANGE.start, end=RANGE.end, models=(model,)), scored["model"] == model),
+        (Filters(start=RANGE.start, end=RANGE.end, user=user), scored["user_id"] == user),
+    ):
+        chosen = conversation_scores(engine=engine, filters=view)
+        assert sorted(chosen["score"]) == sorted(scored[expected]["score"])
+        assert 0 < len(chosen) < len(scored)
+
+    # The local feedback list: every thumbs and score, or the newest `limit` of them.
+    everything = local_feedback(engine=engine, filters=filters)
+    assert len(everything) == len(thumbs) + len(scored)
+    newest = local_feedback(engine=engine, filters=filters, limit=7)
+    assert newest["created_at"].tolist() == (
+        everything["created_at"].sort_values(ascending=False).head(7).tolist()
+    )
