@@ -151,6 +151,24 @@ def test_tables_equal_pandas(history: Engine, view: str) -> None:
     assert_sessions(history, VIEWS[view])
 
 
+@pytest.mark.parametrize("way", ["looked up", "probed", "one pass"])
+@pytest.mark.parametrize("view", ["week", "hours", "one model", "user", "empty"])
+def test_every_way_of_counting_users_agrees_with_pandas(
+    history: Engine, view: str, way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """count_users picks how to count the straddling users by how many there are; here each
+    way is forced on the same views (the history is too small to reach them by size)."""
+    limits = {"looked up": (10_000, 20_000), "probed": (0, 20_000), "one pass": (0, 0)}[way]
+    monkeypatch.setattr(sessions, "MANY_STRADDLING", limits[0])
+    monkeypatch.setattr(sessions, "PROBE_STRADDLING", limits[1])
+    filters = VIEWS[view]
+    per_user = raw(history, filters).groupby("user_id").size()
+    assert sessions.count_users(engine=history, filters=filters) == len(per_user)
+    assert sessions.count_users(engine=history, filters=filters, search="e") == sum(
+        "e" in user.lower() for user in per_user.index
+    )
+
+
 def test_straddling_sessions_count_only_their_calls_in_range(history: Engine) -> None:
     page = sessions.all_sessions(engine=history, filters=WEEK).set_index("session")
     assert page.loc["edge-a", "calls"] == 1 and page.loc["edge-a", "partial"]
