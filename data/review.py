@@ -41,7 +41,7 @@ from data.models import (
     utcnow,
 )
 from data.rollups import ensure_fresh
-from data.sessions import fill_partial_latency, session_relation
+from data.sessions import count_sessions, fill_partial_latency, session_relation
 
 SCORE_MIN, SCORE_MAX = 1, 5
 RUBRIC: list[tuple[int, str]] = [
@@ -293,8 +293,14 @@ def count_candidates(*, engine: Engine, filters: QueueFilters) -> int:
     ):
         return len(candidates(engine=engine, filters=filters))
     ensure_fresh(engine)
-    rel = session_relation(Filters(start=filters.start, end=filters.end, user=filters.user))
-    query = select(func.count()).select_from(rel).where(*_flag_conditions(filters, rel))
+    in_range = Filters(start=filters.start, end=filters.end, user=filters.user)
+    rel = session_relation(in_range)
+    flags = _flag_conditions(filters, rel)
+    if not flags and not filters.models:
+        # Every conversation in the range: the per-session table's own count, arm by arm on
+        # the rollup's span index, not a count over the whole union.
+        return count_sessions(engine=engine, filters=in_range)
+    query = select(func.count()).select_from(rel).where(*flags)
     if filters.models:
         query = query.where(rel.c.model.in_(filters.models))
     with engine.connect() as connection:

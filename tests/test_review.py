@@ -35,6 +35,7 @@ from data.review import (
     assign,
     candidates,
     claim_next,
+    count_candidates,
     enqueue,
     item_scores,
     progress,
@@ -419,6 +420,19 @@ def test_candidates_against_the_raw_rows(engine: Engine) -> None:
     assert "h-000" not in only(not_scored=True) and "h-001" in only(not_scored=True)
     row = candidates(engine=engine, filters=RANGE).set_index("session_id").loc["h-000"]
     assert (row["queued"], row["reviews_done"]) == (True, 1)
+    # The count the page shows above the list is the number of conversations in it.
+    for kwargs in (
+        {},
+        {"user": "user-2"},
+        {"models": ("gpt-4o",)},
+        {"summarized": True},
+        {"thumbs_down": True},
+        {"not_scored": True},
+        {"cost_above_pct": 80},
+        {"user": "user-2", "summarized": True},
+    ):
+        view = QueueFilters(**{**vars_of(RANGE), **kwargs})
+        assert count_candidates(engine=engine, filters=view) == len(only(**kwargs)), kwargs
     with pytest.raises(ReviewInputError):
         candidates(engine=engine, filters=QueueFilters(**{**vars_of(RANGE), "cost_above_pct": 101}))
 

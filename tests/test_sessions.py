@@ -204,9 +204,9 @@ def test_user_pages_and_search(history: Engine) -> None:
     assert set(found.rows["session"]) == {"edge-a", "edge-b"} and found.total == 2
     acm = sessions.user_page(engine=history, filters=WEEK, search="acm")
     assert acm.rows["user"].tolist() == ["acme"] and acm.total == 1
-    for text in ("a", "user", "zz-none"):  # the count agrees with the rows found, whatever matches
-        wanted = whole[whole["user"].str.contains(text, case=False, regex=False)]
-        assert sessions.count_users(engine=history, filters=WEEK, search=text) == len(wanted)
+    for typed in ("a", "user", "zz-none"):  # the count agrees with the rows, whatever matches
+        wanted = whole[whole["user"].str.contains(typed, case=False, regex=False)]
+        assert sessions.count_users(engine=history, filters=WEEK, search=typed) == len(wanted)
     # A % in the search is a character, not a wildcard.
     assert sessions.session_page(engine=history, filters=WEEK, search="%").total == 0
     with pytest.raises(sessions.TableInputError):
