@@ -518,10 +518,7 @@ class CachedEmbedder:
             except Exception:  # that call failed: this one tries again (and reports its error)
                 retry[key] = missing[key]
         if retry:
-            vectors = self.inner.embed(list(retry.values()), ref=ref)
-            fresh = {key: _packed(vector) for key, vector in zip(retry, vectors, strict=True)}
-            self.cache.put_many(fresh)
-            found.update(fresh)
+            found.update(self._embed_misses(retry, {}, ref))
         return [np.frombuffer(found[key] or b"", np.float32).tolist() for key in keys]
 
     def _embed_misses(
@@ -529,7 +526,10 @@ class CachedEmbedder:
     ) -> dict[str, bytes]:
         try:
             vectors = self.inner.embed(list(texts.values()), ref=ref)
-            fresh = {key: _packed(vector) for key, vector in zip(texts, vectors, strict=True)}
+            fresh = {
+                key: np.asarray(vector, np.float32).tobytes()
+                for key, vector in zip(texts, vectors, strict=True)
+            }
             self.cache.put_many(fresh)
         except BaseException as error:
             with self._inflight_lock:
@@ -560,10 +560,6 @@ class CachedEmbedder:
                 log.debug("prefetching an embedding failed: %s", error)
 
         pool.submit(run)
-
-
-def _packed(vector: Sequence[float]) -> bytes:
-    return np.asarray(vector, np.float32).tobytes()
 
 
 def make_embedder(settings: Settings, *, sink: Sink | None = None) -> Embedder:

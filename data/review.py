@@ -174,7 +174,12 @@ def session_facts(connection: Connection, session_ids: Sequence[str]) -> pd.Data
                 ).where(rs.model == "*", rs.session_id.in_(chunk))
             )
         ]
-    frame = pd.DataFrame(rows, columns=columns)
+    return _typed_facts(pd.DataFrame(rows, columns=columns))
+
+
+def _typed_facts(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame with session facts (started, cost_usd, peak_context_percent, summarized) as
+    read from the rollup, in their pandas types."""
     frame["started"] = pd.to_datetime(frame["started"], utc=True, format="mixed")
     for name in ("cost_usd", "peak_context_percent"):
         frame[name] = frame[name].astype(float)
@@ -799,8 +804,4 @@ def _conversation_scores(
             [tuple(r) for r in connection.execute(query)], columns=SCORE_COLUMNS + FACT_COLUMNS
         )
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
-    frame["started"] = pd.to_datetime(frame["started"], utc=True, format="mixed")
-    for name in ("cost_usd", "peak_context_percent"):
-        frame[name] = frame[name].astype(float)
-    frame["summarized"] = frame["summarized"].astype(bool)
-    return frame
+    return _typed_facts(frame)

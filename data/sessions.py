@@ -293,16 +293,35 @@ def user_relation(
     return (arms[0] if len(arms) == 1 else arms[0].union_all(arms[1])).subquery("users")
 
 
-def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | None) -> list[Any]:
-    """The users wholly inside the range (one rollup row each) and the straddling ones (summed
-    from their sessions in the range); or one summed arm for a session or several models."""
-    parts: list[ColumnElement[bool]] = []
+def _user_where(filters: Filters, search: str | None) -> list[ColumnElement[bool]]:
+    """The per-user rollup rows of a view: its model's rows ("*" for all models), the user
+    filter and the search in the user id."""
+    parts: list[ColumnElement[bool]] = [RU.model == (filters.models[0] if filters.models else "*")]
     if filters.user:
         parts.append(RU.user_id == filters.user)
     if search:
         parts.append(RU.user_id.ilike(_like(search), escape="\\"))
+    return parts
+
+
+def _whole_users(filters: Filters, search: str | None) -> Any:
+    """The users wholly inside the range: one rollup row each."""
+    return select(
+        RU.user_id.label("user"),
+        RU.sessions,
+        RU.calls,
+        RU.tokens,
+        RU.cost_usd,
+        RU.unpriced_calls,
+    ).where(
+        *_user_where(filters, search), RU.first_call >= filters.start, RU.last_call < filters.end
+    )
+
+
+def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | None) -> list[Any]:
+    """The users wholly inside the range (one rollup row each) and the straddling ones (summed
+    from their sessions in the range); or one summed arm for a session or several models."""
     several = len(filters.models) > 1
-    model_is = RU.model == (filters.models[0] if filters.models else "*")
     if filters.session or several:
         # One session, or sessions counted once across models: sum the sessions in range.
         s = session_relation(filters, search=None)
@@ -319,14 +338,7 @@ def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | No
             .where(*where)
             .group_by(s.c.user)
         ]
-    whole = select(
-        RU.user_id.label("user"),
-        RU.sessions,
-        RU.calls,
-        RU.tokens,
-        RU.cost_usd,
-        RU.unpriced_calls,
-    ).where(model_is, RU.first_call >= filters.start, RU.last_call < filters.end, *parts)
+    whole = _whole_users(filters, search)
     if straddlers is None:
         # Most users straddle (a short range in a long history): read the range's sessions
         # once and keep those users', instead of looking up each user's sessions.
@@ -357,35 +369,31 @@ PROBE_STRADDLING = 5000  # count_users probes up to this many straddling users
 
 def _straddling_query(filters: Filters, search: str | None) -> Any:
     """The users with calls both inside and outside the range (two index ranges)."""
-    model_is = RU.model == (filters.models[0] if filters.models else "*")
-    parts: list[ColumnElement[bool]] = []
-    if filters.user:
-        parts.append(RU.user_id == filters.user)
-    if search:
-        parts.append(RU.user_id.ilike(_like(search), escape="\\"))
+    parts = _user_where(filters, search)
     return union_all(
         select(RU.user_id).where(
-            model_is, RU.last_call >= filters.start, RU.first_call < filters.start, *parts
+            *parts, RU.last_call >= filters.start, RU.first_call < filters.start
         ),
         select(RU.user_id).where(
-            model_is,
+            *parts,
             RU.last_call >= filters.end,
             RU.first_call < filters.end,
             RU.first_call >= filters.start,
-            *parts,
         ),
     )
 
 
-def _straddlers(engine: Engine, filters: Filters, search: str | None) -> list[str] | None:
-    """The straddling users' ids, or None when there are more than MANY_STRADDLING (then
-    user_relation hash-joins the range's sessions instead of looking users up one by one)."""
+def _straddlers(
+    engine: Engine, filters: Filters, search: str | None, most: int = MANY_STRADDLING
+) -> list[str] | None:
+    """The straddling users' ids, or None when there are more than `most` (then user_relation
+    hash-joins the range's sessions instead of looking users up one by one)."""
     if filters.session or len(filters.models) > 1:
         return None  # user_relation sums the sessions then
-    query = _straddling_query(filters, search).limit(MANY_STRADDLING + 1)
+    query = _straddling_query(filters, search).limit(most + 1)
     with engine.connect() as connection:
         ids = list(dict.fromkeys(connection.execute(query).scalars()))
-    return None if len(ids) > MANY_STRADDLING else ids
+    return None if len(ids) > most else ids
 
 
 def _clean(sort: str, allowed: tuple[str, ...], offset: int, limit: int, search: str | None) -> str:
@@ -520,29 +528,18 @@ def count_users(*, engine: Engine, filters: Filters, search: str | None = None) 
     text = (search or "").strip() or None
     if filters.session or len(filters.models) > 1:
         return _count(engine, _user_parts(filters, text, None))
-    with engine.connect() as connection:
-        query = _straddling_query(filters, text).limit(PROBE_STRADDLING + 1)
-        straddling = len(set(connection.execute(query).scalars()))
-    if straddling <= MANY_STRADDLING or straddling > PROBE_STRADDLING:
-        return _count(engine, _user_parts(filters, text, _straddlers(engine, filters, text)))
-    model_is = RU.model == (filters.models[0] if filters.models else "*")
-    parts: list[ColumnElement[bool]] = []
-    if filters.user:
-        parts.append(RU.user_id == filters.user)
-    if text:
-        parts.append(RU.user_id.ilike(_like(text), escape="\\"))
-    whole = select(func.count()).where(
-        model_is, RU.first_call >= filters.start, RU.last_call < filters.end, *parts
-    )
+    ids = _straddlers(engine, filters, text, most=PROBE_STRADDLING)
+    if ids is None or len(ids) <= MANY_STRADDLING:
+        # None: more than PROBE_STRADDLING, one pass; a short list: looked up user by user.
+        return _count(engine, _user_parts(filters, text, ids))
     users = _straddling_query(filters, text).subquery()
     in_range = [C.user_id == users.c.user_id, C.ts >= filters.start, C.ts < filters.end]
     if filters.models:
         in_range.append(C.model == filters.models[0])
     partly = select(func.count()).select_from(users).where(exists().where(*in_range))
     with engine.connect() as connection:
-        return int(connection.execute(whole).scalar_one()) + int(
-            connection.execute(partly).scalar_one()
-        )
+        probed = int(connection.execute(partly).scalar_one())
+    return _count(engine, [_whole_users(filters, text)]) + probed
 
 
 def all_sessions(*, engine: Engine, filters: Filters) -> pd.DataFrame:
