@@ -53,8 +53,9 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         cost.reprice(view.by_model, target_model="gpt-4o-mini")
         cost.known_models(engine=engine)  # the sidebar's model filter
         has_demo_rows(engine=engine, filters=f)
-        sessions.user_page(engine=engine, filters=f)  # both tables' first page, by cost
-        sessions.session_page(engine=engine, filters=f)
+        # Both tables' first page, by cost; their row counts are the KPIs', as on the page.
+        sessions.user_page(engine=engine, filters=f, total=view.totals.users)
+        sessions.session_page(engine=engine, filters=f, total=view.totals.sessions)
 
     def context_page() -> None:
         context.share_above(engine=engine, filters=f, trigger_percent=75)

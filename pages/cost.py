@@ -37,6 +37,7 @@ def _page(
     descending: bool,
     offset: int,
     search: str,
+    total: int,
 ) -> sessions.Page:
     read = sessions.session_page if which == "sessions" else sessions.user_page
     return read(
@@ -47,6 +48,7 @@ def _page(
         offset=offset,
         limit=PAGE_ROWS,
         search=search or None,
+        total=total,
     )
 
 
@@ -64,9 +66,12 @@ SESSION_VIEW = [
 ]
 
 
-def table(which: str, filters: Filters, *, sorts: dict[str, str], hint: str) -> str | None:
+def table(
+    which: str, filters: Filters, *, sorts: dict[str, str], hint: str, total: int
+) -> str | None:
     """A per-user or per-session table read a page at a time, sorted and searched in the
-    database; the CSV holds the whole table. Returns the id of a clicked row."""
+    database; the CSV holds the whole table. `total` is its row count without a search (the
+    KPIs counted the same rows). Returns the id of a clicked row."""
     key = f"{which}_table"
     left, mid, right, last = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
     search = left.text_input(
@@ -81,10 +86,11 @@ def table(which: str, filters: Filters, *, sorts: dict[str, str], hint: str) -> 
     if st.session_state.get(f"{key}_state") != state:  # a new question starts at page 1
         st.session_state[f"{key}_state"] = state
         st.session_state[f"{key}_pageno"] = 1
-    count = _page(engine, url, which, filters, sort, descending, 0, search).total
+    count = _page(engine, url, which, filters, sort, descending, 0, search, total).total
     pages = max(1, -(-count // PAGE_ROWS))
     number = last.number_input(f"Page (of {pages:,})", 1, pages, key=f"{key}_pageno", step=1)
-    page = _page(engine, url, which, filters, sort, descending, (number - 1) * PAGE_ROWS, search)
+    offset = (number - 1) * PAGE_ROWS
+    page = _page(engine, url, which, filters, sort, descending, offset, search, total)
     rows = page.rows if which == "users" else page.rows[SESSION_VIEW]
     first = page.offset + 1 if count else 0
     st.caption(
@@ -241,6 +247,7 @@ with tab_users:
             "user": "User",
         },
         hint="a row to see the user's conversations",
+        total=totals.users,
     )
     if picked_user is not None:
         st.query_params["user"] = picked_user
@@ -262,6 +269,7 @@ with tab_sessions:
             "user": "User",
         },
         hint="a row to open the conversation",
+        total=totals.sessions,
     )
     if picked_session is not None:
         common.open_conversation(picked_session)

@@ -151,22 +151,38 @@ def test_tables_equal_pandas(history: Engine, view: str) -> None:
     assert_sessions(history, VIEWS[view])
 
 
-@pytest.mark.parametrize("way", ["looked up", "probed", "one pass"])
 @pytest.mark.parametrize("view", ["week", "hours", "one model", "user", "empty"])
-def test_every_way_of_counting_users_agrees_with_pandas(
-    history: Engine, view: str, way: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """count_users picks how to count the straddling users by how many there are; here each
-    way is forced on the same views (the history is too small to reach them by size)."""
-    limits = {"looked up": (10_000, 20_000), "probed": (0, 20_000), "one pass": (0, 0)}[way]
-    monkeypatch.setattr(sessions, "MANY_STRADDLING", limits[0])
-    monkeypatch.setattr(sessions, "PROBE_STRADDLING", limits[1])
+def test_user_counts_agree_with_pandas(history: Engine, view: str) -> None:
     filters = VIEWS[view]
     per_user = raw(history, filters).groupby("user_id").size()
     assert sessions.count_users(engine=history, filters=filters) == len(per_user)
     assert sessions.count_users(engine=history, filters=filters, search="e") == sum(
         "e" in user.lower() for user in per_user.index
     )
+
+
+def test_a_user_with_calls_before_and_after_a_range_but_none_in_it_is_not_counted(
+    history: Engine,
+) -> None:
+    """count_users subtracts the users whose span covers the range without a call in it."""
+    middle = Filters(start=END - timedelta(days=4), end=END - timedelta(days=3), unit="hour")
+    record_calls(
+        engine=history,
+        calls=[
+            call(ts=middle.start - timedelta(days=1), session_id="gap-1", user_id="gap"),
+            call(ts=middle.end + timedelta(hours=2), session_id="gap-2", user_id="gap"),
+            call(ts=middle.start - timedelta(days=1), session_id="span-1", user_id="span"),
+            call(ts=middle.start + timedelta(minutes=5), session_id="span-2", user_id="span"),
+            call(ts=middle.end + timedelta(hours=2), session_id="span-3", user_id="span"),
+        ],
+    )
+    refresh(history)
+    for filters in (middle, replace(middle, models=("gpt-4o-mini",))):
+        users = set(raw(history, filters)["user_id"])
+        assert "span" in users and "gap" not in users
+        assert sessions.count_users(engine=history, filters=filters) == len(users)
+        assert sessions.count_users(engine=history, filters=filters, search="span") == 1
+        assert sessions.count_users(engine=history, filters=filters, search="gap") == 0
 
 
 def test_straddling_sessions_count_only_their_calls_in_range(history: Engine) -> None:
@@ -193,6 +209,59 @@ def test_pages_are_slices_of_the_sorted_table(history: Engine, sort: str) -> Non
         present = [v for v in values if not pd.isna(v)]
         assert present == sorted(present, reverse=descending)
         assert all(pd.isna(v) for v in values[len(present) :])  # NULLs last
+
+
+@pytest.mark.parametrize("view", ["week", "hours", "one model", "user", "empty"])
+def test_user_pages_are_slices_of_the_table_pandas_sorts(history: Engine, view: str) -> None:
+    """Every page of every sort, small enough that a page's first rows leave straddling users
+    out (user_page sums only those that can reach the page), against pandas' whole table."""
+    filters = VIEWS[view]
+    df = raw(history, filters).assign(
+        tokens=lambda d: d["input_tokens"] + d["output_tokens"],
+        unpriced=lambda d: (d["cost_status"] == "unknown").astype(int),
+    )
+    want = (
+        df.groupby("user_id")
+        .agg(
+            sessions=("session_id", "nunique"),
+            calls=("id", "size"),
+            tokens=("tokens", "sum"),
+            cost_usd=("cost_usd", "sum"),
+            unpriced_calls=("unpriced", "sum"),
+        )
+        .rename_axis("user")
+        .reset_index()
+    )
+    size = 3
+    for sort in sessions.USER_SORTS:
+        for descending in (True, False):
+            pages = [
+                sessions.user_page(
+                    engine=history,
+                    filters=filters,
+                    sort=sort,
+                    descending=descending,
+                    offset=o,
+                    limit=size,
+                )
+                for o in range(0, len(want) + size, size)
+            ]
+            rows = pd.concat([p.rows for p in pages], ignore_index=True)
+            assert {p.total for p in pages} == {len(want)}
+            assert sorted(rows["user"]) == sorted(want["user"])  # every user once
+            if sort == "cost_usd":  # float sums: the order of the values, not of the ties
+                got = rows["cost_usd"].to_numpy(dtype=float)
+                assert got == pytest.approx(
+                    want.sort_values("cost_usd", ascending=not descending)["cost_usd"].to_numpy(
+                        dtype=float
+                    ),
+                    rel=1e-9,
+                ), descending
+                continue
+            keys = ["user"] if sort == "user" else [sort, "user"]
+            ordered = want.sort_values(keys, ascending=not descending)
+            assert rows["user"].tolist() == ordered["user"].tolist(), (sort, descending)
+            assert rows[sort].tolist() == ordered[sort].tolist(), (sort, descending)
 
 
 def test_user_pages_and_search(history: Engine) -> None:
