@@ -360,9 +360,11 @@ _FEEDBACK = [
     "SELECT session_id, turn, 'assistant', 'An answer.', ts FROM model_calls "
     "WHERE purpose = 'chat' AND status = 'ok' AND id % 100 = 0",
     "INSERT INTO feedback_thumbs (message_id, session_id, turn, user_id, score, created_at, "
-    "updated_at, version, feedback_uuid, sync_state, attempts) "
+    "updated_at, version, feedback_uuid, sync_state, attempts, answered_at, chat_model) "
     "SELECT m.id, m.session_id, m.turn, s.user_id, CASE WHEN m.id % 4 = 0 THEN 0 ELSE 1 END, "
-    "m.created_at, m.created_at, 1, {uuid}, 'local', 0 "
+    "m.created_at, m.created_at, 1, {uuid}, 'local', 0, m.created_at, "
+    "(SELECT c.model FROM model_calls c WHERE c.session_id = m.session_id AND c.turn = m.turn "
+    "AND c.purpose = 'chat' AND c.status = 'ok' ORDER BY c.ts DESC, c.id DESC LIMIT 1) "
     "FROM messages m JOIN chat_sessions s ON s.id = m.session_id",
     "INSERT INTO review_items (session_id, reviews_required, created_by, created_at) "
     "SELECT id, 2, 'bench', created_at FROM chat_sessions WHERE {hash} % 200 = 0",

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from data.models import ChatSession, FeedbackThumbs, Message, utcnow
+from data.models import ChatSession, FeedbackThumbs, Message, ModelCall, utcnow
 
 MAX_COMMENT_CHARS = 2000
 
@@ -80,7 +80,12 @@ def set_thumbs(
     with engine.begin() as connection:
         message = connection.execute(
             select(
-                Message.session_id, Message.turn, Message.role, Message.run_id, ChatSession.user_id
+                Message.session_id,
+                Message.turn,
+                Message.role,
+                Message.run_id,
+                Message.created_at,
+                ChatSession.user_id,
             )
             .join(ChatSession, ChatSession.id == Message.session_id)
             .where(Message.id == message_id)
@@ -103,12 +108,27 @@ def set_thumbs(
             "next_attempt_at": now,
             "last_error": None,
         }
+        # The model that gave the answer: the turn's last successful chat call (fixed when the
+        # thumbs is first given, as the page filters thumbs by it).
+        chat_model = connection.execute(
+            select(ModelCall.model)
+            .where(
+                ModelCall.session_id == message.session_id,
+                ModelCall.turn == message.turn,
+                ModelCall.purpose == "chat",
+                ModelCall.status == "ok",
+            )
+            .order_by(ModelCall.ts.desc(), ModelCall.id.desc())
+            .limit(1)
+        ).scalar()
         statement = dialect_insert(engine, FeedbackThumbs).values(
             message_id=message_id,
             session_id=message.session_id,
             turn=message.turn,
             user_id=user_id,
             run_id=message.run_id,
+            answered_at=message.created_at,
+            chat_model=chat_model,
             created_at=now,
             version=1,
             feedback_uuid=str(uuid.uuid4()),

@@ -12,11 +12,11 @@ import itertools
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import BigInteger, Engine, and_, cast, exists, func, select
+from sqlalchemy import BigInteger, Engine, and_, cast, func, select
 
 from data.filters import Filters
 from data.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY
-from data.models import FeedbackThumbs, Message, ModelCall
+from data.models import FeedbackThumbs
 from data.review import scores_frame
 from data.timebucket import bucket
 
@@ -145,24 +145,17 @@ def score_by_cost_bucket(
 
 
 def _thumbs_conditions(filters: Filters) -> Any:
-    """Thumbs on the answers given in the filters' range, for the model of that turn, the
-    user and the session."""
+    """Thumbs on the answers given in the filters' range, by the filters' models (the model of
+    the turn's last successful chat call, stored with the thumbs), user and session: every
+    condition is on the thumbs row, so a range is one index range (migration 0012)."""
     t = FeedbackThumbs.__table__.c
-    parts = [Message.created_at >= filters.start, Message.created_at < filters.end]
+    parts = [t.answered_at >= filters.start, t.answered_at < filters.end]
     if filters.user:
         parts.append(t.user_id == filters.user)
     if filters.session:
         parts.append(t.session_id == filters.session)
     if filters.models:
-        c = ModelCall.__table__.c
-        parts.append(
-            exists().where(
-                c.session_id == t.session_id,
-                c.turn == t.turn,
-                c.purpose == "chat",
-                c.model.in_(filters.models),
-            )
-        )
+        parts.append(t.chat_model.in_(filters.models))
     return and_(*parts)
 
 
@@ -173,14 +166,14 @@ def _thumbs(engine: Engine, filters: Filters, limit: int | None = None) -> pd.Da
     t = FeedbackThumbs.__table__.c
     query = (
         select(
-            Message.created_at,
+            t.answered_at,
             t.score,
             t.comment,
             t.run_id,
             t.feedback_uuid,
             t.updated_at,
         )
-        .join(Message, Message.id == t.message_id)
+        .select_from(FeedbackThumbs.__table__)
         .where(_thumbs_conditions(filters))
     )
     if limit is not None:
@@ -198,14 +191,14 @@ def thumbs_rate_over_time(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     up_rate (0-1). Counted in the database: one row per bucket comes back, not one per
     thumbs."""
     t = FeedbackThumbs.__table__.c
-    period = bucket(Message.created_at, dialect=engine.dialect.name, unit=filters.unit)
+    period = bucket(t.answered_at, dialect=engine.dialect.name, unit=filters.unit)
     query = (
         select(
             period.label("bucket"),
             cast(func.sum(t.score), BigInteger),
             cast(func.count(), BigInteger),
         )
-        .select_from(FeedbackThumbs.__table__.join(Message, Message.id == t.message_id))
+        .select_from(FeedbackThumbs.__table__)
         .where(_thumbs_conditions(filters))
         .group_by(period)
         .order_by(period)

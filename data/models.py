@@ -425,10 +425,19 @@ class FeedbackThumbs(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Copied when the thumbs is first given (migration 0012), so the feedback page filters by
+    # one index range: the answer's message time, and the model of the turn's last successful
+    # chat call (None when the turn made none, as for an answer from the response cache).
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    chat_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     __table_args__ = (
         Index("ix_feedback_thumbs_session", "session_id"),
         Index("ix_feedback_thumbs_outbox", "sync_state", "next_attempt_at"),
+        Index("ix_feedback_thumbs_answered", "answered_at"),
+        Index("ix_feedback_thumbs_model_answered", "chat_model", "answered_at"),
+        Index("ix_feedback_thumbs_user_answered", "user_id", "answered_at"),
+        Index("ix_feedback_thumbs_updated", "updated_at", "id"),
     )
 
 

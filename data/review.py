@@ -187,10 +187,13 @@ def _typed_facts(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _candidate_query(filters: QueueFilters) -> Any:
+def _candidate_query(filters: QueueFilters, first_from: datetime | None = None) -> Any:
     """Every conversation with a call in the range (user filter applied) with its figures over
-    the calls in range and its queue state, before the other filters."""
-    rel = session_relation(Filters(start=filters.start, end=filters.end, user=filters.user))
+    the calls in range and its queue state, before the other filters; with `first_from`, of
+    the conversations wholly inside the range only those started at or after it."""
+    rel = session_relation(
+        Filters(start=filters.start, end=filters.end, user=filters.user), first_from=first_from
+    )
     thumbs_down = exists().where(
         FeedbackThumbs.session_id == rel.c.session, FeedbackThumbs.score == 0
     )
@@ -248,13 +251,21 @@ def candidates(*, engine: Engine, filters: QueueFilters, limit: int | None = Non
     if filters.sample is not None and filters.sample < 1:
         raise ReviewInputError("A sample has at least one conversation.")
     ensure_fresh(engine)
-    query, rel = _candidate_query(filters)
-    names = [*CANDIDATE_COLUMNS, "partial"]
     whole = (
         filters.cost_above_pct is not None
         or filters.latency_above_pct is not None
         or filters.sample is not None
     )
+    first_from = None
+    if (
+        not whole
+        and limit is not None
+        and limit > 0
+        and not (filters.not_scored or filters.thumbs_down or filters.summarized)
+    ):
+        first_from = _newest_start(engine, filters, limit)
+    query, rel = _candidate_query(filters, first_from)
+    names = [*CANDIDATE_COLUMNS, "partial"]
     if not whole:
         query = query.where(*_flag_conditions(filters, rel))
         query = query.order_by(rel.c.first_call.desc(), rel.c.session)
@@ -287,6 +298,26 @@ def candidates(*, engine: Engine, filters: QueueFilters, limit: int | None = Non
     if limit is not None:
         frame = frame.head(limit)
     return frame[CANDIDATE_COLUMNS].reset_index(drop=True)
+
+
+def _newest_start(engine: Engine, filters: QueueFilters, limit: int) -> datetime | None:
+    """When the `limit`-th newest conversation wholly inside the range started (of the
+    filters' user and chat models), or None when there are fewer. The newest `limit`
+    conversations of the range can only be those that started then or later, or straddle the
+    range, so the candidate list reads those off the rollup's (model, first_call) index
+    instead of every conversation of the range (10M calls, 90 days: 395,000 of them)."""
+    rs = RollupSessions.__table__.c
+    query = select(rs.first_call).where(
+        rs.model == "*", rs.first_call >= filters.start, rs.last_call < filters.end
+    )
+    if filters.user:
+        query = query.where(rs.user_id == filters.user)
+    if filters.models:
+        query = query.where(rs.chat_model.in_(filters.models))
+    query = query.order_by(rs.first_call.desc()).offset(limit - 1).limit(1)
+    with engine.connect() as connection:
+        found = connection.execute(query).scalar()
+    return None if found is None else pd.Timestamp(found).to_pydatetime()
 
 
 def count_candidates(*, engine: Engine, filters: QueueFilters) -> int:

@@ -136,14 +136,18 @@ def session_relation(
     search: str | None = None,
     only_users: Any = None,
     top: tuple[str, bool, int] | None = None,
+    first_from: Any = None,
 ) -> Any:
     """Every session with a call in the range (and model, user, session filters, and `search`
     in its id or user id) with SESSION_FIELDS, as a subquery. `only_users` (a select of user
     ids) restricts it to those users' sessions. `top` = (column, descending, n) keeps only the
     first n whole sessions in that order (enough for any page up to n): the planner reads them
     off the column's index instead of sorting every session of the range, which it would do
-    for an ORDER BY over the whole union."""
+    for an ORDER BY over the whole union. `first_from` keeps only the whole sessions whose
+    first call is at or after it (the review queue's newest first, data.review)."""
     whole, part = _session_parts(filters, search, only_users)
+    if first_from is not None:
+        whole = whole.where(RS.first_call >= first_from)
     if top is not None:
         column, descending, n = top
         inner = whole.subquery("whole")

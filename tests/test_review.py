@@ -437,6 +437,27 @@ def test_candidates_against_the_raw_rows(engine: Engine) -> None:
         candidates(engine=engine, filters=QueueFilters(**{**vars_of(RANGE), "cost_above_pct": 101}))
 
 
+def test_the_first_candidates_are_the_head_of_the_whole_list(engine: Engine) -> None:
+    """A limited list reads only the newest conversations off the rollup: it must be exactly
+    the head of the whole list, for every filter and for limits around the list's size."""
+    history(engine)
+    raw = raw_sessions(engine)
+    for kwargs in ({}, {"user": "user-2"}, {"models": ("gpt-4o",)}, {"summarized": True}):
+        view = QueueFilters(**{**vars_of(RANGE), **kwargs})
+        everything = candidates(engine=engine, filters=view)
+        assert list(everything["started"]) == sorted(everything["started"], reverse=True)
+        if not kwargs:
+            assert len(everything) == len(raw)
+        for limit in (1, 2, 5, len(everything) - 1, len(everything), len(everything) + 3):
+            if limit < 1:
+                continue
+            head = candidates(engine=engine, filters=view, limit=limit)
+            assert list(head["session_id"]) == list(everything["session_id"][:limit]), (
+                kwargs,
+                limit,
+            )
+
+
 def vars_of(filters: QueueFilters) -> dict[str, object]:
     return {name: getattr(filters, name) for name in QueueFilters.__dataclass_fields__}
 
