@@ -596,6 +596,36 @@ def test_analytics_against_pandas(engine: Engine) -> None:
     assert rate.set_index("bucket")["up"].to_dict() == daily["sum"].to_dict()
     assert (rate.set_index("bucket")["down"] == daily["size"] - daily["sum"]).all()
 
+    # Thumbs by model: the model of the turn's last successful chat call (a turn whose chat
+    # call failed has none), counted by hand from the raw rows.
+    with engine.connect() as connection:
+        given = pd.read_sql_query(
+            text(
+                "SELECT t.session_id, t.turn, t.score FROM feedback_thumbs t "
+                "JOIN messages m ON m.id = t.message_id"
+            ),
+            connection,
+        )
+        ok_calls = pd.read_sql_query(
+            text(
+                "SELECT session_id, turn, model, ts, id FROM model_calls "
+                "WHERE purpose = 'chat' AND status = 'ok'"
+            ),
+            connection,
+        )
+    last = ok_calls.sort_values(["ts", "id"]).groupby(["session_id", "turn"])["model"].last()
+    given["model"] = [
+        last.get((s, t)) for s, t in zip(given["session_id"], given["turn"], strict=True)
+    ]
+    for name in MODELS:
+        by_model = thumbs_rate_over_time(
+            engine=engine, filters=Filters(start=RANGE.start, end=RANGE.end, models=(name,))
+        )
+        mine = given[given["model"] == name]
+        assert int(by_model["up"].sum()) == int(mine["score"].sum()), name
+        assert int((by_model["up"] + by_model["down"]).sum()) == len(mine), name
+    assert len(given[given["model"].isna()]) < len(given)
+
     # The model and user filters, chosen in the database, against the same filters by hand.
     model, user = scored["model"].mode()[0], scored["user_id"].mode()[0]
     for view, expected in (

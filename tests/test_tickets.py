@@ -471,3 +471,83 @@ def test_migration_0007_keeps_the_tickets_opened_before_it(empty_db_url: str) ->
     migrate("0006", down=True)
     migrate("head")
     engine.dispose()
+
+
+def test_migration_0012_gives_earlier_thumbs_their_answer_time_and_model(
+    empty_db_url: str,
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import insert, text
+
+    from data.db import make_engine
+    from data.migrate import MIGRATIONS
+    from data.models import ChatSession, FeedbackThumbs, Message, ModelCall
+
+    engine = make_engine(empty_db_url)
+
+    def migrate(revision: str) -> None:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    migrate("0009")
+    answered = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(insert(ChatSession), [{"id": "s", "user_id": "u"}])
+        connection.execute(
+            insert(Message),
+            [
+                {
+                    "session_id": "s",
+                    "turn": turn,
+                    "role": "assistant",
+                    "content": "a",
+                    "created_at": answered + timedelta(minutes=turn),
+                }
+                for turn in (1, 2)
+            ],
+        )
+        # Turn 1: the primary model failed, the fallback answered; turn 2: no successful call.
+        connection.execute(
+            insert(ModelCall),
+            [
+                {
+                    "ts": answered + timedelta(minutes=minute),
+                    "user_id": "u",
+                    "session_id": "s",
+                    "turn": turn,
+                    "purpose": "chat",
+                    "provider": "openai",
+                    "model": model,
+                    "cost_status": "unknown",
+                    "latency_ms": 1.0,
+                    "context_tokens": 1,
+                    "context_window": 100,
+                    "status": status,
+                }
+                for turn, model, status, minute in (
+                    (1, "primary", "error", 0),
+                    (1, "fallback", "ok", 1),
+                    (2, "primary", "error", 2),
+                )
+            ],
+        )
+        for turn in (1, 2):
+            connection.execute(
+                text(
+                    "INSERT INTO feedback_thumbs (message_id, session_id, turn, user_id, score, "
+                    "created_at, updated_at, version, feedback_uuid, sync_state, attempts) "
+                    "SELECT id, 's', turn, 'u', 1, created_at, created_at, 1, :uuid, 'local', 0 "
+                    "FROM messages WHERE turn = :turn"
+                ),
+                {"turn": turn, "uuid": f"00000000-0000-0000-0000-00000000000{turn}"},
+            )
+    migrate("head")
+    with engine.connect() as connection:
+        rows = connection.execute(select(FeedbackThumbs).order_by(FeedbackThumbs.turn)).all()
+    assert [r.chat_model for r in rows] == ["fallback", None]
+    assert [r.answered_at for r in rows] == [answered + timedelta(minutes=t) for t in (1, 2)]
+    engine.dispose()
