@@ -90,8 +90,20 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         )
 
     def sorted_tables() -> None:  # another sort, page 3 and a search: what a click costs
-        sessions.session_page(engine=engine, filters=f, sort="turns", offset=100)
-        sessions.user_page(engine=engine, filters=f, sort="user", descending=False, offset=100)
+        # Unsearched, a table's row count is the cost page's KPI, read with the page's
+        # figures (and cached with them); a search counts its own matches.
+        totals = cost.cost_totals(engine=engine, filters=f)
+        sessions.session_page(
+            engine=engine, filters=f, sort="turns", offset=100, total=totals.sessions
+        )
+        sessions.user_page(
+            engine=engine,
+            filters=f,
+            sort="user",
+            descending=False,
+            offset=100,
+            total=totals.users,
+        )
         sessions.session_page(engine=engine, filters=f, search="user-01")
 
     return {
