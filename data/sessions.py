@@ -107,6 +107,13 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _contains(column: Any, text: str) -> ColumnElement[bool]:
+    """`text` anywhere in `column`, whatever the case: lower(column) LIKE lower('%text%'), the
+    form the trigram indexes on lower(id) serve (migration 0013; a trigram index on the bare
+    column would also be chosen for equality lookups, and planned badly for them)."""
+    return func.lower(column).like(func.lower(literal(_like(text))), escape="\\")
+
+
 def _model_key(filters: Filters) -> tuple[ColumnElement[bool], bool]:
     """(condition on a rollup's model column, whether several models must be summed)."""
     if not filters.models:
@@ -123,10 +130,7 @@ def _session_conditions(filters: Filters, search: str | None) -> list[ColumnElem
     if filters.session:
         parts.append(RS.session_id == filters.session)
     if search:
-        pattern = _like(search)
-        parts.append(
-            or_(RS.session_id.ilike(pattern, escape="\\"), RS.user_id.ilike(pattern, escape="\\"))
-        )
+        parts.append(or_(_contains(RS.session_id, search), _contains(RS.user_id, search)))
     return parts
 
 
@@ -137,6 +141,7 @@ def session_relation(
     only_users: Any = None,
     top: tuple[str, bool, int] | None = None,
     first_from: Any = None,
+    non_null: bool = False,
 ) -> Any:
     """Every session with a call in the range (and model, user, session filters, and `search`
     in its id or user id) with SESSION_FIELDS, as a subquery. `only_users` (a select of user
@@ -144,20 +149,27 @@ def session_relation(
     first n whole sessions in that order (enough for any page up to n): the planner reads them
     off the column's index instead of sorting every session of the range, which it would do
     for an ORDER BY over the whole union. `first_from` keeps only the whole sessions whose
-    first call is at or after it (the review queue's newest first, data.review)."""
+    first call is at or after it (the review queue's newest first, data.review). `non_null`
+    leaves out the sessions without a value in the `top` column: the first n are then read
+    off its index in either direction (NULLS LAST on a descending order matches no b-tree
+    direction, so the planner sorted every session of the range instead)."""
     whole, part = _session_parts(filters, search, only_users)
     if first_from is not None:
         whole = whole.where(RS.first_call >= first_from)
     if top is not None:
         column, descending, n = top
         inner = whole.subquery("whole")
-        limited = (
-            select(*inner.c)
-            .order_by(*_order(inner, column, descending, "session"))
-            .limit(n)
-            .subquery("top")
-        )
-        whole = select(*limited.c)
+        limited = select(*inner.c)
+        order = _order(inner, column, descending, "session")
+        if non_null:
+            limited = limited.where(inner.c[column].is_not(None))
+            tie = inner.c["session"]
+            order = (
+                [inner.c[column].desc(), tie.desc()]
+                if descending
+                else [inner.c[column].asc(), tie.asc()]
+            )
+        whole = select(*limited.order_by(*order).limit(n).subquery("top").c)
     return whole.union_all(part).subquery("sessions")
 
 
@@ -322,7 +334,7 @@ def _user_where(filters: Filters, search: str | None) -> list[ColumnElement[bool
     if filters.user:
         parts.append(RU.user_id == filters.user)
     if search:
-        parts.append(RU.user_id.ilike(_like(search), escape="\\"))
+        parts.append(_contains(RU.user_id, search))
     return parts
 
 
@@ -352,7 +364,7 @@ def _user_parts(
     if filters.session or several:
         # One session, or sessions counted once across models: sum the sessions in range.
         s = session_relation(filters, search=None)
-        where = [s.c.user.ilike(_like(search), escape="\\")] if search else []
+        where = [_contains(s.c.user, search)] if search else []
         return [
             select(
                 s.c.user.label("user"),
@@ -776,7 +788,7 @@ def ranked_by_peak_context(*, engine: Engine, filters: Filters, limit: int = 100
     """Sessions ranked by the fullest successful chat request they sent (sessions without one
     are left out): session, user, model, peak_context_percent, calls, summarizations, turns."""
     ensure_fresh(engine)
-    rel = session_relation(filters, top=("peak_context_percent", True, limit))
+    rel = session_relation(filters, top=("peak_context_percent", True, limit), non_null=True)
     query = (
         select(
             rel.c.session,
