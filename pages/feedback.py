@@ -194,6 +194,10 @@ def thumbs_tab(thumbs: pd.DataFrame) -> None:
             icon=":material/info:",
         )
         return
+    st.caption(
+        "Thumbs are placed in time by when the answer was given; the model filter picks the "
+        "model that gave the answer (the turn's last successful chat call)."
+    )
     fig = px.line(
         thumbs.assign(up_pct=100 * thumbs["up_rate"]),
         x="bucket",
