@@ -416,7 +416,7 @@ def _straddlers(
     bound: ColumnElement[bool] | None = None,
 ) -> list[str] | None:
     """The straddling users' ids (with `bound`), or None when there are more than `most` (then
-    user_relation hash-joins the range's sessions instead of looking users up one by one)."""
+    user_relation sums the range's sessions by user instead of looking users up one by one)."""
     if filters.session or len(filters.models) > 1:
         return None  # user_relation sums the sessions then
     query = _straddling_query(filters, search, bound).limit(most + 1)

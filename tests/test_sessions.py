@@ -151,8 +151,14 @@ def test_tables_equal_pandas(history: Engine, view: str) -> None:
     assert_sessions(history, VIEWS[view])
 
 
+@pytest.mark.parametrize("many", [2000, 0], ids=["probed", "one pass"])
 @pytest.mark.parametrize("view", ["week", "hours", "one model", "user", "empty"])
-def test_user_counts_agree_with_pandas(history: Engine, view: str) -> None:
+def test_user_counts_agree_with_pandas(
+    history: Engine, view: str, many: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted as the overlapping users less the gaps, or (more than MANY_STRADDLING users
+    spanning the range; forced here, the history is too small) in one pass over sessions."""
+    monkeypatch.setattr(sessions, "MANY_STRADDLING", many)
     filters = VIEWS[view]
     per_user = raw(history, filters).groupby("user_id").size()
     assert sessions.count_users(engine=history, filters=filters) == len(per_user)
@@ -211,10 +217,16 @@ def test_pages_are_slices_of_the_sorted_table(history: Engine, sort: str) -> Non
         assert all(pd.isna(v) for v in values[len(present) :])  # NULLs last
 
 
+@pytest.mark.parametrize("many", [2000, 0], ids=["listed", "one pass"])
 @pytest.mark.parametrize("view", ["week", "hours", "one model", "user", "empty"])
-def test_user_pages_are_slices_of_the_table_pandas_sorts(history: Engine, view: str) -> None:
+def test_user_pages_are_slices_of_the_table_pandas_sorts(
+    history: Engine, view: str, many: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every page of every sort, small enough that a page's first rows leave straddling users
-    out (user_page sums only those that can reach the page), against pandas' whole table."""
+    out (user_page sums only those that can reach the page), against pandas' whole table; with
+    the straddling users listed, or (more than MANY_STRADDLING, forced here) summed in one pass
+    over the range's sessions."""
+    monkeypatch.setattr(sessions, "MANY_STRADDLING", many)
     filters = VIEWS[view]
     df = raw(history, filters).assign(
         tokens=lambda d: d["input_tokens"] + d["output_tokens"],
