@@ -316,8 +316,7 @@ def _newest_start(engine: Engine, filters: QueueFilters, limit: int) -> datetime
         query = query.where(rs.chat_model.in_(filters.models))
     query = query.order_by(rs.first_call.desc()).offset(limit - 1).limit(1)
     with engine.connect() as connection:
-        found = connection.execute(query).scalar()
-    return None if found is None else pd.Timestamp(found).to_pydatetime()
+        return connection.execute(query).scalar()  # type: ignore[no-any-return]
 
 
 def count_candidates(*, engine: Engine, filters: QueueFilters) -> int:

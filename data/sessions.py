@@ -157,19 +157,7 @@ def session_relation(
     if first_from is not None:
         whole = whole.where(RS.first_call >= first_from)
     if top is not None:
-        column, descending, n = top
-        inner = whole.subquery("whole")
-        limited = select(*inner.c)
-        order = _order(inner, column, descending, "session")
-        if non_null:
-            limited = limited.where(inner.c[column].is_not(None))
-            tie = inner.c["session"]
-            order = (
-                [inner.c[column].desc(), tie.desc()]
-                if descending
-                else [inner.c[column].asc(), tie.asc()]
-            )
-        whole = select(*limited.order_by(*order).limit(n).subquery("top").c)
+        whole = _top(whole, *top, "session", non_null=non_null)
     return whole.union_all(part).subquery("sessions")
 
 
@@ -314,15 +302,7 @@ def user_relation(
     summing every straddling user)."""
     arms = _user_parts(filters, search, straddlers)
     if top is not None and len(arms) == 2:
-        column, descending, n = top
-        inner = arms[0].subquery("whole")
-        limited = (
-            select(*inner.c)
-            .order_by(*_order(inner, column, descending, "user"))
-            .limit(n)
-            .subquery("top")
-        )
-        arms[0] = select(*limited.c)
+        arms[0] = _top(arms[0], *top, "user")
     return (arms[0] if len(arms) == 1 else arms[0].union_all(arms[1])).subquery("users")
 
 
@@ -359,21 +339,15 @@ def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | No
     the straddlers hash-joined to the range's sessions took 85 ms)."""
     if filters.session or len(filters.models) > 1 or straddlers is None:
         users = select(RU.user_id).where(*_user_where(filters, search)) if search else None
-        s = session_relation(filters, only_users=users)
-        return [
-            select(
-                s.c.user.label("user"),
-                _i(func.count()).label("sessions"),
-                _i(func.sum(s.c.calls)).label("calls"),
-                _i(func.sum(s.c.tokens)).label("tokens"),
-                func.sum(s.c.cost_usd).label("cost_usd"),
-                _i(func.sum(s.c.unpriced_calls)).label("unpriced_calls"),
-            ).group_by(s.c.user)
-        ]
-    whole = _whole_users(filters, search)
+        return [_by_user(session_relation(filters, only_users=users))]
     # A known, short list: the planner looks each user's sessions up by index.
-    s = session_relation(filters, only_users=straddlers or [""])
-    part = select(
+    part = _by_user(session_relation(filters, only_users=straddlers or [""]))
+    return [_whole_users(filters, search), part]
+
+
+def _by_user(s: Any) -> Any:
+    """Sessions (a session_relation) summed into USER_FIELDS, one row per user."""
+    return select(
         s.c.user.label("user"),
         _i(func.count()).label("sessions"),
         _i(func.sum(s.c.calls)).label("calls"),
@@ -381,7 +355,6 @@ def _user_parts(filters: Filters, search: str | None, straddlers: list[str] | No
         func.sum(s.c.cost_usd).label("cost_usd"),
         _i(func.sum(s.c.unpriced_calls)).label("unpriced_calls"),
     ).group_by(s.c.user)
-    return [whole, part]
 
 
 MANY_STRADDLING = 2000
@@ -488,16 +461,29 @@ class Page:
 NULLABLE = {"peak_context_percent", "latency_p95_ms"}
 
 
-def _order(relation: Any, sort: str, descending: bool, key: str) -> list[Any]:
+def _order(
+    relation: Any, sort: str, descending: bool, key: str, *, nulls_last: bool = True
+) -> list[Any]:
     """ORDER BY the column, then the id, both in the same direction: exactly the order of the
     rollup's (model, column, session_id) index, so the top page is read off the index. A
     nullable column puts its NULLs last (a session without a successful chat call has no peak
-    context)."""
+    context), unless `nulls_last` is False (for rows that have no NULLs in it)."""
     column, tie = relation.c[sort], relation.c[key]
     first, second = (column.desc(), tie.desc()) if descending else (column.asc(), tie.asc())
-    if sort in NULLABLE:
+    if sort in NULLABLE and nulls_last:
         first = first.nulls_last()
     return [first, second]
+
+
+def _top(arm: Any, sort: str, descending: bool, n: int, key: str, *, non_null: bool = False) -> Any:
+    """The first n rows of `arm` in this order (with a value in `sort`, when `non_null`), as a
+    select the union can take: the planner reads them off the column's index."""
+    inner = arm.subquery("whole")
+    limited = select(*inner.c)
+    if non_null:
+        limited = limited.where(inner.c[sort].is_not(None))
+    order = _order(inner, sort, descending, key, nulls_last=not non_null)
+    return select(*limited.order_by(*order).limit(n).subquery("top").c)
 
 
 def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
