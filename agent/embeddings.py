@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -98,8 +99,22 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
+# Set by CachedEmbedder.prefetch(hold=True) on its own thread: the calls made there are kept in
+# this list, with their sinks, instead of being recorded (see `CachedEmbedder`).
+_HELD: ContextVar[list[tuple[Sink, CallRecord]] | None] = ContextVar("held_calls", default=None)
+MAX_HELD = 1_000
+
+
+def _deliver(sink: Sink, record: CallRecord) -> None:
+    try:
+        sink(record)
+    except Exception:
+        log.exception("could not record an embedding call")
+
+
 class _Recorder:
-    """Builds the CallRecord of one embedding call and hands it to the sink.
+    """Builds the CallRecord of one embedding call and hands it to the sink (or, on a holding
+    prefetch's thread, to the prefetch, which records it once the turn uses the vector).
 
     A sink that fails is logged and ignored: recording never breaks a chat turn."""
 
@@ -159,10 +174,11 @@ class _Recorder:
             error=error,
             usage_source=usage_source,
         )
-        try:
-            self.sink(record)
-        except Exception:
-            log.exception("could not record an embedding call")
+        held = _HELD.get()
+        if held is not None:
+            held.append((self.sink, record))
+            return
+        _deliver(self.sink, record)
 
 
 def _shipped_file(package: str, *parts: str) -> Path:
@@ -462,7 +478,11 @@ class CachedEmbedder:
 
     `prefetch` starts embedding texts in the background; a later `embed` of the same texts
     waits for that work instead of repeating it. A turn uses it to embed the customer's
-    message while it does other work (agent/recall.py)."""
+    message while it does other work (agent/recall.py). With `hold=True` the prefetch's call is
+    not recorded when it is made but when an `embed` with a `ref` first uses its vector: the chat
+    service starts embedding a message before the budget check has admitted the turn, and a
+    turn refused there must leave no call behind. A held call that nothing uses is dropped
+    (the newest MAX_HELD are kept), so hold only what costs nothing: the local model."""
 
     def __init__(self, inner: Embedder, cache: VectorCache) -> None:
         self.inner = inner
@@ -470,6 +490,9 @@ class CachedEmbedder:
         self._inflight: dict[str, Future[bytes]] = {}
         self._inflight_lock = threading.Lock()
         self._prefetcher: ThreadPoolExecutor | None = None
+        # (key, session, turn) -> the held calls of that turn's prefetch of the text (one list
+        # per prefetch, shared by its texts).
+        self._held: OrderedDict[tuple[str, str, int], list[tuple[Sink, CallRecord]]] = OrderedDict()
 
     @property
     def model(self) -> str:
@@ -519,7 +542,22 @@ class CachedEmbedder:
                 retry[key] = missing[key]
         if retry:
             found.update(self._embed_misses(retry, {}, ref))
+        if ref is not None and self._held and _HELD.get() is None:
+            self._release(ref, [key for key in keys if key not in mine and key not in retry])
         return [np.frombuffer(found[key] or b"", np.float32).tolist() for key in keys]
+
+    def _release(self, ref: TurnRef, keys: list[str]) -> None:
+        """Record the calls that this turn's prefetch held for `keys` (each call once)."""
+        batches = []
+        with self._inflight_lock:
+            for key in keys:
+                held = self._held.pop((key, ref.session_id, ref.turn), None)
+                if held:
+                    batches.append(held[:])
+                    held.clear()  # the prefetch's other texts share the list
+        for batch in batches:
+            for sink, record in batch:
+                _deliver(sink, record)
 
     def _embed_misses(
         self, texts: dict[str, str], futures: dict[str, Future[bytes]], ref: TurnRef | None
@@ -543,21 +581,39 @@ class CachedEmbedder:
                 future.set_result(fresh[key])
         return fresh
 
-    def prefetch(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> None:
+    def prefetch(
+        self, texts: Sequence[str], *, ref: TurnRef | None = None, hold: bool = False
+    ) -> None:
         """Start embedding `texts` in the background (into the cache); errors are left for
-        the `embed` that needs the vectors, which tries again and reports them."""
+        the `embed` that needs the vectors, which tries again and reports them. `hold`: record
+        the call only when an `embed` with a ref uses one of the vectors (see the class)."""
+        held: list[tuple[Sink, CallRecord]] | None = None
+        slots: list[tuple[str, str, int]] = []
+        if hold and ref is not None:
+            held = []
+            slots = [(self._key(text), ref.session_id, ref.turn) for text in texts]
         with self._inflight_lock:
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(
                     max_workers=2, thread_name_prefix="embed-prefetch"
                 )
             pool = self._prefetcher
+            # Registered before the work starts: a vector is visible only after its call was
+            # held, so the turn that uses it finds the call here.
+            if held is not None:
+                for slot in slots:
+                    self._held[slot] = held
+                while len(self._held) > MAX_HELD:
+                    self._held.popitem(last=False)
 
         def run() -> None:
+            token = _HELD.set(held)
             try:
                 self.embed(texts, ref=ref)
             except Exception as error:
                 log.debug("prefetching an embedding failed: %s", error)
+            finally:
+                _HELD.reset(token)
 
         pool.submit(run)
 

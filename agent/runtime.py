@@ -38,7 +38,7 @@ from data.prices import load_overrides
 from data.recorder import Recorder, record_event
 from data.records import CallRecord, EventRecord
 from data.service_times import ServiceLevels
-from data.settings import Settings, redact_url
+from data.settings import LOCAL_PROVIDER, Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         ),
         session_wait_s=settings.session_wait_s,
         model_timeout_s=settings.model_timeout_s,
+        warm=parts.middleware.warm,
     )
     return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
 
@@ -259,6 +260,8 @@ def assemble(
         prefetch=embedder.prefetch if isinstance(embedder, CachedEmbedder) else None,
         # Without tools the help-center provider searches with every message.
         embeds_every_message=not tools,
+        # The local model costs nothing: start it before the budget check (see warm_early).
+        warm_early=embedder.provider == LOCAL_PROVIDER,
     )
     # Budgets go first: a refused turn makes no model call (no recall embedding, no summary).
     budget = make_budget_middleware(

@@ -9,7 +9,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.budget import BudgetExceeded, take_warnings
 from agent.context import TurnContext
+from agent.embeddings import TurnRef
 from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
 from agent.ratelimit import RateLimiter
@@ -191,6 +192,7 @@ class ChatService:
         limiter: RateLimiter | None = None,
         session_wait_s: float = 30.0,
         model_timeout_s: float = 60.0,
+        warm: Callable[[TurnRef, str], None] | None = None,
     ) -> None:
         self.agent = agent
         self.engine = engine
@@ -201,6 +203,9 @@ class ChatService:
         self.limiter = limiter
         self.session_wait_s = session_wait_s
         self.model_timeout_s = model_timeout_s
+        # Called with the stored message before the agent runs (MemoryMiddleware.warm: the
+        # message is embedded while the graph sets up and checks the budget).
+        self.warm = warm
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -287,6 +292,11 @@ class ChatService:
             raise DependencyError(
                 f"The database is unavailable: {_reason(error)}", dependency="database"
             ) from None
+        if self.warm is not None:
+            try:
+                self.warm(TurnRef(user_id=user_id, session_id=session_id, turn=turn), text)
+            except Exception:  # only a head start: the recall embeds the message itself
+                log.exception("could not start embedding the message early")
         run_id = uuid.uuid4()
         outcome.turn, outcome.run_id = turn, str(run_id)
         config = {

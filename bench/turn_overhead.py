@@ -130,7 +130,9 @@ def main() -> None:
         parts.memory.remember(f"ovh-user-{u}", facts, session_id="ovh-seed")
     seeded_s = time.perf_counter() - started
 
-    service = ChatService(agent=parts.agent, engine=engine, model_label="scripted")
+    service = ChatService(
+        agent=parts.agent, engine=engine, model_label="scripted", warm=parts.middleware.warm
+    )
     overheads: list[float] = []
     for i in range(args.warmup + args.turns):
         user = f"ovh-user-{i % args.users}"

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, delete, func, insert, select, text
 
 from agent.budget import BudgetExceeded
-from agent.embeddings import Embedder
+from agent.embeddings import CachedEmbedder, Embedder, LocalEmbedder, LRUVectorCache
 from agent.knowledge import KnowledgeBase
 from agent.models import ModelSpec
 from agent.runtime import assemble
@@ -193,10 +193,16 @@ def test_spend_is_exact_across_rollups_dirty_hours_and_the_current_hour(db: Engi
 
 
 def build_service(
-    engine: Engine, tmp_path: Path, embedder: Embedder, knowledge: KnowledgeBase
+    engine: Engine,
+    tmp_path: Path,
+    embedder: Embedder,
+    knowledge: KnowledgeBase,
+    *,
+    warm: bool = False,
 ) -> tuple[ChatService, ScriptedChatModel]:
     """The app's agent around a scripted model whose calls are recorded and priced as
-    gpt-4o-mini (the real telemetry and recorder)."""
+    gpt-4o-mini (the real telemetry and recorder). `warm`: the service starts embedding each
+    message before the agent runs, as the app's does."""
     settings = load_settings(data_dir=tmp_path / "data", metrics_port=0)
     recorder = Recorder(engine)
     model = ScriptedChatModel(
@@ -223,7 +229,13 @@ def build_service(
             or 0.0
         ),
     )
-    return ChatService(agent=parts.agent, engine=engine, model_label="scripted"), model
+    service = ChatService(
+        agent=parts.agent,
+        engine=engine,
+        model_label="scripted",
+        warm=parts.middleware.warm if warm else None,
+    )
+    return service, model
 
 
 def test_a_budget_stops_a_scripted_user_at_its_limit(
@@ -294,6 +306,48 @@ def test_a_budget_stops_a_scripted_user_at_its_limit(
     # Raising the limit lets the user go on.
     budgets.update_budget(engine=db, budget_id=budget.id, actor="admin", limit_usd=1.0)
     assert service.run_turn(user_id="scripted-1", session_id="b-1", message="Thanks!").text
+
+
+def test_a_message_embedded_before_the_budget_check_is_recorded_only_if_the_turn_runs(
+    db: Engine, tmp_path: Path
+) -> None:
+    """The chat service embeds the message while the agent sets up and checks the budget
+    (MemoryMiddleware.warm). The call is recorded once, under its turn, when the turn goes
+    ahead; a turn the budget refuses leaves no call, though its message was embedded."""
+    embedder = CachedEmbedder(LocalEmbedder(sink=Recorder(db)), LRUVectorCache())
+    knowledge = KnowledgeBase(embedder=embedder)
+    knowledge.matrix()
+    service, _ = build_service(db, tmp_path, embedder, knowledge, warm=True)
+
+    def embedding_turns() -> list[int]:
+        with db.connect() as connection:
+            return list(
+                connection.execute(
+                    select(ModelCall.turn)
+                    .where(ModelCall.session_id == "early-1", ModelCall.purpose == "embedding")
+                    .order_by(ModelCall.turn)
+                ).scalars()
+            )
+
+    first = service.run_turn(user_id="early", session_id="early-1", message="Where is 4471?")
+    assert embedding_turns() == [first.turn]
+    budgets.create_budget(
+        engine=db,
+        scope_kind="user",
+        scope_value="early",
+        period="day",
+        limit_usd=0.000001,
+        actor="admin",
+    )
+    text = "A question nobody asked before, about parcel 9912"
+    with pytest.raises(BudgetExceeded):
+        service.run_turn(user_id="early", session_id="early-1", message=text)
+    key = embedder._key(text)
+    deadline = time.monotonic() + 10
+    while embedder.cache.get_many([key]) == [None] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert embedder.cache.get_many([key]) != [None], "the refused turn's message was embedded"
+    assert embedding_turns() == [first.turn], "and its call was not recorded"
 
 
 def _count(engine: Engine, table: Any) -> int:

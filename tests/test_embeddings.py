@@ -157,6 +157,28 @@ def test_a_prefetched_text_is_embedded_and_recorded_once() -> None:
     assert np.allclose(vector[0], LocalEmbedder().embed(["my parcel is lost"])[0], atol=1e-6)
 
 
+def test_a_held_prefetch_is_recorded_by_its_own_turn_only_when_used() -> None:
+    """prefetch(hold=True): the call is recorded when its turn first uses the vector, once;
+    another turn using the same vector records nothing for it, and an unused one is dropped."""
+    records: list[CallRecord] = []
+    cached = CachedEmbedder(
+        Slow(LocalEmbedder(sink=records.append), delay_s=0.05), LRUVectorCache()
+    )
+    cached.prefetch(["my parcel is lost"], ref=REF, hold=True)
+    other = TurnRef(user_id=REF.user_id, session_id="s-2", turn=1)
+    cached.embed(["my parcel is lost"], ref=other)  # waits for the prefetch: not its call
+    assert records == []
+    cached.embed(["my parcel is lost"], ref=REF)
+    cached.embed(["my parcel is lost"], ref=REF)
+    assert [(r.session_id, r.turn) for r in records] == [(REF.session_id, REF.turn)]
+    cached.prefetch(["never used"], ref=other, hold=True)
+    deadline = time.monotonic() + 5
+    while cached.cache.get_many([cached._key("never used")]) == [None]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(records) == 1, "an unused held call is not recorded"
+
+
 def test_a_failed_prefetch_leaves_the_embedding_to_the_caller(
     local_embedder: LocalEmbedder,
 ) -> None:
