@@ -163,6 +163,9 @@ class MemoryStore:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._known: set[str] = set()
+        # Embedded: each collection's identifier keys -> [(created_at, user_id, point id)], built
+        # on first use (see `_by_keys`).
+        self._key_index: dict[str, dict[str, list[tuple[str, str, str]]]] = {}
 
     # Layout ---------------------------------------------------------------------------------
 
@@ -326,6 +329,11 @@ class MemoryStore:
         with self._qdrant(name):
             self._ensure(name)
             self.client.upsert(name, points=points, wait=True)
+            index = self._key_index.get(name)
+            if index is not None:
+                for struct in points:
+                    for key in (struct.payload or {})["keys"]:
+                        index.setdefault(key, []).append((now, user_id, str(struct.id)))
         return len(fresh)
 
     def recall(
@@ -370,7 +378,7 @@ class MemoryStore:
             )
             for vector in vectors
         ]
-        for key in keys:
+        for key in [] if self._embedded else keys:
             match = models.FieldCondition(key="keys", match=models.MatchAny(any=[key]))
             must = [match, *(scope.must if scope is not None and scope.must else [])]
             requests.append(
@@ -381,7 +389,7 @@ class MemoryStore:
                 )
             )
         with self._qdrant(name):
-            responses = self.client.query_batch_points(name, requests=requests)
+            responses = self.client.query_batch_points(name, requests=requests) if requests else []
         found = [
             [
                 _memory(point)
@@ -392,6 +400,8 @@ class MemoryStore:
             ]
             for response in responses[: len(queries)]
         ]
+        if self._embedded and keys:
+            return found + self._by_keys(name, user_id, list(keys), k)
         for response in responses[len(queries) :]:
             found.append(
                 [
@@ -401,6 +411,60 @@ class MemoryStore:
                 ]
             )
         return found
+
+    def _by_keys(self, name: str, user_id: str, keys: list[str], k: int) -> list[list[Memory]]:
+        """For each key, the user's newest `k` memories stored with it (embedded mode).
+
+        Embedded Qdrant evaluates a payload filter in Python on every point of the collection:
+        2 ms for one identifier over a customer's 110 memories here, in the turn's critical
+        path. The store is the only writer of its embedded storage (the folder is locked to
+        one client), so it keeps each collection's keys in memory instead: read once with a
+        scroll, extended by `remember`, dropped by `forget_user`; the points themselves are
+        then fetched by id."""
+        with self._qdrant(name):
+            index = self._key_index.get(name)
+            if index is None:
+                index = self._key_index[name] = self._read_keys(name)
+            wanted = [
+                [pid for _, who, pid in sorted(index.get(key, []), reverse=True) if who == user_id][
+                    :k
+                ]
+                for key in keys
+            ]
+            ids = list(dict.fromkeys(pid for per_key in wanted for pid in per_key))
+            points = (
+                self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=False)
+                if ids
+                else []
+            )
+        by_id = {
+            str(p.id): replace(
+                _memory(models.ScoredPoint(id=p.id, version=0, score=1.0, payload=p.payload)),
+                score=1.0,
+            )
+            for p in points
+            if p.payload and p.payload.get("user_id") == user_id
+        }
+        return [[by_id[pid] for pid in per_key if pid in by_id] for per_key in wanted]
+
+    def _read_keys(self, name: str) -> dict[str, list[tuple[str, str, str]]]:
+        index: dict[str, list[tuple[str, str, str]]] = {}
+        offset: Any = None
+        while True:
+            points, offset = self.client.scroll(
+                name,
+                limit=1_000,
+                offset=offset,
+                with_payload=["keys", "user_id", "created_at"],
+                with_vectors=False,
+            )
+            for point in points:
+                payload = point.payload or {}
+                for key in payload.get("keys") or []:
+                    entry = (str(payload.get("created_at", "")), str(payload.get("user_id")))
+                    index.setdefault(str(key), []).append((*entry, str(point.id)))
+            if offset is None:
+                return index
 
     def has_memories(self, user_id: str) -> bool:
         """Whether a recall for `user_id` would search (and so embed its queries): false for
@@ -429,6 +493,7 @@ class MemoryStore:
                     points_selector=models.FilterSelector(filter=_user_filter(user_id)),
                     wait=True,
                 )
+            self._key_index.pop(name, None)
         return count
 
     def count(self, user_id: str | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from agent.embeddings import (
     CachedEmbedder,
@@ -326,3 +326,51 @@ def test_embeddings_down_is_memory_unavailable(tmp_path: Path) -> None:
     with pytest.raises(MemoryUnavailable, match="embeddings"):
         store.remember("alice", [ORDER], session_id="s1")
     store.close()
+
+
+@dataclass(frozen=True)
+class Keyed:
+    text: str
+    kind: str
+    keys: tuple[str, ...]
+
+
+def _by_filter(store: MemoryStore, user_id: str, key: str) -> set[str]:
+    """What Qdrant's own payload filter finds for `key` (the reference for the key index)."""
+    must = [models.FieldCondition(key="keys", match=models.MatchAny(any=[key]))]
+    must += [models.FieldCondition(key="user_id", match=models.MatchValue(value=user_id))]
+    points, _ = store.client.scroll(
+        store._collection(user_id), scroll_filter=models.Filter(must=must), limit=1_000
+    )
+    return {str(p.payload["text"]) for p in points if p.payload}
+
+
+def test_recall_by_key_matches_qdrants_filter_through_writes_and_forgetting(
+    store: MemoryStore,
+) -> None:
+    """Embedded, identifiers are looked up in the store's key index, not by a payload filter
+    over every point: it must find what the filter finds, also after later writes (the index
+    is built on first use) and after a user is forgotten, and never another user's."""
+    store.remember("alice", [Keyed("Order A-1 is late", "order_number", ("A-1",))], session_id="s")
+    store.remember("bob", [Keyed("Bob's A-1 note", "order_number", ("A-1",))], session_id="s")
+    first = store.recall("alice", [], keys=["A-1", "A-2"], k=5)
+    assert [{m.text for m in hits} for hits in first] == [{"Order A-1 is late"}, set()]
+    store.remember(
+        "alice",
+        [
+            Keyed("A-1 arrived broken", "problem", ("A-1",)),
+            Keyed("A-2 and A-1 in one box", "problem", ("A-1", "A-2")),
+        ],
+        session_id="s",
+    )
+    for key in ("A-1", "A-2", "A-3"):
+        (hits,) = store.recall("alice", [], keys=[key], k=5)
+        assert {m.text for m in hits} == _by_filter(store, "alice", key), key
+        assert all(m.score == 1.0 and m.user_id == "alice" for m in hits)
+    (two,) = store.recall("alice", [], keys=["A-1"], k=2)
+    assert len(two) == 2, "k limits each key"
+    assert {m.text for m in store.recall("bob", [], keys=["A-1"], k=5)[0]} == {"Bob's A-1 note"}
+    store.forget_user("alice")
+    assert store.recall("alice", [], keys=["A-1"], k=5) in ([], [[]])
+    store.remember("alice", [Keyed("New A-1 fact", "order_number", ("A-1",))], session_id="t")
+    assert [m.text for m in store.recall("alice", [], keys=["A-1"], k=5)[0]] == ["New A-1 fact"]
