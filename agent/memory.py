@@ -378,7 +378,9 @@ class MemoryStore:
             )
             for vector in vectors
         ]
-        for key in [] if self._embedded else keys:
+        # Embedded, identifiers go to the key index (`_by_keys`); a server filters by them.
+        filtered = [] if self._embedded else list(keys)
+        for key in filtered:
             match = models.FieldCondition(key="keys", match=models.MatchAny(any=[key]))
             must = [match, *(scope.must if scope is not None and scope.must else [])]
             requests.append(
@@ -400,8 +402,8 @@ class MemoryStore:
             ]
             for response in responses[: len(queries)]
         ]
-        if self._embedded and keys:
-            return found + self._by_keys(name, user_id, list(keys), k)
+        if self._embedded:
+            return found + (self._by_keys(name, user_id, list(keys), k) if keys else [])
         for response in responses[len(queries) :]:
             found.append(
                 [
@@ -425,23 +427,19 @@ class MemoryStore:
             index = self._key_index.get(name)
             if index is None:
                 index = self._key_index[name] = self._read_keys(name)
-            wanted = [
-                [pid for _, who, pid in sorted(index.get(key, []), reverse=True) if who == user_id][
-                    :k
-                ]
-                for key in keys
-            ]
+            wanted = []
+            for key in keys:
+                newest = sorted(index.get(key, []), reverse=True)
+                wanted.append([pid for _, who, pid in newest if who == user_id][:k])
             ids = list(dict.fromkeys(pid for per_key in wanted for pid in per_key))
             points = (
                 self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=False)
                 if ids
                 else []
             )
+        # Scored 1.0, an exact match, as by the filter (and as session_memories does).
         by_id = {
-            str(p.id): replace(
-                _memory(models.ScoredPoint(id=p.id, version=0, score=1.0, payload=p.payload)),
-                score=1.0,
-            )
+            str(p.id): _memory(models.ScoredPoint(id=p.id, version=0, score=1.0, payload=p.payload))
             for p in points
             if p.payload and p.payload.get("user_id") == user_id
         }
