@@ -25,6 +25,7 @@ def serve(argv: list[str]) -> int:
     from streamlit.web import cli
 
     from agent.local_server import LocalModelError, start_for
+    from data import heap
     from data.metrics import start_exporter
     from data.observability import init_sentry
     from data.status import Monitor
@@ -54,6 +55,9 @@ def serve(argv: list[str]) -> int:
         except BindRefused as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    # The long-lived objects (modules, the pages' and the agent's libraries) out of the
+    # garbage collector's full passes, which otherwise stall a page view now and then.
+    heap.settle((*heap.PAGES, "agent.runtime"))
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)

@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import Engine, insert, text
 
-from data import context, cost, latency, review, sessions
+from data import context, cost, heap, latency, review, sessions
 from data import feedback_analytics as fa
-from data.agreement import agreement
 from data.compare import has_demo_rows
 from data.db import describe, make_engine
 from data.demo import history
@@ -70,16 +69,8 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         latency.error_rate_over_time(engine=engine, filters=f)
         latency.slowest_calls(engine=engine, filters=f)
 
-    def feedback_page() -> None:
-        scores = fa.conversation_scores(engine=engine, filters=f)  # once, as the page does
-        fa.score_distribution_over_time(engine=engine, filters=f, scores=scores)
-        fa.score_distribution_by_model(engine=engine, filters=f, scores=scores)
-        fa.score_by_context_bucket(engine=engine, filters=f, scores=scores)
-        fa.score_by_summarized(engine=engine, filters=f, scores=scores)
-        fa.score_by_cost_bucket(engine=engine, filters=f, scores=scores)
-        fa.thumbs_rate_over_time(engine=engine, filters=f)
-        fa.local_feedback(engine=engine, filters=f, scores=scores, limit=1_000)  # as the page
-        agreement(review.scores_frame(engine=engine, start=f.start, end=f.end))
+    def feedback_page() -> None:  # the charts, the agreement and the newest local feedback
+        fa.page_data(engine=engine, filters=f, local_limit=1_000)
 
     def review_page() -> None:  # the queue tab: the candidate search, the queue, progress
         review.candidates(engine=engine, filters=queue, limit=500)
@@ -438,6 +429,7 @@ VIEWS = {"": {}, "model": {"model": "gpt-4o"}, "user": {"user": "demo-user-002"}
 
 def measure(url: str, rows: int, reuse: bool, runs: int) -> dict[str, object]:
     engine, refresh_s = prepare(url, rows, reuse)
+    heap.settle()  # as the app's processes do once they have started (data.heap)
     detail: dict[str, dict[str, object]] = {}
     worst_cold_90 = worst_warm = 0.0
     for preset in ("7d", "90d"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from data import sessions
+from data.concurrency import fresh_view, gather
 from data.filters import Filters
 from data.models import ModelCall, RollupHourly
 from data.prices import price_call
@@ -45,9 +47,22 @@ class CostTotals:
 
 
 def cost_totals(*, engine: Engine, filters: Filters) -> CostTotals:
-    """Calls, tokens, priced cost, conversations and users under `filters`."""
-    sessions, users = _people(engine, filters)
-    return CostTotals(**_call_sums(engine, filters), sessions=sessions, users=users)
+    """Calls, tokens, priced cost, conversations and users under `filters` (three reads, run
+    at once)."""
+    with fresh_view(engine):
+        return _totals(*gather(*_totals_reads(engine, filters)))
+
+
+def _totals_reads(engine: Engine, filters: Filters) -> list[Callable[[], Any]]:
+    return [
+        lambda: _call_sums(engine, filters),
+        lambda: sessions.count_sessions(engine=engine, filters=filters),
+        lambda: sessions.count_users(engine=engine, filters=filters),
+    ]
+
+
+def _totals(sums: dict[str, Any], conversations: int, users: int) -> CostTotals:
+    return CostTotals(**sums, sessions=conversations, users=users)
 
 
 def _call_sums(engine: Engine, filters: Filters) -> dict[str, Any]:
@@ -74,15 +89,6 @@ def _call_sums(engine: Engine, filters: Filters) -> dict[str, Any]:
         "unpriced_calls": int(row[5]),
         "errors": int(row[6]),
     }
-
-
-def _people(engine: Engine, filters: Filters) -> tuple[int, int]:
-    """(conversations, users) with a call under `filters`: rows of the per-session and
-    per-user tables (data.sessions), read from their rollups."""
-    return (
-        sessions.count_sessions(engine=engine, filters=filters),
-        sessions.count_users(engine=engine, filters=filters),
-    )
 
 
 OVER_TIME_COLUMNS = [
@@ -290,13 +296,20 @@ class CostPageData:
 
 def page_data(*, engine: Engine, filters: Filters) -> CostPageData:
     """The cost page's figures: sums from the hourly rollup, conversations and users from the
-    per-session and per-user rollups."""
-    ensure_fresh(engine)
+    per-session and per-user rollups. Its eight reads run at once (data.concurrency), after
+    one refresh."""
+    with fresh_view(engine):
+        results = gather(
+            *_totals_reads(engine, filters),
+            *_totals_reads(engine, filters.previous()),
+            lambda: cost_over_time(engine=engine, filters=filters),
+            lambda: cost_by_model(engine=engine, filters=filters),
+        )
     return CostPageData(
-        totals=cost_totals(engine=engine, filters=filters),
-        previous=cost_totals(engine=engine, filters=filters.previous()),
-        over_time=cost_over_time(engine=engine, filters=filters),
-        by_model=cost_by_model(engine=engine, filters=filters),
+        totals=_totals(*results[0:3]),
+        previous=_totals(*results[3:6]),
+        over_time=results[6],
+        by_model=results[7],
     )
 
 

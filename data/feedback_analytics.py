@@ -9,11 +9,14 @@ reviewed."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import BigInteger, Engine, and_, cast, func, select
 
+from data.agreement import AgreementReport, agreement
+from data.concurrency import fresh_view, gather
 from data.filters import Filters
 from data.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY
 from data.models import FeedbackThumbs
@@ -226,8 +229,10 @@ def local_feedback(
     "local"), so a page can show both lists as one. With `limit`, the `limit` newest of them
     (by when they were given or last changed): at ten million calls a range holds about a
     hundred thousand thumbs, which no page should load to show a screenful."""
-    thumbs = _thumbs(engine, filters, limit)
-    scored = _scores(engine, filters, scores)
+    return _local_rows(_thumbs(engine, filters, limit), _scores(engine, filters, scores), limit)
+
+
+def _local_rows(thumbs: pd.DataFrame, scored: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     if limit is not None:
         scored = scored.sort_values("created_at", ascending=False).head(limit)
     rows = [
@@ -246,3 +251,44 @@ def local_feedback(
     if limit is not None:
         frame = frame.sort_values("created_at", ascending=False, kind="stable").head(limit)
     return frame[PULL_COLUMNS].reset_index(drop=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackPageData:
+    scores: pd.DataFrame  # conversation_scores: the scores of the range's conversations
+    over_time: pd.DataFrame
+    by_model: pd.DataFrame
+    context: pd.DataFrame
+    summarized: pd.DataFrame
+    cost: pd.DataFrame
+    thumbs: pd.DataFrame  # thumbs_rate_over_time
+    given: pd.DataFrame  # data.review.scores_frame: the scores given in the range
+    agreement: AgreementReport  # between the reviewers, over `given`
+    local: pd.DataFrame  # local_feedback, the `local_limit` newest
+
+
+def page_data(*, engine: Engine, filters: Filters, local_limit: int) -> FeedbackPageData:
+    """Everything the feedback page shows, after one refresh: its four reads (the range's
+    conversations' scores, the thumbs rate, the scores given in the range and the newest
+    thumbs) run at once (data.concurrency); the charts and the reviewers' agreement are
+    computed from them."""
+    with fresh_view(engine):
+        scores, thumbs, given, newest = gather(
+            lambda: conversation_scores(engine=engine, filters=filters),
+            lambda: thumbs_rate_over_time(engine=engine, filters=filters),
+            lambda: scores_frame(engine=engine, start=filters.start, end=filters.end),
+            lambda: _thumbs(engine, filters, local_limit),
+        )
+        view = {"engine": engine, "filters": filters, "scores": scores}
+        return FeedbackPageData(
+            scores=scores,
+            over_time=score_distribution_over_time(**view),
+            by_model=score_distribution_by_model(**view),
+            context=score_by_context_bucket(**view),
+            summarized=score_by_summarized(**view),
+            cost=score_by_cost_bucket(**view),
+            thumbs=thumbs,
+            given=given,
+            agreement=agreement(given),
+            local=_local_rows(newest, scores.copy(), local_limit),
+        )

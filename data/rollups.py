@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.sql.elements import ColumnElement
 
+from data.concurrency import is_fresh
 from data.models import (
     ModelCall,
     RollupContextBins,
@@ -644,7 +645,10 @@ def _settle_in_background(engine: Engine) -> None:
 def ensure_fresh(engine: Engine) -> None:
     """Refresh the dirty hours (one indexed lookup when nothing is dirty; an hour's work when a
     call arrived) and settle queued days in a background thread: a reader of a queued day
-    computes its percentiles from the raw rows meanwhile (data.source.stored_percentiles)."""
+    computes its percentiles from the raw rows meanwhile (data.source.stored_percentiles).
+    Inside data.concurrency.fresh_view, which did this once for the whole view, it returns."""
+    if is_fresh(engine):
+        return
     with engine.connect() as connection:
         dirty = connection.execute(select(literal(1)).select_from(RollupDirty).limit(1)).first()
         queued = connection.execute(

@@ -10,9 +10,8 @@ from sqlalchemy import Engine
 
 from data import feedback_analytics as fa
 from data import langsmith_sync
-from data.agreement import AgreementReport, agreement, disagreements
+from data.agreement import AgreementReport, disagreements
 from data.filters import Filters
-from data.review import scores_frame
 from data.sanitize import md
 from data.settings import get_settings
 from pages import charts, common
@@ -51,24 +50,9 @@ COLUMNS = {
 
 
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
-def _analytics(_engine: Engine, url: str, filters: Filters) -> dict[str, pd.DataFrame]:
-    # The view's scores are read once and shared by every chart.
-    scores = fa.conversation_scores(engine=_engine, filters=filters)
-    view = {"engine": _engine, "filters": filters, "scores": scores}
-    return {
-        "scores": scores,
-        "over_time": fa.score_distribution_over_time(**view),
-        "by_model": fa.score_distribution_by_model(**view),
-        "context": fa.score_by_context_bucket(**view),
-        "summarized": fa.score_by_summarized(**view),
-        "cost": fa.score_by_cost_bucket(**view),
-        "thumbs": fa.thumbs_rate_over_time(engine=_engine, filters=filters),
-    }
-
-
-@st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
-def _scores(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
-    return scores_frame(engine=_engine, start=filters.start, end=filters.end)
+def _view(_engine: Engine, url: str, filters: Filters) -> fa.FeedbackPageData:
+    # One view's data, read at once and shared by every chart and tab.
+    return fa.page_data(engine=_engine, filters=filters, local_limit=LOCAL_SHOWN)
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Reading LangSmith feedback…")
@@ -109,8 +93,8 @@ def mean_bars(frame: pd.DataFrame, x: str, axis: str, title: str) -> go.Figure:
     return fig
 
 
-def scores_tab(data: dict[str, pd.DataFrame]) -> None:
-    over_time, by_model = data["over_time"], data["by_model"]
+def scores_tab(data: fa.FeedbackPageData) -> None:
+    over_time, by_model = data.over_time, data.by_model
     if over_time.empty:
         st.info(
             "No scores in this range yet: open **Review**, claim a conversation and score it, "
@@ -160,8 +144,8 @@ def scores_tab(data: dict[str, pd.DataFrame]) -> None:
         common.csv_download(by_model, "scores_by_model")
 
 
-def quality_tab(data: dict[str, pd.DataFrame]) -> None:
-    context, summarized, cost = data["context"], data["summarized"], data["cost"]
+def quality_tab(data: fa.FeedbackPageData) -> None:
+    context, summarized, cost = data.context, data.summarized, data.cost
     if context.empty and summarized.empty and cost.empty:
         st.info(
             "No scored conversations in this range: score some under **Review** to compare "
@@ -302,12 +286,9 @@ def langsmith_tab() -> None:
         st.dataframe(problems, hide_index=True, width="stretch")
         common.csv_download(problems, "feedback_sync_problems")
     st.subheader("Local and LangSmith feedback")
-    view = _analytics(engine, url, filters)
-    local = fa.local_feedback(
-        engine=engine, filters=filters, scores=view["scores"], limit=LOCAL_SHOWN
-    )
-    thumbs = view["thumbs"]
-    local_total = len(view["scores"]) + (
+    view = _view(engine, url, filters)
+    local, thumbs = view.local, view.thumbs
+    local_total = len(view.scores) + (
         int(thumbs["up"].sum() + thumbs["down"].sum()) if not thumbs.empty else 0
     )
     local_label = (
@@ -364,16 +345,16 @@ engine, filters = common.analyst_page()
 common.feedback_sync()
 st.caption(common.describe_filters(filters))
 url = get_settings().sqlalchemy_url
-data = _analytics(engine, url, filters)
-scores = _scores(engine, url, filters)
-report = agreement(scores)
+data = _view(engine, url, filters)
+scores = data.given
+report = data.agreement
 tabs = st.tabs(["Scores", "Quality vs cost", "Thumbs", "Agreement", "LangSmith"])
 with tabs[0]:
     scores_tab(data)
 with tabs[1]:
     quality_tab(data)
 with tabs[2]:
-    thumbs_tab(data["thumbs"])
+    thumbs_tab(data.thumbs)
 with tabs[3]:
     agreement_tab(scores, report)
 with tabs[4]:

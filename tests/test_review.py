@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, insert, text, update
 
+from data import feedback_analytics as fa
+from data.agreement import agreement
 from data.db import make_engine
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs
 from data.feedback_analytics import (
@@ -643,3 +645,22 @@ def test_analytics_against_pandas(engine: Engine) -> None:
     assert newest["created_at"].tolist() == (
         everything["created_at"].sort_values(ascending=False).head(7).tolist()
     )
+
+    # The page's one read of all of it (its reads run at once) gives the same figures.
+    view = fa.page_data(engine=engine, filters=filters, local_limit=7)
+    figures = {"engine": engine, "filters": filters}
+    pd.testing.assert_frame_equal(view.by_model, score_distribution_by_model(**figures))
+    pd.testing.assert_frame_equal(view.summarized, score_by_summarized(**figures))
+    pd.testing.assert_frame_equal(view.context, score_by_context_bucket(**figures))
+    pd.testing.assert_frame_equal(view.thumbs, rate)
+    pd.testing.assert_frame_equal(view.local, newest)
+    assert len(view.scores) == len(scored)
+    # The scores given in the range, and the reviewers' agreement over them: given just now.
+    today = Filters(start=utcnow() - timedelta(days=1), end=utcnow() + timedelta(hours=1))
+    view = fa.page_data(engine=engine, filters=today, local_limit=7)
+    given_today = scores_frame(engine=engine, start=today.start, end=today.end)
+    pd.testing.assert_frame_equal(view.given, given_today)
+    report = agreement(given_today)
+    assert view.agreement.items == report.items > 0
+    assert view.agreement.alpha == report.alpha
+    pd.testing.assert_frame_equal(view.agreement.pairs, report.pairs)

@@ -151,13 +151,14 @@ def test_tables_equal_pandas(history: Engine, view: str) -> None:
     assert_sessions(history, VIEWS[view])
 
 
-@pytest.mark.parametrize("many", [2000, 0], ids=["probed", "one pass"])
+@pytest.mark.parametrize("many", [2000, 0], ids=["probed", "distinct hourly"])
 @pytest.mark.parametrize("view", ["week", "hours", "one model", "user", "empty"])
 def test_user_counts_agree_with_pandas(
     history: Engine, view: str, many: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counted as the overlapping users less the gaps, or (more than MANY_STRADDLING users
-    spanning the range; forced here, the history is too small) in one pass over sessions."""
+    spanning the range; forced here, the history is too small) as the range's hourly rollup
+    rows distinct by user."""
     monkeypatch.setattr(sessions, "MANY_STRADDLING", many)
     filters = VIEWS[view]
     per_user = raw(history, filters).groupby("user_id").size()
