@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from data.concurrency import fresh_view, gather
 from data.filters import Filters
@@ -121,6 +122,8 @@ class _Unindexed(ColumnElement[Any]):
     elsewhere."""
 
     inherit_cache = True
+    # Its cache key holds the column: two of them on different columns are different SQL.
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
 
     def __init__(self, column: Any) -> None:
         self.column = column

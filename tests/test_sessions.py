@@ -392,3 +392,25 @@ def test_demo_rows_are_found_in_their_range(history: Engine) -> None:
     later = Filters(start=END + timedelta(days=1), end=END + timedelta(days=2))
     record_calls(engine=history, calls=[call(ts=later.start + timedelta(hours=1))])
     assert not has_demo_rows(engine=history, filters=later)  # a live call only
+
+
+def test_one_users_sessions_are_read_off_the_user_index(history: Engine) -> None:
+    """SQLite read every session of the range off a span index and kept the user's; the span
+    columns are kept from its planner (a unary +) for a user filter. Both the range's and the
+    user's sessions agree with the unfiltered table, and the two columns are different SQL in
+    SQLAlchemy's statement cache."""
+    user = replace(WEEK, user="edge")
+    whole, _ = sessions._session_parts(user, None, None)
+    if history.dialect.name == "sqlite":
+        sql = str(whole.compile(history, compile_kwargs={"literal_binds": True}))
+        with history.connect() as connection:
+            plan = " ".join(
+                str(r[-1]) for r in connection.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+            )
+        assert "USING INDEX ix_rollup_sessions_user" in plan and "span" not in plan, plan
+    everyone = sessions.all_sessions(engine=history, filters=WEEK)
+    mine = sessions.all_sessions(engine=history, filters=user)
+    assert sorted(mine["session"]) == sorted(everyone[everyone["user"] == "edge"]["session"])
+    first = sessions._unindexed(sessions.RS.first_call) >= WEEK.start
+    last = sessions._unindexed(sessions.RS.last_call) >= WEEK.start
+    assert first._generate_cache_key() != last._generate_cache_key()
