@@ -20,7 +20,7 @@ def main() -> int:
     init_sentry(settings, "api")
     from data import heap
 
-    heap.settle(("agent.runtime", "api.main"))  # out of the collector's full passes (data.heap)
+    heap.settle(("agent.runtime",))  # out of the collector's full passes (data.heap)
     server.run()
     return 0
 

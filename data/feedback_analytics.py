@@ -290,5 +290,5 @@ def page_data(*, engine: Engine, filters: Filters, local_limit: int) -> Feedback
             thumbs=thumbs,
             given=given,
             agreement=agreement(given),
-            local=_local_rows(newest, scores.copy(), local_limit),
+            local=_local_rows(newest, _scores(engine, filters, scores), local_limit),
         )

@@ -10,8 +10,8 @@ one page view in fifteen, which then took twice as long as the others.
 `settle()` imports what the pages and the agent use, collects once, and moves every object
 alive then into the permanent generation, which the collector does not walk (gc.freeze). A
 later full pass walks only what was made since: no pass longer than 10 ms was seen over 20
-views after it. Garbage made after the freeze is
-collected as before; what is frozen is never freed, which for a process's modules is the same.
+views after it. Garbage made after the freeze is collected as before; what is frozen is never
+freed, which for a process's modules is the same.
 """
 
 from __future__ import annotations
