@@ -235,17 +235,28 @@ def local_feedback(
 def _local_rows(thumbs: pd.DataFrame, scored: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     if limit is not None:
         scored = scored.sort_values("created_at", ascending=False).head(limit)
-    rows = [
-        *[
-            (r.feedback_uuid, r.run_id, THUMBS_KEY, r.score, None, r.comment, r.updated_at)
-            for r in thumbs.itertuples()
-        ],
-        *[
-            (r.feedback_uuid, r.run_id, QUALITY_KEY, r.score, None, r.comment, r.created_at)
-            for r in scored.itertuples()
-        ],
+    parts = [
+        pd.DataFrame(
+            {
+                "feedback_id": frame["feedback_uuid"].to_numpy(dtype=object),
+                "run_id": frame["run_id"].to_numpy(dtype=object),
+                "key": key,
+                "score": frame["score"].to_numpy(),
+                "value": None,
+                "comment": frame["comment"].to_numpy(dtype=object),
+                "created_at": frame[when].to_numpy(),
+            }
+        )
+        for frame, key, when in (
+            (thumbs, THUMBS_KEY, "updated_at"),
+            (scored, QUALITY_KEY, "created_at"),
+        )
+        if not frame.empty
     ]
-    frame = pd.DataFrame(rows, columns=PULL_COLUMNS[:7])
+    frame = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame([], columns=PULL_COLUMNS[:7])
+    )
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
     frame["source_type"] = "app"
     frame["source"] = "local"
     if limit is not None:

@@ -142,41 +142,6 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 # Conversations ------------------------------------------------------------------------------
 
 
-def session_facts(connection: Connection, session_ids: Sequence[str]) -> pd.DataFrame:
-    """Per conversation, over all of its calls: user_id, model (the chat model with the most
-    calls), started, turns, cost_usd, summarized, peak_context_percent. Read from the
-    per-session rollup (data.sessions, the one definition of a session's totals)."""
-    rs = RollupSessions.__table__.c
-    columns = [
-        "session_id",
-        "user_id",
-        "model",
-        "started",
-        "turns",
-        "cost_usd",
-        "summarized",
-        "peak_context_percent",
-    ]
-    rows: list[tuple[Any, ...]] = []
-    for chunk in _chunks(list(session_ids)):
-        rows += [
-            tuple(r)
-            for r in connection.execute(
-                select(
-                    rs.session_id,
-                    rs.user_id,
-                    rs.chat_model,
-                    rs.first_call,
-                    rs.max_turn,
-                    rs.cost_usd,
-                    rs.summarizations > 0,
-                    rs.peak_context_percent,
-                ).where(rs.model == "*", rs.session_id.in_(chunk))
-            )
-        ]
-    return _typed_facts(pd.DataFrame(rows, columns=columns))
-
-
 def _typed_facts(frame: pd.DataFrame) -> pd.DataFrame:
     """A frame with session facts (started, cost_usd, peak_context_percent, summarized) as
     read from the rollup, in their pandas types."""
@@ -775,15 +740,42 @@ def scores_frame(
         return _conversation_scores(
             engine, start, end, reviewer=reviewer, models=models, user=user, session=session
         )
-    query = select(S.id, *[S[name] for name in SCORE_COLUMNS[1:]]).order_by(S.id)
+    # The conversation's facts are joined in the database (one statement, instead of reading
+    # the per-session rollup by the scores' session ids a chunk at a time); a score whose
+    # conversation has no calls keeps its row, with no facts.
+    rs = RollupSessions.__table__.c
+    query = (
+        select(
+            S.id,
+            *[S[name] for name in SCORE_COLUMNS[1:]],
+            rs.session_id,
+            rs.user_id,
+            rs.chat_model,
+            rs.first_call,
+            rs.peak_context_percent,
+            rs.summarizations > 0,
+            rs.cost_usd,
+        )
+        .select_from(
+            ReviewScore.__table__.outerjoin(
+                RollupSessions.__table__, and_(rs.session_id == S.session_id, rs.model == "*")
+            )
+        )
+        .where(S.created_at >= start, S.created_at < end)
+        .order_by(S.id)
+    )
     if reviewer is not None:
         query = query.where(S.reviewer == reviewer)
-    query = query.where(S.created_at >= start, S.created_at < end)
     with engine.connect() as connection:
-        scores = pd.DataFrame([tuple(r) for r in connection.execute(query)], columns=SCORE_COLUMNS)
-        facts = session_facts(connection, sorted(set(scores["session_id"])))
-    frame = scores.merge(facts[["session_id", *FACT_COLUMNS]], on="session_id", how="left")
+        frame = pd.DataFrame(
+            [tuple(r) for r in connection.execute(query)],
+            columns=[*SCORE_COLUMNS, "_facts", *FACT_COLUMNS],
+        )
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    found = frame.pop("_facts").notna()
+    frame = _typed_facts(frame)
+    if not found.all():  # a conversation without calls: its facts are missing, not False
+        frame["summarized"] = frame["summarized"].astype(object).where(found, float("nan"))
     return frame
 
 

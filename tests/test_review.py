@@ -660,6 +660,25 @@ def test_analytics_against_pandas(engine: Engine) -> None:
     view = fa.page_data(engine=engine, filters=today, local_limit=7)
     given_today = scores_frame(engine=engine, start=today.start, end=today.end)
     pd.testing.assert_frame_equal(view.given, given_today)
+    # Each score given carries its conversation's facts, as the raw rows give them.
+    facts = given_today.join(raw, on="session_id", suffixes=("", "_raw"))
+    assert len(facts) == len(given_today) > 0
+    for name in ("user_id", "model", "summarized"):
+        assert facts[name].tolist() == facts[f"{name}_raw"].tolist(), name
+    for name in ("cost_usd", "peak_context_percent"):
+        assert facts[name].to_numpy() == pytest.approx(facts[f"{name}_raw"].to_numpy()), name
+    assert (facts["started"] == facts["started_raw"]).all()
+    # A score whose conversation has no calls (they were deleted) keeps its row, without facts.
+    lone = given_today["session_id"].iloc[0]
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM model_calls WHERE session_id = :s"), {"s": lone})
+    after = scores_frame(engine=engine, start=today.start, end=today.end)
+    assert len(after) == len(given_today)
+    gone = after[after["session_id"] == lone]
+    assert gone["user_id"].isna().all() and gone["summarized"].isna().all()
+    assert gone["cost_usd"].isna().all() and gone["started"].isna().all()
+    kept = after[after["session_id"] != lone]
+    assert kept["summarized"].tolist() == facts[facts["session_id"] != lone]["summarized"].tolist()
     report = agreement(given_today)
     assert view.agreement.items == report.items > 0
     assert view.agreement.alpha == report.alpha
