@@ -11,10 +11,6 @@ and returns their results in order. Measured at 10M calls on Postgres on the 2-c
 `fresh_view` is the other half: a view's data is brought up to date once, before its reads
 (data.rollups.ensure_fresh), and the reads inside it skip their own check (two queries and a
 connection checkout each), so every read of one view sees the same refreshed rollups.
-
-On SQLite a view's reads run one after the other. The database runs inside this process, and
-two of its scans at once are slower than the same two in turn: measured at 1M calls on the
-2-core machine, one search scan of the per-session rollup took 50 ms, two at once 130 ms.
 """
 
 from __future__ import annotations
@@ -53,14 +49,17 @@ def _run(context: contextvars.Context, call: Callable[[], Any]) -> Any:
         _in_worker.active = False
 
 
-def gather(*calls: Callable[[], Any]) -> list[Any]:
+def gather(*calls: Callable[[], Any], inline: bool = False) -> list[Any]:
     """Run `calls` at once and return their results in order; the first exception raised by
     any of them is raised here (after every call has finished, so none is left running on a
     connection). Each runs in a copy of the caller's context (so fresh_view holds inside it).
     Called from one of the pool's own threads it runs them one after the other: a nested
-    gather waiting on the pool it occupies could otherwise wait for itself. So it does inside a
-    fresh_view of a SQLite engine (see above)."""
-    if len(calls) < 2 or getattr(_in_worker, "active", False) or _serial.get():
+    gather waiting on the pool it occupies could otherwise wait for itself. With `inline`, it
+    runs them one after the other too: the tables' searches on SQLite, which runs inside this
+    process, where two of its scans at once took 130 ms and one took 50 (measured at 1M calls on
+    the 2-core machine; lighter reads, such as the feedback page's, still gain from running at
+    once there)."""
+    if len(calls) < 2 or inline or getattr(_in_worker, "active", False):
         return [call() for call in calls]
     pool = _executor()
     futures = [pool.submit(_run, contextvars.copy_context(), call) for call in calls[1:]]
@@ -83,7 +82,6 @@ def gather(*calls: Callable[[], Any]) -> list[Any]:
 _fresh: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "acb_fresh_engines", default=frozenset()
 )
-_serial: contextvars.ContextVar[bool] = contextvars.ContextVar("acb_serial_reads", default=False)
 
 
 def is_fresh(engine: object) -> bool:
@@ -99,9 +97,7 @@ def fresh_view(engine: Any) -> Iterator[None]:
 
     ensure_fresh(engine)
     token = _fresh.set(_fresh.get() | {id(engine)})
-    serial = _serial.set(_serial.get() or engine.dialect.name == "sqlite")
     try:
         yield
     finally:
-        _serial.reset(serial)
         _fresh.reset(token)

@@ -590,6 +590,7 @@ def session_page(
         rows, total = gather(
             lambda: _frame(engine, query, SESSION_FIELDS),
             lambda: count_sessions(engine=engine, filters=filters, search=text),
+            inline=engine.dialect.name == "sqlite",  # two scans there: one after the other
         )
     return Page(rows=rows, total=total, offset=offset)
 
@@ -632,7 +633,9 @@ def user_page(
             return Page(rows=rows(), total=total, offset=offset)
         # The page and its count at once (data.concurrency).
         frame, total = gather(
-            rows, lambda: count_users(engine=engine, filters=filters, search=text)
+            rows,
+            lambda: count_users(engine=engine, filters=filters, search=text),
+            inline=engine.dialect.name == "sqlite",  # two scans there: one after the other
         )
     return Page(rows=frame, total=total, offset=offset)
 

@@ -81,21 +81,15 @@ def test_a_view_refreshes_once_and_its_reads_skip_the_check(engine: Engine) -> N
     refresh(engine)
 
 
-def test_a_sqlite_view_reads_in_turn_and_a_postgres_view_at_once(engine: Engine) -> None:
-    # SQLite runs in this process, and two of its scans at once are slower than in turn: its
-    # view's reads stay in the caller's thread. Postgres's go to the pool too.
+def test_an_inline_gather_runs_in_the_callers_thread() -> None:
     def where() -> str:
         return threading.current_thread().name
 
-    with fresh_view(engine):
-        names = gather(where, where, where)
     here = where()
-    if engine.dialect.name == "sqlite":
-        assert names == [here] * 3
-    else:
-        assert names[0] == here
-        assert all(name.startswith("acb-read") for name in names[1:])
-    assert gather(where, where)[1].startswith("acb-read")  # outside a view: at once
+    assert gather(where, where, inline=True) == [here, here]
+    names = gather(where, where, where)
+    assert names[0] == here
+    assert all(name.startswith("acb-read") for name in names[1:])
 
 
 def test_settle_freezes_what_is_alive_and_garbage_is_still_collected() -> None:
