@@ -297,6 +297,40 @@ def test_user_pages_and_search(history: Engine) -> None:
         sessions.user_page(engine=history, filters=WEEK, limit=0)
 
 
+@pytest.mark.parametrize("descending", [False, True], ids=["a-z", "z-a"])
+def test_a_page_by_id_is_exact_when_a_straddler_has_no_call_in_the_range(
+    engine: Engine, descending: bool
+) -> None:
+    """Sorted by id, a page sums only the first straddling users that could reach it. One of
+    them spans the range without a call in it, so the others fill the page: it must sum the
+    next ones too, not take a whole user in their place."""
+    start, end = WEEK.start, WEEK.end
+    inside = start + timedelta(days=3)
+    # The straddlers' ids come first in the order, the silent one first of all.
+    whole, straddling, silent = ("a", "b", "b9") if descending else ("b", "a", "a0")
+    calls = []
+    for i in range(1, 6):
+        calls.append(call(ts=inside, session_id=f"{whole}{i}-x", user_id=f"{whole}{i}"))
+        for ts in (start - timedelta(days=1), inside, end + timedelta(days=1)):
+            user = f"{straddling}{i}"
+            calls.append(call(ts=ts, session_id=f"{user}-{ts:%d}", user_id=user))
+    for ts in (start - timedelta(days=1), end + timedelta(days=1)):
+        calls.append(call(ts=ts, session_id=f"{silent}-{ts:%d}", user_id=silent))
+    record_calls(engine=engine, calls=calls)
+    refresh(engine)
+    everyone = sorted(f"{x}{i}" for x in ("a", "b") for i in range(1, 6))
+    if descending:
+        everyone.reverse()
+    for offset in range(0, 10, 3):
+        page = sessions.user_page(
+            engine=engine, filters=WEEK, sort="user", descending=descending, offset=offset, limit=3
+        )
+        assert page.rows["user"].tolist() == everyone[offset : offset + 3], offset
+        assert page.total == 10
+    one = sessions.user_page(engine=engine, filters=WEEK, sort="user", descending=descending)
+    assert one.rows["calls"].tolist() == [1] * 10  # each straddler's one call in the week
+
+
 def test_late_insert_correction_and_delete(history: Engine) -> None:
     record_calls(
         engine=history,
