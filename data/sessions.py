@@ -518,7 +518,7 @@ def _page_straddlers(
     if row is None:  # fewer than n whole users: every straddler may be on the page
         return _straddlers(engine, filters, search), False, None
     bound = column >= row[0] if descending else column <= row[0]
-    if sort == "user":
+    if sort == "user" and n <= MANY_STRADDLING:  # a page deep down: summed in one pass
         first = _first_straddlers(engine, filters, search, bound, n, descending)
         if len(first) > n:
             return first[:n], True, _Check(first[n - 1], bound)
