@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Callable, Collection
 from dataclasses import replace
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.runtime import Runtime, shared_runtime
-from data import audit, auth
+from data import audit, auth, rollups
 from data.conversations import (
     TranscriptMessage,
     TurnEvent,
@@ -34,6 +35,8 @@ from data.migrate import upgrade
 from data.sanitize import csv_bytes, mask_pii, md
 from data.settings import get_settings
 from data.ticket_webhook import WebhookWorker, worker_from_settings
+
+log = logging.getLogger(__name__)
 
 
 def ensure_routed() -> None:
@@ -56,7 +59,12 @@ def engine() -> Engine:
     settings = get_settings()
     upgrade(settings.sqlalchemy_url)
     start_exporter(host=settings.metrics_host, port=settings.metrics_port)
-    return make_engine(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        rollups.warm(engine)  # the first refresh after a call then compiles nothing
+    except SQLAlchemyError:  # only a head start; the first refresh compiles them instead
+        log.warning("could not warm the rollup refresh's statements", exc_info=True)
+    return engine
 
 
 @st.cache_resource(show_spinner="Starting the chat model…")

@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import Engine, text, update
 
 from data import context, cost, latency
+from data.db import make_engine
 from data.demo import generate
 from data.filters import Filters
 from data.models import ModelCall
 from data.recorder import record_calls
-from data.rollups import refresh
+from data.rollups import refresh, refresh_hours, warm
 from tests.test_recorder import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
@@ -132,3 +133,45 @@ def test_rollup_and_raw_paths_agree(history: Engine) -> None:
     a = context.sessions_by_peak_context(engine=history, filters=WEEK)
     b = context.sessions_by_peak_context(engine=history, filters=everyone)
     assert a["session"].tolist()[:50] == b["session"].tolist()[:50]
+
+
+ROLLUP_TABLES = (
+    "rollup_hourly",
+    "rollup_session_hourly",
+    "rollup_context_bins",
+    "rollup_percentiles",
+    "rollup_sessions",
+    "rollup_users",
+    "rollup_dirty",
+    "rollup_dirty_days",
+)
+
+
+def _tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as connection:
+        return {
+            name: sorted(
+                (tuple(r) for r in connection.execute(text(f"SELECT * FROM {name}"))), key=repr
+            )
+            for name in ROLLUP_TABLES
+        }
+
+
+def test_warming_the_refresh_changes_nothing_and_leaves_little_to_compile(
+    history: Engine, db_url: str
+) -> None:
+    # A call waits for its refresh: warming neither takes it nor writes anything.
+    record_calls(engine=history, calls=[call(ts=WEEK.end - timedelta(hours=5), session_id="w")])
+    before = _tables(history)
+    fresh = make_engine(db_url)  # a new process's engine: nothing compiled yet
+    try:
+        warm(fresh)
+        assert _tables(fresh) == before
+        compiled = len(fresh._compiled_cache)  # SQLAlchemy's cache of compiled statements
+        assert refresh_hours(fresh) == 1
+        # What an empty hour does not run: taking the dirty hours, and writing percentiles
+        # (and, on SQLite, the sessions' p95) for calls that exist.
+        assert len(fresh._compiled_cache) - compiled <= 3
+    finally:
+        fresh.dispose()
+    check_exact(history)
