@@ -49,15 +49,6 @@ def _counts(items: np.ndarray, scores: np.ndarray, n_items: int) -> np.ndarray:
     return counts
 
 
-def ordinal_alpha(scores: pd.DataFrame) -> float | None:
-    """Ordinal Krippendorff's alpha of `scores` (item_id, score; one row per reviewer and item),
-    or None where alpha is undefined: no item with two scores, or every score the same."""
-    # Items x score values, counted with numpy (pd.crosstab took about 8 ms a call).
-    scores = scores.dropna(subset=["item_id", "score"])
-    items, uniques = pd.factorize(scores["item_id"])
-    return _alpha(_counts(items, scores["score"].to_numpy(), len(uniques)))
-
-
 def _multi(scores: pd.DataFrame) -> pd.DataFrame:
     """The scores of items that two or more reviewers scored."""
     per_item = scores.groupby("item_id")["reviewer"].transform("nunique")

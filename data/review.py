@@ -740,15 +740,24 @@ def scores_frame(
         return _conversation_scores(
             engine, start, end, reviewer=reviewer, models=models, user=user, session=session
         )
-    # The conversation's facts are joined in the database (one statement, instead of reading
-    # the per-session rollup by the scores' session ids a chunk at a time); a score whose
-    # conversation has no calls keeps its row, with no facts.
+    query = _scores_with_facts(keep_unmatched=True).where(S.created_at >= start, S.created_at < end)
+    if reviewer is not None:
+        query = query.where(S.reviewer == reviewer)
+    return _read_scores(engine, query)
+
+
+def _scores_with_facts(*, keep_unmatched: bool) -> Any:
+    """The scores with their conversation's facts, joined in the database to the per-session
+    rollup (the one definition of a session's figures), in score order. With
+    `keep_unmatched`, a score whose conversation has no calls keeps its row, without facts."""
     rs = RollupSessions.__table__.c
-    query = (
+    scores = ReviewScore.__table__
+    join = scores.outerjoin if keep_unmatched else scores.join
+    return (
         select(
             S.id,
             *[S[name] for name in SCORE_COLUMNS[1:]],
-            rs.session_id,
+            rs.session_id,  # whether the conversation was found
             rs.user_id,
             rs.chat_model,
             rs.first_call,
@@ -757,22 +766,21 @@ def scores_frame(
             rs.cost_usd,
         )
         .select_from(
-            ReviewScore.__table__.outerjoin(
-                RollupSessions.__table__, and_(rs.session_id == S.session_id, rs.model == "*")
-            )
+            join(RollupSessions.__table__, and_(rs.session_id == S.session_id, rs.model == "*"))
         )
-        .where(S.created_at >= start, S.created_at < end)
         .order_by(S.id)
     )
-    if reviewer is not None:
-        query = query.where(S.reviewer == reviewer)
+
+
+def _read_scores(engine: Engine, query: Any) -> pd.DataFrame:
+    """A _scores_with_facts query's rows as SCORE_COLUMNS + FACT_COLUMNS, in pandas types."""
     with engine.connect() as connection:
         frame = pd.DataFrame(
             [tuple(r) for r in connection.execute(query)],
-            columns=[*SCORE_COLUMNS, "_facts", *FACT_COLUMNS],
+            columns=[*SCORE_COLUMNS, "_found", *FACT_COLUMNS],
         )
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
-    found = frame.pop("_facts").notna()
+    found = frame.pop("_found").notna()
     frame = _typed_facts(frame)
     if not found.all():  # a conversation without calls: its facts are missing, not False
         frame["summarized"] = frame["summarized"].astype(object).where(found, float("nan"))
@@ -794,24 +802,8 @@ def _conversation_scores(
     conversation started (its first call), so only the rows wanted come back, however many
     scores there are."""
     rs = RollupSessions.__table__.c
-    query = (
-        select(
-            S.id,
-            *[S[name] for name in SCORE_COLUMNS[1:]],
-            rs.user_id,
-            rs.chat_model,
-            rs.first_call,
-            rs.peak_context_percent,
-            rs.summarizations > 0,
-            rs.cost_usd,
-        )
-        .select_from(
-            ReviewScore.__table__.join(
-                RollupSessions.__table__, and_(rs.session_id == S.session_id, rs.model == "*")
-            )
-        )
-        .where(rs.first_call >= start, rs.first_call < end)
-        .order_by(S.id)
+    query = _scores_with_facts(keep_unmatched=False).where(
+        rs.first_call >= start, rs.first_call < end
     )
     if reviewer is not None:
         query = query.where(S.reviewer == reviewer)
@@ -821,9 +813,4 @@ def _conversation_scores(
         query = query.where(rs.user_id == user)
     if session:
         query = query.where(S.session_id == session)
-    with engine.connect() as connection:
-        frame = pd.DataFrame(
-            [tuple(r) for r in connection.execute(query)], columns=SCORE_COLUMNS + FACT_COLUMNS
-        )
-    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
-    return _typed_facts(frame)
+    return _read_scores(engine, query)

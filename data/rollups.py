@@ -520,6 +520,15 @@ def refresh_hours(engine: Engine) -> int:
     return len(hours)
 
 
+# Every rollup table (rollup_dirty and rollup_dirty_days are queues, not rollups).
+TABLES = (
+    "rollup_hourly",
+    "rollup_session_hourly",
+    "rollup_context_bins",
+    "rollup_percentiles",
+    "rollup_sessions",
+    "rollup_users",
+)
 WARM_HOUR = datetime(2000, 1, 1, tzinfo=UTC)  # long before any call the app records
 
 
@@ -584,14 +593,7 @@ def _recompute(connection: Connection, hours: list[datetime]) -> bool:
     )
     if connection.dialect.name == "postgresql" and bulk:
         # After a bulk load the planner's row estimates for the rollups are far off.
-        for name in (
-            "rollup_hourly",
-            "rollup_session_hourly",
-            "rollup_context_bins",
-            "rollup_percentiles",
-            "rollup_sessions",
-            "rollup_users",
-        ):
+        for name in TABLES:
             connection.exec_driver_sql(f"ANALYZE {name}")
     return bulk
 

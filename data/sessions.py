@@ -120,8 +120,10 @@ def _contains(column: Any, text: str) -> ColumnElement[bool]:
     return _Folded(column).like(_Folded(literal(_like(text))), escape="\\")
 
 
-class _Folded(ColumnElement[Any]):
-    """lower(x); the bare x on SQLite, whose LIKE ignores ASCII case by itself."""
+class _Wrapped(ColumnElement[Any]):
+    """An expression compiled one way on SQLite and another elsewhere (subclasses register
+    both). Its cache key holds the wrapped expression: two of them on different columns are
+    different SQL."""
 
     inherit_cache = True
     _traverse_internals = [("value", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
@@ -129,6 +131,12 @@ class _Folded(ColumnElement[Any]):
     def __init__(self, value: Any) -> None:
         self.value = value
         self.type = value.type
+
+
+class _Folded(_Wrapped):
+    """lower(x); the bare x on SQLite, whose LIKE ignores ASCII case by itself."""
+
+    inherit_cache = True
 
 
 @compiles(_Folded)
@@ -141,27 +149,21 @@ def _folded_sqlite(element: _Folded, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(element.value, **kw))
 
 
-class _Unindexed(ColumnElement[Any]):
+class _Unindexed(_Wrapped):
     """A column that SQLite's planner may not use an index for (a unary +); the bare column
     elsewhere."""
 
     inherit_cache = True
-    # Its cache key holds the column: two of them on different columns are different SQL.
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
-
-    def __init__(self, column: Any) -> None:
-        self.column = column
-        self.type = column.type
 
 
 @compiles(_Unindexed)
 def _unindexed_default(element: _Unindexed, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.column, **kw))
+    return str(compiler.process(element.value, **kw))
 
 
 @compiles(_Unindexed, "sqlite")
 def _unindexed_sqlite(element: _Unindexed, compiler: Any, **kw: Any) -> str:
-    return "+" + str(compiler.process(element.column, **kw))
+    return "+" + str(compiler.process(element.value, **kw))
 
 
 def _unindexed(column: Any) -> ColumnElement[Any]:
@@ -605,6 +607,12 @@ def _frame(engine: Engine, query: Any, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _scans_in_turn(engine: Engine) -> bool:
+    """Whether a searched page and its count (two scans) run one after the other: on SQLite,
+    which runs inside this process (data.concurrency.gather)."""
+    return engine.dialect.name == "sqlite"
+
+
 def session_page(
     *,
     engine: Engine,
@@ -634,7 +642,7 @@ def session_page(
         rows, total = gather(
             lambda: _frame(engine, query, SESSION_FIELDS),
             lambda: count_sessions(engine=engine, filters=filters, search=text),
-            inline=engine.dialect.name == "sqlite",  # two scans there: one after the other
+            inline=_scans_in_turn(engine),
         )
     return Page(rows=rows, total=total, offset=offset)
 
@@ -690,7 +698,7 @@ def user_page(
         frame, total = gather(
             rows,
             lambda: count_users(engine=engine, filters=filters, search=text),
-            inline=engine.dialect.name == "sqlite",  # two scans there: one after the other
+            inline=_scans_in_turn(engine),
         )
     return Page(rows=frame, total=total, offset=offset)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text, update
 
-from data import context, cost, latency
+from data import context, cost, latency, rollups
 from data.db import make_engine
 from data.demo import generate
 from data.filters import Filters
@@ -135,16 +135,7 @@ def test_rollup_and_raw_paths_agree(history: Engine) -> None:
     assert a["session"].tolist()[:50] == b["session"].tolist()[:50]
 
 
-ROLLUP_TABLES = (
-    "rollup_hourly",
-    "rollup_session_hourly",
-    "rollup_context_bins",
-    "rollup_percentiles",
-    "rollup_sessions",
-    "rollup_users",
-    "rollup_dirty",
-    "rollup_dirty_days",
-)
+ROLLUP_TABLES = (*rollups.TABLES, "rollup_dirty", "rollup_dirty_days")
 
 
 def _tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
