@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, case, func, insert, select, update
+from sqlalchemy import Engine, bindparam, case, func, select
 
 from data.models import AgentEvent, ChatSession, Message, ModelCall, utcnow
 
@@ -93,39 +93,63 @@ def get_session(*, engine: Engine, session_id: str) -> SessionSummary | None:
     )
 
 
+# A turn's own statements, built once: a statement built per call costs more Python (the
+# generative .values(), the ORM's column lookup, the cache key) than SQLite takes to run it,
+# and the chat turn runs five of them. Core statements on the tables, with bound parameters.
+_sessions = ChatSession.__table__.c
+_messages = Message.__table__.c
+_OWNER_AND_LAST_TURN = select(
+    _sessions.user_id,
+    select(func.max(_messages.turn))
+    .where(_messages.session_id == bindparam("session_id"))
+    .scalar_subquery(),
+).where(_sessions.id == bindparam("session_id"))
+_NEW_SESSION = ChatSession.__table__.insert()
+_NEW_MESSAGE = Message.__table__.insert()
+_TOUCH_SESSION = (
+    ChatSession.__table__.update()
+    .where(_sessions.id == bindparam("session_id"))
+    .values(updated_at=bindparam("now"))
+)
+
+
 def start_turn(*, engine: Engine, session_id: str, user_id: str, text: str) -> int:
     """Create the session if new, store the user's message and return its turn number."""
     now = utcnow()
     with engine.begin() as connection:
-        owner = connection.execute(
-            select(ChatSession.user_id).where(ChatSession.id == session_id)
-        ).scalar_one_or_none()
-        if owner is None:
+        found = connection.execute(_OWNER_AND_LAST_TURN, {"session_id": session_id}).first()
+        if found is None:
+            last = None
             title = " ".join(text.split())[:60]
             connection.execute(
-                insert(ChatSession).values(
-                    id=session_id,
-                    user_id=user_id,
-                    title=title,
-                    created_at=now,
-                    updated_at=now,
-                    demo=False,
-                )
+                _NEW_SESSION,
+                {
+                    "id": session_id,
+                    "user_id": user_id,
+                    "title": title,
+                    "created_at": now,
+                    "updated_at": now,
+                    "demo": False,
+                },
             )
-        elif owner != user_id:
+        elif found[0] != user_id:
             raise PermissionError(f"session {session_id} belongs to another user")
-        last = connection.execute(
-            select(func.max(Message.turn)).where(Message.session_id == session_id)
-        ).scalar_one_or_none()
+        else:
+            last = found[1]
         turn = int(last or 0) + 1
         connection.execute(
-            insert(Message).values(
-                session_id=session_id, turn=turn, role="user", content=text, created_at=now
-            )
+            _NEW_MESSAGE,
+            {
+                "session_id": session_id,
+                "turn": turn,
+                "role": "user",
+                "content": text,
+                "created_at": now,
+                "run_id": None,
+            },
         )
-        connection.execute(
-            update(ChatSession).where(ChatSession.id == session_id).values(updated_at=now)
-        )
+        if found is not None:
+            connection.execute(_TOUCH_SESSION, {"session_id": session_id, "now": now})
     return turn
 
 
@@ -134,14 +158,15 @@ def add_assistant_message(
 ) -> None:
     with engine.begin() as connection:
         connection.execute(
-            insert(Message).values(
-                session_id=session_id,
-                turn=turn,
-                role="assistant",
-                content=text,
-                created_at=utcnow(),
-                run_id=run_id,
-            )
+            _NEW_MESSAGE,
+            {
+                "session_id": session_id,
+                "turn": turn,
+                "role": "assistant",
+                "content": text,
+                "created_at": utcnow(),
+                "run_id": run_id,
+            },
         )
 
 

@@ -20,6 +20,11 @@ def record_calls(*, engine: Engine, calls: Sequence[CallRecord]) -> int:
     return len(calls)
 
 
+# Built once (see data/conversations.py): a turn records a few of these rows.
+_INSERT_CALL = ModelCall.__table__.insert()
+_INSERT_EVENT = AgentEvent.__table__.insert()
+
+
 class Recorder:
     """The agent's sink for measured calls: one committed row, then the metrics."""
 
@@ -30,7 +35,7 @@ class Recorder:
 
     def __call__(self, call: CallRecord) -> None:
         with self.engine.connect() as connection:
-            connection.execute(insert(ModelCall), [call.as_row()])
+            connection.execute(_INSERT_CALL, call.as_row())
         observe_call(call)
 
 
@@ -40,6 +45,6 @@ def record_event(*, engine: Engine, event: EventRecord) -> None:
     if event.kind not in EVENT_KINDS:
         raise ValueError(f"unknown event kind {event.kind!r}")
     with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
-        connection.execute(insert(AgentEvent), [event.as_row()])
+        connection.execute(_INSERT_EVENT, event.as_row())
     if event.kind == "memory_recall":
         MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)

@@ -219,3 +219,51 @@ def test_summarizer_calls_are_recorded_as_summarize(engine: Engine) -> None:
     assert sum(p == "chat" for p, _ in purposes) == 4
     summarize = [r for r in rows(engine) if r["purpose"] == "summarize"]
     assert all(r["input_tokens"] == 500 and r["session_id"] == "t1" for r in summarize)
+
+
+def test_a_turn_is_stored_as_the_transcript_reads_it(engine: Engine) -> None:
+    """start_turn and add_assistant_message (built-once statements): a new session is created
+    under its caller with the message's first words as title, turns count up per session,
+    a later turn moves the session's updated_at (the text is stored as given: the service
+    cleans it first), and another user's turn on the session is
+    refused with nothing written."""
+    from data import conversations
+
+    first = conversations.start_turn(
+        engine=engine, session_id="st-1", user_id="ann", text="  Where is\n my order A-1?  "
+    )
+    conversations.add_assistant_message(
+        engine=engine, session_id="st-1", turn=first, text="On its way.", run_id="run-1"
+    )
+    other = conversations.start_turn(engine=engine, session_id="st-2", user_id="ann", text="hi")
+    with engine.connect() as connection:
+        created = connection.execute(
+            text("SELECT updated_at FROM chat_sessions WHERE id = 'st-1'")
+        ).scalar_one()
+    second = conversations.start_turn(
+        engine=engine, session_id="st-1", user_id="ann", text="Thanks"
+    )
+    with pytest.raises(PermissionError):
+        conversations.start_turn(engine=engine, session_id="st-1", user_id="bob", text="mine?")
+    assert (first, second, other) == (1, 2, 1)
+    with engine.connect() as connection:
+        sessions = connection.execute(
+            text("SELECT id, user_id, title, updated_at FROM chat_sessions ORDER BY id")
+        ).all()
+        messages = connection.execute(
+            text(
+                "SELECT session_id, turn, role, content, run_id FROM messages "
+                "ORDER BY session_id, turn, id"
+            )
+        ).all()
+    assert [(s.id, s.user_id, s.title) for s in sessions] == [
+        ("st-1", "ann", "Where is my order A-1?"),
+        ("st-2", "ann", "hi"),
+    ]
+    assert sessions[0].updated_at > created
+    assert [tuple(m) for m in messages] == [
+        ("st-1", 1, "user", "  Where is\n my order A-1?  ", None),
+        ("st-1", 1, "assistant", "On its way.", "run-1"),
+        ("st-1", 2, "user", "Thanks", None),
+        ("st-2", 1, "user", "hi", None),
+    ]
