@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import Engine, bindparam, case, func, select
+from sqlalchemy import Engine, Table, bindparam, case, func, insert, select, update
 
 from data.models import AgentEvent, ChatSession, Message, ModelCall, utcnow
 
@@ -96,18 +96,20 @@ def get_session(*, engine: Engine, session_id: str) -> SessionSummary | None:
 # A turn's own statements, built once: a statement built per call costs more Python (the
 # generative .values(), the ORM's column lookup, the cache key) than SQLite takes to run it,
 # and the chat turn runs five of them. Core statements on the tables, with bound parameters.
-_sessions = ChatSession.__table__.c
-_messages = Message.__table__.c
+_SESSIONS = cast(Table, ChatSession.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_sessions = _SESSIONS.c
+_messages = _MESSAGES.c
 _OWNER_AND_LAST_TURN = select(
     _sessions.user_id,
     select(func.max(_messages.turn))
     .where(_messages.session_id == bindparam("session_id"))
     .scalar_subquery(),
 ).where(_sessions.id == bindparam("session_id"))
-_NEW_SESSION = ChatSession.__table__.insert()
-_NEW_MESSAGE = Message.__table__.insert()
+_NEW_SESSION = insert(_SESSIONS)
+_NEW_MESSAGE = insert(_MESSAGES)
 _TOUCH_SESSION = (
-    ChatSession.__table__.update()
+    update(_SESSIONS)
     .where(_sessions.id == bindparam("session_id"))
     .values(updated_at=bindparam("now"))
 )

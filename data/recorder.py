@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, Table, insert
 
 from data.metrics import MEMORY_RETRIEVAL_LATENCY, observe_call
 from data.models import EVENT_KINDS, AgentEvent, ModelCall
@@ -21,8 +22,8 @@ def record_calls(*, engine: Engine, calls: Sequence[CallRecord]) -> int:
 
 
 # Built once (see data/conversations.py): a turn records a few of these rows.
-_INSERT_CALL = ModelCall.__table__.insert()
-_INSERT_EVENT = AgentEvent.__table__.insert()
+_INSERT_CALL = insert(cast(Table, ModelCall.__table__))
+_INSERT_EVENT = insert(cast(Table, AgentEvent.__table__))
 
 
 class Recorder:
