@@ -1,13 +1,14 @@
 """Budget enforcement in the agent loop: `BudgetMiddleware` asks data/budgets.py before each
 model call and refuses the turn before any model call when a budget would be exceeded.
 
-It goes first in the middleware list, so its `before_model` runs before memory recall (which
-embeds the message) and before summarization (which calls the summarizer): a refused turn
-makes no model call at all. The estimate is the request's counted input tokens (the state's
-messages and the system prompt, counted the way the summarization middleware counts them) plus
-the completion limit, priced by genai-prices (data/prices.py). The reservation made for that
-estimate is released by `wrap_model_call` (the outermost wrapper) once the call, its retries
-and its fallback have ended, and their rows are recorded.
+It is the outermost `wrap_model_call`, so it asks before memory recall (which embeds the
+message) and before summarization (which calls the summarizer), both of which run inside the
+model call: a refused turn makes no model call at all. It is a wrapper rather than a
+`before_model` hook because each hook is one more step of the graph in every turn. The
+estimate is the request's counted input tokens (its messages and the system prompt, counted the
+way the summarization middleware counts them) plus the completion limit, priced by genai-prices
+(data/prices.py). The reservation made for that estimate is released once the call, its
+retries and its fallback have ended, and their rows are recorded.
 
 Warnings (a budget past its warning threshold) are kept per (session, turn) until the chat
 service takes them into the turn's outcome."""
@@ -17,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any, NotRequired
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages.utils import count_tokens_approximately
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -100,14 +101,8 @@ def price_estimator(
     return estimate
 
 
-class ReservationState(AgentState[Any]):
-    budget_reservation: NotRequired[str | None]
-
-
 class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Refuse a model call that would exceed a budget; reserve its estimate while it runs."""
-
-    state_schema = ReservationState
 
     def __init__(
         self, *, guard: Guard, estimate: Estimator, events: EventSink | None = None
@@ -118,11 +113,14 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.events = events
         self._system_tokens = count_tokens_approximately([("system", SYSTEM_PROMPT)])
 
-    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+    def admit(self, messages: Sequence[Any]) -> str | None:
+        """Check the user's budgets for one call with these messages: the reservation's id
+        (None when no budget covers the user, or the check failed open). Raises
+        BudgetExceeded, recorded as a `budget_refusal` event, when a budget would be passed."""
         user_id, session_id, turn = turn_meta()
 
         def estimate() -> float:
-            tokens = count_tokens_approximately(state["messages"]) + self._system_tokens
+            tokens = count_tokens_approximately(list(messages)) + self._system_tokens
             return self.estimate(tokens)
 
         try:
@@ -151,19 +149,19 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             raise error
         if admission.warnings:
             _keep_warnings(session_id, turn, admission.warnings)
-        return {"budget_reservation": admission.reservation_id}
+        return admission.reservation_id
 
     def wrap_model_call(
         self,
         request: ModelRequest,  # type: ignore[type-arg]
         handler: Callable[[ModelRequest], ModelResponse],  # type: ignore[type-arg]
     ) -> ModelResponse:  # type: ignore[type-arg]
+        reservation = self.admit(request.messages)
         try:
             return handler(request)
         finally:
             # The call's rows (every retry, the fallback) are committed by now.
-            reservation = request.state.get("budget_reservation")
-            self.guard.release(reservation if isinstance(reservation, str) else None)
+            self.guard.release(reservation)
 
 
 def make_budget_middleware(

@@ -1,8 +1,11 @@
 """Builds the support agent: `create_agent` with LangChain's middleware and ours.
 
-Order matters. `before_model` hooks run first to last, `wrap_model_call` wraps outermost first:
-- memory and context injection (recall before each model call, facts stored after it),
+Order matters. Everything runs inside the model call (`wrap_model_call`, outermost first), so
+the graph has one step per model call instead of one per hook:
+- budgets first: a refused call makes no model call at all,
 - summarization, recorded as an event, folds old messages once the request passes the trigger,
+- memory and context injection (recall before each model call, facts stored after it),
+- the window guard checks the request actually sent and asks again after an empty answer,
 - fallback wraps retry, so the fallback model is retried too,
 - tool telemetry times every tool call."""
 
@@ -23,7 +26,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.context import TurnContext
-from agent.middleware import EventSink, RecordedSummarization, is_transient
+from agent.middleware import EventSink, RecordedSummarization, WindowGuard, is_transient
 from agent.prompts import SYSTEM_PROMPT
 from agent.window import WindowCounter
 
@@ -46,12 +49,14 @@ def build_agent(
     fallback_model: BaseChatModel | None = None,
     max_retries: int = 2,
     retry_initial_delay_s: float = 1.0,
+    outer: Sequence[AgentMiddleware] = (),  # type: ignore[type-arg]
     before: Sequence[AgentMiddleware] = (),  # type: ignore[type-arg]
     after: Sequence[AgentMiddleware] = (),  # type: ignore[type-arg]
     events: EventSink | None = None,
 ) -> CompiledStateGraph:  # type: ignore[type-arg]
-    """The agent. `before` middleware runs ahead of summarization (memory, context injection);
-    `after` goes innermost (tool telemetry). Tools are bound only when given: the embedded
+    """The agent. `outer` middleware goes first (budgets), then summarization, then `before`
+    (memory, context injection), the window guard, fallback and retry; `after` goes innermost
+    (tool telemetry). Tools are bound only when given: the embedded
     model cannot call them.
 
     Summarization fires on any of `trigger` (OR); the request is counted by `counter` (the
@@ -61,7 +66,7 @@ def build_agent(
     counter = counter or WindowCounter(window=window)
     overhead = counter([SystemMessage(SYSTEM_PROMPT)]) + counter.inject_tokens
     summary_window = summary_window or window
-    middleware: list[AgentMiddleware] = [*before]  # type: ignore[type-arg]
+    middleware: list[AgentMiddleware] = [*outer]  # type: ignore[type-arg]
     middleware.append(
         RecordedSummarization(
             chat_model,
@@ -78,6 +83,8 @@ def build_agent(
             events=events,
         )
     )
+    middleware.extend(before)
+    middleware.append(WindowGuard(counter, events=events))
     if fallback_model is not None:
         middleware.append(ModelFallbackMiddleware(fallback_model))
     if max_retries > 0:

@@ -1,4 +1,5 @@
-"""Agent middleware of our own: summarization that records its events, and what to retry.
+"""Agent middleware of our own: summarization that records its events, the window guard, and
+what to retry.
 
 Everything here rides on LangChain's middleware (SummarizationMiddleware, ModelRetryMiddleware,
 ModelFallbackMiddleware); this module adds only the measurements and the choices."""
@@ -15,12 +16,15 @@ from typing import Any
 import httpx
 import openai
 from langchain.agents.middleware import (
+    AgentMiddleware,
+    ExtendedModelResponse,
     ModelRequest,
     ModelResponse,
     SummarizationMiddleware,
 )
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES as REMOVE_ALL
+from langgraph.types import Command
 
 from agent.context import UNKNOWN, current_turn
 from agent.window import ContextWindowExceeded, WindowCounter
@@ -95,11 +99,11 @@ class RecordedSummarization(SummarizationMiddleware):
     - the trigger is honoured even when fewer than `keep` messages exist, and when keeping
       `keep` messages would itself pass the trigger, only as many recent messages as fit in
       `keep_budget_tokens` are kept (never fewer than the current exchange);
-    - the request actually sent (after recall injected its text) is checked against the
-      window, and refused instead of sent when it does not fit;
-    - an answer with neither text nor a tool call is asked for once more, then refused;
+    - the fold runs inside the model call, not in a graph step of its own (see `fold`);
     - each fold is recorded as a `summarization` event (tokens before and after, messages
       folded, latency, model, the summary, and whether fewer messages were kept).
+
+    `WindowGuard` checks the request actually sent, after recall injected its text.
 
     `plan_fold` is the whole decision, with no model call: the summarization replay runs it
     over recorded conversations."""
@@ -184,10 +188,18 @@ class RecordedSummarization(SummarizationMiddleware):
             cut = i
         return self._find_safe_cutoff_point(messages, cut) if cut < len(messages) else cut
 
-    # The hooks ---------------------------------------------------------------------------------
+    # The fold ----------------------------------------------------------------------------------
 
-    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        messages: list[AnyMessage] = state["messages"]
+    # LangChain folds in a `before_model` hook, which is one more step of the graph in every
+    # turn (its checkpoint, its task, its thread), for a fold that happens once in many turns.
+    # Here the fold runs inside the model call instead (`wrap_model_call`), and the folded
+    # conversation reaches the state as the call's own update; the hook is switched off.
+    before_model = AgentMiddleware.before_model  # type: ignore[assignment]
+    abefore_model = AgentMiddleware.abefore_model  # type: ignore[assignment]
+
+    def fold(self, messages: list[AnyMessage]) -> list[AnyMessage] | None:
+        """The conversation after this request's fold (the summary, then the kept messages),
+        recorded as a `summarization` event; None when it needs no fold."""
         self._ensure_message_ids(messages)
         plan = self.plan_fold(messages)
         if plan is None:
@@ -218,13 +230,41 @@ class RecordedSummarization(SummarizationMiddleware):
                 }
             ),
         )
-        return {"messages": [RemoveMessage(id=REMOVE_ALL), *kept]}
+        return kept
+
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse | ExtendedModelResponse:
+        kept = self.fold(request.messages)
+        if kept is None:
+            return handler(request)
+        response = handler(request.override(messages=kept))
+        # The node adds the answer to the state first; this update then replaces the whole
+        # conversation by the folded one, the answer included.
+        return ExtendedModelResponse(
+            model_response=response,
+            command=Command(
+                update={"messages": [RemoveMessage(id=REMOVE_ALL), *kept, *response.result]}
+            ),
+        )
+
+
+class WindowGuard(AgentMiddleware):  # type: ignore[type-arg]
+    """Around the request actually sent (after recall injected its text): refuse it when it
+    does not fit the window, recorded as a `context_guard` event; ask once more when the model
+    answers with neither text nor a tool call, then refuse."""
+
+    def __init__(self, counter: WindowCounter, *, events: EventSink | None = None) -> None:
+        super().__init__()
+        self.counter = counter
+        self.window = counter.window
+        self.events = events
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
     ) -> ModelResponse:
         sent = [*([request.system_message] if request.system_message else []), *request.messages]
-        tokens = int(self.token_counter(sent))
+        tokens = int(self.counter(sent))
         if tokens > self.window:
             emit(
                 self.events,

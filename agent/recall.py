@@ -121,19 +121,18 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     ) -> None:
         super().__init__()
         # Embedding the customer's message is the largest part of what a turn adds (about 5 ms
-        # on the local model, a round trip on an API). `prefetch` (CachedEmbedder.prefetch)
-        # starts it before the summarization step, on another thread, and the recall then
-        # takes the vector instead of waiting for a fresh embedding. Only when this turn
-        # will embed the message anyway: the user has memories, or a provider (the help
-        # center) embeds every message.
-        # `warm_early`: the chat service calls `warm` as soon as the message is stored, before
-        # the graph starts (its set-up, the budget check and the summarization step overlap
-        # the embedding). Only for an embedder that costs nothing (the local model): the call
-        # is held until the recall uses it, and a turn that the budget refuses drops it.
+        # on the local model, a round trip on an API). With `warm_early`, the chat service
+        # calls `warm` as soon as the message is stored, before the graph starts:
+        # `prefetch` (CachedEmbedder.prefetch) embeds it on another thread while the graph
+        # sets up and checks the budget, and the recall then takes the vector instead of
+        # waiting for a fresh embedding. Only when this turn will embed the message anyway
+        # (the user has memories, or a provider, the help center, embeds every message), and
+        # only for an embedder that costs nothing (the local model): the call is held until
+        # the recall uses it, and a turn that the budget refuses drops it. An API embedder
+        # embeds in the recall, after the budget check.
         self.prefetch = prefetch
         self.embeds_every_message = embeds_every_message
         self.warm_early = warm_early and prefetch is not None
-        self._warmed: dict[str, int] = {}  # session -> its turn that `warm` started
         # Summarization reserves this much of the window for what recall adds to a request
         # (agent/window.py), at the approximate counter's 4 characters a token; the request
         # actually sent is counted again before it goes out.
@@ -163,34 +162,11 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     def warm(self, ref: TurnRef, text: str) -> None:
         """Start embedding a stored message before the agent runs (with `warm_early`; see
-        __init__). The chat service calls it; any other caller of the agent is served by
-        `before_model`."""
+        __init__). The chat service calls it; for any other caller of the agent the recall
+        embeds the message itself."""
         if not self.warm_early or self.prefetch is None or not self._embeds(ref.user_id):
             return
-        with self._lock:
-            self._warmed[ref.session_id] = ref.turn
         self.prefetch([text], ref=ref, hold=True)
-
-    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        """Start embedding the message (after the budget check, which comes first and may
-        refuse the turn before any model call), unless `warm` has started it."""
-        if self.prefetch is None:
-            return None
-        human = _latest_human(state["messages"])
-        if human is None:
-            return None
-        user_id, session_id, turn = turn_meta()
-        with self._lock:
-            done = self._recalled.get((session_id, turn))
-            warmed = self._warmed.get(session_id) == turn
-        if done is not None or warmed:
-            return None  # recalled already (a later model call of the turn), or started
-        if self._embeds(user_id):
-            try:
-                self.prefetch([str(human.text)], ref=TurnRef(user_id, session_id, turn))
-            except Exception:  # only a head start: the recall embeds the message itself
-                log.exception("could not start embedding the message early")
-        return None
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]

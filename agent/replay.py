@@ -11,7 +11,7 @@ memories: the recorded request after a fold minus the conversation the fold kept
 
 That conversation is replayed call by call, and before each call the agent's own decision is
 made: `RecordedSummarization.plan_fold` (agent/middleware.py), the same method the agent's
-`before_model` calls, on an instance built exactly as agent/graph.py builds it (trigger, keep,
+fold calls, on an instance built exactly as agent/graph.py builds it (trigger, keep,
 the fixed overhead of system prompt and recall reserve, the keep budget, the summary reserve)
 for the setting under test, with a token counter that reads the recorded sizes. It rides on
 LangChain's SummarizationMiddleware (`_should_summarize`, `_determine_cutoff_index`, which keeps

@@ -35,7 +35,7 @@ from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order
 from agent.window import WindowCounter
 from data.orders import OrderSource, order_source
 from data.prices import load_overrides
-from data.recorder import Recorder, record_event
+from data.recorder import EventRecorder, Recorder
 from data.records import CallRecord, EventRecord
 from data.service_times import ServiceLevels
 from data.settings import LOCAL_PROVIDER, Settings, redact_url
@@ -96,9 +96,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     chat_spec = resolve_spec(settings, role="chat")
     summary_spec = resolve_spec(settings, role="summarize")
     recorder = Recorder(engine)
-    ledger = TurnLedger(
-        calls=recorder, events=lambda event: record_event(engine=engine, event=event)
-    )
+    ledger = TurnLedger(calls=recorder, events=EventRecorder(engine))
     overrides = load_overrides(settings.price_overrides_file)
     counter = local_usage_counter(settings.local_model_port) if settings.uses_local_model else None
 
@@ -133,7 +131,8 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         settings,
         engine=engine,
         # The chat model is retried by ModelRetryMiddleware (every attempt recorded); the
-        # summarizer runs inside before_model, so the OpenAI client retries it itself.
+        # summarizer runs outside that middleware (in the fold), so the OpenAI client retries
+        # it itself.
         chat_model=model_for(chat_spec, "chat", cache=cache),
         summary_model=model_for(summary_spec, "summarize", max_retries=settings.model_max_retries),
         fallback_model=fallback,
@@ -209,10 +208,7 @@ def assemble(
     bench pass a scripted one and get every other part exactly as the app has it (they may
     also pass an embedder and knowledge base built once, which take about a second to build)."""
 
-    def recorded(event: EventRecord) -> None:
-        record_event(engine=engine, event=event)
-
-    events = events or recorded
+    events = events or EventRecorder(engine)
 
     embedder = embedder or make_embedder(settings, sink=sink)
     knowledge = knowledge or from_settings(settings, embedder)
@@ -290,7 +286,8 @@ def assemble(
         fallback_model=fallback_model,
         max_retries=settings.model_max_retries,
         retry_initial_delay_s=retry_initial_delay_s,
-        before=[budget, middleware],
+        outer=[budget],
+        before=[middleware],
         after=[ToolTelemetryMiddleware(engine=engine)] if tools else [],
         events=events,
     )

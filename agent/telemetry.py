@@ -1,8 +1,8 @@
 """Telemetry for every model call: latency, time to first token, usage, cost and context %.
 
 A LangChain callback handler attached to each model by the factory, not an agent middleware:
-`wrap_model_call` never sees the summarizer's call (SummarizationMiddleware makes it inside
-`before_model`), while a model's own callbacks see every call it makes."""
+the middleware that wraps the chat model's calls never sees the summarizer's call (the fold makes
+it outside them), while a model's own callbacks see every call it makes."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from agent.middleware import turn_meta
 from agent.recall import ContextUnavailable, Provided
 from data import orders, tickets
 from data.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
-from data.recorder import record_event
+from data.recorder import EventRecorder
 from data.records import EventRecord
 from data.service_times import ServiceLevels
 from data.settings import get_settings
@@ -305,6 +305,7 @@ class ToolTelemetryMiddleware(AgentMiddleware):
     def __init__(self, *, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        self._events = EventRecorder(engine)
 
     def wrap_tool_call(
         self,
@@ -370,7 +371,7 @@ class ToolTelemetryMiddleware(AgentMiddleware):
             ),
         )
         try:
-            record_event(engine=self.engine, event=event)
+            self._events(event)
         except Exception:  # telemetry must never cost the customer their answer
             log.warning("could not record tool call %s", event.name, exc_info=True)
 

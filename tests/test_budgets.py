@@ -502,7 +502,7 @@ def test_budgets_fail_open_when_their_database_is_unavailable(tmp_path: Path) ->
 
     broken = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")  # no tables at all
     middleware = BudgetMiddleware(guard=Guard(broken), estimate=lambda n: 0.01)
-    assert middleware.before_model({"messages": [HumanMessage("hi")]}, None) is None
+    assert middleware.admit([HumanMessage("hi")]) is None
     assert take_warnings("unknown", 0) == [
         "Budgets could not be checked (the database is unavailable)."
     ]

@@ -185,6 +185,45 @@ def test_a_long_conversation_is_folded_before_it_passes_the_trigger(
     assert not any(fact in corpus()[-1] for fact in PLANTED.values())
 
 
+def test_a_fold_leaves_the_summary_the_kept_messages_and_the_answer(
+    engine: Engine, tmp_path: Path, shared: tuple[Embedder, KnowledgeBase]
+) -> None:
+    """The fold runs inside the model call and reaches the state as that call's update: the
+    stored conversation is the summary, the messages kept, then the answer, each once, with
+    the customer's own words (not the request that recall filled in). The whole turn is one
+    graph step: no hook has a step of its own."""
+    chat = Scripted(engine, tmp_path, shared, **CONFIGS["fraction, keep 600 tokens"])
+    agent = chat.parts.agent
+    assert [n for n in agent.get_graph().nodes if not n.startswith("__")] == ["model"]
+    config = {"configurable": {"thread_id": "s-fold"}}
+    try:
+        for message in corpus():
+            answer = chat.say("s-fold", message)
+            if folds(engine, "s-fold"):
+                break
+        else:
+            pytest.fail("the conversation was never summarized")
+        messages = agent.get_state(config).values["messages"]
+        event = folds(engine, "s-fold")[0]
+        detail = json.loads(str(event.detail))
+        summary = messages[0]
+        assert isinstance(summary, HumanMessage)
+        assert summary.additional_kwargs.get("lc_source") == "summarization"
+        assert detail["summary"] in str(summary.text)
+        assert len(messages) == 1 + detail["kept_messages"] + 1
+        assert isinstance(messages[-1], AIMessage) and messages[-1].text.strip() == answer
+        assert messages[-2].text == message, "the state keeps the customer's own words"
+        assert len({m.id for m in messages}) == len(messages), "no message is stored twice"
+        # The next turn reads the folded conversation and adds to it.
+        chat.say("s-fold", "Thanks, one more question about delivery.")
+        after = agent.get_state(config).values["messages"]
+        assert after[: len(messages)] == messages and len(after) == len(messages) + 2
+        sent = next(m for m in chat.model.prompts[-1] if isinstance(m, HumanMessage))
+        assert str(summary.text) in str(sent.text), "the next request starts from the summary"
+    finally:
+        chat.close()
+
+
 def test_the_customers_identifiers_outlive_the_agents_promises(
     engine: Engine, tmp_path: Path, shared: tuple[Embedder, KnowledgeBase]
 ) -> None:
