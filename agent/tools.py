@@ -304,7 +304,6 @@ class ToolTelemetryMiddleware(AgentMiddleware):
 
     def __init__(self, *, engine: Engine) -> None:
         super().__init__()
-        self.engine = engine
         self._events = EventRecorder(engine)
 
     def wrap_tool_call(

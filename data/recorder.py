@@ -42,26 +42,22 @@ class Recorder:
 
 class EventRecorder:
     """The agent's sink for its events (memory recalls, tool calls, folds): one committed row
-    each, like `Recorder`. The autocommit engine is made once: `Engine.execution_options`
-    builds a new engine, with its event listeners, at every call."""
+    each, like `Recorder`; a recall also feeds memory_retrieval_latency_seconds. The
+    autocommit engine is made once: `Engine.execution_options` builds a new engine, with its
+    event listeners, at every call."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def __call__(self, event: EventRecord) -> None:
-        _write_event(self.engine, event)
+        if event.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {event.kind!r}")
+        with self.engine.connect() as connection:
+            connection.execute(_INSERT_EVENT, event.as_row())
+        if event.kind == "memory_recall":
+            MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
 
 
 def record_event(*, engine: Engine, event: EventRecord) -> None:
-    """Store one memory recall or tool call; a recall also feeds
-    memory_retrieval_latency_seconds."""
-    _write_event(engine.execution_options(isolation_level="AUTOCOMMIT"), event)
-
-
-def _write_event(autocommit: Engine, event: EventRecord) -> None:
-    if event.kind not in EVENT_KINDS:
-        raise ValueError(f"unknown event kind {event.kind!r}")
-    with autocommit.connect() as connection:
-        connection.execute(_INSERT_EVENT, event.as_row())
-    if event.kind == "memory_recall":
-        MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
+    """Store one event outside the agent (a refused message, scripts, tests)."""
+    EventRecorder(engine)(event)
