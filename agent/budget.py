@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # (counted input tokens) -> estimated USD of one call
 Estimator = Callable[[int], float]
+# (session_id, turn, action): run the action once the turn's records are written, or False
+AfterWrite = Callable[[str, int, Callable[[], None]], bool]
 
 
 class BudgetExceeded(RuntimeError):
@@ -105,12 +107,18 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Refuse a model call that would exceed a budget; reserve its estimate while it runs."""
 
     def __init__(
-        self, *, guard: Guard, estimate: Estimator, events: EventSink | None = None
+        self,
+        *,
+        guard: Guard,
+        estimate: Estimator,
+        events: EventSink | None = None,
+        after_write: AfterWrite | None = None,
     ) -> None:
         super().__init__()
         self.guard = guard
         self.estimate = estimate
         self.events = events
+        self.after_write = after_write
         self._system_tokens = count_tokens_approximately([("system", SYSTEM_PROMPT)])
 
     def admit(self, messages: Sequence[Any]) -> str | None:
@@ -160,8 +168,19 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         try:
             return handler(request)
         finally:
-            # The call's rows (every retry, the fallback) are committed by now.
-            self.guard.release(reservation)
+            self._release(reservation)
+
+    def _release(self, reservation: str | None) -> None:
+        """Release once the call's rows (every retry, the fallback) are committed: now, or,
+        when the turn's records are written together at its end (agent/ledger.py), then."""
+        if reservation is None:
+            return
+        _, session_id, turn = turn_meta()
+        if self.after_write is not None and self.after_write(
+            session_id, turn, lambda: self.guard.release(reservation)
+        ):
+            return
+        self.guard.release(reservation)
 
 
 def make_budget_middleware(
@@ -171,6 +190,7 @@ def make_budget_middleware(
     events: EventSink | None,
     reservation_ttl_s: float,
     webhook_url: str | None,
+    after_write: AfterWrite | None = None,
 ) -> BudgetMiddleware:
     guard = Guard(engine, reservation_ttl_s=reservation_ttl_s, webhook_url=webhook_url)
-    return BudgetMiddleware(guard=guard, estimate=estimate, events=events)
+    return BudgetMiddleware(guard=guard, estimate=estimate, events=events, after_write=after_write)

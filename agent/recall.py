@@ -179,6 +179,10 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         folded = any(
             m.additional_kwargs.get("lc_source") == "summarization" for m in request.messages
         )
+        # The providers first: the order lookup needs no embedding, so it runs while the
+        # message is still being embedded (warm); the help-center search then waits for the
+        # same vector the recall uses.
+        provided = self._provide_once(user_id, session_id, turn, text)
         memories: list[Memory] = []
         if self.store is not None:
             memories = self._recall_once(user_id, session_id, turn, text, folded=folded)
@@ -192,8 +196,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             # problem and promise sentences go first.
             ranked = sorted(memories, key=lambda m: KIND_ORDER.get(m.kind, len(KIND_ORDER)))
             blocks.append("\n".join([MEMORY_HEADER, *(f"- {m.text}" for m in ranked)]))
-        blocks += self._provide_once(user_id, session_id, turn, text)
-        blocks = fit_blocks(blocks, self.inject_chars)
+        blocks = fit_blocks([*blocks, *provided], self.inject_chars)
         if not blocks:
             sent = request
         elif self.placement == "user":

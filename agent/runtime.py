@@ -35,7 +35,7 @@ from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order
 from agent.window import WindowCounter
 from data.orders import OrderSource, order_source
 from data.prices import load_overrides
-from data.recorder import EventRecorder, Recorder
+from data.recorder import EventRecorder, Recorder, TurnRecorder
 from data.records import CallRecord, EventRecord
 from data.service_times import ServiceLevels
 from data.settings import LOCAL_PROVIDER, Settings, redact_url
@@ -90,13 +90,20 @@ def release_shared() -> None:
                 log.warning("closing a memory store failed: %s", error)
 
 
+def make_ledger(engine: Engine) -> TurnLedger:
+    """Where the agent's calls and events go: the database, a chat turn's in one transaction
+    at its end (agent/ledger.py), and the Prometheus metrics."""
+    return TurnLedger(
+        calls=Recorder(engine), events=EventRecorder(engine), write_turn=TurnRecorder(engine)
+    )
+
+
 def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
     """Start the embedded model server if needed and build the chat service."""
     server = local_server.start_for(settings) if settings.uses_local_model else None
     chat_spec = resolve_spec(settings, role="chat")
     summary_spec = resolve_spec(settings, role="summarize")
-    recorder = Recorder(engine)
-    ledger = TurnLedger(calls=recorder, events=EventRecorder(engine))
+    ledger = make_ledger(engine)
     overrides = load_overrides(settings.price_overrides_file)
     counter = local_usage_counter(settings.local_model_port) if settings.uses_local_model else None
 
@@ -136,8 +143,7 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         chat_model=model_for(chat_spec, "chat", cache=cache),
         summary_model=model_for(summary_spec, "summarize", max_retries=settings.model_max_retries),
         fallback_model=fallback,
-        sink=ledger.call,
-        events=ledger.event,
+        ledger=ledger,
         budget_estimate=price_estimator(
             provider=chat_spec.provider,
             model=chat_spec.model,
@@ -202,12 +208,18 @@ def assemble(
     knowledge: KnowledgeBase | None = None,
     orders_source: OrderSource | None = None,
     budget_estimate: Estimator | None = None,
+    ledger: TurnLedger | None = None,
 ) -> AgentParts:
     """The agent around given models: memory, context injection or tools, summarization,
     retries, fallback and recording. The app passes real models; tests and the turn-overhead
     bench pass a scripted one and get every other part exactly as the app has it (they may
-    also pass an embedder and knowledge base built once, which take about a second to build)."""
+    also pass an embedder and knowledge base built once, which take about a second to build).
+    With a `ledger` (make_ledger), calls and events go to it unless `sink` and `events` say
+    otherwise, and budget reservations are released once a turn's records are written."""
 
+    if ledger is not None:
+        sink = sink or ledger.call
+        events = events or ledger.event
     events = events or EventRecorder(engine)
 
     embedder = embedder or make_embedder(settings, sink=sink)
@@ -272,6 +284,7 @@ def assemble(
         events=events,
         reservation_ttl_s=settings.budget_reservation_ttl_s,
         webhook_url=str(settings.budget_webhook_url) if settings.budget_webhook_url else None,
+        after_write=ledger.after_write if ledger is not None else None,
     )
     agent = build_agent(
         chat_model=chat_model,
@@ -288,7 +301,7 @@ def assemble(
         retry_initial_delay_s=retry_initial_delay_s,
         outer=[budget],
         before=[middleware],
-        after=[ToolTelemetryMiddleware(engine=engine)] if tools else [],
+        after=[ToolTelemetryMiddleware(events=events)] if tools else [],
         events=events,
     )
     return AgentParts(

@@ -292,6 +292,9 @@ class ChatService:
             raise DependencyError(
                 f"The database is unavailable: {_reason(error)}", dependency="database"
             ) from None
+        if self.ledger is not None:
+            # The turn's calls and events are written together when it ends (TurnLedger).
+            self.ledger.open(session_id, turn)
         if self.warm is not None:
             try:
                 self.warm(TurnRef(user_id=user_id, session_id=session_id, turn=turn), text)

@@ -302,9 +302,20 @@ class ToolTelemetryMiddleware(AgentMiddleware):
     """Times every tool call and records it in agent_events (kind "tool_call"); turns a tool
     that raises into an error ToolMessage so the model can recover and the turn completes."""
 
-    def __init__(self, *, engine: Engine) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine | None = None,
+        events: Callable[[EventRecord], None] | None = None,
+    ) -> None:
+        """`events`: the agent's event sink (the app's ledger, so the turn's outcome lists its
+        tool calls); else each event is written to `engine` at once."""
         super().__init__()
-        self._events = EventRecorder(engine)
+        if events is None:
+            if engine is None:
+                raise TypeError("ToolTelemetryMiddleware needs an engine or an event sink")
+            events = EventRecorder(engine)
+        self._events = events
 
     def wrap_tool_call(
         self,

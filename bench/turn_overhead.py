@@ -32,13 +32,12 @@ from langchain_core.messages import AIMessage, BaseMessage
 from sqlalchemy import text
 
 from agent.models import ModelSpec
-from agent.runtime import assemble
+from agent.runtime import assemble, make_ledger
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
 from agent.telemetry import CallTelemetry
 from data.db import describe, make_engine
 from data.migrate import upgrade
-from data.recorder import Recorder
 from data.settings import load_settings, to_sqlalchemy_url
 
 MESSAGES = [
@@ -96,7 +95,8 @@ def main() -> None:
     settings = load_settings(
         data_dir=workdir / "data", database_url=url, metrics_port=0, openai_api_key=None
     )
-    recorder = Recorder(engine)
+    # The app's sinks: a turn's calls and events are written together at its end.
+    ledger = make_ledger(engine)
     # The app's per-call telemetry is a callback on the model: the scripted one gets it too.
     spec = ModelSpec(
         provider="local",
@@ -108,14 +108,14 @@ def main() -> None:
     )
     model = TimedModel(
         responses=[AIMessage("Thanks, I have noted that. I will look into it.")],
-        callbacks=[CallTelemetry(spec=spec, purpose="chat", sink=recorder)],
+        callbacks=[CallTelemetry(spec=spec, purpose="chat", sink=ledger.call)],
     )
     parts = assemble(
         settings,
         engine=engine,
         chat_model=model,
         summary_model=ScriptedChatModel(),
-        sink=recorder,
+        ledger=ledger,
     )
     assert parts.memory is not None, parts.memory_error
     parts.knowledge.matrix()
@@ -131,7 +131,11 @@ def main() -> None:
     seeded_s = time.perf_counter() - started
 
     service = ChatService(
-        agent=parts.agent, engine=engine, model_label="scripted", warm=parts.middleware.warm
+        agent=parts.agent,
+        engine=engine,
+        model_label="scripted",
+        ledger=ledger,
+        warm=parts.middleware.warm,
     )
     overheads: list[float] = []
     for i in range(args.warmup + args.turns):

@@ -58,6 +58,29 @@ class EventRecorder:
             MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
 
 
+class TurnRecorder:
+    """Writes one turn's model calls and events in one transaction (an executemany each), then
+    the metrics, as `Recorder` and `EventRecorder` do for one row (agent/ledger.py)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self, calls: Sequence[CallRecord], events: Sequence[EventRecord]) -> None:
+        for event in events:
+            if event.kind not in EVENT_KINDS:
+                raise ValueError(f"unknown event kind {event.kind!r}")
+        with self.engine.begin() as connection:
+            if calls:
+                connection.execute(_INSERT_CALL, [call.as_row() for call in calls])
+            if events:
+                connection.execute(_INSERT_EVENT, [event.as_row() for event in events])
+        for call in calls:
+            observe_call(call)
+        for event in events:
+            if event.kind == "memory_recall":
+                MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
+
+
 def record_event(*, engine: Engine, event: EventRecord) -> None:
     """Store one event outside the agent (a refused message, scripts, tests)."""
     EventRecorder(engine)(event)

@@ -22,10 +22,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from api.server import BindRefused, check_bind
-from data.models import Message, ModelCall
+from data.models import AgentEvent, Message, ModelCall
 from data.settings import load_settings
 from tests.conftest import ROOT, free_port
-from tests.fake_openai import FakeOpenAI, drop, error, text
+from tests.fake_openai import FakeOpenAI, drop, error, text, tool_call
 from tests.helpers.api import ServedApi, api_settings, serve_api
 
 ANSWER = "Hello! How can I help you today?"
@@ -80,6 +80,37 @@ def test_the_seeds_calls_work_as_written(served: ServedApi, engine: Engine) -> N
     assert [c.input_tokens for c in chat_calls[:1]] == [first.json()["usage"]["input_tokens"]]
     total = sum(c.cost_usd or 0 for c in recorded if c.turn == 1)
     assert first.json()["cost_usd"] == pytest.approx(total)
+
+
+def test_a_tool_calling_turn_answers_with_its_tools_and_records_them_once(
+    model: FakeOpenAI, tmp_path: Path, db_url: str, engine: Engine
+) -> None:
+    """With tools on, the model looks an order up: the answer lists the tool call, and the
+    turn's rows (two chat calls, the tool call) are written once, as the answer says."""
+    model.script(
+        tool_call("lookup_order", order_number="A-10001"),
+        text("Your order A-10001 shipped."),
+    )
+    settings = api_settings(model, tmp_path, db_url, agent_tools="on")
+    with serve_api(settings, free_port()) as api:
+        response = api.chat(user_id="tool-user", session_id="s-tools", message="Where is A-10001?")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reply"] == "Your order A-10001 shipped."
+    assert [t["name"] for t in body["tools"]] == ["lookup_order"]
+    with Session(engine) as session:
+        events = session.scalars(
+            select(AgentEvent).where(
+                AgentEvent.session_id == "s-tools", AgentEvent.kind == "tool_call"
+            )
+        ).all()
+        chat_calls = session.scalar(
+            select(func.count())
+            .select_from(ModelCall)
+            .where(ModelCall.session_id == "s-tools", ModelCall.purpose == "chat")
+        )
+    assert [(e.name, e.status) for e in events] == [(t["name"], t["status"]) for t in body["tools"]]
+    assert chat_calls == 2
 
 
 def test_a_session_belongs_to_its_user(served: ServedApi, engine: Engine) -> None:

@@ -21,8 +21,9 @@ from sqlalchemy import Engine, delete, func, insert, select, text
 from agent.budget import BudgetExceeded
 from agent.embeddings import CachedEmbedder, Embedder, LocalEmbedder, LRUVectorCache
 from agent.knowledge import KnowledgeBase
+from agent.ledger import TurnLedger
 from agent.models import ModelSpec
-from agent.runtime import assemble
+from agent.runtime import assemble, make_ledger
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
 from agent.telemetry import CallTelemetry
@@ -31,7 +32,7 @@ from data.budgets import BudgetInputError, Guard
 from data.db import make_engine
 from data.models import AgentEvent, BudgetAlert, BudgetReservation, ModelCall
 from data.prices import price_call
-from data.recorder import Recorder
+from data.recorder import EventRecorder, Recorder, TurnRecorder
 from data.records import CallRecord
 from data.rollups import refresh
 from data.settings import load_settings
@@ -199,22 +200,24 @@ def build_service(
     knowledge: KnowledgeBase,
     *,
     warm: bool = False,
+    ledger: TurnLedger | None = None,
 ) -> tuple[ChatService, ScriptedChatModel]:
     """The app's agent around a scripted model whose calls are recorded and priced as
-    gpt-4o-mini (the real telemetry and recorder). `warm`: the service starts embedding each
-    message before the agent runs, as the app's does."""
+    gpt-4o-mini (the real telemetry, and the app's ledger: a turn's rows are written at its
+    end). `warm`: the service starts embedding each message before the agent runs, as the
+    app's does."""
     settings = load_settings(data_dir=tmp_path / "data", metrics_port=0)
-    recorder = Recorder(engine)
+    ledger = ledger or make_ledger(engine)
     model = ScriptedChatModel(
         responses=[AIMessage("Happy to help.")],
-        callbacks=[CallTelemetry(spec=SPEC, purpose="chat", sink=recorder)],
+        callbacks=[CallTelemetry(spec=SPEC, purpose="chat", sink=ledger.call)],
     )
     parts = assemble(
         settings,
         engine=engine,
         chat_model=model,
         summary_model=model,
-        sink=recorder,
+        ledger=ledger,
         checkpointer=InMemorySaver(),
         embedder=embedder,
         knowledge=knowledge,
@@ -233,6 +236,7 @@ def build_service(
         agent=parts.agent,
         engine=engine,
         model_label="scripted",
+        ledger=ledger,
         warm=parts.middleware.warm if warm else None,
     )
     return service, model
@@ -308,6 +312,53 @@ def test_a_budget_stops_a_scripted_user_at_its_limit(
     assert service.run_turn(user_id="scripted-1", session_id="b-1", message="Thanks!").text
 
 
+def test_a_turns_rows_are_written_together_before_its_reservation_is_released(
+    db: Engine, tmp_path: Path, shared_embedder: Embedder, shared_knowledge: KnowledgeBase
+) -> None:
+    """The app's ledger holds a turn's calls and events and writes them in one transaction at
+    the turn's end. Until then the call's spend is in no row, so its budget reservation must
+    still count: it is released only after the write."""
+    seen: list[tuple[int, int, int]] = []
+    write = TurnRecorder(db)
+
+    def watched(calls: Any, events: Any) -> None:
+        # At the write: the turn's reservation is alive and none of its rows are written yet.
+        seen.append(
+            (
+                _count(db, BudgetReservation),
+                len(calls),
+                _count_where(db, ModelCall, ModelCall.session_id == "held-1"),
+            )
+        )
+        write(calls, events)
+
+    ledger = TurnLedger(calls=Recorder(db), events=EventRecorder(db), write_turn=watched)
+    service, _ = build_service(db, tmp_path, shared_embedder, shared_knowledge, ledger=ledger)
+    budgets.create_budget(
+        engine=db, scope_kind="user", scope_value="held", period="day", limit_usd=5.0, actor="a"
+    )
+    outcome = service.run_turn(user_id="held", session_id="held-1", message="Where is 4471?")
+    assert seen == [(1, len(outcome.calls), 0)] and outcome.calls
+    assert _count(db, BudgetReservation) == 0
+    assert _count_where(db, ModelCall, ModelCall.session_id == "held-1") == len(outcome.calls)
+    with db.connect() as connection:
+        kinds = connection.execute(
+            select(AgentEvent.kind).where(AgentEvent.session_id == "held-1")
+        ).scalars()
+        assert sorted(kinds) == sorted(e.kind for e in outcome.events)
+    # A write that fails is logged, the turn's answer stands, and the reservation still goes.
+    broken = TurnLedger(
+        calls=Recorder(db),
+        events=EventRecorder(db),
+        write_turn=lambda calls, events: (_ for _ in ()).throw(RuntimeError("disk full")),
+    )
+    service, _ = build_service(db, tmp_path, shared_embedder, shared_knowledge, ledger=broken)
+    outcome = service.run_turn(user_id="held", session_id="held-2", message="Thanks")
+    assert outcome.text and outcome.calls
+    assert _count(db, BudgetReservation) == 0
+    assert _count_where(db, ModelCall, ModelCall.session_id == "held-2") == 0
+
+
 def test_a_message_embedded_before_the_budget_check_is_recorded_only_if_the_turn_runs(
     db: Engine, tmp_path: Path
 ) -> None:
@@ -353,6 +404,13 @@ def test_a_message_embedded_before_the_budget_check_is_recorded_only_if_the_turn
 def _count(engine: Engine, table: Any) -> int:
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _count_where(engine: Engine, table: Any, where: Any) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(select(func.count()).select_from(table).where(where)).scalar_one()
+        )
 
 
 def test_concurrent_turns_on_two_replicas_stay_within_the_limit(db: Engine, db_url: str) -> None:

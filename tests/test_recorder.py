@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,11 +19,12 @@ from sqlalchemy import Engine, text
 from agent.context import TurnContext
 from agent.graph import build_agent
 from agent.models import ModelSpec
+from agent.runtime import make_ledger
 from agent.telemetry import CallTelemetry
 from data.cost import cost_totals
 from data.filters import Filters
 from data.recorder import Recorder, record_calls
-from data.records import CallRecord
+from data.records import CallRecord, EventRecord
 
 SPEC = ModelSpec(
     provider="openai",
@@ -104,6 +106,35 @@ def test_batched_insert_keeps_every_row(engine: Engine) -> None:
             2_500,
             sum(range(2_500)),
         )
+
+
+def test_the_ledger_holds_an_open_turn_and_writes_the_rest_at_once(engine: Engine) -> None:
+    """An open turn's calls and events are held and written together by `take` (the metrics
+    with them); a turn nobody opened, or a record that comes after `take` (the memory writer
+    storing facts late), is written at once and kept nowhere."""
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    labels = {"model": model, "purpose": "chat", "status": "ok"}
+    before = sample("agent_calls_total", labels)
+    ledger = make_ledger(engine)
+    event = EventRecord(
+        user_id="u1", session_id="s1", turn=1, kind="memory_recall", name="memory", latency_ms=3
+    )
+    ledger.open("s1", 1)
+    ledger.call(call(model=model))
+    ledger.event(event)
+    with pytest.raises(ValueError, match="unknown event kind"):
+        ledger.event(replace(event, kind="nonsense"))
+    assert rows(engine) == [] and sample("agent_calls_total", labels) == before
+    ledger.call(call(model=model, session_id="s2"))  # not opened: written now
+    assert [r["session_id"] for r in rows(engine)] == ["s2"]
+    held = ledger.take("s1", 1)
+    assert [c.model for c in held.calls] == [model] and held.events == [event]
+    assert sorted(r["session_id"] for r in rows(engine)) == ["s1", "s2"]
+    assert sample("agent_calls_total", labels) == before + 2
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM agent_events")).scalar_one() == 1
+    ledger.call(call(model=model, output_tokens=7))  # after take: written now, not kept
+    assert len(rows(engine)) == 3 and ledger.take("s1", 1).calls == []
 
 
 def test_unpriced_call_is_stored_as_unknown_not_zero(engine: Engine) -> None:
