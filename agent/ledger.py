@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from data.models import EVENT_KINDS
+from data.recorder import check_event
 from data.records import CallRecord, EventRecord
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,15 @@ class TurnRecords:
 
 
 class TurnLedger:
-    """Passes each record to its sink; an open turn's records are also kept for `take`. With
-    `write_turn`, an open turn's records are held instead and `take` writes them in one call
-    of it (see the module docstring)."""
+    """Holds an open turn's records until `take` writes them in one call of `write_turn`; a
+    record of any other turn goes to its sink (`calls`, `events`) at once."""
 
     def __init__(
         self,
         *,
         calls: Callable[[CallRecord], None],
         events: Callable[[EventRecord], None],
-        write_turn: Callable[[Sequence[CallRecord], Sequence[EventRecord]], None] | None = None,
+        write_turn: Callable[[Sequence[CallRecord], Sequence[EventRecord]], None],
     ) -> None:
         self._calls = calls
         self._events = events
@@ -55,7 +54,7 @@ class TurnLedger:
         self._lock = threading.Lock()
 
     def open(self, session_id: str, turn: int) -> None:
-        """Keep (with `write_turn`: hold) this turn's records until `take`."""
+        """Hold this turn's records until `take`."""
         dropped = []
         with self._lock:
             self._open[(session_id, turn)] = TurnRecords()
@@ -65,44 +64,33 @@ class TurnLedger:
             log.warning("turn %s was never taken; its records are written now", key)
             self._write(records)
 
-    def call(self, record: CallRecord) -> None:
+    def _hold(self, session_id: str, turn: int, add: Callable[[TurnRecords], None]) -> bool:
+        """Add to the turn's held records if it is open (True); False if it is not."""
         with self._lock:
-            held = self._open.get((record.session_id, record.turn))
+            held = self._open.get((session_id, turn))
             if held is not None:
-                held.calls.append(record)
-                if self._write_turn is not None:
-                    return
-        self._calls(record)
+                add(held)
+        return held is not None
+
+    def call(self, record: CallRecord) -> None:
+        if not self._hold(record.session_id, record.turn, lambda held: held.calls.append(record)):
+            self._calls(record)
 
     def event(self, record: EventRecord) -> None:
-        if record.kind not in EVENT_KINDS:  # the event sink's own check, before holding it
-            raise ValueError(f"unknown event kind {record.kind!r}")
-        with self._lock:
-            held = self._open.get((record.session_id, record.turn))
-            if held is not None:
-                held.events.append(record)
-                if self._write_turn is not None:
-                    return
-        self._events(record)
+        check_event(record)  # the event sink's own check, before the event is held
+        if not self._hold(record.session_id, record.turn, lambda held: held.events.append(record)):
+            self._events(record)
 
     def after_write(self, session_id: str, turn: int, action: Callable[[], None]) -> bool:
         """Run `action` once this turn's records are written, if they are being held (True);
-        False when they are not (they are written as they come), so the caller runs it now.
-        A budget reservation is released this way: only once the call's row is committed
-        does the spend it reserved show in the rows."""
-        if self._write_turn is None:
-            return False
-        with self._lock:
-            held = self._open.get((session_id, turn))
-            if held is None:
-                return False
-            held.after.append(action)
-            return True
+        False when the turn is not open (its records are written as they come), so the
+        caller runs it now. A budget reservation is released this way: only once the call's
+        row is committed does the spend it reserved show in the rows."""
+        return self._hold(session_id, turn, lambda held: held.after.append(action))
 
     def take(self, session_id: str, turn: int) -> TurnRecords:
-        """The turn's records (none if it was not opened), written first if they were held. A
-        failed write is logged (the turn's answer is not lost for it) and the records are
-        still returned."""
+        """The turn's records (none if it was not opened), written first. A failed write is
+        logged (the turn's answer is not lost for it) and the records are still returned."""
         with self._lock:
             held = self._open.pop((session_id, turn), None)
         if held is None:
@@ -112,7 +100,7 @@ class TurnLedger:
 
     def _write(self, records: TurnRecords) -> None:
         try:
-            if self._write_turn is not None and (records.calls or records.events):
+            if records.calls or records.events:
                 self._write_turn(records.calls, records.events)
         except Exception:
             log.exception(

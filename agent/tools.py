@@ -33,7 +33,6 @@ from agent.middleware import turn_meta
 from agent.recall import ContextUnavailable, Provided
 from data import orders, tickets
 from data.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
-from data.recorder import EventRecorder
 from data.records import EventRecord
 from data.service_times import ServiceLevels
 from data.settings import get_settings
@@ -302,19 +301,10 @@ class ToolTelemetryMiddleware(AgentMiddleware):
     """Times every tool call and records it in agent_events (kind "tool_call"); turns a tool
     that raises into an error ToolMessage so the model can recover and the turn completes."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine | None = None,
-        events: Callable[[EventRecord], None] | None = None,
-    ) -> None:
+    def __init__(self, *, events: Callable[[EventRecord], None]) -> None:
         """`events`: the agent's event sink (the app's ledger, so the turn's outcome lists its
-        tool calls); else each event is written to `engine` at once."""
+        tool calls)."""
         super().__init__()
-        if events is None:
-            if engine is None:
-                raise TypeError("ToolTelemetryMiddleware needs an engine or an event sink")
-            events = EventRecorder(engine)
         self._events = events
 
     def wrap_tool_call(

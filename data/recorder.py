@@ -26,6 +26,17 @@ _INSERT_CALL = insert(cast(Table, ModelCall.__table__))
 _INSERT_EVENT = insert(cast(Table, AgentEvent.__table__))
 
 
+def check_event(event: EventRecord) -> None:
+    """An event of a kind the table does not know is refused before it is written or held."""
+    if event.kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {event.kind!r}")
+
+
+def _observe_event(event: EventRecord) -> None:
+    if event.kind == "memory_recall":
+        MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
+
+
 class Recorder:
     """The agent's sink for measured calls: one committed row, then the metrics."""
 
@@ -50,12 +61,10 @@ class EventRecorder:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def __call__(self, event: EventRecord) -> None:
-        if event.kind not in EVENT_KINDS:
-            raise ValueError(f"unknown event kind {event.kind!r}")
+        check_event(event)
         with self.engine.connect() as connection:
             connection.execute(_INSERT_EVENT, event.as_row())
-        if event.kind == "memory_recall":
-            MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
+        _observe_event(event)
 
 
 class TurnRecorder:
@@ -67,8 +76,7 @@ class TurnRecorder:
 
     def __call__(self, calls: Sequence[CallRecord], events: Sequence[EventRecord]) -> None:
         for event in events:
-            if event.kind not in EVENT_KINDS:
-                raise ValueError(f"unknown event kind {event.kind!r}")
+            check_event(event)
         with self.engine.begin() as connection:
             if calls:
                 connection.execute(_INSERT_CALL, [call.as_row() for call in calls])
@@ -77,8 +85,7 @@ class TurnRecorder:
         for call in calls:
             observe_call(call)
         for event in events:
-            if event.kind == "memory_recall":
-                MEMORY_RETRIEVAL_LATENCY.observe(event.latency_ms / 1000)
+            _observe_event(event)
 
 
 def record_event(*, engine: Engine, event: EventRecord) -> None:

@@ -39,6 +39,7 @@ from agent.tools import (
 from data import demo, orders
 from data.models import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
 from data.orders import TableOrders
+from data.recorder import EventRecorder
 from data.records import CallRecord
 from data.service_times import ServiceLevels
 from data.settings import load_settings
@@ -399,7 +400,7 @@ def test_two_tool_calls_run_in_parallel_and_are_recorded(
     agent = create_agent(
         model,
         list(tools.values()),
-        middleware=[ToolTelemetryMiddleware(engine=db), Rendezvous(2)],
+        middleware=[ToolTelemetryMiddleware(events=EventRecorder(db)), Rendezvous(2)],
     )
     result = agent.invoke(
         {"messages": [HumanMessage("Where is A-10001?")]}, config=config(), context=context()
@@ -459,7 +460,7 @@ def test_a_failing_tool_becomes_an_error_message_and_the_turn_completes(
     agent = create_agent(
         model,
         [*tools.values(), flaky_tool],
-        middleware=[ToolTelemetryMiddleware(engine=db)],
+        middleware=[ToolTelemetryMiddleware(events=EventRecorder(db))],
     )
     result = agent.invoke(
         {"messages": [HumanMessage("Check A-10001")]}, config=config(), context=context()
@@ -489,7 +490,9 @@ def test_a_lost_event_does_not_cost_the_answer(
         ]
     )
     agent = create_agent(
-        model, list(tools.values()), middleware=[ToolTelemetryMiddleware(engine=broken)]
+        model,
+        list(tools.values()),
+        middleware=[ToolTelemetryMiddleware(events=EventRecorder(broken))],
     )
     result = agent.invoke(
         {"messages": [HumanMessage("My orders?")]}, config=config(), context=context()
@@ -520,7 +523,7 @@ def test_tool_calling_over_the_openai_wire_format(
         base_url=api.url, api_key="test", model="gpt-4o-mini", max_retries=0, stream_usage=True
     )
     agent = create_agent(
-        model, list(tools.values()), middleware=[ToolTelemetryMiddleware(engine=db)]
+        model, list(tools.values()), middleware=[ToolTelemetryMiddleware(events=EventRecorder(db))]
     )
     request = {"messages": [HumanMessage("Where is my order A-10001?")]}
     if streaming:
