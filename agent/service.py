@@ -9,14 +9,15 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import openai
 import psycopg
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langsmith import Client as LangSmithClient
 from langsmith.run_helpers import tracing_context
@@ -34,6 +35,7 @@ from data import conversations
 from data.conversations import MAX_MESSAGE_CHARS
 from data.recorder import record_event
 from data.records import CallRecord, EventRecord
+from data.sanitize import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def clean_message(text: str | None) -> str:
     text = unicodedata.normalize("NFC", text)
     # Control characters (other than newline and tab) break transcripts and exports.
     text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
-    if not text:
+    if is_blank(text):  # zero-width spaces, fillers and combining marks alone show nothing
         raise ChatInputError("The message is empty.")
     if len(text) > MAX_MESSAGE_CHARS:
         raise ChatInputError(
@@ -106,6 +108,9 @@ class TurnOutcome:
     calls: list[CallRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Set when the caller stopped reading the answer before it ended (recorded with the turn).
+    cancelled: bool = False
+    cancel_reason: str = "stopped before the answer was complete"
 
     @property
     def chat_calls(self) -> list[CallRecord]:
@@ -246,7 +251,7 @@ class ChatService:
 
     def stream_turn(
         self, *, user_id: str, session_id: str, message: str, outcome: TurnOutcome
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield the answer's text as it streams. Raises ChatInputError (RateLimited,
         SessionNotFound, SessionBusy among them), DependencyError or TurnFailed.
 
@@ -278,7 +283,7 @@ class ChatService:
 
     def _turn(
         self, *, user_id: str, session_id: str, text: str, outcome: TurnOutcome
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         started = time.perf_counter()
         try:
             turn = conversations.start_turn(
@@ -310,18 +315,28 @@ class ChatService:
             "run_name": "support_turn",
         }
         context = TurnContext(user_id=user_id, session_id=session_id, turn=turn)
+        cancelled = False
+        stop = threading.Event()
+        # The model call runs on LangGraph's worker thread: closing our stream alone would let
+        # it generate to the end. This handler ends the model's stream at its next token.
+        config["callbacks"] = [StopWhenSet(stop)]
         try:
-            with self.tracing.context():
-                # durability="exit": the conversation state is checkpointed once, when the
-                # turn ends, instead of after every step of the graph. A turn that fails
-                # midway leaves the previous state (the user's message is in our own table).
-                for chunk, meta in self.agent.stream(
-                    {"messages": [HumanMessage(text)]},
-                    config=config,
-                    context=context,
-                    stream_mode="messages",
-                    durability="exit",
-                ):
+            with (
+                self.tracing.context(),
+                closing(
+                    # durability="exit": the conversation state is checkpointed once, when the
+                    # turn ends, instead of after every step of the graph. A turn that fails
+                    # midway leaves the previous state (the user's message is in our own table).
+                    self.agent.stream(
+                        {"messages": [HumanMessage(text)]},
+                        config=config,
+                        context=context,
+                        stream_mode="messages",
+                        durability="exit",
+                    )
+                ) as stream,
+            ):
+                for chunk, meta in stream:
                     # Streamed tokens arrive as chunks; an answer that was not streamed (a
                     # response-cache hit) arrives whole, as one AIMessage.
                     if (
@@ -331,7 +346,17 @@ class ChatService:
                         and not chunk.tool_calls
                     ):
                         outcome.chunks.append(chunk.text)
-                        yield chunk.text
+                        try:
+                            yield chunk.text
+                        except GeneratorExit:  # before `closing` waits for the model call
+                            stop.set()
+                            raise
+        except GeneratorExit:
+            # The caller stopped reading: the chat page's Stop, or its run interrupted by a
+            # new page or a closed tab. The agent's stream is closed above (no checkpoint:
+            # the next turn starts from the previous state) and the reason is recorded.
+            cancelled = True
+            raise
         except (openai.APITimeoutError, httpx.TimeoutException):
             raise DependencyError(
                 f"The chat model ({self.model_label}) did not answer within "
@@ -378,6 +403,8 @@ class ChatService:
                 "send it again."
             ) from None
         finally:
+            if cancelled:
+                self._record_cancelled(context, outcome, started)
             outcome.warnings = take_warnings(session_id, turn)
             if self.ledger is not None:
                 records = self.ledger.take(session_id, turn)
@@ -398,6 +425,29 @@ class ChatService:
             ) from None
         outcome.wall_ms = (time.perf_counter() - started) * 1000
 
+    def _record_cancelled(self, context: TurnContext, outcome: TurnOutcome, started: float) -> None:
+        """A `turn_cancelled` event with the reason: the customer's message then has a
+        recorded reason instead of no answer (it goes with the turn's other records)."""
+        outcome.cancelled = True
+        event = EventRecord(
+            user_id=context.user_id,
+            session_id=context.session_id,
+            turn=context.turn,
+            kind="turn_cancelled",
+            name="cancelled",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status="cancelled",
+            error=outcome.cancel_reason,
+            detail=json.dumps({"streamed_chars": sum(len(c) for c in outcome.chunks)}),
+        )
+        try:
+            if self.ledger is not None:
+                self.ledger.event(event)
+            else:
+                record_event(engine=self.engine, event=event)
+        except Exception:  # the turn is over either way; the log keeps what was lost
+            log.exception("could not record the cancelled turn %s", context.turn)
+
     def run_turn(self, *, user_id: str, session_id: str, message: str) -> TurnOutcome:
         """The same turn without streaming to a caller (tests, scripts)."""
         outcome = TurnOutcome(session_id=session_id)
@@ -406,6 +456,24 @@ class ChatService:
         ):
             pass
         return outcome
+
+
+class TurnStopped(Exception):
+    """Raised in the model's stream when its turn was cancelled (the caller stopped reading)."""
+
+
+class StopWhenSet(BaseCallbackHandler):
+    """Ends a model call at its next token once `stop` is set (raise_error: LangChain passes
+    the exception on instead of logging it, so the HTTP stream is closed)."""
+
+    raise_error = True
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if self.stop.is_set():
+            raise TurnStopped("the turn was cancelled")
 
 
 def _is_context_length(error: openai.APIStatusError) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.conversations import MAX_MESSAGE_CHARS
+from data.sanitize import is_blank
 
 ANONYMOUS = "anonymous"
 # Ids callers choose: letters, digits and . _ : @ - (no spaces, no control characters).
@@ -38,7 +39,7 @@ class ChatRequest(BaseModel):
     def _printable(cls, value: str) -> str:
         if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\r\t" for c in value):
             raise ValueError("must not contain control characters")
-        if not value.strip():
+        if is_blank(value):  # also zero-width spaces and other characters that show nothing
             raise ValueError("must not be blank")
         return value
 

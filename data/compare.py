@@ -13,13 +13,22 @@ from data.models import ModelCall
 NEARLY_EMPTY = 0.05
 
 
+def is_new(delta: str | None) -> bool:
+    """Whether a change says "new" (no comparable previous period): neither good nor bad, so a
+    card shows it without the red or green of a rise or a fall."""
+    return delta is not None and delta.startswith("new")
+
+
 def change(
     now: float | None, before: float | None, *, calls_now: int, calls_before: int
 ) -> str | None:
     """The change of a figure against the previous period, as a card shows it: "+12.3% vs
     previous period"; "new" when the previous period was empty or nearly so (fewer calls than
-    NEARLY_EMPTY of this period's, or a zero figure); None when there is nothing to compare."""
+    NEARLY_EMPTY of this period's, or a zero figure); None when there is nothing to compare
+    (no figure now, or zero now and zero or nothing before)."""
     if now is None or not calls_now:
+        return None
+    if now == 0 and not before:  # $0 now and then (a local model): nothing changed
         return None
     if calls_before == 0:
         return "new: no calls in the previous period"

@@ -275,7 +275,14 @@ class RollupPercentiles(Base):
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-EVENT_KINDS = ("memory_recall", "tool_call", "summarization", "context_guard", "budget_refusal")
+EVENT_KINDS = (
+    "memory_recall",
+    "tool_call",
+    "summarization",
+    "context_guard",
+    "budget_refusal",
+    "turn_cancelled",
+)
 
 
 class AgentEvent(Base):

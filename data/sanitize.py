@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,24 @@ _ORDERED = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
 # C0 and C1 control characters other than tab and newline; bidi overrides and zero-width ones
 # that can disguise text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+# Letters and symbols that draw nothing: the Hangul fillers, the halfwidth filler and the blank
+# Braille pattern (their categories say "letter" or "symbol", but a message of them is empty).
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Categories of characters that draw nothing on their own: controls, format characters
+# (zero-width spaces and joiners, bidi marks, the BOM), surrogates, separators and combining
+# marks with nothing to combine with.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def is_blank(text: str | None) -> bool:
+    """True when `text` shows nothing a person could read: empty, white space, or only
+    zero-width, control, combining or filler characters. Such a message is refused like a
+    blank one (a zero-width space passes `str.strip`)."""
+    return not any(
+        unicodedata.category(c) not in _INVISIBLE and c not in _BLANK_GLYPHS for c in text or ""
+    )
 
 
 def plain(text: Any) -> str:

@@ -42,10 +42,33 @@ def stacked_bars(
     fig.update_traces(
         xperiod=_MS[filters.unit],
         xperiodalignment="middle",
+        # A bar as wide as its bucket (less a gap): plotly sizes date bars by the gap between
+        # them, so a single bucket (a one-day range) was drawn as a hairline.
+        width=0.8 * _MS[filters.unit],
         hovertemplate=f"%{{x|{_TICKS[filters.unit]}}}<br>%{{fullData.name}}: {value}"
         "<extra></extra>",
     )
-    return time_axis(fig, filters)
+    return zero_floor(time_axis(fig, filters), frame, y)
+
+
+def zero_floor(fig: go.Figure, frame: pd.DataFrame, y: str) -> go.Figure:
+    """Amounts start at zero; when every one is zero (a free local model) the axis runs from
+    0 to 1 with a note, instead of plotly's -1 to 1 around nothing."""
+    values = pd.to_numeric(frame[y], errors="coerce") if y in frame else pd.Series(dtype=float)
+    if values.fillna(0).eq(0).all():
+        fig.update_yaxes(range=[0, 1])
+        fig.add_annotation(
+            text="Every value in this range is 0",
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+            showarrow=False,
+            font={"color": "gray"},
+        )
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    return fig
 
 
 def lines(

@@ -6,10 +6,11 @@ import uuid
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.budget import BudgetExceeded
+from agent.live_turn import LiveTurn, Notice
 from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
-from agent.service import ChatInputError, DependencyError, TurnFailed, TurnOutcome
+from agent.runtime import Runtime
+from agent.service import ChatInputError, ChatService, clean_message
 from data.conversations import TranscriptMessage, list_sessions
 from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
 from data.sanitize import md
@@ -20,6 +21,52 @@ common.ensure_routed()
 who = common.require("chat")
 
 NEW = "__new__"
+# This page's own state (st.session_state is per browser tab):
+ACTIVE = "chat_active"  # the conversation this tab shows: a session id, or NEW
+OWNER = "chat_owner"  # the user id ACTIVE belongs to
+FRESH = "chat_fresh"  # the id this tab gives the next conversation it starts
+LIVE = "chat_live"  # the LiveTurn answering this tab's last message, until it is collected
+QUEUE = "chat_queue"  # messages that arrived while one was being answered: [(session, text)]
+NOTICE = "chat_notice"  # what the last turn ended with (a Notice), shown once
+PICKER = "chat_session_choice"
+CHOICES = "chat_choices"  # the ids the picker offered
+ICONS = {"info": ":material/info:", "warning": ":material/warning:", "error": ":material/error:"}
+
+
+def _picked() -> None:
+    """The session picker's own change: the only way this tab's conversation changes. The
+    picker reports the label picked; a label the list no longer holds changes nothing."""
+    picked = st.session_state[PICKER]
+    if picked in st.session_state.get(CHOICES, ()):
+        st.session_state[ACTIVE] = picked
+
+
+def _stop() -> None:
+    if (live := st.session_state.get(LIVE)) is not None:
+        live.stop()
+
+
+def collect() -> LiveTurn | None:
+    """This tab's live turn, or None: an ended one is collected here (its notice and budget
+    warnings kept for this run)."""
+    live: LiveTurn | None = st.session_state.get(LIVE)
+    if live is not None and live.collect():
+        del st.session_state[LIVE]
+        if live.notice is not None:
+            st.session_state[NOTICE] = live.notice
+        st.session_state["budget_warnings"] = live.outcome.warnings
+        return None
+    return live
+
+
+def start_queued(service: ChatService, user_id: str) -> LiveTurn | None:
+    """Start the next queued message when no turn of this tab is live."""
+    live: LiveTurn | None = st.session_state.get(LIVE)
+    queue = st.session_state.setdefault(QUEUE, [])
+    if live is None and queue:
+        session_id, text = queue.pop(0)
+        live = st.session_state[LIVE] = LiveTurn(user_id, session_id, text).start(service)
+    return live
 
 
 st.title("Support chat")
@@ -30,8 +77,15 @@ except SQLAlchemyError as error:
     st.error(common.database_error(error))
     st.stop()
 
-if "pending_session" in st.session_state:
-    st.session_state["active_session"] = st.session_state.pop("pending_session")
+try:
+    # Built once per process; with the embedded model this starts its server if needed.
+    runtime: Runtime | None = common.runtime()
+    model_error = ""
+except (LocalModelError, ModelConfigError) as error:
+    runtime, model_error = None, f"The chat model is unavailable: {error}"
+service = runtime.service if runtime is not None else None
+live = collect()
+busy = live is not None or bool(st.session_state.get(QUEUE))
 
 with st.sidebar:
     if who.source == "local":  # single-user local mode: any customer id, for trying the agent
@@ -41,41 +95,76 @@ with st.sidebar:
             max_chars=128,
             key="user_id",
             help="Who is chatting. Sessions are listed per user.",
+            disabled=busy,
         ).strip()
     else:  # signed in: staff chat as themselves and see only their own sessions
         user_id = who.username
     sessions = list_sessions(engine=engine, user_id=user_id) if user_id else []
     labels = {NEW: "+ New session"}
+    # A picker's value travels as its label, so each label is unique (the id's start) and
+    # stable: with the turn count or the last activity in it, a label changed whenever
+    # another tab chatted, and a pick made on the old list fell on another conversation.
     labels |= {
-        s.id: f"{s.title or 'untitled'} · {s.updated_at:%Y-%m-%d %H:%M} · {s.turns} turns"
+        s.id: f"{s.title or 'untitled'} · {s.created_at:%Y-%m-%d %H:%M} · {s.id[:6]}"
         for s in sessions
     }
-    # This page's conversation is ours to keep (`active_session`), not the widget's: a
-    # selectbox remembers a position, and when someone else starts a session the list
-    # grows and that position points at another conversation. The widget's key follows the
-    # list, so a new list shows a fresh widget on our choice; only the user changes it.
-    options = list(labels)
-    active = st.session_state.get("active_session", NEW)
-    if active not in labels:
-        active = NEW
-    picked = st.selectbox(
+    # The tab's conversation is ours to keep (ACTIVE), not the widget's: other tabs of the same
+    # user add and reorder sessions at any time, so the picker is set from ACTIVE on every run
+    # and only its own change (on_change) writes ACTIVE back.
+    if st.session_state.get(OWNER) != user_id:  # another user id typed in: their own list
+        st.session_state[OWNER] = user_id
+        st.session_state[ACTIVE] = NEW
+    active = st.session_state.get(ACTIVE, NEW)
+    if active not in labels:  # just started here and not stored yet, or older than the list
+        labels[active] = "This conversation"
+    st.session_state[PICKER] = active
+    st.session_state[CHOICES] = frozenset(labels)
+    st.selectbox(
         "Session",
-        options,
-        index=options.index(active),
+        list(labels),
         format_func=labels.__getitem__,
-        key=f"session_choice-{hash(tuple(options))}",
+        key=PICKER,
+        on_change=_picked,
+        disabled=busy,
+        help="Your conversations, newest first. This tab stays on its own conversation "
+        "whatever your other tabs do.",
     )
-    st.session_state["active_session"] = choice = picked
 
 if not user_id:
     st.info("Enter a user id in the sidebar to start chatting.")
     st.stop()
 
-if choice == NEW:
-    session_id = st.session_state.setdefault("new_session_id", uuid.uuid4().hex)
+if service is not None:
+    live = start_queued(service, user_id)
+
+# Read before anything is drawn; the box is pinned to the bottom wherever it is called. It is
+# off while an answer is coming and while the model is unavailable: the answer runs on its
+# own thread (LiveTurn), so a click elsewhere on the page no longer cuts it off, and a second
+# message waits in the queue instead of racing it.
+prompt = st.chat_input(
+    "Wait for the answer, or press Stop answering…" if busy else "Ask the support agent…",
+    max_chars=8000,
+    disabled=busy or service is None,
+    key="chat_prompt",
+)
+if prompt and service is not None:
+    try:
+        clean_message(prompt)  # a blank message is refused here, before anything starts
+    except ChatInputError as error:
+        st.session_state[NOTICE] = Notice("warning", str(error))
+    else:
+        if active == NEW:  # this tab starts a conversation: it follows it, and only it does
+            active = st.session_state.pop(FRESH, None) or uuid.uuid4().hex
+            st.session_state[ACTIVE] = active
+        st.session_state.setdefault(QUEUE, []).append((active, prompt))
+        start_queued(service, user_id)
+        st.rerun()  # the next run shows the input off and the Stop control
+
+if active == NEW:
+    session_id = st.session_state.setdefault(FRESH, uuid.uuid4().hex)
     st.caption("A new session. Say hello to the support agent.")
 else:
-    session_id = choice
+    session_id = active
     st.caption(f"Session {md(session_id)}")
 
 common.feedback_sync()
@@ -130,14 +219,13 @@ def thumbs(message: TranscriptMessage) -> None:
     st.toast("Thanks: your feedback is saved.", icon=":material/thumb_up:")
 
 
-common.conversation(engine, session_id, footer=thumbs, mask=False)
+# The live turn's own messages are drawn below as they stream, not from the database.
+common.conversation(
+    engine, session_id, footer=thumbs, mask=False, before=live.created if live else None
+)
 
-try:
-    # Built once per process; with the embedded model this starts its server if needed.
-    runtime = common.runtime()
-    service = runtime.service
-except (LocalModelError, ModelConfigError) as error:
-    st.error(f"The chat model is unavailable: {error}")
+if runtime is None:
+    st.error(model_error)
     st.stop()
 if runtime.parts.memory_error:
     st.warning(
@@ -147,31 +235,22 @@ if runtime.parts.memory_error:
 
 for warning in st.session_state.pop("budget_warnings", []):
     st.warning(warning, icon=":material/savings:")
+if (notice := st.session_state.pop(NOTICE, None)) is not None:
+    getattr(st, notice.kind)(notice.text, icon=ICONS[notice.kind])
 
-prompt = st.chat_input("Ask the support agent…", max_chars=8000)
-if prompt:
+if live is not None and live.session_id != session_id:  # not reachable: the picker is off
+    st.caption("An answer is still coming in another conversation of this tab.")
+elif live is not None:
     with st.chat_message("user"):
-        st.markdown(md(prompt))
+        st.markdown(md(live.message))
     with st.chat_message("assistant"):
-        try:
-            outcome = TurnOutcome(session_id=session_id)
-            # Escaped chunk by chunk, so the streamed answer is shown as text too.
-            st.write_stream(
-                md(chunk)
-                for chunk in service.stream_turn(
-                    user_id=user_id, session_id=session_id, message=prompt, outcome=outcome
-                )
+        if not live.stopping:
+            st.button(
+                "Stop answering", icon=":material/stop_circle:", on_click=_stop, type="tertiary"
             )
-        except BudgetExceeded as error:
-            st.error(error.message, icon=":material/block:")
-            st.stop()
-        except ChatInputError as error:
-            st.warning(str(error))  # the service's own messages (no user text in them)
-            st.stop()
-        except (DependencyError, TurnFailed) as error:
-            st.error(str(error))
-            st.stop()
-    st.session_state["budget_warnings"] = outcome.warnings
-    st.session_state["pending_session"] = session_id
-    st.session_state.pop("new_session_id", None)
-    st.rerun()
+        # Escaped chunk by chunk, so the streamed answer is shown as text too.
+        st.write_stream(md(chunk) for chunk in live.follow())
+        if not live.done:  # stopped: it ends at the model's next chunk
+            with st.spinner("Stopping…"):
+                live.wait(timeout=runtime.service.model_timeout_s)
+    st.rerun()  # the next run collects the turn and shows it as stored

@@ -607,11 +607,13 @@ def conversation(
     folds: Collection[int] = (),
     footer: Callable[[TranscriptMessage], None] | None = None,
     mask: bool = True,
+    before: datetime | None = None,
 ) -> None:
     """A conversation as chat messages: each answer with its usage caption and what the agent
     did, a notice (with the summary when it was recorded) before each turn where older messages
     were summarized (from its events, and the turns in `folds`), and `footer` under each
-    answer. With PII_MASKING on and `mask`, e-mails, phones and card numbers are masked."""
+    answer. With PII_MASKING on and `mask`, e-mails, phones and card numbers are masked.
+    With `before`, only the messages stored before that moment."""
     stats = turn_stats(engine=engine, session_id=session_id)
     events = turn_events(engine=engine, session_id=session_id)
     summaries = {
@@ -619,7 +621,11 @@ def conversation(
         for turn, found in events.items()
     }
     folded = set(folds) | {turn for turn, found in summaries.items() if found}
-    for message in transcript(engine=engine, session_id=session_id):
+    messages = transcript(engine=engine, session_id=session_id)
+    if before is not None:  # a turn still being answered is drawn by its page
+        messages = [m for m in messages if m.created_at < before]
+    answered = {m.turn for m in messages if m.role == "assistant"}
+    for message in messages:
         if message.role == "user" and message.turn in folded:
             text = next((s for s in summaries.get(message.turn, []) if s), None)
             st.info(
@@ -634,6 +640,21 @@ def conversation(
                 turn_details(events.get(message.turn), mask=mask)
                 if footer is not None:
                     footer(message)
+            elif message.turn not in answered:
+                st.caption(unanswered(events.get(message.turn), stats.get(message.turn)))
+
+
+def unanswered(events: list[TurnEvent] | None, stats: TurnStats | None) -> str:
+    """Why a customer's message has no answer, from what its turn recorded."""
+    cancelled = next((e for e in events or [] if e.kind == "turn_cancelled"), None)
+    if cancelled is not None:
+        return f"No answer: {md(cancelled.error or 'cancelled')}."
+    refused = next((e for e in events or [] if e.status == "error" and e.error), None)
+    if refused is not None:
+        return f"No answer: {md(refused.error)}."
+    if stats is not None and stats.errors:
+        return "No answer: the model call failed; the message was kept, send it again."
+    return "No answer recorded for this message."
 
 
 def shown(text: Any, mask: bool = True) -> str:

@@ -1,12 +1,14 @@
 """Token cost: KPIs against the previous period, cost and tokens over time, per model, user and
 session, what-if re-pricing, and the calls that have no price."""
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
 from data import cost, sessions
-from data.compare import change
+from data.compare import change, is_new
 from data.filters import Filters
 from data.prices import BUILTIN_OVERRIDES, load_overrides, price_table
 from data.settings import get_settings
@@ -130,8 +132,10 @@ def table(
     return None
 
 
-def delta(now: float | None, before: float | None) -> str | None:
-    return change(now, before, calls_now=totals.calls, calls_before=before_totals.calls)
+def delta(now: float | None, before: float | None, color: str = "off") -> dict[str, Any]:
+    """A card's delta and its color: "new" is neither good nor bad, so it is shown grey."""
+    text = change(now, before, calls_now=totals.calls, calls_before=before_totals.calls)
+    return {"delta": text, "delta_color": "off" if is_new(text) else color}
 
 
 st.title("Token cost")
@@ -154,15 +158,13 @@ cards[0].metric(
     "Cost (USD)",
     f"${totals.cost_usd:,.4f}",
     border=True,
-    delta=delta(totals.cost_usd, before.cost_usd),
-    delta_color="inverse",
+    **delta(totals.cost_usd, before.cost_usd, "inverse"),
 )
 cards[1].metric(
     "Tokens",
     common.compact(totals.tokens),
     border=True,
-    delta=delta(totals.tokens, before.tokens),
-    delta_color="off",
+    **delta(totals.tokens, before.tokens),
     help=f"{totals.tokens:,} tokens: {totals.input_tokens:,} input (of which "
     f"{totals.cached_input_tokens:,} cached) and {totals.output_tokens:,} output",
 )
@@ -170,24 +172,21 @@ cards[2].metric(
     "Model calls",
     f"{totals.calls:,}",
     border=True,
-    delta=delta(totals.calls, before.calls),
-    delta_color="off",
+    **delta(totals.calls, before.calls),
     help=f"{totals.errors:,} of them failed",
 )
 cards[3].metric(
     "Cost / conversation",
-    f"${totals.cost_per_session:,.4f}" if totals.cost_per_session else "–",
+    "–" if totals.cost_per_session is None else f"${totals.cost_per_session:,.4f}",
     border=True,
-    delta=delta(totals.cost_per_session, before.cost_per_session),
-    delta_color="inverse",
+    **delta(totals.cost_per_session, before.cost_per_session, "inverse"),
     help=f"{totals.sessions:,} conversations",
 )
 cards[4].metric(
     "Cost / user",
-    f"${totals.cost_per_user:,.4f}" if totals.cost_per_user else "–",
+    "–" if totals.cost_per_user is None else f"${totals.cost_per_user:,.4f}",
     border=True,
-    delta=delta(totals.cost_per_user, before.cost_per_user),
-    delta_color="inverse",
+    **delta(totals.cost_per_user, before.cost_per_user, "inverse"),
     help=f"{totals.users:,} users",
 )
 cards[5].metric(

@@ -70,6 +70,7 @@ class Reply:
     status: int = 200
     retry_after: float | None = None
     delay: float = 0.0
+    word_delay: float = 0.0  # a pause before each streamed word (an answer still coming)
     drop: bool = False
     error: str = ""
     recorded: str | None = None  # a recorded SSE stream, replayed byte for byte
@@ -80,8 +81,10 @@ def replay(path: str | Path) -> Reply:
     return Reply(recorded=Path(path).read_text())
 
 
-def text(content: str, *, usage: Usage | None = None, delay: float = 0.0) -> Reply:
-    return Reply(text=content, usage=usage, delay=delay)
+def text(
+    content: str, *, usage: Usage | None = None, delay: float = 0.0, word_delay: float = 0.0
+) -> Reply:
+    return Reply(text=content, usage=usage, delay=delay, word_delay=word_delay)
 
 
 def tool_call(name: str, /, **args: Any) -> Reply:
@@ -138,6 +141,7 @@ class FakeOpenAI:
         self.requests: list[Request] = []
         # GET /v1/models (what readiness checks): its delay, or None to answer 503.
         self.models_delay: float | None = 0.0
+        self.disconnects = 0  # streams the client closed before their end
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -235,7 +239,8 @@ class FakeOpenAI:
                 model = body.get("model", "gpt-4o-mini")
                 if body.get("stream"):
                     include = bool((body.get("stream_options") or {}).get("include_usage"))
-                    return self._stream(_chunks(reply, model, usage if include else None))
+                    chunks = _chunks(reply, model, usage if include else None)
+                    return self._stream(chunks, pause=reply.word_delay)
                 return self._json(200, _completion(reply, model, usage))
 
             def _json(
@@ -259,18 +264,23 @@ class FakeOpenAI:
                 self.wfile.write(data)
                 self.wfile.flush()
 
-            def _stream(self, chunks: Iterator[dict[str, Any]]) -> None:
+            def _stream(self, chunks: Iterator[dict[str, Any]], pause: float = 0.0) -> None:
                 # No Content-Length: the body ends when the connection closes.
                 self.close_connection = True
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                for chunk in chunks:
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                try:
+                    for chunk in chunks:
+                        if pause:
+                            time.sleep(pause)
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    server.disconnects += 1  # the client stopped reading (a cancelled turn)
 
         return Handler
 

@@ -378,6 +378,10 @@ HOSTILE: list[tuple[bytes, str]] = [
     (b'{"message": "hi", "session_id": null, "user_id": null}', "application/json"),
     (b'{"MESSAGE": "hi"}', "application/json"),
     (b'{"message": "\\t\\n"}', "application/json"),
+    # Only characters that show nothing: zero-width spaces, a word joiner, BOM, fillers.
+    (b'{"message": "\\u200b\\u200b\\u200b"}', "application/json"),
+    (b'{"message": "\\u2060\\ufeff \\u200d"}', "application/json"),
+    (b'{"message": "\\u3164\\u115f\\u2800"}', "application/json"),
     (b'{"message": "hi\\u001b[31mred"}', "application/json"),
     (b'{"message": "hi", "session_id": "\\n"}', "application/json"),
     (b'{"message": "hi", "user_id": " ann"}', "application/json"),

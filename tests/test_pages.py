@@ -69,11 +69,14 @@ def test_chat_page_shows_the_memories_an_answer_used(app_env: str) -> None:
     assert "B-7731" in listed and "Memories recalled" in listed
 
 
-def test_chat_page_rejects_a_blank_message(app_env: str) -> None:
+@pytest.mark.parametrize("blank", [" \x00 ", "\u200b\u200b\u200b", "\u3164 \ufeff\u2060"])
+def test_chat_page_rejects_a_blank_message(app_env: str, blank: str) -> None:
+    """Blank, control and invisible characters (zero-width spaces, fillers) alike."""
     at = run(AppTest.from_file(APP, default_timeout=60))
-    at.chat_input[0].set_value(" \x00 ")
+    at.chat_input[0].set_value(blank)
     run(at)
     assert at.warning[0].value == "The message is empty."
+    assert not at.chat_input[0].disabled, "the input is back on"
     engine = make_engine(app_env)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar_one() == 0
@@ -284,7 +287,7 @@ def test_chat_page_explains_a_model_without_a_known_window(
         "The chat model is unavailable: CHAT_MODEL='acme-llm' has no known input window; "
         "set CHAT_MODEL_CONTEXT_WINDOW"
     )
-    assert not at.chat_input
+    assert at.chat_input[0].disabled, "nothing can be sent to a model that is not there"
 
 
 def test_pages_name_an_unreachable_database(

@@ -1,0 +1,105 @@
+"""The served app (`python app.py`, as `make run` starts it) and headless Chromium, for the
+browser tests: one way to start each."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+# Chromium's own background traffic is refused by this machine's closed network; these keep
+# it from trying (and from slowing every start down).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def chromium_path() -> str:
+    """Debian's Chromium, which `make test` installs; never a browser Playwright downloads."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
+    return CHROMIUM
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait for a server we started to answer 200 on `url`, or fail with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"{url} did not become ready:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+@contextmanager
+def served_app(data_dir: Path, env: Mapping[str, str], *, timeout: float = 90) -> Iterator[str]:
+    """`python app.py` on a free 127.0.0.1 port with DATA_DIR=`data_dir` and `env` on top of
+    this process's environment less any OPENAI_ or DATABASE_ variable; yields its base URL.
+    Its output goes to `data_dir/streamlit.log`."""
+    port = free_port()
+    full = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
+        "DATA_DIR": str(data_dir),
+        "METRICS_PORT": str(free_port()),
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    log_path = data_dir / "streamlit.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "app.py"),
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=data_dir,
+            env=full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(f"{url}/_stcore/health", process, log_path, timeout=timeout)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
