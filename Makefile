@@ -20,7 +20,7 @@ LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-avx2
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install demo lint bench system-deps clean
+.PHONY: run test install demo lint bench bench-long system-deps clean
 
 run: $(STAMP)
 	$(PY) -m data.migrate
@@ -87,6 +87,11 @@ bench: $(STAMP)
 	$(PY) bench/memory.py
 	$(PY) bench/turn_overhead.py
 	$(PY) bench/support.py
+
+# The 33-turn long conversation on the embedded model's full window, with the checks of the
+# suite's small-window fold test; exits non-zero when one fails (10 to 20 minutes).
+bench-long: $(STAMP)
+	$(PY) bench/long_conversation.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,9 @@
-"""The 32-message conversation of tests/data/long_conversation.json on the embedded model:
-each turn's context %, where it was summarized, and how far LangChain's approximate token
-counter is from the server's own tokenizer on the requests actually sent. Prints JSON.
+"""The 33-turn conversation of tests/data/long_conversation.json on the embedded model and its
+full window: each turn's context %, where it was summarized, how far LangChain's approximate
+token counter is from the server's own tokenizer on the requests actually sent, and the same
+checks as the test suite's small-window fold test (folded before the trigger, never past the
+window, the planted facts recalled). Prints JSON; exits 1, saying which check failed, when one
+does. `make bench-long` runs it (about 10 to 20 minutes on two cores).
 
     .venv/bin/python bench/long_conversation.py [--db URL]
 """
@@ -14,28 +17,29 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from agent import local_server
 from agent.runtime import build_runtime
-from agent.telemetry import CallTelemetry
 from data.db import make_engine
 from data.migrate import upgrade
-from data.models import AgentEvent, ModelCall
 from data.settings import load_settings
+from tests.helpers.long_conversation import (
+    FINAL_QUESTION,
+    chat_calls,
+    check,
+    corpus,
+    folds,
+    requests_sent,
+)
 
-CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "long_conversation.json"
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="acb-long-"))
@@ -43,84 +47,73 @@ def main() -> None:
     upgrade(url)
     settings = load_settings(data_dir=work / "data", metrics_port=0, database_url=url)
     engine = make_engine(settings.sqlalchemy_url)
-
-    sent: list[list[BaseMessage]] = []
-    original = CallTelemetry.on_chat_model_start
-
-    def capture(self: CallTelemetry, serialized: Any, messages: Any, **kw: Any) -> None:
-        if self.purpose == "chat" and (kw.get("metadata") or {}).get("lc_source") is None:
-            sent.append(list(messages[0]))
-        original(self, serialized, messages, **kw)
-
-    CallTelemetry.on_chat_model_start = capture  # type: ignore[method-assign]
     runtime = build_runtime(settings, engine=engine)
     session = f"bench-{uuid.uuid4().hex[:8]}"
+    messages = [*corpus(), FINAL_QUESTION]
     failed = 0
-    for message in json.loads(CORPUS.read_text()):
-        try:
-            runtime.service.run_turn(user_id="bench", session_id=session, message=message)
-        except Exception as error:  # counted, and the conversation goes on
-            failed += 1
-            print(f"turn failed: {error}", file=sys.stderr)
-    runtime.parts.middleware.flush()
-    with Session(engine) as db:
-        calls = db.scalars(
-            select(ModelCall)
-            .where(ModelCall.session_id == session, ModelCall.purpose == "chat")
-            .order_by(ModelCall.id)
-        ).all()
-        folds = db.scalars(
-            select(AgentEvent)
-            .where(AgentEvent.session_id == session, AgentEvent.kind == "summarization")
-            .order_by(AgentEvent.id)
-        ).all()
-    folded = {e.turn: e for e in folds}
-    turns = [
-        {
-            "turn": c.turn,
-            "status": c.status,
-            "context_tokens": c.context_tokens,
-            "context_percent": round(100 * c.context_tokens / (c.context_window or 1), 1),
-            "summarized_before": c.turn in folded,
-            **(
-                {
-                    "kept_messages": json.loads(str(folded[c.turn].detail))["kept_messages"],
-                    "keep_reduced": json.loads(str(folded[c.turn].detail))["keep_reduced"],
-                }
-                if c.turn in folded
-                else {}
-            ),
-        }
-        for c in calls
-    ]
-    port = settings.local_model_port
-    exact = [
-        local_server.count_tokens(
-            port, local_server.chatml([(_role(m), str(m.text)) for m in messages])
-        )
-        for messages in sent
-    ]
-    approx = [int(count_tokens_approximately(messages)) for messages in sent]
-    ratio = [a / e for a, e in zip(approx, exact, strict=True) if e]
-    print(
-        json.dumps(
+    try:
+        with requests_sent() as sent:
+            for number, message in enumerate(messages, 1):
+                try:
+                    outcome = runtime.service.run_turn(
+                        user_id="bench", session_id=session, message=message
+                    )
+                    print(
+                        f"turn {number}/{len(messages)}: context "
+                        f"{outcome.context_percent or 0:.1f} %",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                except Exception as error:  # counted; the checks below then fail
+                    failed += 1
+                    print(f"turn {number} failed: {error}", file=sys.stderr)
+        runtime.parts.middleware.flush()
+        folded = {e.turn: e for e in folds(engine, session)}
+        turns = [
             {
-                "turns": turns,
-                "failed_turns": failed,
-                "summarizations": len(folds),
-                "max_context_percent": max(t["context_percent"] for t in turns),
-                "trigger_percent": 100 * settings.summary_trigger_fraction,
-                "approx_over_exact": {
-                    "requests": len(ratio),
-                    "mean": round(statistics.mean(ratio), 3),
-                    "min": round(min(ratio), 3),
-                    "max": round(max(ratio), 3),
-                },
+                "turn": c.turn,
+                "status": c.status,
+                "context_tokens": c.context_tokens,
+                "context_percent": round(100 * c.context_tokens / (c.context_window or 1), 1),
+                "summarized_before": c.turn in folded,
+            }
+            for c in chat_calls(engine, session)
+        ]
+        port = settings.local_model_port
+        exact = [
+            local_server.count_tokens(
+                port, local_server.chatml([(_role(m), str(m.text)) for m in request])
+            )
+            for request in sent
+        ]
+        approx = [int(count_tokens_approximately(request)) for request in sent]
+        ratio = [a / e for a, e in zip(approx, exact, strict=True) if e]
+        result: dict[str, object] = {
+            "turns": turns,
+            "failed_turns": failed,
+            "approx_over_exact": {
+                "requests": len(ratio),
+                "mean": round(statistics.mean(ratio), 3),
+                "min": round(min(ratio), 3),
+                "max": round(max(ratio), 3),
             },
-            indent=1,
-        )
-    )
-    runtime.server and runtime.server.stop()
+        }
+        try:
+            result["checks"] = check(
+                engine=engine,
+                session_id=session,
+                window=runtime.chat_spec.context_window,
+                turns=len(messages),
+                sent=sent,
+            )
+            result["passed"] = True
+        except AssertionError as error:
+            result["passed"], result["failed_check"] = False, str(error)
+        print(json.dumps(result, indent=1))
+        return 0 if result["passed"] else 1
+    finally:
+        if runtime.server is not None:
+            runtime.server.stop()
 
 
 def _role(message: BaseMessage) -> str:
@@ -128,4 +121,4 @@ def _role(message: BaseMessage) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,6 +50,25 @@ class Counting:
         return self.inner.embed(texts, ref=ref)
 
 
+# What a test needs, from the fixtures it uses (see the markers in pyproject.toml), so that
+# `pytest -m "not browser and not model"` is an honest fast loop.
+NEEDS = {
+    "postgres": {"postgres_server_url"},
+    "model": {"local_model_port", "small_window_port"},
+    "prometheus": {"prometheus_url", "prometheus", "stack"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+        if "promtool" in item.name:
+            item.add_marker("prometheus")
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     """Wait for a server we started to answer 200 on `url`, or fail with its log."""
     deadline = time.monotonic() + timeout
@@ -156,7 +175,7 @@ def _truncate(engine: Engine) -> None:
             connection.execute(text(f"DELETE FROM {table}"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The same test on SQLite and on Postgres, each starting empty."""
     url = request.getfixturevalue(f"{request.param}_server_url")

@@ -13,7 +13,7 @@ from data import context, cost, latency
 from data.demo import generate
 from data.filters import Filters
 from data.recorder import record_calls
-from tests.test_recorder import call
+from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 WEEK = Filters(start=END - timedelta(days=7), end=END, unit="day")

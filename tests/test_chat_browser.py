@@ -102,6 +102,8 @@ def test_four_tabs_of_one_user_chat_at_once_on_the_embedded_model(
         assert [m[0] for m in turns if m[1] == "assistant"] == [1, 2, 3], "each one answered"
     sessions = rows(tmp_path, "SELECT DISTINCT session_id FROM messages")
     assert len(sessions) == TABS, "no turn went anywhere else"
+    log = (tmp_path / "streamlit.log").read_text(errors="replace")
+    assert "Traceback" not in log and "created with a default value" not in log, log[-3000:]
 
 
 @pytest.fixture

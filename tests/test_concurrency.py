@@ -17,7 +17,7 @@ from data.concurrency import fresh_view, gather, is_fresh
 from data.models import RollupDirty
 from data.recorder import record_calls
 from data.rollups import ensure_fresh, refresh
-from tests.test_recorder import call
+from tests.helpers.records import call
 
 
 def test_gather_runs_its_calls_at_once_and_keeps_their_order() -> None:

@@ -21,7 +21,7 @@ from data.cost import (
 from data.demo import generate
 from data.filters import Filters
 from data.recorder import record_calls
-from tests.test_recorder import call
+from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from data import demo
 from data.models import ORDER_STATUSES, Order, SupportTicket
 from data.recorder import record_calls, record_event
 from data.records import EventRecord
-from tests.test_recorder import call
+from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 

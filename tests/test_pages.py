@@ -335,3 +335,38 @@ def test_latency_page_shows_tool_calls_and_explains_missing_recall(demo: Engine)
     run(at)
     assert at.info[0].value.startswith("No memory recall measurements match these filters.")
     assert "long-term memory search" in at.info[0].value
+
+
+def test_cost_page_of_a_free_local_model_reads_right(app_env: str) -> None:
+    """One conversation on the embedded model ($0), as on a fresh `make run`: the cost cards
+    say $0 without a red "new" against an empty previous period, the cost per conversation is
+    $0 (not a dash), the cost chart's axis runs from 0 (not -1 to 1) and its bars are as wide
+    as their bucket (not hairlines)."""
+    import json
+
+    from data.recorder import record_calls
+    from tests.helpers.records import call
+
+    engine = make_engine(app_env)
+    record_calls(
+        engine=engine,
+        calls=[
+            call(provider="local", model="SmolLM2-135M-Instruct", cost_usd=0.0, turn=turn)
+            for turn in (1, 2)
+        ],
+    )
+    engine.dispose()
+    at = open_page("pages/cost.py", range="24h", grain="hour")
+    cards = {m.label: m for m in at.metric}
+    assert cards["Cost (USD)"].value == "$0.0000" and not cards["Cost (USD)"].delta
+    assert cards["Cost / conversation"].value == "$0.0000"
+    assert cards["Cost / user"].value == "$0.0000"
+    assert cards["Model calls"].delta == "new: no calls in the previous period"
+    assert cards["Model calls"].proto.color == 2  # GRAY: neither good nor bad
+    cost_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert cost_chart["layout"]["yaxis"]["range"] == [0, 1]
+    assert "Every value in this range is 0" in cost_chart["layout"]["annotations"][0]["text"]
+    tokens_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert tokens_chart["layout"]["yaxis"]["rangemode"] == "tozero"
+    for bar in cost_chart["data"] + tokens_chart["data"]:
+        assert bar["width"] == 0.8 * 3_600_000, "an hour's bar is most of an hour wide"

@@ -25,6 +25,7 @@ from data.cost import cost_totals
 from data.filters import Filters
 from data.recorder import Recorder, record_calls
 from data.records import CallRecord, EventRecord
+from tests.helpers.records import call
 
 SPEC = ModelSpec(
     provider="openai",
@@ -34,28 +35,6 @@ SPEC = ModelSpec(
     max_tokens=256,
     timeout_s=10,
 )
-
-
-def call(**changes: Any) -> CallRecord:
-    base = dict(
-        user_id="u1",
-        session_id="s1",
-        turn=1,
-        purpose="chat",
-        provider="openai",
-        model="gpt-4o-mini",
-        input_tokens=1000,
-        cached_input_tokens=200,
-        output_tokens=50,
-        cost_usd=0.0001,
-        cost_status="computed",
-        latency_ms=420.0,
-        ttft_ms=120.0,
-        context_tokens=1000,
-        context_window=128_000,
-    )
-    base.update(changes)
-    return CallRecord(**base)  # type: ignore[arg-type]
 
 
 def rows(engine: Engine) -> list[dict[str, Any]]:

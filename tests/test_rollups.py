@@ -14,7 +14,7 @@ from data.filters import Filters
 from data.models import ModelCall
 from data.recorder import record_calls
 from data.rollups import refresh, refresh_hours, warm
-from tests.test_recorder import call
+from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 WEEK = Filters(start=END - timedelta(days=7), end=END, unit="day")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,6 +70,7 @@ def served_app(data_dir: Path, env: Mapping[str, str], *, timeout: float = 90) -
         **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
         "DATA_DIR": str(data_dir),
         "METRICS_PORT": str(free_port()),
+        "API_PORT": str(free_port()),  # the served API too, never the default 8000
         "PYTHONPATH": str(ROOT),
         **env,
     }
@@ -103,3 +105,31 @@ def served_app(data_dir: Path, env: Mapping[str, str], *, timeout: float = 90) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=15)
+
+
+def page_paths() -> list[tuple[str, str]]:
+    """(url path, title) of every page the router lists, in its order."""
+    from app import PAGES
+
+    return [(url_path, title) for _, _, _, title, _, url_path, _ in PAGES]
+
+
+def tour(page: Any, url: str, out: Path, prefix: str) -> dict[str, str]:
+    """Open every page of the served app at `url` in `page` (Playwright, sync), screenshot
+    each to `out/{prefix}-{url path}.png`, and return what each showed that a person should
+    not see: an exception box or a traceback (empty when a page is fine)."""
+    out.mkdir(parents=True, exist_ok=True)
+    problems: dict[str, str] = {}
+    for path, title in page_paths():
+        page.goto(f"{url}/{path}")
+        page.get_by_role("heading", level=1).first.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        # Reruns settle (charts draw, the status widget stops) before the picture.
+        page.wait_for_function(
+            "!document.querySelector('[data-testid=stStatusWidgetRunningIcon]')", timeout=60_000
+        )
+        page.screenshot(path=str(out / f"{prefix}-{path}.png"), full_page=True)
+        body = page.inner_text("body")
+        if page.get_by_test_id("stException").count() or "Traceback" in body:
+            problems[title] = body[:500]
+    return problems
