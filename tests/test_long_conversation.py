@@ -378,8 +378,8 @@ def test_long_messages_fold_on_the_embedded_model_with_a_small_window(
     """SmolLM2 behind llama.cpp with a 1,280-token context (counted by its own tokenizer):
     six long messages and a question about the first ones. Every turn answered, folded before
     any request passes the trigger, none past the window, at least two folds, and the planted
-    order number and card in the request after the folds. The whole 33-turn conversation on the full window is
-    `make bench-long` (bench/long_conversation.py), with the same checks."""
+    order number and card in the request after the folds. The whole 33-turn conversation on
+    the full window is `make bench-long` (bench/long_conversation.py), with the same checks."""
     settings = load_settings(
         data_dir=tmp_path / "data",
         local_model_port=small_window_port,

@@ -76,9 +76,10 @@ def check(
     """Assert what a long conversation on the embedded model must show, and return its
     figures: every turn answered, summarized before any request passes the trigger (counted by
     the server's own tokenizer), none past the window, and the planted facts in the last
-    request after the folds (`facts`, by name: all of them unless told). With `under_trigger`, also that no request after a fold passes
-    the trigger: true on the full window, where the memories recalled after a fold are small
-    beside it; on a small window they can take a request a few tokens past it."""
+    request after the folds (`facts`, by name: all of them unless told). With
+    `under_trigger`, also that no request after a fold passes the trigger: true on the full
+    window, where the memories recalled after a fold are small beside it; on a small window
+    they can take a request a few tokens past it."""
     calls = chat_calls(engine, session_id)
     events = folds(engine, session_id)
     assert events, "the conversation was summarized"
