@@ -6,7 +6,6 @@ from __future__ import annotations
 import atexit
 import importlib.resources
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -75,24 +74,12 @@ class LocalServer:
             # arrives: with several people chatting, most answers came back empty.
             "--interrupt_requests",
             "False",
-            # llama-cpp-python's default is half the cores: one of two here.
-            "--n_threads",
-            str(self.threads),
-            "--n_threads_batch",
-            str(self.threads),
+            # Threads: llama-cpp-python's default (half the cores), on purpose. Measured with
+            # bench/local_model.py on the 2-core machine: one thread generated 65-73 tokens/s
+            # alone and 59-69 beside a busy core; both cores 43-47 and 37-44, and with
+            # OMP_WAIT_POLICY=PASSIVE 31 and 46. SmolLM2's matrices are too small for two
+            # cores to gain more than their synchronisation costs.
         ]
-
-    @property
-    def threads(self) -> int:
-        """Every core this process may run on (a container's CPU set, not the host's)."""
-        return max(1, len(os.sched_getaffinity(0)))
-
-    @staticmethod
-    def environment() -> dict[str, str]:
-        """The server's environment: OpenMP threads that sleep when they have no work instead
-        of spinning. Spinning threads took the cores from the app and from each other: under
-        load on two cores SmolLM2's generation fell from about 45 to 2-5 tokens/s."""
-        return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
     def start(self, timeout: float = 60.0) -> LocalServer:
         if is_serving(self.port):
@@ -104,7 +91,6 @@ class LocalServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.environment(),
         )
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -230,7 +230,9 @@ def _service(state: State) -> Any:
     return state.runtime.service
 
 
-def _begin(state: State, body: ChatRequest) -> tuple[TurnOutcome, Iterator[str], str | None]:
+def _begin(
+    state: State, body: ChatRequest
+) -> tuple[TurnOutcome, Generator[str, None, None], str | None]:
     """Start the turn and wait for its first piece of text, so that every error that can
     happen before the answer starts is an HTTP status, not a broken stream."""
     session_id = body.session_id or uuid.uuid4().hex
@@ -400,6 +402,12 @@ def _stream(state: State, body: ChatRequest) -> StreamingResponse:
                 yield _sse("delta", {"text": first})
             for piece in stream:
                 yield _sse("delta", {"text": piece})
+        except GeneratorExit:
+            # The client went away mid-answer: the turn ends now, recorded as cancelled, and
+            # its session is free for the next turn (yielding here would be an error).
+            outcome.cancel_reason = "the client disconnected before the answer was complete"
+            stream.close()
+            raise
         except BaseException as error:
             failure = _as_api_error(error)
             yield _sse("error", {"error": failure.error, "message": failure.message})

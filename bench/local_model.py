@@ -1,9 +1,9 @@
 """The embedded model server's own speed: time to first text and generation tokens per second,
-as the app starts it (every core, passive OpenMP waiting) or as it was started before
-(`--as-before`: llama-cpp-python's default of half the cores, OpenMP's default waiting), alone
-or beside `--busy N` processes that keep a core each busy (the app's own work). Prints JSON.
+as the app starts it (llama-cpp-python's default threads and OpenMP's default waiting) or with
+`--threads N` and `--wait ACTIVE|PASSIVE` (OMP_WAIT_POLICY), alone or beside `--busy N`
+processes that keep a core each busy (the app's own work). Prints JSON.
 
-    .venv/bin/python bench/local_model.py [--requests 8] [--busy 1] [--as-before]
+    .venv/bin/python bench/local_model.py [--requests 8] [--busy 1] [--threads 2] [--wait PASSIVE]
 """
 
 from __future__ import annotations
@@ -79,16 +79,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--busy", type=int, default=0, help="processes keeping a core busy")
-    parser.add_argument("--as-before", action="store_true", help="default threads and waiting")
+    parser.add_argument("--threads", type=int, help="threads to give the server instead")
+    parser.add_argument("--wait", choices=("ACTIVE", "PASSIVE"), help="OMP_WAIT_POLICY instead")
     args = parser.parse_args()
     port = _free_port()
     server = local_server.LocalServer(port=port, n_ctx=4096)
     command = server.command()
-    env = server.environment()
-    if args.as_before:  # the command and environment before every core and passive waiting
-        cut = command.index("--n_threads")
-        command = command[:cut] + command[cut + 4 :]
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = dict(os.environ)
+    if args.threads:
+        command += ["--n_threads", str(args.threads), "--n_threads_batch", str(args.threads)]
+    if args.wait:
+        env["OMP_WAIT_POLICY"] = args.wait
     log = Path(tempfile.mkdtemp(prefix="acb-llm-")) / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -121,8 +122,8 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "config": "as before" if args.as_before else "every core, passive waiting",
-                "threads": "default" if args.as_before else server.threads,
+                "threads": args.threads or "default (half the cores)",
+                "omp_wait_policy": env.get("OMP_WAIT_POLICY", "default"),
                 "cores": os.cpu_count(),
                 "busy_processes": args.busy,
                 "requests": args.requests,

@@ -182,6 +182,38 @@ def test_streaming_sends_deltas_then_the_usage(served: ServedApi) -> None:
         assert data[-1]["usage"]["output_tokens"] > 0
 
 
+def test_a_client_that_leaves_mid_stream_frees_its_session(
+    model: FakeOpenAI, served: ServedApi, engine: Engine
+) -> None:
+    """The client reads the first delta of a slow answer and hangs up: the turn ends, recorded
+    as cancelled with the reason, and the same session's next turn is answered at once (not a
+    409 after SESSION_WAIT_S)."""
+    model.script(text(" ".join(f"w{i}" for i in range(80)), word_delay=0.05))
+    body = {"message": "Hi", "session_id": "s-leave"}
+    with served.client.stream("POST", "/chat/stream", json=body) as response:
+        assert next(response.iter_lines()).startswith("event: delta")
+    started = time.monotonic()
+    for _ in range(100):  # the server notices the closed connection at its next write
+        with Session(engine) as db:
+            cancelled = db.scalars(
+                select(AgentEvent).where(AgentEvent.kind == "turn_cancelled")
+            ).all()
+        if cancelled:
+            break
+        time.sleep(0.05)
+    assert [(e.session_id, e.turn, e.error) for e in cancelled] == [
+        ("s-leave", 1, "the client disconnected before the answer was complete")
+    ]
+    again = served.chat(**body)
+    assert again.status_code == 200 and again.json()["turn"] == 2
+    assert time.monotonic() - started < 10, "the session was free, not waited for"
+    with Session(engine) as db:
+        roles = db.scalars(
+            select(Message.role).where(Message.session_id == "s-leave").order_by(Message.id)
+        ).all()
+    assert roles == ["user", "user", "assistant"]
+
+
 def test_api_keys(model: FakeOpenAI, tmp_path: Path, db_url: str) -> None:
     key = "k" * 24
     with serve_api(api_settings(model, tmp_path, db_url, api_keys=key), free_port()) as api:
