@@ -156,4 +156,6 @@ def slowest_calls(*, engine: Engine, filters: Filters, limit: int = 50) -> pd.Da
             connection.execute(query).all(), columns=[c.name for c in query.selected_columns]
         )
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
+    # Numbers, with a missing TTFT (a call that streamed nothing) as NaN: shown blank, not "None".
+    frame["ttft_ms"] = pd.to_numeric(frame["ttft_ms"], errors="coerce")
     return frame

@@ -537,7 +537,10 @@ def checks_frame(checks: dict[str, Check]) -> Any:
                 "last_error_at": c.last_error_at,
             }
         )
-    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+    frame = pd.DataFrame(rows, columns=CHECK_COLUMNS)
+    # Not checked (not configured) is NaN, shown blank rather than "None".
+    frame["latency_ms"] = pd.to_numeric(frame["latency_ms"], errors="coerce")
+    return frame
 
 
 def not_ready_reasons(checks: dict[str, Check], *, required: bool = True) -> list[str]:

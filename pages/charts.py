@@ -71,6 +71,15 @@ def zero_floor(fig: go.Figure, frame: pd.DataFrame, y: str) -> go.Figure:
     return fig
 
 
+def count_axis(fig: go.Figure, counts: pd.Series) -> go.Figure:
+    """A y axis of whole counts from zero: no 0.2 of a call when there are few."""
+    top = int(pd.to_numeric(counts, errors="coerce").fillna(0).max()) if len(counts) else 0
+    fig.update_yaxes(rangemode="tozero")
+    if top <= 5:  # plotly's own ticks are round numbers above that
+        fig.update_yaxes(tick0=0, dtick=1)
+    return fig
+
+
 def lines(
     frame: pd.DataFrame,
     filters: Filters,
@@ -95,7 +104,9 @@ def lines(
     fig.update_traces(
         hovertemplate=f"%{{x|{_TICKS[filters.unit]}}}<br>%{{fullData.name}}: {value}<extra></extra>"
     )
-    return time_axis(fig, filters)
+    # Latencies, rates and percentages start at zero: a lone point drew an axis of 2,613.5 to
+    # 2,615 ms, and an error rate of 0 % one of -1 to 1.
+    return zero_floor(time_axis(fig, filters), frame, y)
 
 
 COLUMNS = {

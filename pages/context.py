@@ -83,6 +83,7 @@ with left:
         annotation_text=f"trigger {trigger:.0f}%",
     )
     fig.update_xaxes(range=[0, 105])
+    charts.count_axis(fig, hist["calls"])
     st.plotly_chart(fig, width="stretch")
 with right:
     over = _frame(engine, url, "context_over_time", filters, trigger_percent=trigger)
@@ -99,6 +100,7 @@ with right:
         value="%{y:.1f}%",
     )
     fig.add_hline(y=trigger, line_dash="dash", line_color="firebrick")
+    fig.update_yaxes(range=[0, 105])  # the whole window, so the trigger line is in view
     st.plotly_chart(fig, width="stretch")
 common.csv_download(over, "context_over_time")
 
@@ -160,6 +162,8 @@ if chosen is not None:
         yaxis_title="Context (tokens)",
         hovermode="closest",
     )
+    fig.update_xaxes(tick0=1, dtick=max(1, round(len(chat) / 10)))  # whole turns
+    fig.update_yaxes(rangemode="tozero")
     st.plotly_chart(fig, width="stretch")
     if st.button("Open this conversation", icon=":material/forum:"):
         common.open_conversation(chosen)

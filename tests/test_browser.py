@@ -206,3 +206,17 @@ def test_one_review_from_start_to_finish(app_url: str, page: Page, data_dir: Pat
             "SELECT session_id, reviewer, score, comment FROM review_scores"
         ).fetchall()
     assert scores == [("e2e-review", "erin", 4, "Right, but say how to send the parcel back.")]
+
+
+def test_every_page_after_one_chat(app_url: str, page: Page) -> None:
+    """A fresh `make run` after one chat (runs after the chat test): every page of the
+    navigation opens without an exception box or a traceback. The screenshots
+    (artifacts/tour-*.png) are the ones the docs show."""
+    from tests.helpers.browser import tour
+
+    assert page.context.browser is not None
+    tall = page.context.browser.new_page(viewport={"width": 1400, "height": 2400})
+    try:
+        assert tour(tall, app_url, ARTIFACTS, "tour") == {}
+    finally:
+        tall.close()

@@ -115,9 +115,10 @@ def page_paths() -> list[tuple[str, str]]:
 
 
 def tour(page: Any, url: str, out: Path, prefix: str) -> dict[str, str]:
-    """Open every page of the served app at `url` in `page` (Playwright, sync), screenshot
-    each to `out/{prefix}-{url path}.png`, and return what each showed that a person should
-    not see: an exception box or a traceback (empty when a page is fine)."""
+    """Open every page of the served app at `url` in `page` (Playwright, sync; give it a tall
+    viewport: Streamlit scrolls inside its main block, so a screenshot holds one viewport),
+    screenshot each to `out/{prefix}-{url path}.png`, and return what each showed that a
+    person should not see: an exception box or a traceback (empty when a page is fine)."""
     out.mkdir(parents=True, exist_ok=True)
     problems: dict[str, str] = {}
     for path, title in page_paths():
@@ -128,6 +129,12 @@ def tour(page: Any, url: str, out: Path, prefix: str) -> dict[str, str]:
         page.wait_for_function(
             "!document.querySelector('[data-testid=stStatusWidgetRunningIcon]')", timeout=60_000
         )
+        # Charts and tables load their code on first use: wait until no placeholder is left.
+        page.wait_for_function(
+            "!document.querySelector('[data-testid=stSkeleton], [data-testid=stSkeletonElement]')",
+            timeout=60_000,
+        )
+        page.wait_for_timeout(500)  # plotly's first draw
         page.screenshot(path=str(out / f"{prefix}-{path}.png"), full_page=True)
         body = page.inner_text("body")
         if page.get_by_test_id("stException").count() or "Traceback" in body:
