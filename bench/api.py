@@ -2,8 +2,8 @@
 
 Three processes, as in production: the app's API (api.main.create_app with its own runtime, as
 `uvicorn api.main:app` runs it) served by uvicorn on 127.0.0.1 in a process of its own; the
-scripted instant model (tests/fake_openai.py speaking the OpenAI wire format with no delay, for
-the chat model and the embeddings) in another; the clients in this one. So the API's
+scripted instant model (tests/helpers/fake_openai.py speaking the OpenAI wire format with no
+delay, for the chat model and the embeddings) in another; the clients in this one. So the API's
 interpreter lock serves only the API, as it would behind a real model and real callers. A
 turn's overhead is its wall time over HTTP (measured by the client) minus the model's own time,
 taken from the latency_ms of the turn's model_calls rows (chat and embedding), so the model's
@@ -44,9 +44,9 @@ from data.db import describe, make_engine
 from data.migrate import upgrade
 from data.models import ModelCall
 from data.settings import to_sqlalchemy_url
-from tests.conftest import free_port
-from tests.fake_openai import FakeOpenAI, text
 from tests.helpers.api import api_settings, serve_api
+from tests.helpers.fake_openai import FakeOpenAI, text
+from tests.helpers.servers import free_port
 
 ANSWER = "Your parcel left our warehouse this morning; it should arrive within 3 days."
 MESSAGES = [

@@ -1,4 +1,4 @@
-"""The 33-turn conversation of tests/data/long_conversation.json on the embedded model and its
+"""The 33-turn conversation of tests/files/long_conversation.json on the embedded model and its
 full window: each turn's context %, where it was summarized, how far LangChain's approximate
 token counter is from the server's own tokenizer on the requests actually sent, and the same
 checks as the test suite's small-window fold test (folded before the trigger, never past the

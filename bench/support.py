@@ -33,8 +33,8 @@ from data.service_times import BusinessHours, ServiceLevels
 from data.settings import to_sqlalchemy_url
 from data.ticket_webhook import WebhookWorker, retry_now, webhook_status
 from data.tickets import create_ticket
-from tests.fake_helpdesk import FakeHelpdesk
-from tests.fake_orders import FakeOrdersApi
+from tests.helpers.fake_helpdesk import FakeHelpdesk
+from tests.helpers.fake_orders import FakeOrdersApi
 from tests.helpers.support import dumps, order_json
 
 

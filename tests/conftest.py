@@ -3,51 +3,30 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import redis
 import streamlit as st
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from streamlit import config as st_config
-from streamlit.testing.v1 import AppTest
 
-from agent.embeddings import Embedder, TurnRef, make_embedder
+from agent.embeddings import Embedder, make_embedder
 from agent.knowledge import KnowledgeBase
 from agent.runtime import release_shared
 from data.db import dispose_shared, make_engine
 from data.demo import generate
 from data.migrate import upgrade
 from data.settings import Settings, get_settings, load_settings
+from tests.helpers.db import truncate_all
+from tests.helpers.servers import PG_ADMIN_URL, REDIS_URL, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-# The machine's Redis (started before the session on this kind of machine); tests use db 15.
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Settings a developer may have in their shell must not leak into the tests.
 ENV_KEYS = [name.upper() for name in Settings.model_fields]
-
-
-class Counting:
-    """Passes calls through to a real embedder and keeps what each call asked for."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
-        self.calls: list[list[str]] = []
-
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
-        self.calls.append(list(texts))
-        return self.inner.embed(texts, ref=ref)
 
 
 # What a test needs, from the fixtures it uses (see the markers in pyproject.toml), so that
@@ -67,28 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
         if "promtool" in item.name:
             item.add_marker("prometheus")
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Wait for a server we started to answer 200 on `url`, or fail with its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"{url} did not become ready:\n{log.read_text(errors='replace')[-4000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -153,34 +110,12 @@ def sqlite_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def _truncate(engine: Engine) -> None:
-    with engine.begin() as connection:
-        for table in (
-            "maintenance_runs",
-            "auth_failures",
-            "users",
-            "budget_alerts",
-            "budget_reservations",
-            "budget_changes",
-            "budgets",
-            "review_scores",
-            "review_claims",
-            "review_items",
-            "feedback_thumbs",
-            "agent_events",
-            "model_calls",
-            "messages",
-            "chat_sessions",
-        ):
-            connection.execute(text(f"DELETE FROM {table}"))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The same test on SQLite and on Postgres, each starting empty."""
     url = request.getfixturevalue(f"{request.param}_server_url")
     engine = make_engine(url)
-    _truncate(engine)
+    truncate_all(engine)
     engine.dispose()
     yield url
 
@@ -255,9 +190,3 @@ def demo(app_env: str) -> Iterator[Engine]:
     )
     yield engine
     engine.dispose()
-
-
-def run(at: AppTest) -> AppTest:
-    at.run(timeout=120)
-    assert not at.exception, [e.value for e in at.exception]
-    return at

@@ -1,5 +1,5 @@
 """The API served for real: uvicorn on a free port of 127.0.0.1, the app's own runtime around
-a model served by tests/fake_openai.py (the real OpenAI client, the real wire format)."""
+a model served by tests/helpers/fake_openai.py (the real OpenAI client, the real wire format)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from agent.runtime import Runtime, build_runtime
 from api.main import create_app
 from data.db import make_engine
 from data.settings import Settings, load_settings
-from tests.fake_openai import FakeOpenAI
+from tests.helpers.fake_openai import FakeOpenAI
 
 
 def api_settings(

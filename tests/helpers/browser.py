@@ -4,19 +4,17 @@ browser tests: one way to start each."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.servers import ROOT, free_port, wait_ready
+
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own background traffic is refused by this machine's closed network; these keep
 # it from trying (and from slowing every start down).
@@ -31,33 +29,11 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def chromium_path() -> str:
     """Debian's Chromium, which `make test` installs; never a browser Playwright downloads."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
     return CHROMIUM
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Wait for a server we started to answer 200 on `url`, or fail with its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"{url} did not become ready:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @contextmanager

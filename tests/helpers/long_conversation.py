@@ -1,4 +1,4 @@
-"""The long conversation of tests/data/long_conversation.json and what must hold after it on
+"""The long conversation of tests/files/long_conversation.json and what must hold after it on
 the embedded model: the test (a small window) and `bench/long_conversation.py` (the full
 window, `make bench-long`) run the same checks."""
 
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from agent.telemetry import CallTelemetry
 from data.models import AgentEvent, ModelCall
 
-CORPUS = Path(__file__).resolve().parent.parent / "data" / "long_conversation.json"
+CORPUS = Path(__file__).resolve().parent.parent / "files" / "long_conversation.json"
 # The facts planted in the first messages, which must reach the model after the folds.
 PLANTED = {"order": "A-10234", "card": "4242", "damage": "cracked screen"}
 FINAL_QUESTION = "Before we finish: which order was it, which card did I pay with, and what broke?"
