@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 import streamlit as st
@@ -22,8 +20,8 @@ from data.db import dispose_shared, make_engine
 from data.demo import generate
 from data.migrate import upgrade
 from data.settings import Settings, get_settings, load_settings
-from tests.helpers.db import truncate_all
-from tests.helpers.servers import PG_ADMIN_URL, REDIS_URL, free_port
+from tests.helpers.db import fresh_postgres, truncate_all
+from tests.helpers.servers import REDIS_URL, free_port
 
 # Settings a developer may have in their shell must not leak into the tests.
 ENV_KEYS = [name.upper() for name in Settings.model_fields]
@@ -76,17 +74,8 @@ def postgres_server_url() -> Iterator[str]:
 
     Postgres runs on every machine of this project's kind, so a missing server is a failure,
     never a skip."""
-    name = f"acb_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        pytest.fail(f"Postgres is unreachable at {PG_ADMIN_URL}: {error}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("acb_test") as url:
+        yield url
 
 
 @pytest.fixture

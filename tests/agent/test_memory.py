@@ -256,13 +256,20 @@ def test_threads_take_turns_on_the_embedded_store(embedder: Counting, tmp_path: 
     store.close()
 
 
-class SlowDiskClient(QdrantClient):
-    """A real local-mode client whose writes take `write_s` (a slow disk under a commit)."""
+class HeldDiskClient(QdrantClient):
+    """A real local-mode client whose writes wait, once `hold` is cleared, until it is set
+    again (a slow disk under a commit, without a clock); `writing` is set while one waits."""
 
-    write_s = 0.0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold = threading.Event()
+        self.hold.set()
+        self.writing = threading.Event()
 
     def upsert(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.write_s)
+        if not self.hold.is_set():
+            self.writing.set()
+            self.hold.wait(timeout=30)
         return super().upsert(*args, **kwargs)
 
 
@@ -270,32 +277,40 @@ def test_one_users_write_does_not_hold_up_another_users_recall(
     embedder: Counting, tmp_path: Path
 ) -> None:
     """Embedded, each user's collection has its own lock: a recall waits only for writes to
-    its own user's memories (read-your-writes), never for everyone's."""
-    client = SlowDiskClient(path=str(tmp_path / "qdrant"))
+    its own user's memories (read-your-writes), never for everyone's. Checked by holding
+    alice's write on the disk, not by timing it."""
+    client = HeldDiskClient(path=str(tmp_path / "qdrant"))
     store = MemoryStore(client, embedder)
     store.remember("alice", [ORDER], session_id="s")
     store.remember("bob", [EMAIL], session_id="s")
     store.recall("bob", ["email"], threshold=0.0)  # embedded once, so the next one is a hit
-    client.write_s = 0.6
+    client.hold.clear()
     writer = threading.Thread(
         target=store.remember,
         args=("alice", [Item("Alice moved to Oslo")]),
         kwargs={"session_id": "s"},
     )
     writer.start()
-    time.sleep(0.1)
-    started = time.perf_counter()
-    found = store.recall("bob", ["email"], threshold=0.0)
-    other_user_s = time.perf_counter() - started
-    started = time.perf_counter()
-    own = store.recall("alice", ["where does Alice live"], threshold=0.0)
-    own_user_s = time.perf_counter() - started
-    writer.join()
-    assert [m.text for m in found[0]] == [EMAIL.text]
-    assert other_user_s < 0.3, "bob's recall waited for alice's write"
-    assert own_user_s > 0.3 and "Alice moved to Oslo" in [m.text for m in own[0]], (
-        "alice's own recall sees her write"
+    assert client.writing.wait(timeout=10), "alice's write reached the disk"
+    found: list[Any] = []
+    bob = threading.Thread(
+        target=lambda: found.append(store.recall("bob", ["email"], threshold=0.0))
     )
+    bob.start()
+    bob.join(timeout=10)
+    assert not bob.is_alive() and writer.is_alive(), "bob's recall ended while alice's write held"
+    assert [m.text for m in found[0][0]] == [EMAIL.text]
+    own: list[Any] = []
+    alice = threading.Thread(
+        target=lambda: own.append(store.recall("alice", ["where does Alice live"], threshold=0.0))
+    )
+    alice.start()
+    alice.join(timeout=0.5)
+    assert alice.is_alive(), "alice's own recall waits for her write"
+    client.hold.set()
+    writer.join(timeout=10)
+    alice.join(timeout=10)
+    assert "Alice moved to Oslo" in [m.text for m in own[0][0]], "and then sees it"
     store.close()
 
 

@@ -32,8 +32,9 @@ from data.models import Message, ModelCall
 from data.sessions import all_sessions
 from data.settings import load_settings
 from tests.helpers.api import api_settings, serve_api
+from tests.helpers.db import fresh_postgres
 from tests.helpers.fake_openai import FakeOpenAI, text
-from tests.helpers.servers import PG_ADMIN_URL, free_port
+from tests.helpers.servers import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ANSWER = "Thanks for waiting! Your parcel left our warehouse this morning."
@@ -50,19 +51,8 @@ QUESTIONS = [
 def fresh_pg_url() -> Iterator[str]:
     """A database of its own on the machine's Postgres, migrated, dropped at the end: the
     dashboards' rollups of other tests' rows must not count in this drill's totals."""
-    name = f"acb_drill_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        pytest.fail(f"Postgres is unreachable at {PG_ADMIN_URL}: {error}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    try:
+    with fresh_postgres("acb_drill") as url:
         yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

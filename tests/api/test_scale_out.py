@@ -8,24 +8,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
 from data.cost import cost_totals
 from data.db import make_engine
 from data.filters import Filters
-from data.migrate import upgrade
 from data.models import Message, ModelCall
+from tests.helpers.db import fresh_postgres
 from tests.helpers.fake_openai import FakeOpenAI, text
-from tests.helpers.servers import PG_ADMIN_URL, REDIS_URL, ROOT, free_port, wait_ready
+from tests.helpers.servers import REDIS_URL, ROOT, free_port, wait_ready
 
 TOKEN = "replica-test-token-0123456789"
 SESSIONS = 12
@@ -34,17 +32,8 @@ TURNS = 4  # per session, alternating replicas
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    name = f"acb_scale_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        pytest.fail(f"Postgres is unreachable at {PG_ADMIN_URL}: {error}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("acb_scale") as url:
+        yield url
 
 
 @pytest.fixture

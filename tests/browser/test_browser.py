@@ -38,6 +38,7 @@ def app_url(local_model_port: int, data_dir: Path) -> Iterator[str]:
         "DATA_DIR": str(data_dir),
         "LOCAL_MODEL_PORT": str(local_model_port),
         "METRICS_PORT": str(metrics_port),
+        "API_PORT": str(free_port()),  # never the default 8000 (another run may hold it)
         "PYTHONPATH": str(ROOT),
     }
     log = open(data_dir / "streamlit.log", "wb")  # noqa: SIM115

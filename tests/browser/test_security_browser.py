@@ -76,6 +76,7 @@ def serve(data_dir: Path, command: list[str], local_model_port: int) -> Iterator
         "DATA_DIR": str(data_dir),
         "LOCAL_MODEL_PORT": str(local_model_port),
         "METRICS_PORT": str(free_port()),
+        "API_PORT": str(free_port()),  # never the default 8000 (another run may hold it)
         "PYTHONPATH": str(ROOT),
         # Secrets that must never reach a page or the log.
         "LANGSMITH_API_KEY": "lsv2_fake_SECRET_langsmith_key_0123",

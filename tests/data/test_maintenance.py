@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import psycopg
 import pytest
 from sqlalchemy import Engine, delete, func, select
 
@@ -27,6 +25,7 @@ from data.models import AgentEvent, Message, ModelCall, Order, RollupDirty
 from data.retention import apply_retention, cutoff_for
 from data.rollups import refresh
 from data.settings import load_settings
+from tests.helpers.db import fresh_postgres
 from tests.helpers.servers import PG_ADMIN_URL, ROOT
 
 NOW = datetime(2026, 11, 30, 15, 30, tzinfo=UTC)
@@ -131,12 +130,8 @@ def empty_target(db_url: str, tmp_path: Path) -> Iterator[str]:
     if db_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'restored.sqlite3'}"
         return
-    name = f"acb_restore_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("acb_restore", migrate=False) as url:
+        yield url
 
 
 def test_backup_restores_every_row_and_the_cost_totals(

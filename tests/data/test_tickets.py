@@ -418,18 +418,10 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.sqlite3'}"
         return
-    import uuid
+    from tests.helpers.db import fresh_postgres
 
-    import psycopg
-
-    from tests.helpers.servers import PG_ADMIN_URL
-
-    name = f"acb_mig_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("acb_mig", migrate=False) as url:
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def test_migration_0007_keeps_the_tickets_opened_before_it(empty_db_url: str) -> None:
