@@ -5,6 +5,8 @@ corrections and deletes, the CSV export, and the day percentiles that settle lat
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -14,19 +16,23 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 
 from data import latency, sessions
+from data.db import make_engine
 from data.demo import generate
 from data.filters import Filters
+from data.migrate import upgrade
 from data.models import ModelCall, RollupDirtyDays
 from data.recorder import record_calls
 from data.rollups import refresh, refresh_hours, settle_days
+from tests.helpers.db import fresh_postgres
 from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 WEEK = Filters(start=END - timedelta(days=7), end=END, unit="day")
 
 
-@pytest.fixture
-def history(engine: Engine) -> Engine:
+def build_history(engine: Engine) -> Engine:
+    """3,000 calls over nine days, a session that straddles the week's start, one across its
+    end, and an unpriced one; rollups refreshed."""
     generate(
         engine=engine, days=9, users=25, sessions=200, calls=3_000, seed=5, end=END, messages=False
     )
@@ -50,6 +56,32 @@ def history(engine: Engine) -> Engine:
     )
     refresh(engine)
     return engine
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def history(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """The history, built once per database for this module's read-only tests (in a
+    database of its own: other tests empty the shared ones)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('history') / 'history.sqlite3'}"
+        upgrade(url)
+        where: AbstractContextManager[str] = nullcontext(url)
+    else:
+        where = fresh_postgres("acb_history")
+    with where as url:
+        engine = make_engine(url)
+        yield build_history(engine)
+        engine.dispose()
+
+
+@pytest.fixture
+def own_history(engine: Engine) -> Engine:
+    """The same history for a test that writes to it."""
+    return build_history(engine)
 
 
 def raw(engine: Engine, filters: Filters) -> pd.DataFrame:
@@ -169,12 +201,12 @@ def test_user_counts_agree_with_pandas(
 
 
 def test_a_user_with_calls_before_and_after_a_range_but_none_in_it_is_not_counted(
-    history: Engine,
+    own_history: Engine,
 ) -> None:
     """count_users subtracts the users whose span covers the range without a call in it."""
     middle = Filters(start=END - timedelta(days=4), end=END - timedelta(days=3), unit="hour")
     record_calls(
-        engine=history,
+        engine=own_history,
         calls=[
             call(ts=middle.start - timedelta(days=1), session_id="gap-1", user_id="gap"),
             call(ts=middle.end + timedelta(hours=2), session_id="gap-2", user_id="gap"),
@@ -183,13 +215,13 @@ def test_a_user_with_calls_before_and_after_a_range_but_none_in_it_is_not_counte
             call(ts=middle.end + timedelta(hours=2), session_id="span-3", user_id="span"),
         ],
     )
-    refresh(history)
+    refresh(own_history)
     for filters in (middle, replace(middle, models=("gpt-4o-mini",))):
-        users = set(raw(history, filters)["user_id"])
+        users = set(raw(own_history, filters)["user_id"])
         assert "span" in users and "gap" not in users
-        assert sessions.count_users(engine=history, filters=filters) == len(users)
-        assert sessions.count_users(engine=history, filters=filters, search="span") == 1
-        assert sessions.count_users(engine=history, filters=filters, search="gap") == 0
+        assert sessions.count_users(engine=own_history, filters=filters) == len(users)
+        assert sessions.count_users(engine=own_history, filters=filters, search="span") == 1
+        assert sessions.count_users(engine=own_history, filters=filters, search="gap") == 0
 
 
 def test_straddling_sessions_count_only_their_calls_in_range(history: Engine) -> None:
@@ -331,13 +363,13 @@ def test_a_page_by_id_is_exact_when_a_straddler_has_no_call_in_the_range(
     assert one.rows["calls"].tolist() == [1] * 10  # each straddler's one call in the week
 
 
-def test_late_insert_correction_and_delete(history: Engine) -> None:
+def test_late_insert_correction_and_delete(own_history: Engine) -> None:
     record_calls(
-        engine=history,
+        engine=own_history,
         calls=[call(ts=END - timedelta(days=3), session_id="edge-a", user_id="edge", turn=3)],
     )
-    assert_sessions(history, WEEK)
-    with history.begin() as connection:
+    assert_sessions(own_history, WEEK)
+    with own_history.begin() as connection:
         connection.execute(
             update(ModelCall).where(ModelCall.session_id == "acme-1").values(cost_usd=0.5)
         )
@@ -346,12 +378,12 @@ def test_late_insert_correction_and_delete(history: Engine) -> None:
             .where(ModelCall.session_id == "edge-b")
             .values(ts=WEEK.start - timedelta(days=1))
         )
-    assert_sessions(history, WEEK)
-    with history.begin() as connection:
+    assert_sessions(own_history, WEEK)
+    with own_history.begin() as connection:
         connection.execute(text("DELETE FROM model_calls WHERE session_id = 'edge-a'"))
-    assert_sessions(history, WEEK)
-    assert "edge-a" not in set(sessions.all_sessions(engine=history, filters=WEEK)["session"])
-    assert sessions.session_totals(engine=history, session_id="edge-a") is None
+    assert_sessions(own_history, WEEK)
+    assert "edge-a" not in set(sessions.all_sessions(engine=own_history, filters=WEEK)["session"])
+    assert sessions.session_totals(engine=own_history, session_id="edge-a") is None
 
 
 def test_csv_export_is_the_whole_sorted_table(history: Engine) -> None:
