@@ -17,6 +17,9 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 WHEELS := $(HOME)/.cache/agent-chatbase/wheels
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-avx2
 
+# Two pytest workers, a test file each at a time (a file's module fixtures, such as a served
+# app, stay with one worker); PYTEST_ARGS= runs them one after the other.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
@@ -31,7 +34,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -3,11 +3,8 @@ chat, then see the call counted."""
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +13,10 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.helpers.servers import ROOT, free_port, wait_ready
+from tests.helpers.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, served_app
+from tests.helpers.servers import free_port
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -31,72 +27,29 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(local_model_port: int, data_dir: Path) -> Iterator[str]:
-    port = free_port()
     metrics_port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
-        "DATA_DIR": str(data_dir),
-        "LOCAL_MODEL_PORT": str(local_model_port),
-        "METRICS_PORT": str(metrics_port),
-        "API_PORT": str(free_port()),  # never the default 8000 (another run may hold it)
-        "PYTHONPATH": str(ROOT),
-    }
-    log = open(data_dir / "streamlit.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/_stcore/health", process, data_dir / "streamlit.log", timeout=60)
-    # The run command exports /metrics before anyone opens a page, so Prometheus can scrape.
-    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    for name, kind in [
-        ("agent_calls_total", "counter"),  # the seed's six names (section 5.1), exactly
-        ("token_usage_total", "counter"),
-        ("context_window_percent", "histogram"),
-        ("summarization_latency_seconds", "histogram"),
-        ("model_latency_seconds", "histogram"),
-        ("memory_retrieval_latency_seconds", "histogram"),
-        ("model_time_to_first_token_seconds", "histogram"),
-        ("agent_cost_usd_total", "counter"),
-    ]:
-        assert f"# TYPE {name} {kind}" in metrics, name
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
-    log.close()
+    env = {"LOCAL_MODEL_PORT": str(local_model_port), "METRICS_PORT": str(metrics_port)}
+    with served_app(data_dir, env, timeout=60) as url:
+        # The run command exports /metrics before anyone opens a page, so Prometheus can scrape.
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        for name, kind in [
+            ("agent_calls_total", "counter"),  # the seed's six names (section 5.1), exactly
+            ("token_usage_total", "counter"),
+            ("context_window_percent", "histogram"),
+            ("summarization_latency_seconds", "histogram"),
+            ("model_latency_seconds", "histogram"),
+            ("memory_retrieval_latency_seconds", "histogram"),
+            ("model_time_to_first_token_seconds", "histogram"),
+            ("agent_cost_usd_total", "counter"),
+        ]:
+            assert f"# TYPE {name} {kind}" in metrics, name
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Page]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         yield page
         browser.close()

@@ -6,8 +6,6 @@ requests."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +18,11 @@ from data import auth, review
 from data.db import make_engine
 from data.feedback import set_thumbs
 from data.migrate import upgrade
+from tests.helpers.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, served_app
 from tests.helpers.hostile import JS_PROBE, OUTSIDE, PAYLOADS, URL_PARAMS, import_hostile
-from tests.helpers.servers import ROOT, free_port, wait_ready
+from tests.helpers.servers import ROOT
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", ROOT / "artifacts"))
 PASSWORD = "browser test password"
 ROLES = ("admin", "analyst", "reviewer", "tester")
 # Every URL a visitor could type: the router's paths and the page files' own names (which the
@@ -70,48 +67,15 @@ ALLOWED = {
 
 def serve(data_dir: Path, command: list[str], local_model_port: int) -> Iterator[str]:
     upgrade_and_users(data_dir)
-    port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
-        "DATA_DIR": str(data_dir),
         "LOCAL_MODEL_PORT": str(local_model_port),
-        "METRICS_PORT": str(free_port()),
-        "API_PORT": str(free_port()),  # never the default 8000 (another run may hold it)
-        "PYTHONPATH": str(ROOT),
         # Secrets that must never reach a page or the log.
         "LANGSMITH_API_KEY": "lsv2_fake_SECRET_langsmith_key_0123",
         "QDRANT_API_KEY": "qdrant_fake_SECRET_key_4567",
     }
-    log_path = data_dir / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            *command,
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(f"{base}/_stcore/health", process, log_path, timeout=90)
-    yield base
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=15)
-    log.close()
-    text = log_path.read_text(errors="replace")
+    with served_app(data_dir, env, command=command) as base:
+        yield base
+    text = (data_dir / "streamlit.log").read_text(errors="replace")
     assert "SECRET" not in text and PASSWORD not in text, "a secret reached the server log"
 
 
@@ -146,13 +110,8 @@ def streamlit_run(tmp_path_factory: pytest.TempPathFactory, local_model_port: in
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

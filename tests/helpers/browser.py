@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,17 @@ def chromium_path() -> str:
 
 
 @contextmanager
-def served_app(data_dir: Path, env: Mapping[str, str], *, timeout: float = 90) -> Iterator[str]:
-    """`python app.py` on a free 127.0.0.1 port with DATA_DIR=`data_dir` and `env` on top of
-    this process's environment less any OPENAI_ or DATABASE_ variable; yields its base URL.
-    Its output goes to `data_dir/streamlit.log`."""
+def served_app(
+    data_dir: Path,
+    env: Mapping[str, str],
+    *,
+    command: Sequence[str] = (sys.executable, str(ROOT / "app.py")),
+    timeout: float = 90,
+) -> Iterator[str]:
+    """`python app.py` (or `command`, such as plain `streamlit run app.py`) on a free
+    127.0.0.1 port with DATA_DIR=`data_dir` and `env` on top of this process's environment
+    less any OPENAI_ or DATABASE_ variable; yields its base URL. Its output goes to
+    `data_dir/streamlit.log`."""
     port = free_port()
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_"))},
@@ -54,8 +61,7 @@ def served_app(data_dir: Path, env: Mapping[str, str], *, timeout: float = 90) -
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
-                sys.executable,
-                str(ROOT / "app.py"),
+                *command,
                 "--server.port",
                 str(port),
                 "--server.address",
