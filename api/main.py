@@ -395,6 +395,9 @@ def _tracing(state: State) -> bool:
 
 def _stream(state: State, body: ChatRequest) -> StreamingResponse:
     outcome, stream, first = _begin(state, body)
+    # Here the only reader that can stop early is the client: however the stream ends up closed
+    # (below, or when the server drops it), that is the reason recorded.
+    outcome.cancel_reason = "the client disconnected before the answer was complete"
 
     def events() -> Iterator[str]:
         try:
@@ -405,7 +408,6 @@ def _stream(state: State, body: ChatRequest) -> StreamingResponse:
         except GeneratorExit:
             # The client went away mid-answer: the turn ends now, recorded as cancelled, and
             # its session is free for the next turn (yielding here would be an error).
-            outcome.cancel_reason = "the client disconnected before the answer was complete"
             stream.close()
             raise
         except BaseException as error:
