@@ -84,6 +84,9 @@ def release_shared() -> None:
         _shared.clear()
     for runtime in found:
         if runtime.parts.memory is not None:
+            # A turn's memory write runs on the writer's thread after the turn: closing the
+            # embedded store under it crashed the process (SQLite used after close).
+            runtime.parts.middleware.flush()
             try:
                 runtime.parts.memory.close()
             except Exception as error:  # closing is best effort; the store may be gone
