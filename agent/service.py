@@ -315,8 +315,7 @@ class ChatService:
             "run_name": "support_turn",
         }
         context = TurnContext(user_id=user_id, session_id=session_id, turn=turn)
-        cancelled = False
-        stop = threading.Event()
+        stop = threading.Event()  # set when the caller stops reading: the turn is cancelled
         # The model call runs on LangGraph's worker thread: closing our stream alone would let
         # it generate to the end. This handler ends the model's stream at its next token.
         config["callbacks"] = [StopWhenSet(stop)]
@@ -351,12 +350,6 @@ class ChatService:
                         except GeneratorExit:  # before `closing` waits for the model call
                             stop.set()
                             raise
-        except GeneratorExit:
-            # The caller stopped reading: the chat page's Stop, or its run interrupted by a
-            # new page or a closed tab. The agent's stream is closed above (no checkpoint:
-            # the next turn starts from the previous state) and the reason is recorded.
-            cancelled = True
-            raise
         except (openai.APITimeoutError, httpx.TimeoutException):
             raise DependencyError(
                 f"The chat model ({self.model_label}) did not answer within "
@@ -403,7 +396,10 @@ class ChatService:
                 "send it again."
             ) from None
         finally:
-            if cancelled:
+            if stop.is_set():
+                # The caller stopped reading (the chat page's Stop, an API client gone): the
+                # agent's stream is closed above (no checkpoint: the next turn starts from the
+                # previous state) and the reason is recorded.
                 self._record_cancelled(context, outcome, started)
             outcome.warnings = take_warnings(session_id, turn)
             if self.ledger is not None:
