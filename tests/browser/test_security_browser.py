@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlparse
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from data import auth, review
 from data.db import make_engine
@@ -116,12 +116,21 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """One browser context per test: each page in it is a fresh Streamlit session (sign-in lives
+    in the session, not in a cookie), while the context's HTTP cache keeps Streamlit's static
+    bundle, so a visit does not download and parse it again."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield context
+    context.close()
+
+
 class Watched:
     """A fresh page that records dialogs (alert, confirm) and requests to other hosts."""
 
-    def __init__(self, browser: Browser) -> None:
-        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
-        self.page = self.context.new_page()
+    def __init__(self, context: BrowserContext) -> None:
+        self.page = context.new_page()
         self.dialogs: list[str] = []
         self.outside: list[str] = []
         self.page.on("dialog", self._dialog)
@@ -146,7 +155,7 @@ class Watched:
         assert "Traceback" not in page.inner_text("body")
 
     def close(self) -> None:
-        self.context.close()
+        self.page.close()
 
 
 def sign_in(page: Page, name: str) -> None:
@@ -159,13 +168,13 @@ def sign_in(page: Page, name: str) -> None:
 
 @pytest.mark.parametrize("server", ["streamlit_run", "make_run"])
 def test_no_page_file_is_served_around_the_router(
-    server: str, browser: Browser, request: pytest.FixtureRequest
+    server: str, context: BrowserContext, request: pytest.FixtureRequest
 ) -> None:
     """The first request to a fresh `streamlit run` process names a page file (legacy mode):
     the sign-in form answers, not the page; then every other URL, on both servers."""
     base = request.getfixturevalue(server)
     for path in FILE_PATHS + ROUTER_PATHS:
-        watched = Watched(browser)
+        watched = Watched(context)
         page = watched.page
         page.goto(f"{base}/{path}")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=30_000)
@@ -176,9 +185,9 @@ def test_no_page_file_is_served_around_the_router(
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_direct_urls_per_role(make_run: str, browser: Browser, role: str) -> None:
+def test_direct_urls_per_role(make_run: str, context: BrowserContext, role: str) -> None:
     for path in HEADINGS:
-        watched = Watched(browser)
+        watched = Watched(context)
         page = watched.page
         page.goto(f"{make_run}/{path}")
         sign_in(page, f"{role}1")
@@ -203,9 +212,9 @@ def test_direct_urls_per_role(make_run: str, browser: Browser, role: str) -> Non
         watched.close()
 
 
-def test_sign_in_page_screenshot(make_run: str, browser: Browser) -> None:
+def test_sign_in_page_screenshot(make_run: str, context: BrowserContext) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    watched = Watched(browser)
+    watched = Watched(context)
     watched.page.goto(f"{make_run}/costs")
     expect(watched.page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=30_000)
     watched.page.screenshot(path=str(ARTIFACTS / "sign-in.png"), full_page=True)
@@ -217,7 +226,7 @@ def test_sign_in_page_screenshot(make_run: str, browser: Browser) -> None:
     watched.close()
 
 
-def test_payload_corpus_stays_inert(make_run: str, run_dir: Path, browser: Browser) -> None:
+def test_payload_corpus_stays_inert(make_run: str, run_dir: Path, context: BrowserContext) -> None:
     engine = make_engine(f"sqlite:///{run_dir / 'agent_chatbase.sqlite3'}")
     answers = import_hostile(engine, session_id="hostile-b", user_id="cust")
     for message_id, comment in zip(answers, [p for p in PAYLOADS if p.strip()], strict=False):
@@ -231,7 +240,7 @@ def test_payload_corpus_stays_inert(make_run: str, run_dir: Path, browser: Brows
         )
     review.enqueue(engine=engine, session_ids=["hostile-b"], reviews_required=1, created_by="x")
     engine.dispose()
-    watched = Watched(browser)
+    watched = Watched(context)
     page = watched.page
     # Imported data on the conversation page.
     page.goto(f"{make_run}/conversation-view?session=hostile-b")
