@@ -26,7 +26,7 @@ PORT ?= 8501
 .PHONY: run test install demo lint bench bench-long system-deps clean
 
 run: $(STAMP)
-	$(PY) -m data.migrate
+	$(PY) -m data.store.migrate
 	$(PY) app.py --server.address $(HOST) --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 
@@ -77,7 +77,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	$(PY) -m data.demo $(ARGS)
+	$(PY) -m data.store.demo $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,9 +9,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from api.server import BindRefused
-from data import auth
-from data.db import describe
-from data.settings import Settings, SettingsError, get_settings, redact_url
+from data.access import auth
+from data.config.settings import Settings, SettingsError, get_settings, redact_url
+from data.store.db import describe
 
 
 def serve(argv: list[str]) -> int:
@@ -25,10 +25,10 @@ def serve(argv: list[str]) -> int:
     from streamlit.web import cli
 
     from agent.local_server import LocalModelError, start_for
-    from data import heap
-    from data.metrics import start_exporter
-    from data.observability import init_sentry
-    from data.status import Monitor
+    from data.config import heap
+    from data.integrations.metrics import start_exporter
+    from data.integrations.observability import init_sentry
+    from data.workers.status import Monitor
 
     try:
         settings = get_settings()
@@ -68,9 +68,9 @@ def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
     safe on 127.0.0.1 (single-user local mode)."""
     from streamlit import config
 
-    from data.auth import has_users
-    from data.db import make_engine
-    from data.migrate import upgrade
+    from data.access.auth import has_users
+    from data.store.db import make_engine
+    from data.store.migrate import upgrade
 
     address = str(config.get_option("server.address") or "")
     for index, arg in enumerate(argv):
@@ -96,7 +96,8 @@ def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
         return None
     return (
         f"no users exist, so there is no sign-in, and the server would listen on {shown}: "
-        "create an admin first (python -m data.auth add NAME --role admin) or serve on 127.0.0.1"
+        "create an admin first (python -m data.access.auth add NAME --role admin) or serve "
+        "on 127.0.0.1"
     )
 
 

@@ -1,5 +1,5 @@
-"""Budget enforcement in the agent loop: `BudgetMiddleware` asks data/budgets.py before each
-model call and refuses the turn before any model call when a budget would be exceeded.
+"""Budget enforcement in the agent loop: `BudgetMiddleware` asks data/workflows/budgets.py before
+each model call and refuses the turn before any model call when a budget would be exceeded.
 
 It is the outermost `wrap_model_call`, so it asks before memory recall (which embeds the
 message) and before summarization (which calls the summarizer), both of which run inside the
@@ -7,7 +7,7 @@ model call: a refused turn makes no model call at all. It is a wrapper rather th
 `before_model` hook because each hook is one more step of the graph in every turn. The
 estimate is the request's counted input tokens (its messages and the system prompt, counted the
 way the summarization middleware counts them) plus the completion limit, priced by genai-prices
-(data/prices.py). The reservation made for that estimate is released once the call, its
+(data/integrations/prices.py). The reservation made for that estimate is released once the call, its
 retries and its fallback have ended, and their rows are recorded.
 
 Warnings (a budget past its warning threshold) are kept per (session, turn) until the chat
@@ -28,8 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.middleware import EventSink, emit, turn_meta
 from agent.prompts import SYSTEM_PROMPT
-from data.budgets import BudgetState, Guard, refusal_text
-from data.prices import Rate, price_call
+from data.integrations.prices import Rate, price_call
+from data.workflows.budgets import BudgetState, Guard, refusal_text
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from data.settings import Settings, to_libpq_url
+from data.config.settings import Settings, to_libpq_url
 
 
 def make_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:
@@ -35,7 +35,7 @@ def make_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:
     path = Path(settings.data_dir) / "checkpoints.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, check_same_thread=False)
-    # WAL with synchronous=NORMAL, like the app database (data/db.py): a commit is durable
+    # WAL with synchronous=NORMAL, like the app database (data/store/db.py): a commit is durable
     # against an application crash and costs no fsync, instead of two in rollback-journal mode.
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from data.prices import Rate, load_overrides, price_call
-from data.records import CallRecord
-from data.settings import LOCAL_EMBEDDING_MODEL, LOCAL_PROVIDER, Settings
+from data.config.settings import LOCAL_EMBEDDING_MODEL, LOCAL_PROVIDER, Settings
+from data.integrations.prices import Rate, load_overrides, price_call
+from data.store.records import CallRecord
 
 if TYPE_CHECKING:
     import redis
@@ -239,7 +239,7 @@ class LocalEmbedder:
     The model loads once per process (0.3 s) and is shared by every instance; it is
     thread-safe, as onnxruntime sessions and tokenizers are.
     Tokens are counted with the model's own tokenizer ([CLS] and [SEP] included) and recorded
-    with provider "local", priced by data/prices.py like any local model."""
+    with provider "local", priced by data/integrations/prices.py like any local model."""
 
     provider = LOCAL_PROVIDER
     model = LOCAL_EMBEDDING_MODEL
@@ -317,8 +317,8 @@ class OpenAIEmbedder:
     """OpenAI's embeddings API (or a compatible server at `base_url`) via the official client.
 
     Each API request (at most 2048 texts) is one recorded call: input tokens from the usage the
-    API reports, cost from data/prices.py. Failures raise EmbeddingError after the client's own
-    retries and are recorded with status "error"."""
+    API reports, cost from data/integrations/prices.py. Failures raise EmbeddingError after the
+    client's own retries and are recorded with status "error"."""
 
     def __init__(
         self,

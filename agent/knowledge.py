@@ -37,7 +37,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from agent.embeddings import Embedder, TurnRef
-    from data.settings import Settings
+    from data.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ def from_settings(settings: Settings, embedder: Embedder) -> KnowledgeBase:
 
 def main(argv: list[str] | None = None) -> int:
     from agent.embeddings import EmbeddingError, make_embedder
-    from data.settings import SettingsError, get_settings
+    from data.config.settings import SettingsError, get_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m agent.knowledge", description=__doc__.split("\n")[0]

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from data.recorder import check_event
-from data.records import CallRecord, EventRecord
+from data.store.recorder import check_event
+from data.store.records import CallRecord, EventRecord
 
 log = logging.getLogger(__name__)
 

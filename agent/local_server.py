@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from data.settings import LOCAL_MODEL_NAME, Settings
+from data.config.settings import LOCAL_MODEL_NAME, Settings
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from agent.embeddings import Embedder, EmbeddingError, TurnRef
-from data.settings import Settings
+from data.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from langgraph.types import Command
 
 from agent.context import UNKNOWN, current_turn
 from agent.window import ContextWindowExceeded, WindowCounter
-from data.records import EventRecord
+from data.store.records import EventRecord
 
 log = logging.getLogger(__name__)
 

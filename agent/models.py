@@ -14,7 +14,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from agent.local_server import base_url as local_base_url
-from data.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER, Settings
+from data.config.settings import LOCAL_MODEL_NAME, LOCAL_PROVIDER, Settings
 
 
 class ModelConfigError(ValueError):

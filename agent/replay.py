@@ -16,10 +16,10 @@ the fixed overhead of system prompt and recall reserve, the keep budget, the sum
 for the setting under test, with a token counter that reads the recorded sizes. It rides on
 LangChain's SummarizationMiddleware (`_should_summarize`, `_determine_cutoff_index`, which keeps
 AI/tool pairs together). A fold replaces the messages before the cut point by a summary whose
-size is the recorded summary size per folded token (data.replay.summary_ratio).
+size is the recorded summary size per folded token (data.analytics.replay_sessions.summary_ratio).
 
-Costs are priced with genai-prices (data/prices.py) per call: the simulated request's input
-tokens (the recorded cached share kept, never more than the request), the recorded output
+Costs are priced with genai-prices (data/integrations/prices.py) per call: the simulated request's
+input tokens (the recorded cached share kept, never more than the request), the recorded output
 tokens, and each simulated summarizer call."""
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from agent.middleware import RecordedSummarization
 from agent.prompts import SYSTEM_PROMPT
 from agent.scripted import ScriptedChatModel
 from agent.window import WindowCounter
-from data.prices import Rate, linear_rate
-from data.replay import Trace
-from data.settings import Settings
+from data.analytics.replay_sessions import Trace
+from data.config.settings import Settings
+from data.integrations.prices import Rate, linear_rate
 
 TriggerKind = Literal["fraction", "tokens", "messages"]
 KeepKind = Literal["messages", "tokens"]

@@ -33,12 +33,12 @@ from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from agent.window import WindowCounter
-from data.orders import OrderSource, order_source
-from data.prices import load_overrides
-from data.recorder import EventRecorder, Recorder, TurnRecorder
-from data.records import CallRecord, EventRecord
-from data.service_times import ServiceLevels
-from data.settings import LOCAL_PROVIDER, Settings, redact_url
+from data.config.service_times import ServiceLevels
+from data.config.settings import LOCAL_PROVIDER, Settings, redact_url
+from data.integrations.orders import OrderSource, order_source
+from data.integrations.prices import load_overrides
+from data.store.recorder import EventRecorder, Recorder, TurnRecorder
+from data.store.records import CallRecord, EventRecord
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
 from agent.ratelimit import RateLimiter
 from agent.window import ContextWindowExceeded, MessageTooLong, WindowCounter
-from data import conversations
-from data.conversations import MAX_MESSAGE_CHARS
-from data.recorder import record_event
-from data.records import CallRecord, EventRecord
-from data.sanitize import is_blank
+from data.access.sanitize import is_blank
+from data.store import conversations
+from data.store.conversations import MAX_MESSAGE_CHARS
+from data.store.recorder import record_event
+from data.store.records import CallRecord, EventRecord
 
 log = logging.getLogger(__name__)
 

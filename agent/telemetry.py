@@ -21,9 +21,9 @@ from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResu
 
 from agent.context import UNKNOWN, TurnContext, current_turn
 from agent.models import ModelSpec
-from data.models import utcnow
-from data.prices import Rate, price_call
-from data.records import CallRecord
+from data.integrations.prices import Rate, price_call
+from data.store.orm import utcnow
+from data.store.records import CallRecord
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@ as prompt context for a model that cannot call tools.
 
 Who is asking never comes from the model: every tool reads the user, session and turn of the
 running turn (`agent.middleware.turn_meta()`), so a customer cannot read another customer's
-order by naming a different user. Orders come from the configured source (data/orders.py: the
-team's orders API or the orders table); when it is down the model is told it cannot check
-orders right now, the call is recorded as failed, and the turn goes on. The service times the
-agent promises come from settings (data/service_times.py)."""
+order by naming a different user. Orders come from the configured source
+(data/integrations/orders.py: the team's orders API or the orders table); when it is down the model
+is told it cannot check orders right now, the call is recorded as failed, and the turn goes on. The
+service times the agent promises come from settings (data/config/service_times.py)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ from agent.embeddings import TurnRef
 from agent.knowledge import Hit, KnowledgeBase
 from agent.middleware import turn_meta
 from agent.recall import ContextUnavailable, Provided
-from data import orders, tickets
-from data.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
-from data.records import EventRecord
-from data.service_times import ServiceLevels
-from data.settings import get_settings
+from data.config.service_times import ServiceLevels
+from data.config.settings import get_settings
+from data.integrations import orders, tickets
+from data.integrations.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
+from data.store.records import EventRecord
 
 log = logging.getLogger(__name__)
 

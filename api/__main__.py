@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from api.server import BindRefused, make_server
-from data.settings import SettingsError, get_settings
+from data.config.settings import SettingsError, get_settings
 
 
 def main() -> int:
@@ -15,12 +15,12 @@ def main() -> int:
     except (SettingsError, BindRefused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from data.observability import init_sentry
+    from data.integrations.observability import init_sentry
 
     init_sentry(settings, "api")
-    from data import heap
+    from data.config import heap
 
-    heap.settle(("agent.runtime",))  # out of the collector's full passes (data.heap)
+    heap.settle(("agent.runtime",))  # out of the collector's full passes (data.config.heap)
     server.run()
     return 0
 

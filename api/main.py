@@ -52,10 +52,10 @@ from api.schemas import (
     TranscriptEntry,
     error_body,
 )
-from data import conversations
-from data.db import shared_engine
-from data.migrate import upgrade
-from data.settings import Settings, get_settings
+from data.config.settings import Settings, get_settings
+from data.store import conversations
+from data.store.db import shared_engine
+from data.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
 

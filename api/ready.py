@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from agent.runtime import Runtime
 from api.schemas import Check, Readiness
-from data.settings import Settings
+from data.config.settings import Settings
 
 DEADLINE_S = 1.8
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="ready")

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from data.conversations import MAX_MESSAGE_CHARS
-from data.sanitize import is_blank
+from data.access.sanitize import is_blank
+from data.store.conversations import MAX_MESSAGE_CHARS
 
 ANONYMOUS = "anonymous"
 # Ids callers choose: letters, digits and . _ : @ - (no spaces, no control characters).

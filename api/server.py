@@ -8,7 +8,7 @@ import threading
 
 import uvicorn
 
-from data.settings import Settings
+from data.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

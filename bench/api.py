@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from sqlalchemy import func, select
 
-from data.db import describe, make_engine
-from data.migrate import upgrade
-from data.models import ModelCall
-from data.settings import to_sqlalchemy_url
+from data.config.settings import to_sqlalchemy_url
+from data.store.db import describe, make_engine
+from data.store.migrate import upgrade
+from data.store.orm import ModelCall
 from tests.helpers.api import api_settings, serve_api
 from tests.helpers.fake_openai import FakeOpenAI, text
 from tests.helpers.servers import free_port

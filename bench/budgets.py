@@ -24,14 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import insert
 
-from data import budgets
-from data.budgets import Guard
-from data.db import describe, make_engine
-from data.demo import generate
-from data.migrate import upgrade
-from data.models import ModelCall
-from data.rollups import refresh
-from data.settings import to_libpq_url, to_sqlalchemy_url
+from data.analytics.rollups import refresh
+from data.config.settings import to_libpq_url, to_sqlalchemy_url
+from data.store.db import describe, make_engine
+from data.store.demo import generate
+from data.store.migrate import upgrade
+from data.store.orm import ModelCall
+from data.workflows import budgets
+from data.workflows.budgets import Guard
 
 
 def fresh_postgres(url: str) -> str:

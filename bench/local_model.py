@@ -25,7 +25,7 @@ import httpx
 
 from agent import local_server
 from agent.prompts import SYSTEM_PROMPT
-from data.settings import LOCAL_MODEL_NAME
+from data.config.settings import LOCAL_MODEL_NAME
 
 QUESTIONS = (
     "Hello, my order A-10234 has not arrived yet. Where is it?",

@@ -25,9 +25,9 @@ from langchain_core.messages.utils import count_tokens_approximately
 
 from agent import local_server
 from agent.runtime import build_runtime
-from data.db import make_engine
-from data.migrate import upgrade
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.db import make_engine
+from data.store.migrate import upgrade
 from tests.helpers.long_conversation import (
     FINAL_QUESTION,
     chat_calls,

@@ -28,17 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import Engine, insert, text
 
-from data import context, cost, heap, latency, review, sessions
-from data import feedback_analytics as fa
-from data.compare import has_demo_rows
-from data.db import describe, make_engine
-from data.demo import history
-from data.filters import Filters, parse_filters
-from data.migrate import upgrade
-from data.models import ChatSession, ModelCall
-from data.rollups import refresh, refresh_hours, settle_days
-from data.rollups import warm as warm_refresh
-from data.settings import to_libpq_url, to_sqlalchemy_url
+from data.analytics import context_usage, cost, feedback_report, latency, sessions
+from data.analytics.compare import has_demo_rows
+from data.analytics.filters import Filters, parse_filters
+from data.analytics.rollups import refresh, refresh_hours, settle_days
+from data.analytics.rollups import warm as warm_refresh
+from data.config import heap
+from data.config.settings import to_libpq_url, to_sqlalchemy_url
+from data.store.db import describe, make_engine
+from data.store.demo import history
+from data.store.migrate import upgrade
+from data.store.orm import ChatSession, ModelCall
+from data.workflows import review
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/acb_bench"
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -58,11 +59,11 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         sessions.session_page(engine=engine, filters=f, total=view.totals.sessions)
 
     def context_page() -> None:
-        context.share_above(engine=engine, filters=f, trigger_percent=75)
-        context.summarization_over_time(engine=engine, filters=f)
-        context.context_histogram(engine=engine, filters=f)
-        context.context_over_time(engine=engine, filters=f, trigger_percent=75)
-        context.sessions_by_peak_context(engine=engine, filters=f)
+        context_usage.share_above(engine=engine, filters=f, trigger_percent=75)
+        context_usage.summarization_over_time(engine=engine, filters=f)
+        context_usage.context_histogram(engine=engine, filters=f)
+        context_usage.context_over_time(engine=engine, filters=f, trigger_percent=75)
+        context_usage.sessions_by_peak_context(engine=engine, filters=f)
 
     def latency_page() -> None:
         latency.latency_over_time(engine=engine, filters=f, metric="model")
@@ -71,7 +72,7 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         latency.slowest_calls(engine=engine, filters=f)
 
     def feedback_page() -> None:  # the charts, the agreement and the newest local feedback
-        fa.page_data(engine=engine, filters=f, local_limit=1_000)
+        feedback_report.page_data(engine=engine, filters=f, local_limit=1_000)
 
     def review_page() -> None:  # the queue tab: the candidate search, the queue, progress
         review.candidates(engine=engine, filters=queue, limit=500)
@@ -124,8 +125,8 @@ def naive(engine: Engine, f: Filters) -> None:
 def incremental(engine: Engine) -> dict[str, float]:
     """What a page view pays after a chat turn (ensure_fresh: the hour it touched, its sessions
     and user), and what the background settling of that call's day takes."""
-    from data.recorder import record_calls
-    from data.records import CallRecord
+    from data.store.recorder import record_calls
+    from data.store.records import CallRecord
 
     out: dict[str, list[float]] = {"refresh": [], "settle": []}
     for i in range(5):
@@ -430,8 +431,9 @@ VIEWS = {"": {}, "model": {"model": "gpt-4o"}, "user": {"user": "demo-user-002"}
 
 def measure(url: str, rows: int, reuse: bool, runs: int) -> dict[str, object]:
     engine, refresh_s = prepare(url, rows, reuse)
-    heap.settle()  # as the app's processes do once they have started (data.heap)
-    warm_refresh(engine)  # as the pages do when they open the database (data.rollups.warm)
+    heap.settle()  # as the app's processes do once they have started (data.config.heap)
+    # As the pages do when they open the database (data.analytics.rollups.warm).
+    warm_refresh(engine)
     detail: dict[str, dict[str, object]] = {}
     worst_cold_90 = worst_warm = 0.0
     for preset in ("7d", "90d"):

@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text
 
-from data.db import describe, make_engine
-from data.migrate import upgrade
-from data.recorder import Recorder, record_calls
-from data.records import CallRecord
-from data.settings import get_settings, to_sqlalchemy_url
+from data.config.settings import get_settings, to_sqlalchemy_url
+from data.store.db import describe, make_engine
+from data.store.migrate import upgrade
+from data.store.recorder import Recorder, record_calls
+from data.store.records import CallRecord
 
 
 def sample_call(i: int) -> CallRecord:

@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import replay
-from data import replay as recorded_data
-from data.db import describe, make_engine
-from data.demo import generate
-from data.filters import Filters
-from data.migrate import upgrade
+from data.analytics import replay_sessions as recorded_data
+from data.analytics.filters import Filters
+from data.store.db import describe, make_engine
+from data.store.demo import generate
+from data.store.migrate import upgrade
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import delete
 
-from data.db import describe, make_engine
-from data.migrate import upgrade
-from data.models import Order, SupportTicket
-from data.orders import HttpOrders, import_file
-from data.service_times import BusinessHours, ServiceLevels
-from data.settings import to_sqlalchemy_url
-from data.ticket_webhook import WebhookWorker, retry_now, webhook_status
-from data.tickets import create_ticket
+from data.config.service_times import BusinessHours, ServiceLevels
+from data.config.settings import to_sqlalchemy_url
+from data.integrations.orders import HttpOrders, import_file
+from data.integrations.tickets import create_ticket
+from data.store.db import describe, make_engine
+from data.store.migrate import upgrade
+from data.store.orm import Order, SupportTicket
+from data.workers.ticket_webhook import WebhookWorker, retry_now, webhook_status
 from tests.helpers.fake_helpdesk import FakeHelpdesk
 from tests.helpers.fake_orders import FakeOrdersApi
 from tests.helpers.support import dumps, order_json

@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import text
 
 from agent.runtime import build_runtime
-from data.conversations import turn_stats
-from data.db import make_engine
-from data.migrate import upgrade
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.conversations import turn_stats
+from data.store.db import make_engine
+from data.store.migrate import upgrade
 
 QUESTIONS = (
     "Hello, I need help with my order",

@@ -36,9 +36,9 @@ from agent.runtime import assemble, make_ledger
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
 from agent.telemetry import CallTelemetry
-from data.db import describe, make_engine
-from data.migrate import upgrade
-from data.settings import load_settings, to_sqlalchemy_url
+from data.config.settings import load_settings, to_sqlalchemy_url
+from data.store.db import describe, make_engine
+from data.store.migrate import upgrade
 
 MESSAGES = [
     "Hi, can you tell me how long shipping takes to Canada?",

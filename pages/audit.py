@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, time, timedelta
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import audit
-from data.sanitize import plain
+from data.access import audit
+from data.access.sanitize import plain
 from pages import common
 
 common.ensure_routed()

@@ -1,6 +1,6 @@
 """The budgets section that the Cost page and the Budgets page both draw: each budget's spend
 in its current period against its limit, the forecast to the period's end, and the users near
-or over (presentation only; the figures come from data/budgets.py)."""
+or over (presentation only; the figures come from data/workflows/budgets.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from data import budgets
+from data.workflows import budgets
 from pages import common
 
 COLUMNS = {

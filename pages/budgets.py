@@ -5,8 +5,8 @@ checks them before every model call (agent/budget.py)."""
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import budgets
-from data.budgets import DEFAULT_WARN_FRACTION, BudgetInputError
+from data.workflows import budgets
+from data.workflows.budgets import DEFAULT_WARN_FRACTION, BudgetInputError
 from pages import budget_report, common
 
 common.ensure_routed()

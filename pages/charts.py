@@ -7,8 +7,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from data.filters import Filters
-from data.prices import chat_models
+from data.analytics.filters import Filters
+from data.integrations.prices import chat_models
 
 PRICEABLE_MODELS = list(chat_models("openai"))
 _MS = {"hour": 3_600_000, "day": 86_400_000}

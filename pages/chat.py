@@ -11,10 +11,15 @@ from agent.local_server import LocalModelError
 from agent.models import ModelConfigError
 from agent.runtime import Runtime
 from agent.service import ChatInputError, ChatService, clean_message
-from data.conversations import TranscriptMessage, list_sessions
-from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs, thumbs_for_session
-from data.sanitize import md
-from data.settings import get_settings
+from data.access.sanitize import md
+from data.config.settings import get_settings
+from data.store.conversations import TranscriptMessage, list_sessions
+from data.store.feedback import (
+    MAX_COMMENT_CHARS,
+    FeedbackInputError,
+    set_thumbs,
+    thumbs_for_session,
+)
 from pages import common
 
 common.ensure_routed()

@@ -7,9 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from data import context, window
-from data.filters import Filters
-from data.settings import get_settings
+from data.analytics import context_usage, window_pressure
+from data.analytics.filters import Filters
+from data.config.settings import get_settings
 from pages import charts, common
 
 common.ensure_routed()
@@ -19,7 +19,7 @@ TTL = 60
 
 @st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
 def _frame(_engine: Engine, url: str, name: str, filters: Filters, **kwargs: float) -> pd.DataFrame:
-    return getattr(context, name)(engine=_engine, filters=filters, **kwargs)
+    return getattr(context_usage, name)(engine=_engine, filters=filters, **kwargs)
 
 
 st.title("Context window")
@@ -29,7 +29,7 @@ trigger = 100 * settings.summary_trigger_fraction
 engine, filters = common.analyst_page()
 st.caption(common.describe_filters(filters) + f" · summarization trigger {trigger:.0f}%")
 
-above, total = context.share_above(engine=engine, filters=filters, trigger_percent=trigger)
+above, total = context_usage.share_above(engine=engine, filters=filters, trigger_percent=trigger)
 if total == 0:
     st.info(
         "No successful chat calls match these filters. Widen the date range or clear the "
@@ -72,9 +72,9 @@ with left:
     fig.update_traces(
         xperiod=None,
         offset=0,
-        width=context.BIN_WIDTH,
+        width=context_usage.BIN_WIDTH,
         hovertemplate="%{x}–%{customdata}%: %{y:,} calls<extra></extra>",
-        customdata=hist["bin"] + context.BIN_WIDTH,
+        customdata=hist["bin"] + context_usage.BIN_WIDTH,
     )
     fig.add_vline(
         x=trigger,
@@ -123,7 +123,7 @@ chosen = (
     else (ranked.iloc[0]["session"] if len(ranked) else None)
 )
 if chosen is not None:
-    growth = context.session_growth(engine=engine, session_id=chosen)
+    growth = context_usage.session_growth(engine=engine, session_id=chosen)
     chat = growth[growth["purpose"] == "chat"]
     folds = growth[growth["purpose"] == "summarize"]
     fig = go.Figure(
@@ -206,11 +206,11 @@ else:
     common.csv_download(summaries, "summarization_over_time")
 
 st.subheader("Where the window pushed back")
-incidents = window.window_incidents(engine=engine, filters=filters)
-counts = window.window_counts(incidents)
+incidents = window_pressure.window_incidents(engine=engine, filters=filters)
+counts = window_pressure.window_counts(incidents)
 w1, w2, w3 = st.columns(3)
-for column, kind in zip((w1, w2, w3), window.KINDS, strict=True):
-    column.metric(window.KINDS[kind], f"{counts[kind]:,}", border=True)
+for column, kind in zip((w1, w2, w3), window_pressure.KINDS, strict=True):
+    column.metric(window_pressure.KINDS[kind], f"{counts[kind]:,}", border=True)
 if incidents.empty:
     st.caption(
         "No request was cut short by the window, no message was refused for its length and "
@@ -218,7 +218,7 @@ if incidents.empty:
     )
 else:
     per_bucket = (
-        incidents.assign(kind=incidents["kind"].map(window.KINDS))
+        incidents.assign(kind=incidents["kind"].map(window_pressure.KINDS))
         .groupby(["bucket", "kind"], as_index=False)
         .size()
         .rename(columns={"size": "incidents"})

@@ -7,11 +7,11 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from data import cost, sessions
-from data.compare import change, is_new
-from data.filters import Filters
-from data.prices import BUILTIN_OVERRIDES, load_overrides, price_table
-from data.settings import get_settings
+from data.analytics import cost, sessions
+from data.analytics.compare import change, is_new
+from data.analytics.filters import Filters
+from data.config.settings import get_settings
+from data.integrations.prices import BUILTIN_OVERRIDES, load_overrides, price_table
 from pages import budget_report, charts, common
 
 common.ensure_routed()

@@ -8,12 +8,12 @@ import streamlit as st
 from langsmith.utils import LangSmithError
 from sqlalchemy import Engine
 
-from data import feedback_analytics as fa
-from data import langsmith_sync
-from data.agreement import AgreementReport, disagreements
-from data.filters import Filters
-from data.sanitize import md
-from data.settings import get_settings
+from data.access.sanitize import md
+from data.analytics import feedback_report
+from data.analytics.agreement import AgreementReport, disagreements
+from data.analytics.filters import Filters
+from data.config.settings import get_settings
+from data.workers import langsmith_sync
 from pages import charts, common
 
 common.ensure_routed()
@@ -50,9 +50,9 @@ COLUMNS = {
 
 
 @st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
-def _view(_engine: Engine, url: str, filters: Filters) -> fa.FeedbackPageData:
+def _view(_engine: Engine, url: str, filters: Filters) -> feedback_report.FeedbackPageData:
     # One view's data, read at once and shared by every chart and tab.
-    return fa.page_data(engine=_engine, filters=filters, local_limit=LOCAL_SHOWN)
+    return feedback_report.page_data(engine=_engine, filters=filters, local_limit=LOCAL_SHOWN)
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Reading LangSmith feedback…")
@@ -93,7 +93,7 @@ def mean_bars(frame: pd.DataFrame, x: str, axis: str, title: str) -> go.Figure:
     return fig
 
 
-def scores_tab(data: fa.FeedbackPageData) -> None:
+def scores_tab(data: feedback_report.FeedbackPageData) -> None:
     over_time, by_model = data.over_time, data.by_model
     if over_time.empty:
         st.info(
@@ -144,8 +144,8 @@ def scores_tab(data: fa.FeedbackPageData) -> None:
         common.csv_download(by_model, "scores_by_model")
 
 
-def quality_tab(data: fa.FeedbackPageData) -> None:
-    context, summarized, cost = data.context, data.summarized, data.cost
+def quality_tab(data: feedback_report.FeedbackPageData) -> None:
+    context, summarized, cost = data.analytics.context_usage, data.summarized, data.analytics.cost
     if context.empty and summarized.empty and cost.empty:
         st.info(
             "No scored conversations in this range: score some under **Review** to compare "
@@ -347,7 +347,7 @@ st.caption(common.describe_filters(filters))
 url = get_settings().sqlalchemy_url
 data = _view(engine, url, filters)
 scores = data.given
-report = data.agreement
+report = data.analytics.agreement
 tabs = st.tabs(["Scores", "Quality vs cost", "Thumbs", "Agreement", "LangSmith"])
 with tabs[0]:
     scores_tab(data)

@@ -4,9 +4,10 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from data import latency, prometheus
-from data.filters import Filters
-from data.settings import get_settings, redact_url
+from data.analytics import latency
+from data.analytics.filters import Filters
+from data.config.settings import get_settings, redact_url
+from data.integrations import prometheus
 from pages import charts, common
 
 common.ensure_routed()

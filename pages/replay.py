@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 
 from agent import replay
 from agent.models import _known_window
-from data import replay as recorded_data
-from data.filters import Filters
-from data.settings import get_settings
+from data.analytics import replay_sessions as recorded_data
+from data.analytics.filters import Filters
+from data.config.settings import get_settings
 from pages import charts, common
 
 common.ensure_routed()

@@ -8,11 +8,13 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import audit, review, sessions
-from data.conversations import TranscriptMessage, get_session, session_calls
-from data.feedback import MAX_COMMENT_CHARS, thumbs_for_session
-from data.sanitize import md
-from data.settings import get_settings
+from data.access import audit
+from data.access.sanitize import md
+from data.analytics import sessions
+from data.config.settings import get_settings
+from data.store.conversations import TranscriptMessage, get_session, session_calls
+from data.store.feedback import MAX_COMMENT_CHARS, thumbs_for_session
+from data.workflows import review
 from pages import charts, common
 
 common.ensure_routed()
@@ -158,7 +160,7 @@ def review_tab() -> None:
         f"user {common.shown(session.user_id) if session else '?'}",
     ]
     totals = sessions.session_totals(engine=engine, session_id=claim.session_id)
-    if totals is not None:  # the one definition of a session's totals (data.sessions)
+    if totals is not None:  # the one definition of a session's totals (data.analytics.sessions)
         about += [
             md(str(totals["model"])),
             f"{totals['turns']} turns",

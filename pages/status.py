@@ -4,10 +4,10 @@ runs, and the seed's operating procedure linked to where the app shows each item
 import pandas as pd
 import streamlit as st
 
-from data import status
-from data.maintain import last_runs
-from data.models import MAINTENANCE_TASKS
-from data.settings import get_settings, redact_url
+from data.config.settings import get_settings, redact_url
+from data.store.maintain import last_runs
+from data.store.orm import MAINTENANCE_TASKS
+from data.workers import status
 from pages import common
 
 common.ensure_routed()
@@ -100,10 +100,10 @@ if runs:
 missing = [t for t in MAINTENANCE_TASKS if t not in runs]
 if missing:
     st.info(
-        f"Never run here: {', '.join(missing)}. Run `python -m data.maintain` weekly (retention"
-        ", ANALYZE, VACUUM) and `python -m data.backup create FILE` then "
-        "`python -m data.backup check FILE` monthly; the README's Production section has the "
-        "schedule.",
+        f"Never run here: {', '.join(missing)}. Run `python -m data.store.maintain` weekly "
+        "(retention, ANALYZE, VACUUM) and `python -m data.store.backup create FILE` then "
+        "`python -m data.store.backup check FILE` monthly; the README's Production section has "
+        "the schedule.",
         icon=":material/info:",
     )
 

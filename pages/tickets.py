@@ -8,11 +8,9 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import ticket_webhook
-from data.models import TICKET_KINDS
-from data.service_times import ServiceLevels, describe_duration
-from data.settings import get_settings
-from data.tickets import (
+from data.config.service_times import ServiceLevels, describe_duration
+from data.config.settings import get_settings
+from data.integrations.tickets import (
     STATUS_LABELS,
     TRANSITIONS,
     TicketInputError,
@@ -22,6 +20,8 @@ from data.tickets import (
     ticket_history,
     ticket_queue,
 )
+from data.store.orm import TICKET_KINDS
+from data.workers import ticket_webhook
 from pages import common
 
 common.ensure_routed()

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data import auth
-from data.models import ROLES
-from data.sanitize import md
+from data.access import auth
+from data.access.sanitize import md
+from data.store.orm import ROLES
 from pages import common
 
 common.ensure_routed()
@@ -23,7 +23,7 @@ except SQLAlchemyError as error:
 if me.source == "local":
     st.info(
         "Local mode: nobody signs in. Create the first admin on the command line, "
-        "`python -m data.auth add NAME --role admin`; from then on everyone signs in and "
+        "`python -m data.access.auth add NAME --role admin`; from then on everyone signs in and "
         "admins manage users here.",
         icon=":material/info:",
     )

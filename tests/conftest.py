@@ -16,10 +16,10 @@ from streamlit import config as st_config
 from agent.embeddings import Embedder, make_embedder
 from agent.knowledge import KnowledgeBase
 from agent.runtime import release_shared
-from data.db import dispose_shared, make_engine
-from data.demo import generate
-from data.migrate import upgrade
-from data.settings import Settings, get_settings, load_settings
+from data.config.settings import Settings, get_settings, load_settings
+from data.store.db import dispose_shared, make_engine
+from data.store.demo import generate
+from data.store.migrate import upgrade
 from tests.helpers.db import fresh_postgres, truncate_all
 from tests.helpers.servers import REDIS_URL, free_port
 
@@ -53,7 +53,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("data.settings.SECRETS_FILES", ())
+    monkeypatch.setattr("data.config.settings.SECRETS_FILES", ())
     # AppTest serves nothing; it stands for the app on 127.0.0.1 (single-user local mode when
     # no user exists), as `make run` and the repository's .streamlit/config.toml serve it.
     before = st_config.get_option("server.address")

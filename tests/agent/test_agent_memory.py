@@ -20,9 +20,9 @@ from agent.knowledge import KnowledgeBase
 from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
-from data.models import AgentEvent, ModelCall
-from data.recorder import Recorder
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.orm import AgentEvent, ModelCall
+from data.store.recorder import Recorder
 
 PLANTED = {
     "name": "Dana Whitfield",

@@ -20,13 +20,13 @@ from agent.budget import BudgetExceeded
 from agent.embeddings import CachedEmbedder, Embedder, LocalEmbedder, LRUVectorCache
 from agent.knowledge import KnowledgeBase
 from agent.ledger import TurnLedger
-from data import budgets
-from data.budgets import BudgetInputError, Guard
-from data.db import make_engine
-from data.models import AgentEvent, BudgetAlert, BudgetReservation, ModelCall
-from data.recorder import EventRecorder, Recorder, TurnRecorder
-from data.records import CallRecord
-from data.rollups import refresh
+from data.analytics.rollups import refresh
+from data.store.db import make_engine
+from data.store.orm import AgentEvent, BudgetAlert, BudgetReservation, ModelCall
+from data.store.recorder import EventRecorder, Recorder, TurnRecorder
+from data.store.records import CallRecord
+from data.workflows import budgets
+from data.workflows.budgets import BudgetInputError, Guard
 from tests.helpers.budgets import build_service, call_row
 
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import text
 
 from agent.runtime import build_runtime
-from data.db import make_engine
-from data.metrics import start_exporter
-from data.migrate import upgrade
-from data.settings import Settings, load_settings
+from data.config.settings import Settings, load_settings
+from data.integrations.metrics import start_exporter
+from data.store.db import make_engine
+from data.store.migrate import upgrade
 from tests.helpers.servers import free_port
 
 pytestmark = pytest.mark.model

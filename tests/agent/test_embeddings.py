@@ -29,8 +29,8 @@ from agent.embeddings import (
     TurnRef,
     make_embedder,
 )
-from data.records import CallRecord
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.records import CallRecord
 from tests.helpers.embedders import Counting
 from tests.helpers.fake_openai import FakeOpenAI
 from tests.helpers.servers import REDIS_URL, free_port
@@ -91,7 +91,7 @@ def test_local_calls_are_recorded_with_counted_tokens() -> None:
     assert first.output_tokens == 0 and first.usage_source == "counted"
     assert first.context_window is None, "a batch has no single input window"
     assert single.input_tokens == counts[0] and single.context_window == 256
-    # data/prices.py prices a local model at 0 once it is listed, else as unknown.
+    # data/integrations/prices.py prices a local model at 0 once it is listed, else as unknown.
     assert (first.cost_usd, first.cost_status) in {(None, "unknown"), (0.0, "computed")}
     assert first.latency_ms > 0
 

@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase, from_settings, main, read_folder
-from data.db import make_engine
-from data.models import AgentEvent, SupportTicket
-from data.settings import SettingsError, get_settings, load_settings
+from data.config.settings import SettingsError, get_settings, load_settings
+from data.store.db import make_engine
+from data.store.orm import AgentEvent, SupportTicket
 from tests.helpers.embedders import Counting
 from tests.helpers.pages import run
 from tests.helpers.servers import APP

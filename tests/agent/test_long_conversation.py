@@ -24,12 +24,12 @@ from agent.runtime import AgentParts, assemble, build_runtime
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatInputError, ChatService, TurnFailed
 from agent.telemetry import CallTelemetry
-from data.conversations import transcript
-from data.db import make_engine
-from data.migrate import upgrade
-from data.models import AgentEvent
-from data.recorder import Recorder
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.conversations import transcript
+from data.store.db import make_engine
+from data.store.migrate import upgrade
+from data.store.orm import AgentEvent
+from data.store.recorder import Recorder
 from tests.helpers.fake_openai import FakeOpenAI, Reply, error, text
 from tests.helpers.long_conversation import (
     FINAL_QUESTION,
@@ -423,8 +423,8 @@ def test_long_messages_fold_on_the_embedded_model_with_a_small_window(
 
 
 def test_context_page_shows_where_the_window_pushed_back(demo: Engine) -> None:
-    from data.recorder import record_event
-    from data.records import CallRecord, EventRecord
+    from data.store.recorder import record_event
+    from data.store.records import CallRecord, EventRecord
     from tests.helpers.analyst_pages import open_page, sql
 
     def event(kind: str, name: str, **kw: Any) -> None:

@@ -29,8 +29,8 @@ from agent.memory import (
     memory_id,
     similarity,
 )
-from data.records import CallRecord
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.records import CallRecord
 from tests.helpers.embedders import Counting
 from tests.helpers.servers import free_port
 

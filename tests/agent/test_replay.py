@@ -13,9 +13,9 @@ from sqlalchemy import Engine, func, select
 from agent import replay
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase
-from data import replay as recorded_data
-from data.models import AgentEvent, ModelCall
-from data.prices import linear_rate
+from data.analytics import replay_sessions as recorded_data
+from data.integrations.prices import linear_rate
+from data.store.orm import AgentEvent, ModelCall
 from tests.helpers.replay import (
     KEEP,
     SESSIONS,

@@ -11,8 +11,8 @@ from sqlalchemy import text as sql
 
 from agent.runtime import build_runtime
 from agent.service import ChatInputError, TurnOutcome, clean_message
-from data.db import make_engine
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.db import make_engine
 from tests.helpers.fake_openai import FakeOpenAI, text
 
 

@@ -36,13 +36,14 @@ from agent.tools import (
     make_tools,
     order_context,
 )
-from data import demo, orders
-from data.models import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
-from data.orders import TableOrders
-from data.recorder import EventRecorder
-from data.records import CallRecord
-from data.service_times import ServiceLevels
-from data.settings import load_settings
+from data.config.service_times import ServiceLevels
+from data.config.settings import load_settings
+from data.integrations import orders
+from data.integrations.orders import TableOrders
+from data.store import demo
+from data.store.orm import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
+from data.store.recorder import EventRecorder
+from data.store.records import CallRecord
 from tests.helpers.fake_openai import FakeOpenAI, Usage, drop, error, text, tool_call
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -13,10 +13,10 @@ from langchain_core.tracers.langchain import wait_for_all_tracers
 from sqlalchemy import select
 
 from agent.runtime import build_runtime
-from data.db import make_engine
-from data.migrate import upgrade
-from data.models import Message
-from data.settings import Settings, load_settings
+from data.config.settings import Settings, load_settings
+from data.store.db import make_engine
+from data.store.migrate import upgrade
+from data.store.orm import Message
 from tests.helpers.fake_langsmith import FakeLangSmith
 
 pytestmark = pytest.mark.model

@@ -23,8 +23,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from api.server import BindRefused, check_bind
-from data.models import AgentEvent, Message, ModelCall
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.orm import AgentEvent, Message, ModelCall
 from tests.helpers.api import ServedApi, api_settings, serve_api
 from tests.helpers.fake_openai import FakeOpenAI, drop, error, text, tool_call
 from tests.helpers.servers import ROOT, free_port

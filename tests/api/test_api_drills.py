@@ -24,13 +24,13 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, func, select
 
-from data.cost import page_data
-from data.db import make_engine
-from data.filters import Filters
-from data.migrate import upgrade
-from data.models import Message, ModelCall
-from data.sessions import all_sessions
-from data.settings import load_settings
+from data.analytics.cost import page_data
+from data.analytics.filters import Filters
+from data.analytics.sessions import all_sessions
+from data.config.settings import load_settings
+from data.store.db import make_engine
+from data.store.migrate import upgrade
+from data.store.orm import Message, ModelCall
 from tests.helpers.api import api_settings, serve_api
 from tests.helpers.db import fresh_postgres
 from tests.helpers.fake_openai import FakeOpenAI, text

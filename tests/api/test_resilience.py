@@ -20,10 +20,10 @@ from agent.models import ModelSpec, make_chat_model
 from agent.runtime import assemble
 from agent.service import ChatService, DependencyError
 from agent.telemetry import CallTelemetry
-from data.conversations import transcript
-from data.models import ModelCall
-from data.recorder import Recorder
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.store.conversations import transcript
+from data.store.orm import ModelCall
+from data.store.recorder import Recorder
 from tests.helpers.fake_openai import FakeOpenAI, drop, error, replay, text
 from tests.helpers.servers import REDIS_URL
 
@@ -232,9 +232,9 @@ def test_tools_in_the_app_agent_are_called_recorded_and_shown(
     engine: Engine, tmp_path: Path, shared: Shared
 ) -> None:
     """AGENT_TOOLS=on: the model's two tool calls of one turn run, are recorded, and are what
-    the chat page lists under the answer (data.conversations.turn_events)."""
-    from data import orders as order_data
-    from data.conversations import turn_events
+    the chat page lists under the answer (data.store.conversations.turn_events)."""
+    from data.integrations import orders as order_data
+    from data.store.conversations import turn_events
     from tests.helpers.fake_openai import ToolCall, tool_calls
 
     replies = [

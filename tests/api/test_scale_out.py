@@ -17,10 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from data.cost import cost_totals
-from data.db import make_engine
-from data.filters import Filters
-from data.models import Message, ModelCall
+from data.analytics.cost import cost_totals
+from data.analytics.filters import Filters
+from data.store.db import make_engine
+from data.store.orm import Message, ModelCall
 from tests.helpers.db import fresh_postgres
 from tests.helpers.fake_openai import FakeOpenAI, text
 from tests.helpers.servers import REDIS_URL, ROOT, free_port, wait_ready

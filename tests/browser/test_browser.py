@@ -121,10 +121,10 @@ def test_shared_links_render_each_page(
 def test_one_review_from_start_to_finish(app_url: str, page: Page, data_dir: Path) -> None:
     """A lead queued a conversation; a reviewer types their name, claims it, reads it, scores
     it with the keyboard (Enter saves) and the score is in the database."""
-    from data.conversations import add_assistant_message, start_turn
-    from data.db import make_engine
-    from data.migrate import upgrade
-    from data.review import enqueue
+    from data.store.conversations import add_assistant_message, start_turn
+    from data.store.db import make_engine
+    from data.store.migrate import upgrade
+    from data.workflows.review import enqueue
 
     url = f"sqlite:///{data_dir / 'agent_chatbase.sqlite3'}"
     upgrade(url)

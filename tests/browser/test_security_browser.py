@@ -14,10 +14,11 @@ from urllib.parse import urlencode, urlparse
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from data import auth, review
-from data.db import make_engine
-from data.feedback import set_thumbs
-from data.migrate import upgrade
+from data.access import auth
+from data.store.db import make_engine
+from data.store.feedback import set_thumbs
+from data.store.migrate import upgrade
+from data.workflows import review
 from tests.helpers.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, served_app
 from tests.helpers.hostile import JS_PROBE, OUTSIDE, PAYLOADS, URL_PARAMS, import_hostile
 from tests.helpers.servers import ROOT

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.agreement import agreement, disagreements
+from data.analytics.agreement import agreement, disagreements
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", example C: four observers,
 # twelve units, values 1-5, None where an observer gave no value. Published: ordinal alpha 0.815

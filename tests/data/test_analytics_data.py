@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, text
 
-from data import context, cost, latency
-from data.demo import generate
-from data.filters import Filters
-from data.recorder import record_calls
+from data.analytics import context_usage, cost, latency
+from data.analytics.filters import Filters
+from data.store.demo import generate
+from data.store.recorder import record_calls
 from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
@@ -120,36 +120,36 @@ def _chat_percent(df: pd.DataFrame) -> pd.DataFrame:
 
 def test_context_histogram_percentiles_and_share(data: Engine) -> None:
     chat = _chat_percent(calls(data))
-    hist = context.context_histogram(engine=data, filters=WEEK).set_index("bin")["calls"]
+    hist = context_usage.context_histogram(engine=data, filters=WEEK).set_index("bin")["calls"]
     bins = (np.floor(chat["pct"].clip(upper=100) / 5) * 5).astype(int).value_counts()
     assert hist.to_dict() == bins.to_dict()
-    over = context.context_over_time(engine=data, filters=WEEK, trigger_percent=75)
+    over = context_usage.context_over_time(engine=data, filters=WEEK, trigger_percent=75)
     expected = chat.groupby("bucket")["pct"].quantile([0.5, 0.95]).unstack()
     got = over.set_index("bucket")
     assert got["p50"].to_numpy() == pytest.approx(expected[0.5].to_numpy(), rel=1e-9)
     assert got["p95"].to_numpy() == pytest.approx(expected[0.95].to_numpy(), rel=1e-9)
     share = chat.assign(a=chat["pct"] >= 75).groupby("bucket")["a"].mean()
     assert got["share_above_trigger"].to_numpy() == pytest.approx(share.to_numpy())
-    above, total = context.share_above(engine=data, filters=WEEK, trigger_percent=75)
+    above, total = context_usage.share_above(engine=data, filters=WEEK, trigger_percent=75)
     assert (above, total) == ((chat["pct"] >= 75).sum(), len(chat))
 
 
 def test_sessions_by_peak_and_growth(data: Engine) -> None:
     df = calls(data)
     chat = _chat_percent(df)
-    ranked = context.sessions_by_peak_context(engine=data, filters=WEEK)
+    ranked = context_usage.sessions_by_peak_context(engine=data, filters=WEEK)
     peaks = chat.groupby("session_id")["pct"].max().sort_values(ascending=False)
     assert ranked["peak_context_percent"].to_numpy()[:20] == pytest.approx(peaks.to_numpy()[:20])
     folded = df[df["purpose"] == "summarize"]["session_id"].value_counts()
     top = folded.index[0]
-    growth = context.session_growth(engine=data, session_id=top)
+    growth = context_usage.session_growth(engine=data, session_id=top)
     assert (growth["purpose"] == "summarize").sum() >= folded.iloc[0]
 
 
 def test_summarization_over_time(data: Engine) -> None:
     df = calls(data)
     summ = df[df["purpose"] == "summarize"].assign(bucket=lambda d: d["ts"].dt.floor("D"))
-    got = context.summarization_over_time(engine=data, filters=WEEK).set_index("bucket")
+    got = context_usage.summarization_over_time(engine=data, filters=WEEK).set_index("bucket")
     assert got.index.is_monotonic_increasing
     expected = summ.groupby("bucket").agg(events=("id", "size"), cost=("cost_usd", "sum"))
     saved = (summ["input_tokens"] - summ["output_tokens"]).groupby(summ["bucket"]).sum()
@@ -204,8 +204,8 @@ def test_error_rate_and_slowest_calls(data: Engine) -> None:
 def test_memory_recall_and_tool_call_percentiles(engine: Engine) -> None:
     from prometheus_client import REGISTRY
 
-    from data.recorder import record_event
-    from data.records import EventRecord
+    from data.store.recorder import record_event
+    from data.store.records import EventRecord
 
     rng = np.random.default_rng(3)
     before = REGISTRY.get_sample_value("memory_retrieval_latency_seconds_count") or 0

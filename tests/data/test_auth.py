@@ -12,8 +12,8 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from data import audit, auth
-from data.settings import load_settings
+from data.access import audit, auth
+from data.config.settings import load_settings
 from tests.helpers.servers import ROOT
 
 PASSWORD = "correct horse battery staple"
@@ -134,7 +134,7 @@ def test_failed_sign_ins_are_throttled_per_user_and_per_address(
 
 def test_two_replicas_share_the_database_throttle(db_url: str) -> None:
     """Two engines stand for two app replicas: failures on one count on the other."""
-    from data.db import make_engine
+    from data.store.db import make_engine
 
     one, two = make_engine(db_url), make_engine(db_url)
     try:
@@ -220,7 +220,7 @@ def test_every_role_has_pages_and_admin_has_all() -> None:
 
 def cli(db_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "data.auth", "--db", db_url, *args],
+        [sys.executable, "-m", "data.access.auth", "--db", db_url, *args],
         input=stdin,
         capture_output=True,
         text=True,

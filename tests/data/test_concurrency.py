@@ -1,5 +1,5 @@
-"""A page view's reads run at once (data.concurrency), and the collector's full passes skip
-what a server holds for its whole life (data.heap)."""
+"""A page view's reads run at once (data.analytics.parallel_reads), and the collector's full passes
+skip what a server holds for its whole life (data.config.heap)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from data import heap
-from data.concurrency import fresh_view, gather, is_fresh
-from data.models import RollupDirty
-from data.recorder import record_calls
-from data.rollups import ensure_fresh, refresh
+from data.analytics.parallel_reads import fresh_view, gather, is_fresh
+from data.analytics.rollups import ensure_fresh, refresh
+from data.config import heap
+from data.store.orm import RollupDirty
+from data.store.recorder import record_calls
 from tests.helpers.records import call
 
 

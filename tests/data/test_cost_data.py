@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, text
 
-from data.cost import (
+from data.analytics.cost import (
     cost_by_model,
     cost_over_time,
     cost_totals,
@@ -18,9 +18,9 @@ from data.cost import (
     reprice,
     what_if,
 )
-from data.demo import generate
-from data.filters import Filters
-from data.recorder import record_calls
+from data.analytics.filters import Filters
+from data.store.demo import generate
+from data.store.recorder import record_calls
 from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)

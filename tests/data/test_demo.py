@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, delete, insert, text
 
-from data import demo
-from data.models import ORDER_STATUSES, Order, SupportTicket
-from data.recorder import record_calls, record_event
-from data.records import EventRecord
+from data.store import demo
+from data.store.orm import ORDER_STATUSES, Order, SupportTicket
+from data.store.recorder import record_calls, record_event
+from data.store.records import EventRecord
 from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
@@ -29,7 +29,7 @@ def empty(engine: Engine) -> Engine:
 
 
 def test_default_demo_has_the_promised_shape(sqlite_server_url: str) -> None:
-    from data.db import make_engine
+    from data.store.db import make_engine
 
     engine = make_engine(sqlite_server_url)
     with engine.begin() as connection:

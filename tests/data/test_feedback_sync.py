@@ -13,8 +13,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select, update
 
-from data.feedback import set_thumbs, thumbs_for_session
-from data.langsmith_sync import (
+from data.config.settings import load_settings
+from data.store.feedback import set_thumbs, thumbs_for_session
+from data.store.orm import FeedbackThumbs, ReviewScore, utcnow
+from data.workers.langsmith_sync import (
     QUALITY_KEY,
     THUMBS_KEY,
     SyncWorker,
@@ -24,9 +26,7 @@ from data.langsmith_sync import (
     sync_problems,
     sync_status,
 )
-from data.models import FeedbackThumbs, ReviewScore, utcnow
-from data.review import claim_next, enqueue, save_score
-from data.settings import load_settings
+from data.workflows.review import claim_next, enqueue, save_score
 from tests.helpers.fake_langsmith import FakeLangSmith
 from tests.helpers.feedback import add_conversations, answers
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from data.filters import Filters, parse_filters
+from data.analytics.filters import Filters, parse_filters
 
 NOW = datetime(2026, 11, 25, 6, 30, tzinfo=UTC)
 MODELS = ["gpt-4o", "gpt-4o-mini"]

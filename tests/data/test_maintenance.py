@@ -1,5 +1,5 @@
 """Operations on SQLite and Postgres: retention keeps the rollups' history, a backup restores
-with nothing lost, and `python -m data.maintain` runs ANALYZE/VACUUM and records when."""
+with nothing lost, and `python -m data.store.maintain` runs ANALYZE/VACUUM and records when."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, delete, func, select
 
-from data.backup import BackupError, backup, check, restore, table_counts
-from data.context import context_histogram
-from data.cost import cost_over_time, cost_totals
-from data.db import make_engine
-from data.demo import generate
-from data.filters import Filters
-from data.maintain import last_runs, maintain
-from data.models import AgentEvent, Message, ModelCall, Order, RollupDirty
-from data.retention import apply_retention, cutoff_for
-from data.rollups import refresh
-from data.settings import load_settings
+from data.analytics.context_usage import context_histogram
+from data.analytics.cost import cost_over_time, cost_totals
+from data.analytics.filters import Filters
+from data.analytics.rollups import refresh
+from data.config.settings import load_settings
+from data.store.backup import BackupError, backup, check, restore, table_counts
+from data.store.db import make_engine
+from data.store.demo import generate
+from data.store.maintain import last_runs, maintain
+from data.store.orm import AgentEvent, Message, ModelCall, Order, RollupDirty
+from data.store.retention import apply_retention, cutoff_for
 from tests.helpers.db import fresh_postgres
 from tests.helpers.servers import PG_ADMIN_URL, ROOT
 
@@ -189,7 +189,7 @@ def test_maintain_and_backup_commands(db_url: str, tmp_path: Path) -> None:
     """The commands an operator runs (README: Operations), on the configured database."""
     env = {"DATABASE_URL": db_url, "RETENTION_DAYS": "30", "PATH": "/usr/bin:/bin"}
     maintained = subprocess.run(
-        [sys.executable, "-m", "data.maintain"],
+        [sys.executable, "-m", "data.store.maintain"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -201,7 +201,7 @@ def test_maintain_and_backup_commands(db_url: str, tmp_path: Path) -> None:
     out = tmp_path / "monthly.backup"
     for command in (["create", str(out)], ["check", str(out)]):
         done = subprocess.run(
-            [sys.executable, "-m", "data.backup", *command, "--db", db_url],
+            [sys.executable, "-m", "data.store.backup", *command, "--db", db_url],
             cwd=ROOT,
             env={**env, "DATABASE_URL": ""},
             capture_output=True,

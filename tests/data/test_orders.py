@@ -16,8 +16,8 @@ from sqlalchemy import Engine, delete, func, select
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.tools import CANNOT_CHECK_ORDERS
-from data.models import ORDER_STATUSES, AgentEvent, Order, SupportTicket
-from data.orders import (
+from data.config.settings import load_settings
+from data.integrations.orders import (
     HttpOrders,
     OrderIn,
     OrdersUnavailable,
@@ -28,7 +28,7 @@ from data.orders import (
     order_source,
     upsert_orders,
 )
-from data.settings import load_settings
+from data.store.orm import ORDER_STATUSES, AgentEvent, Order, SupportTicket
 from tests.helpers.fake_orders import FakeOrdersApi
 from tests.helpers.support import SupportChat, dumps, order_json
 

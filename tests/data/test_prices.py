@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data.prices import load_overrides, price_call
-from data.settings import LOCAL_MODEL_NAME
+from data.config.settings import LOCAL_MODEL_NAME
+from data.integrations.prices import load_overrides, price_call
 
 # OpenAI's published gpt-4o-mini rates, USD per million tokens (independent of genai-prices).
 GPT_4O_MINI = {"input": 0.15, "cached_input": 0.075, "output": 0.60}
@@ -79,7 +79,7 @@ def test_broken_overrides_file_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"])
 def test_bulk_rates_price_like_single_calls(model: str) -> None:
-    from data.prices import linear_rate
+    from data.integrations.prices import linear_rate
 
     rate = linear_rate("openai", model)
     assert rate is not None
@@ -104,7 +104,7 @@ def test_bulk_rates_price_like_single_calls(model: str) -> None:
 
 
 def test_price_table_says_where_each_price_comes_from(tmp_path: Path) -> None:
-    from data.prices import price_table
+    from data.integrations.prices import price_table
 
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"acme-llm-7b": {"input": 1.0, "output": 2.0}}))

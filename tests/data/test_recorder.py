@@ -21,10 +21,10 @@ from agent.graph import build_agent
 from agent.models import ModelSpec
 from agent.runtime import make_ledger
 from agent.telemetry import CallTelemetry
-from data.cost import cost_totals
-from data.filters import Filters
-from data.recorder import Recorder, record_calls
-from data.records import CallRecord, EventRecord
+from data.analytics.cost import cost_totals
+from data.analytics.filters import Filters
+from data.store.recorder import Recorder, record_calls
+from data.store.records import CallRecord, EventRecord
 from tests.helpers.records import call
 
 SPEC = ModelSpec(
@@ -237,7 +237,7 @@ def test_a_turn_is_stored_as_the_transcript_reads_it(engine: Engine) -> None:
     a later turn moves the session's updated_at (the text is stored as given: the service
     cleans it first), and another user's turn on the session is
     refused with nothing written."""
-    from data import conversations
+    from data.store import conversations
 
     first = conversations.start_turn(
         engine=engine, session_id="st-1", user_id="ann", text="  Where is\n my order A-1?  "

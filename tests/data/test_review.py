@@ -16,11 +16,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, insert, text, update
 
-from data import feedback_analytics as fa
-from data.agreement import agreement
-from data.db import make_engine
-from data.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs
-from data.feedback_analytics import (
+from data.analytics import feedback_report
+from data.analytics.agreement import agreement
+from data.analytics.feedback_report import (
     conversation_scores,
     local_feedback,
     score_by_context_bucket,
@@ -28,9 +26,11 @@ from data.feedback_analytics import (
     score_distribution_by_model,
     thumbs_rate_over_time,
 )
-from data.filters import Filters
-from data.models import ChatSession, Message, ModelCall, ReviewClaim, utcnow
-from data.review import (
+from data.analytics.filters import Filters
+from data.store.db import make_engine
+from data.store.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs
+from data.store.orm import ChatSession, Message, ModelCall, ReviewClaim, utcnow
+from data.workflows.review import (
     Claim,
     QueueFilters,
     ReviewInputError,
@@ -647,7 +647,7 @@ def test_analytics_against_pandas(engine: Engine) -> None:
     )
 
     # The page's one read of all of it (its reads run at once) gives the same figures.
-    view = fa.page_data(engine=engine, filters=filters, local_limit=7)
+    view = feedback_report.page_data(engine=engine, filters=filters, local_limit=7)
     figures = {"engine": engine, "filters": filters}
     pd.testing.assert_frame_equal(view.by_model, score_distribution_by_model(**figures))
     pd.testing.assert_frame_equal(view.summarized, score_by_summarized(**figures))
@@ -657,7 +657,7 @@ def test_analytics_against_pandas(engine: Engine) -> None:
     assert len(view.scores) == len(scored)
     # The scores given in the range, and the reviewers' agreement over them: given just now.
     today = Filters(start=utcnow() - timedelta(days=1), end=utcnow() + timedelta(hours=1))
-    view = fa.page_data(engine=engine, filters=today, local_limit=7)
+    view = feedback_report.page_data(engine=engine, filters=today, local_limit=7)
     given_today = scores_frame(engine=engine, start=today.start, end=today.end)
     pd.testing.assert_frame_equal(view.given, given_today)
     # Each score given carries its conversation's facts, as the raw rows give them.

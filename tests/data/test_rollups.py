@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text, update
 
-from data import context, cost, latency, rollups
-from data.db import make_engine
-from data.demo import generate
-from data.filters import Filters
-from data.models import ModelCall
-from data.recorder import record_calls
-from data.rollups import refresh, refresh_hours, warm
+from data.analytics import context_usage, cost, latency, rollups
+from data.analytics.filters import Filters
+from data.analytics.rollups import refresh, refresh_hours, warm
+from data.store.db import make_engine
+from data.store.demo import generate
+from data.store.orm import ModelCall
+from data.store.recorder import record_calls
 from tests.helpers.records import call
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
@@ -123,15 +123,15 @@ def test_rollup_and_raw_paths_agree(history: Engine) -> None:
         b = latency.latency_over_time(engine=history, filters=everyone, metric=metric)
         assert a["calls"].tolist() == b["calls"].tolist()
         assert a["p99"].to_numpy() == pytest.approx(b["p99"].to_numpy(), rel=1e-9)
-    a = context.context_over_time(engine=history, filters=WEEK, trigger_percent=75)
-    b = context.context_over_time(engine=history, filters=everyone, trigger_percent=75)
+    a = context_usage.context_over_time(engine=history, filters=WEEK, trigger_percent=75)
+    b = context_usage.context_over_time(engine=history, filters=everyone, trigger_percent=75)
     assert a["p95"].to_numpy() == pytest.approx(b["p95"].to_numpy(), rel=1e-9)
     assert a["share_above_trigger"].to_numpy() == pytest.approx(b["share_above_trigger"].to_numpy())
-    assert context.share_above(
+    assert context_usage.share_above(
         engine=history, filters=WEEK, trigger_percent=75
-    ) == context.share_above(engine=history, filters=everyone, trigger_percent=75)
-    a = context.sessions_by_peak_context(engine=history, filters=WEEK)
-    b = context.sessions_by_peak_context(engine=history, filters=everyone)
+    ) == context_usage.share_above(engine=history, filters=everyone, trigger_percent=75)
+    a = context_usage.sessions_by_peak_context(engine=history, filters=WEEK)
+    b = context_usage.sessions_by_peak_context(engine=history, filters=everyone)
     assert a["session"].tolist()[:50] == b["session"].tolist()[:50]
 
 

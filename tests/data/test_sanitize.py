@@ -9,7 +9,7 @@ import io
 import pandas as pd
 import pytest
 
-from data.sanitize import csv_bytes, csv_cell, mask_pii, md, plain
+from data.access.sanitize import csv_bytes, csv_cell, mask_pii, md, plain
 from tests.helpers.hostile import PAYLOADS, live_markup
 
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from data.db import make_engine
-from data.demo import generate
+from data.store.db import make_engine
+from data.store.demo import generate
 
 SEED_QUERY = (
     "SELECT * FROM conversation_metadata "

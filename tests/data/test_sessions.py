@@ -1,5 +1,5 @@
-"""The per-session and per-user tables (data.sessions) against pandas over the raw rows, on
-SQLite and Postgres: every range, filter, sort and page, straddling sessions, late inserts,
+"""The per-session and per-user tables (data.analytics.sessions) against pandas over the raw rows,
+on SQLite and Postgres: every range, filter, sort and page, straddling sessions, late inserts,
 corrections and deletes, the CSV export, and the day percentiles that settle later."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, select, text, update
 
-from data import latency, sessions
-from data.db import make_engine
-from data.demo import generate
-from data.filters import Filters
-from data.migrate import upgrade
-from data.models import ModelCall, RollupDirtyDays
-from data.recorder import record_calls
-from data.rollups import refresh, refresh_hours, settle_days
+from data.analytics import latency, sessions
+from data.analytics.filters import Filters
+from data.analytics.rollups import refresh, refresh_hours, settle_days
+from data.store.db import make_engine
+from data.store.demo import generate
+from data.store.migrate import upgrade
+from data.store.orm import ModelCall, RollupDirtyDays
+from data.store.recorder import record_calls
 from tests.helpers.db import fresh_postgres
 from tests.helpers.records import call
 
@@ -418,7 +418,7 @@ def test_queued_days_are_exact_before_they_settle(
     history: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No background settling here: the read must go through the queued-day path.
-    monkeypatch.setattr("data.rollups._settle_in_background", lambda engine: None)
+    monkeypatch.setattr("data.analytics.rollups._settle_in_background", lambda engine: None)
     record_calls(
         engine=history,
         calls=[call(ts=END - timedelta(hours=5), latency_ms=99_000.0, session_id="slow")],
@@ -441,7 +441,7 @@ def test_queued_days_are_exact_before_they_settle(
 
 
 def test_a_change_against_a_nearly_empty_period_is_new() -> None:
-    from data.compare import change
+    from data.analytics.compare import change
 
     assert change(162.94, 1.0, calls_now=10_000, calls_before=60) == (
         "new: only 60 calls in the previous period"
@@ -452,7 +452,7 @@ def test_a_change_against_a_nearly_empty_period_is_new() -> None:
 
 
 def test_demo_rows_are_found_in_their_range(history: Engine) -> None:
-    from data.compare import has_demo_rows
+    from data.analytics.compare import has_demo_rows
 
     assert has_demo_rows(engine=history, filters=WEEK)
     later = Filters(start=END + timedelta(days=1), end=END + timedelta(days=2))

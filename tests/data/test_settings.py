@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data.settings import SettingsError, load_settings, to_libpq_url, to_sqlalchemy_url
+from data.config.settings import SettingsError, load_settings, to_libpq_url, to_sqlalchemy_url
 from tests.helpers.servers import ROOT
 
 
@@ -62,7 +62,7 @@ def test_sources_env_over_dotenv_over_secrets(
         'CHAT_MODEL = "from-secrets"\nSUMMARY_MODEL = "sum-secrets"\n'
         'LANGSMITH_PROJECT = "p-secrets"\n'
     )
-    monkeypatch.setattr("data.settings.SECRETS_FILES", (secrets,))
+    monkeypatch.setattr("data.config.settings.SECRETS_FILES", (secrets,))
     (tmp_path / ".env").write_text("CHAT_MODEL=from-dotenv\nSUMMARY_MODEL=sum-dotenv\n")
     monkeypatch.setenv("CHAT_MODEL", "from-env")
     settings = load_settings()
@@ -92,7 +92,7 @@ def test_postgres_url_forms() -> None:
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "METRICS_PORT": "70000", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "data.migrate"],
+        [sys.executable, "-m", "data.store.migrate"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -23,8 +23,15 @@ import streamlit as st
 from prometheus_client import REGISTRY
 from streamlit.testing.v1 import AppTest
 
-from data.settings import Settings, load_settings, redact_url
-from data.status import NAMES, REQUIRED, check_all, checks_frame, is_ready, not_ready_reasons
+from data.config.settings import Settings, load_settings, redact_url
+from data.workers.status import (
+    NAMES,
+    REQUIRED,
+    check_all,
+    checks_frame,
+    is_ready,
+    not_ready_reasons,
+)
 from tests.helpers.fake_langsmith import FakeLangSmith
 from tests.helpers.fake_openai import FakeOpenAI
 from tests.helpers.pages import run
@@ -313,12 +320,15 @@ def test_status_page_lists_dependencies_maintenance_and_the_sop(
     assert "reader:***@" in by_name.loc["Qdrant (long-term memory)", "target"]
     assert any("Not ready: Qdrant (long-term memory)" in e.value for e in at.error)
     # Never run here yet: the page says what to run.
-    assert any("python -m data.maintain" in i.value for i in at.info)
+    assert any("python -m data.store.maintain" in i.value for i in at.info)
     links = [link.proto.page for link in at.get("page_link")]
     # The pages' URL paths (app.py's navigation).
     assert {"latency-report", "costs", "feedback-report", "context-window"} <= set(links)
     codes = [c.value for c in at.code]
-    assert "python -m data.maintain" in codes and "python -m data.backup check FILE" in codes
+    assert (
+        "python -m data.store.maintain" in codes
+        and "python -m data.store.backup check FILE" in codes
+    )
     everything = json.dumps(
         [str(e.proto) for e in at.main] + [str(e.proto) for e in at.sidebar], default=str
     )

@@ -19,19 +19,14 @@ from sqlalchemy import Engine, delete, func, select
 
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase
-from data.models import SupportTicket, TicketHistory
-from data.service_times import BusinessHours, ServiceLevels, parse_business_hours, parse_duration
-from data.settings import SettingsError, load_settings
-from data.ticket_webhook import (
-    WebhookWorker,
-    retry_now,
-    sign,
-    verify,
-    webhook_problems,
-    webhook_status,
-    worker_from_settings,
+from data.config.service_times import (
+    BusinessHours,
+    ServiceLevels,
+    parse_business_hours,
+    parse_duration,
 )
-from data.tickets import (
+from data.config.settings import SettingsError, load_settings
+from data.integrations.tickets import (
     TicketInputError,
     change_status,
     create_ticket,
@@ -40,6 +35,16 @@ from data.tickets import (
     ticket_counts,
     ticket_history,
     ticket_queue,
+)
+from data.store.orm import SupportTicket, TicketHistory
+from data.workers.ticket_webhook import (
+    WebhookWorker,
+    retry_now,
+    sign,
+    verify,
+    webhook_problems,
+    webhook_status,
+    worker_from_settings,
 )
 from tests.helpers.fake_helpdesk import FakeHelpdesk
 from tests.helpers.support import SupportChat
@@ -429,8 +434,8 @@ def test_migration_0007_keeps_the_tickets_opened_before_it(empty_db_url: str) ->
     from alembic.config import Config
     from sqlalchemy import text
 
-    from data.db import make_engine
-    from data.migrate import MIGRATIONS
+    from data.store.db import make_engine
+    from data.store.migrate import MIGRATIONS
 
     engine = make_engine(empty_db_url)
 
@@ -472,9 +477,9 @@ def test_migration_0012_gives_earlier_thumbs_their_answer_time_and_model(
     from alembic.config import Config
     from sqlalchemy import insert, text
 
-    from data.db import make_engine
-    from data.migrate import MIGRATIONS
-    from data.models import ChatSession, FeedbackThumbs, Message, ModelCall
+    from data.store.db import make_engine
+    from data.store.migrate import MIGRATIONS
+    from data.store.orm import ChatSession, FeedbackThumbs, Message, ModelCall
 
     engine = make_engine(empty_db_url)
 

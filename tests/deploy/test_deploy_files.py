@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from data.settings import Settings, load_settings
+from data.config.settings import Settings, load_settings
 from tests.helpers.servers import ROOT, free_port
 
 SECRET_NAMES = (
@@ -109,10 +109,10 @@ def test_dockerfile_bakes_in_no_secret_and_migrates_at_start() -> None:
             for name in SECRET_NAMES:
                 assert name not in args.upper(), (instruction, args)
         if instruction == "RUN":
-            assert "data.migrate" not in args, "migrations run at start, not at build"
+            assert "data.store.migrate" not in args, "migrations run at start, not at build"
     entrypoint = json.loads(next(a for i, a in instructions if i == "ENTRYPOINT"))
     script = (ROOT / entrypoint[0]).read_text()
-    assert script.index("python -m data.migrate") < script.index("exec python app.py")
+    assert script.index("python -m data.store.migrate") < script.index("exec python app.py")
     assert "--server.address 0.0.0.0" in script
     assert os.access(ROOT / entrypoint[0], os.X_OK)
 
@@ -194,7 +194,7 @@ def test_build_context_has_the_code_and_no_secret(tmp_path: Path) -> None:
         assert needed in files
     for package in ("agent", "data", "pages"):
         assert any(f.startswith(f"{package}/") and f.endswith(".py") for f in files), package
-    assert "data/migrations/env.py" in files
+    assert "data/store/migrations/env.py" in files
     for secret in (".env", ".streamlit/secrets.toml", ".data/agent_chatbase.sqlite3"):
         assert secret not in files
     assert not any(f.startswith(("tests/", ".venv/", ".git/", "bench/")) for f in files)
@@ -490,7 +490,7 @@ def test_nginx_config_has_tls_websocket_api_path_and_limits() -> None:
 
 
 def test_entrypoint_migrates_then_runs_a_given_command(tmp_path: Path) -> None:
-    """`docker run IMAGE python -m data.maintain` (or an ECS command override): the entrypoint
+    """`docker run IMAGE python -m data.store.maintain` (or an ECS command override): the entrypoint
     applies the migrations first, then runs that command instead of the app."""
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
@@ -498,7 +498,7 @@ def test_entrypoint_migrates_then_runs_a_given_command(tmp_path: Path) -> None:
         "PYTHONPATH": str(ROOT),
     }
     result = subprocess.run(
-        ["sh", str(ROOT / "deploy/docker/entrypoint.sh"), "python", "-m", "data.maintain"],
+        ["sh", str(ROOT / "deploy/docker/entrypoint.sh"), "python", "-m", "data.store.maintain"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -7,7 +7,8 @@
   with hyphens, dots and slashes), a feedback sync pass runs against a local LangSmith and the
   dependency checks run. Every panel's expression then returns data, every rule's expression
   parses, and on backfilled incident history every alert's expression returns data.
-- The latency page's model filter (data.prometheus) selects exactly the named model on that
+- The latency page's model filter (data.integrations.prometheus) selects exactly the named model on
+that
   Prometheus, where the old re.escape form is a parse error."""
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ from agent.models import ModelSpec, make_chat_model
 from agent.runtime import assemble
 from agent.service import ChatService, DependencyError
 from agent.telemetry import CallTelemetry
-from data.db import make_engine
-from data.filters import Filters
-from data.langsmith_sync import SyncWorker, client_from_settings
-from data.metrics import LATENCY_BUCKETS, PERCENT_BUCKETS, start_exporter
-from data.migrate import upgrade
-from data.prometheus import latency_over_time, model_selector, quantile_query
-from data.recorder import Recorder
-from data.settings import load_settings
-from data.status import check_all
+from data.analytics.filters import Filters
+from data.config.settings import load_settings
+from data.integrations.metrics import LATENCY_BUCKETS, PERCENT_BUCKETS, start_exporter
+from data.integrations.prometheus import latency_over_time, model_selector, quantile_query
+from data.store.db import make_engine
+from data.store.migrate import upgrade
+from data.store.recorder import Recorder
+from data.workers.langsmith_sync import SyncWorker, client_from_settings
+from data.workers.status import check_all
 from tests.helpers.fake_langsmith import FakeLangSmith
 from tests.helpers.fake_openai import FakeOpenAI, error, text
 from tests.helpers.servers import REDIS_URL, ROOT, free_port, wait_ready
@@ -599,7 +600,7 @@ def test_a_prometheus_error_is_told_apart_from_an_unreachable_one(tmp_path: Path
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
-    from data.prometheus import PrometheusUnavailable
+    from data.integrations.prometheus import PrometheusUnavailable
 
     class Overloaded(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:

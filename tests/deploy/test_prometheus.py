@@ -16,8 +16,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from data.metrics import LATENCY_BUCKETS
-from data.prometheus import quantile_query
+from data.integrations.metrics import LATENCY_BUCKETS
+from data.integrations.prometheus import quantile_query
 from tests.helpers.pages import run
 from tests.helpers.servers import APP, free_port, wait_ready
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sentry_sdk
 
-from data import observability
-from data.observability import init_sentry
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.integrations import observability
+from data.integrations.observability import init_sentry
 
 # Kept far from the code that fails, so Sentry's source context lines do not show it.
 CHAT_TEXT = "my card number is 4111 1111 1111 1111"

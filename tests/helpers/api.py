@@ -15,8 +15,8 @@ import uvicorn
 
 from agent.runtime import Runtime, build_runtime
 from api.main import create_app
-from data.db import make_engine
-from data.settings import Settings, load_settings
+from data.config.settings import Settings, load_settings
+from data.store.db import make_engine
 from tests.helpers.fake_openai import FakeOpenAI
 
 

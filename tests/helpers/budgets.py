@@ -18,8 +18,8 @@ from agent.runtime import assemble, make_ledger
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
 from agent.telemetry import CallTelemetry
-from data.prices import price_call
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.integrations.prices import price_call
 
 SPEC = ModelSpec(
     provider="openai",

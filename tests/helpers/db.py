@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from data.migrate import upgrade
+from data.store.migrate import upgrade
 from tests.helpers.servers import PG_ADMIN_URL
 
 

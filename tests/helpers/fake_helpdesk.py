@@ -1,6 +1,6 @@
 """A local HTTP server standing in for the team's helpdesk webhook receiver (a third-party
 edge): it checks each delivery's HMAC-SHA256 signature itself (with hmac, independently of
-data/ticket_webhook.py), keeps every delivery and counts the ids it got.
+data/workers/ticket_webhook.py), keeps every delivery and counts the ids it got.
 
 Switches: `fail_next` answers the next deliveries with the given statuses; `down()` / `up()`
 stop and restart listening on the same port."""

@@ -1,5 +1,5 @@
-"""A local HTTP server that speaks the orders-API contract of the README, for data.orders'
-HttpOrders: the team's order system is an edge the tests stand in for.
+"""A local HTTP server that speaks the orders-API contract of the README, for
+data.integrations.orders' HttpOrders: the team's order system is an edge the tests stand in for.
 
     GET /customers/{user_id}/orders/{order_number}  -> 200 order JSON, 404 {"error": ...}
     GET /customers/{user_id}/orders?limit=N         -> 200 {"orders": [...]}, newest first

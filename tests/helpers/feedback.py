@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, insert, select
 
-from data.models import ChatSession, Message, utcnow
+from data.store.orm import ChatSession, Message, utcnow
 
 
 def add_conversations(

@@ -8,9 +8,9 @@ import re
 
 from sqlalchemy import Engine
 
-from data.conversations import add_assistant_message, start_turn
-from data.recorder import record_event
-from data.records import EventRecord
+from data.store.conversations import add_assistant_message, start_turn
+from data.store.recorder import record_event
+from data.store.records import EventRecord
 
 # Outside hosts a fetch would go to; nothing may ever request them.
 OUTSIDE = "evil.example"
@@ -137,7 +137,7 @@ def import_hostile(engine: Engine, *, session_id: str, user_id: str) -> list[int
             )
     from sqlalchemy import select
 
-    from data.models import Message
+    from data.store.orm import Message
 
     with engine.connect() as connection:
         ids = list(

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from agent.telemetry import CallTelemetry
-from data.models import AgentEvent, ModelCall
+from data.store.orm import AgentEvent, ModelCall
 
 CORPUS = Path(__file__).resolve().parent.parent / "files" / "long_conversation.json"
 # The facts planted in the first messages, which must reach the model after the folds.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.records import CallRecord
+from data.store.records import CallRecord
 
 
 def call(**changes: Any) -> CallRecord:

@@ -16,9 +16,9 @@ from agent.runtime import assemble
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
 from agent.telemetry import CallTelemetry
-from data.filters import Filters
-from data.recorder import Recorder
-from data.settings import load_settings
+from data.analytics.filters import Filters
+from data.config.settings import load_settings
+from data.store.recorder import Recorder
 
 TRIGGER, KEEP = 0.75, 6
 

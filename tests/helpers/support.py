@@ -18,9 +18,9 @@ from agent.knowledge import KnowledgeBase
 from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService, TurnOutcome
-from data.orders import order_numbers_in
-from data.recorder import Recorder
-from data.settings import load_settings
+from data.config.settings import load_settings
+from data.integrations.orders import order_numbers_in
+from data.store.recorder import Recorder
 
 
 def support_reply(messages: list[BaseMessage]) -> AIMessage:

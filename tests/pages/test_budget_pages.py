@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 from agent.budget import BudgetExceeded
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase
-from data import budgets
-from data.db import make_engine
+from data.store.db import make_engine
+from data.workflows import budgets
 from tests.helpers.budgets import build_service
 from tests.helpers.pages import run
 from tests.helpers.servers import APP
@@ -104,7 +104,7 @@ def test_chat_page_shows_the_budget_warning_then_the_refusal(app_env: str) -> No
 
     from sqlalchemy import insert
 
-    from data.models import ModelCall
+    from data.store.orm import ModelCall
     from tests.helpers.budgets import call_row
 
     engine = make_engine(app_env)

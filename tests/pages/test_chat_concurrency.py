@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
-from data.db import make_engine
+from data.store.db import make_engine
 from tests.helpers.fake_openai import FakeOpenAI
 from tests.helpers.fake_openai import text as reply
 from tests.helpers.pages import run, session_box_of

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
 from agent.service import clean_message
-from data import review
-from data.conversations import add_assistant_message, start_turn
-from data.feedback import set_thumbs
-from data.sanitize import md
+from data.access.sanitize import md
+from data.store.conversations import add_assistant_message, start_turn
+from data.store.feedback import set_thumbs
+from data.workflows import review
 from tests.helpers.hostile import PAYLOADS, URL_PARAMS, import_hostile, live_markup
 from tests.helpers.pages import run
 from tests.helpers.servers import APP
@@ -101,7 +101,7 @@ def test_chat_messages_are_shown_as_typed(app_env: str) -> None:
 
 @SQLITE
 def test_imported_conversation_and_comments_are_inert(app_env: str) -> None:
-    from data.db import make_engine
+    from data.store.db import make_engine
 
     engine = make_engine(app_env)
     answers = import_hostile(engine, session_id="hostile-1", user_id="<b>cust</b>")
@@ -162,7 +162,7 @@ def test_sidebar_filter_values(demo: Engine) -> None:
 def test_pii_masking_on_the_conversation_page_and_review_viewer(
     app_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from data.db import make_engine
+    from data.store.db import make_engine
 
     engine = make_engine(app_env)
     said = "I am ann.lee@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111"

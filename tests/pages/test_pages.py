@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
-from data.db import make_engine
+from data.store.db import make_engine
 from tests.helpers.analyst_pages import open_page, sql
 from tests.helpers.pages import run, session_box_of
 from tests.helpers.servers import APP, free_port
@@ -296,8 +296,8 @@ def test_pages_name_an_unreachable_database(
 
 
 def test_latency_page_shows_tool_calls_and_explains_missing_recall(demo: Engine) -> None:
-    from data.recorder import record_event
-    from data.records import EventRecord
+    from data.store.recorder import record_event
+    from data.store.records import EventRecord
 
     now = datetime.now(UTC) - timedelta(days=4)
     for i in range(30):
@@ -331,7 +331,7 @@ def test_cost_page_of_a_free_local_model_reads_right(app_env: str) -> None:
     as their bucket (not hairlines)."""
     import json
 
-    from data.recorder import record_calls
+    from data.store.recorder import record_calls
     from tests.helpers.records import call
 
     engine = make_engine(app_env)

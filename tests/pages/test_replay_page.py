@@ -11,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 from agent import replay
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase
-from data import replay as recorded_data
-from data.db import make_engine
-from data.settings import get_settings
+from data.analytics import replay_sessions as recorded_data
+from data.config.settings import get_settings
+from data.store.db import make_engine
 from tests.helpers.pages import run
 from tests.helpers.replay import KEEP, TRIGGER, everything, record_sessions
 from tests.helpers.servers import APP

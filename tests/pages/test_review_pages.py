@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
-from data import review
-from data.conversations import add_assistant_message, start_turn
-from data.feedback import MAX_COMMENT_CHARS
+from data.store.conversations import add_assistant_message, start_turn
+from data.store.feedback import MAX_COMMENT_CHARS
+from data.workflows import review
 from tests.helpers.pages import run, session_box_of
 from tests.helpers.servers import APP
 
@@ -167,7 +167,7 @@ def test_lead_queues_a_seeded_sample_and_assigns_it(demo: Engine) -> None:
 
 
 def test_chat_thumbs_are_saved_and_changed(app_env: str) -> None:
-    from data.db import make_engine
+    from data.store.db import make_engine
 
     engine = make_engine(app_env)
     turn = start_turn(engine=engine, session_id="s-thumbs", user_id="guest", text="Hi")
@@ -301,8 +301,8 @@ def test_feedback_page_with_langsmith(demo: Engine, monkeypatch: pytest.MonkeyPa
 def test_viewer_shows_where_a_conversation_was_summarized(demo: Engine) -> None:
     import json
 
-    from data.recorder import record_event
-    from data.records import EventRecord
+    from data.store.recorder import record_event
+    from data.store.records import EventRecord
 
     session = rows(demo, "SELECT id FROM chat_sessions ORDER BY id LIMIT 1")[0][0]
     user, turn = rows(

@@ -15,15 +15,16 @@ from sqlalchemy import Engine, text
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
-from data import auth, review
-from data.conversations import add_assistant_message, start_turn
-from data.db import make_engine
+from data.access import auth
+from data.store.conversations import add_assistant_message, start_turn
+from data.store.db import make_engine
+from data.workflows import review
 from pages.common import IDENTITY
 from tests.helpers.pages import run
 from tests.helpers.servers import APP, ROOT
 
 PASSWORD = "a long enough password"
-# Every page file: its key in data.auth.PAGE_ROLES and the title it shows when it opens.
+# Every page file: its key in data.access.auth.PAGE_ROLES and the title it shows when it opens.
 PAGES = {
     "pages/chat.py": ("chat", "Support chat"),
     "pages/cost.py": ("cost", "Token cost"),

@@ -1,0 +1,1 @@
+"""The outside world: orders and tickets, model prices, Prometheus, metrics, Sentry."""

@@ -1,0 +1,1 @@
+"""The database: engine, tables (ORM), migrations, and what a turn or a reviewer writes."""

@@ -1,0 +1,63 @@
+"""Apply alembic migrations: `python -m data.store.migrate [--db URL]` (the run command does
+this)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.exc import OperationalError
+
+from data.config.settings import SettingsError, get_settings, to_sqlalchemy_url
+from data.store.db import describe, make_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def upgrade(url: str) -> None:
+    """Bring the database at `url` (any accepted form) to the newest revision."""
+    url = to_sqlalchemy_url(url)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+def upgrade_for_command(db: str | None) -> str | None:
+    """For a command line tool: migrate `db` (default: the configured database) and return its
+    URL, or print one error line (a bad setting, an unreachable database) and return None."""
+    url = db
+    try:
+        url = db or get_settings().sqlalchemy_url
+        upgrade(url)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "unreachable"
+        print(f"error: cannot reach the database {describe(str(url))}: {reason}", file=sys.stderr)
+        return None
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", help="database URL (default: the configured one)")
+    args = parser.parse_args(argv)
+    url = upgrade_for_command(args.db)
+    if url is None:
+        return 2
+    print(f"migrations applied: {describe(url)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
