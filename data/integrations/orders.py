@@ -605,9 +605,9 @@ MAX_PRINTED = 50
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.config.settings import SettingsError, get_settings, to_sqlalchemy_url
+    from data.config.settings import to_sqlalchemy_url
     from data.store.db import describe, make_engine
-    from data.store.migrate import upgrade
+    from data.store.migrate import upgrade_for_command
 
     parser = argparse.ArgumentParser(
         prog="python -m data.integrations.orders", description=__doc__.split("\n")[0]
@@ -625,17 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--db", help="database URL (default: the configured one)")
     load.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     args = parser.parse_args(argv)
-    try:
-        url = to_sqlalchemy_url(args.db) if args.db else get_settings().sqlalchemy_url
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     if not args.file.is_file():
         print(f"error: {args.file} is not a file", file=sys.stderr)
         return 2
+    migrated = upgrade_for_command(args.db)
+    if migrated is None:
+        return 2
+    url = to_sqlalchemy_url(migrated)
     engine = make_engine(url)
     try:
-        upgrade(url)
         report = import_file(engine=engine, path=args.file, dry_run=args.dry_run)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

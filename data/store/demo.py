@@ -21,11 +21,10 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select
 
 from data.analytics.rollups import refresh
-from data.config.settings import SettingsError, get_settings
 from data.integrations.orders import recent_orders
 from data.integrations.prices import linear_rate, price_call
 from data.store.db import describe, make_engine
-from data.store.migrate import upgrade
+from data.store.migrate import upgrade_for_command
 from data.store.orm import AgentEvent, ChatSession, Message, ModelCall, Order
 
 
@@ -644,12 +643,9 @@ def main(argv: list[str] | None = None) -> int:
             "--calls, --sessions, --users and --days must be positive, "
             "and --calls at least --sessions"
         )
-    try:
-        url = args.db or get_settings().sqlalchemy_url
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
+    url = upgrade_for_command(args.db)
+    if url is None:
         return 2
-    upgrade(url)
     engine = make_engine(url)
     demo, live = counts(engine=engine)
     where = describe(url)

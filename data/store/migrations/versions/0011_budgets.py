@@ -1,8 +1,8 @@
 """Budgets: per-scope spending limits, their change history, in-flight reservations and the
 threshold crossings already alerted; an index for per-user spend on the session rollup.
 
-Revision ID: 0009
-Revises: 0007
+Revision ID: 0009 (step 0011: ids came out of order and are kept for existing databases)
+Revises: 0008
 Create Date: 2026-12-01
 """
 

@@ -2,8 +2,8 @@
 and a queue of days whose percentiles wait to be recomputed, so that the analyst pages read one
 row per session at ten million calls and a new call's refresh stays within an hour's work.
 
-Revision ID: 0010
-Revises: 0006
+Revision ID: 0010 (step 0009: ids came out of order and are kept for existing databases)
+Revises: 0011
 Create Date: 2026-12-01
 """
 

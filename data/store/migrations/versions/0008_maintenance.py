@@ -1,8 +1,8 @@
 """Maintenance runs (ANALYZE, VACUUM, retention, backups and their checks) and the time indexes
 that retention deletes by.
 
-Revision ID: 0011
-Revises: 0006
+Revision ID: 0011 (step 0008: ids came out of order and are kept for existing databases)
+Revises: 0007
 Create Date: 2026-12-01
 """
 

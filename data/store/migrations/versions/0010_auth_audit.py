@@ -1,8 +1,8 @@
 """Sign-in and audit: users with roles, failed sign-ins for throttling, and the append-only
 audit log (triggers refuse UPDATE and DELETE on both databases).
 
-Revision ID: 0008
-Revises: 0006
+Revision ID: 0008 (step 0010: ids came out of order and are kept for existing databases)
+Revises: 0010
 Create Date: 2026-12-01
 """
 
