@@ -28,6 +28,7 @@ from urllib3.util.retry import Retry
 from data.config.settings import Settings
 from data.integrations.metrics import observe_feedback_backlog
 from data.store.orm import FeedbackThumbs, Message, ReviewScore, utcnow
+from data.workers.base import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +216,14 @@ class _Item:
     attempts: int  # failed attempts before this one
 
 
-class SyncWorker:
+class SyncWorker(BackgroundWorker):
     """Pushes due outbox items to LangSmith every `interval_s` seconds on a daemon thread.
 
     Several workers (one per app replica) may run at once: each takes its items with a lease
     (an atomic update of next_attempt_at), so they push different items; were an item pushed
     twice anyway, it would still be one feedback in LangSmith, under its fixed id."""
+
+    thread_name = "feedback-sync"
 
     def __init__(
         self,
@@ -232,6 +235,7 @@ class SyncWorker:
         concurrency: int = 8,
         project_name: str | None = None,
     ) -> None:
+        super().__init__()
         self.engine = engine
         self.client = client
         self.interval_s = interval_s
@@ -239,8 +243,6 @@ class SyncWorker:
         self.concurrency = max(1, concurrency)
         self.project_name = project_name
         self._project_id: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # One pass -----------------------------------------------------------------------------
 
@@ -426,30 +428,6 @@ class SyncWorker:
                 for kind, statement in statements.items():
                     if params[kind]:
                         connection.execute(statement, params[kind])
-
-    # The thread ---------------------------------------------------------------------------
-
-    def start(self) -> SyncWorker:
-        """Run passes every `interval_s` seconds on a daemon thread until stop()."""
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="feedback-sync", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                # The database may be briefly unavailable; the next pass tries again.
-                log.exception("feedback sync pass failed")
-            self._stop.wait(self.interval_s)
 
 
 def traced_run_ids(

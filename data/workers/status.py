@@ -29,6 +29,7 @@ from data.config.settings import LOCAL_MODEL_NAME, Settings, redact_url
 from data.integrations.metrics import DEPENDENCY_CHECK_SECONDS, DEPENDENCY_UP, READY
 from data.store.db import describe, make_engine
 from data.store.orm import utcnow
+from data.workers.base import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -374,40 +375,22 @@ def _publish(checks: dict[str, Check]) -> None:
         READY.set(1 if is_ready(checks) else 0)
 
 
-class Monitor:
+class Monitor(BackgroundWorker):
     """Runs check_all every STATUS_CHECK_INTERVAL_S on a daemon thread, so /metrics always has
     fresh agent_dependency_up and agent_ready values for Prometheus' readiness alert."""
 
+    thread_name = "status-monitor"
+
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        super().__init__()
+        self.interval_s = settings.status_check_interval_s
         self.settings = settings
         self.engine = engine
         self.latest: dict[str, Check] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> dict[str, Check]:
         self.latest = check_all(self.settings, engine=self.engine)
         return self.latest
-
-    def start(self) -> Monitor:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="status-monitor", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("status checks failed")
-            self._stop.wait(self.settings.status_check_interval_s)
 
 
 # The seed's operating procedure (section 8), each item with where the app shows it: a page

@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 
 from data.config.settings import Settings
 from data.store.orm import SupportTicket, utcnow
+from data.workers.base import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,10 @@ def retry_now(*, engine: Engine) -> int:
     return int(result.rowcount)
 
 
-class WebhookWorker:
+class WebhookWorker(BackgroundWorker):
     """Pushes due ticket deliveries every `interval_s` seconds on a daemon thread."""
+
+    thread_name = "ticket-webhook"
 
     def __init__(
         self,
@@ -189,6 +191,7 @@ class WebhookWorker:
         backoff_base_s: float = BACKOFF_BASE_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        super().__init__()
         self.engine = engine
         self.url = url
         self.secret = secret
@@ -201,8 +204,9 @@ class WebhookWorker:
             transport=transport,
         )
         self._paused_until = 0.0  # monotonic; after a transient failure the receiver rests
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        self.client.close()
 
     # One pass -----------------------------------------------------------------------------
 
@@ -348,29 +352,6 @@ class WebhookWorker:
     def resume(self) -> None:
         """Stop resting after a transient failure: the next pass sends (Retry now)."""
         self._paused_until = 0.0
-
-    # The thread ---------------------------------------------------------------------------
-
-    def start(self) -> WebhookWorker:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="ticket-webhook", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.client.close()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("ticket webhook pass failed")  # the database may be briefly down
-            self._stop.wait(self.interval_s)
 
 
 def worker_from_settings(settings: Settings, *, engine: Engine) -> WebhookWorker | None:

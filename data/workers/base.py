@@ -1,0 +1,52 @@
+"""The loop every background worker shares: one pass (`run_once`) every `interval_s` seconds on
+a daemon thread until `stop()`. A failed pass is logged and the next one tries again (the
+database or the receiver may be briefly down)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundWorker:
+    """Subclasses set `thread_name`, set `interval_s` and define `run_once`; `close` releases
+    what the worker holds once its thread has stopped."""
+
+    thread_name = "worker"
+    interval_s: float
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> object:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release clients and connections after the thread has stopped (nothing by default)."""
+
+    def start(self) -> Self:
+        """Run passes on a daemon thread until stop(); a second start while running does
+        nothing."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("%s pass failed", self.thread_name)
+            self._stop.wait(self.interval_s)
