@@ -10,14 +10,12 @@ way the summarization middleware counts them) plus the completion limit, priced 
 (data/integrations/prices.py). The reservation made for that estimate is released once the call, its
 retries and its fallback have ended, and their rows are recorded.
 
-Warnings (a budget past its warning threshold) are kept per (session, turn) until the chat
-service takes them into the turn's outcome."""
+Warnings (a budget past its warning threshold) travel with the turn (`TurnContext.warn`), and
+the chat service puts them in the turn's outcome."""
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,9 +24,11 @@ from langchain_core.messages.utils import count_tokens_approximately
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.middleware import EventSink, emit, turn_meta
+from agent.context import current_turn, outside_turn
+from agent.middleware import EventSink, emit
 from agent.prompts import SYSTEM_PROMPT
 from data.integrations.prices import Rate, price_call
+from data.store.records import BudgetRefusalDetail
 from data.workflows.budgets import BudgetState, Guard, refusal_text
 
 log = logging.getLogger(__name__)
@@ -65,23 +65,17 @@ class BudgetExceeded(RuntimeError):
             "limit_usd": self.limit_usd,
         }
 
-
-_lock = threading.Lock()
-_warnings: dict[tuple[str, int], list[str]] = {}
-
-
-def take_warnings(session_id: str, turn: int) -> list[str]:
-    """The budget warnings of one turn (each once), for the turn's outcome."""
-    with _lock:
-        return _warnings.pop((session_id, turn), [])
-
-
-def _keep_warnings(session_id: str, turn: int, texts: list[str]) -> None:
-    with _lock:
-        kept = _warnings.setdefault((session_id, turn), [])
-        kept.extend(t for t in texts if t not in kept)
-        while len(_warnings) > 10_000:  # turns whose caller never took them
-            _warnings.pop(next(iter(_warnings)))
+    def detail(self, *, estimate_usd: float) -> BudgetRefusalDetail:
+        """The refusal's recorded event detail: the body, and the refused call's estimate."""
+        return BudgetRefusalDetail(
+            error="budget_exceeded",
+            message=self.message,
+            scope=self.scope,
+            period=self.period,
+            spent_usd=self.spent_usd,
+            limit_usd=self.limit_usd,
+            estimate_usd=estimate_usd,
+        )
 
 
 def price_estimator(
@@ -125,7 +119,8 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         """Check the user's budgets for one call with these messages: the reservation's id
         (None when no budget covers the user, or the check failed open). Raises
         BudgetExceeded, recorded as a `budget_refusal` event, when a budget would be passed."""
-        user_id, session_id, turn = turn_meta()
+        context = current_turn() or outside_turn()
+        user_id = context.user_id
 
         def estimate() -> float:
             tokens = count_tokens_approximately(list(messages)) + self._system_tokens
@@ -137,9 +132,7 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             # Fail open: the database that holds the budgets also records the calls, so this is
             # rare and short; the turn goes ahead and says that budgets were not checked.
             log.warning("budgets could not be checked for %s: %s", user_id, failure)
-            _keep_warnings(
-                session_id, turn, ["Budgets could not be checked (the database is unavailable)."]
-            )
+            context.warn("Budgets could not be checked (the database is unavailable).")
             return None
         if admission.refused is not None:
             error = BudgetExceeded(admission.refused)
@@ -150,13 +143,11 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 0.0,
                 status="refused",
                 error=error.message,
-                detail=json.dumps(
-                    {**error.body(), "estimate_usd": round(admission.estimate_usd, 6)}
-                ),
+                detail=error.detail(estimate_usd=round(admission.estimate_usd, 6)),
             )
             raise error
         if admission.warnings:
-            _keep_warnings(session_id, turn, admission.warnings)
+            context.warn(*admission.warnings)
         return admission.reservation_id
 
     def wrap_model_call(
@@ -175,9 +166,9 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         when the turn's records are written together at its end (agent/ledger.py), then."""
         if reservation is None:
             return
-        _, session_id, turn = turn_meta()
+        context = current_turn() or outside_turn()
         if self.after_write is not None and self.after_write(
-            session_id, turn, lambda: self.guard.release(reservation)
+            context.session_id, context.turn, lambda: self.guard.release(reservation)
         ):
             return
         self.guard.release(reservation)

@@ -6,19 +6,31 @@ caller's identity never travels as untyped config metadata and never comes from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class TurnContext:
-    """The customer, their conversation and the turn number of the running chat turn."""
+    """The customer, their conversation and the turn number of the running chat turn, and the
+    warnings (budgets past a threshold, budgets not checked) the turn's answer carries back.
+
+    It is the one identity of a turn: the service builds it, the agent's middleware and tools
+    read it, embedding calls are recorded against it, and the outcome takes its warnings."""
 
     user_id: str
     session_id: str
     turn: int
+    warnings: list[str] = field(default_factory=list, compare=False, hash=False, repr=False)
+
+    def warn(self, *texts: str) -> None:
+        """Add warnings for this turn's answer, each once."""
+        self.warnings.extend(t for t in dict.fromkeys(texts) if t not in self.warnings)
 
 
-UNKNOWN = TurnContext(user_id="unknown", session_id="unknown", turn=0)
+def outside_turn() -> TurnContext:
+    """What a record names when it is made outside a chat turn (a script, a direct call): a
+    record must name a user, session and turn; this never reaches a tool's access check."""
+    return TurnContext(user_id="unknown", session_id="unknown", turn=0)
 
 
 def current_turn() -> TurnContext | None:

@@ -1,7 +1,7 @@
 """Text embeddings for long-term memory: a local int8 MiniLM or OpenAI, behind one cache.
 
 `make_embedder(settings, sink=...)` is the entry point. Every embedder returns L2-normalised
-vectors (cosine similarity is then a dot product) and, when given a `TurnRef`, hands one
+vectors (cosine similarity is then a dot product) and, when given a `TurnContext`, hands one
 `CallRecord` with purpose "embedding" per model call to the sink, like the chat model's telemetry.
 
 The local model is all-MiniLM-L6-v2 exported to ONNX with int8 weights: the model file ships in
@@ -23,12 +23,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from agent.context import TurnContext
 from data.config.settings import LOCAL_EMBEDDING_MODEL, LOCAL_PROVIDER, Settings
 from data.integrations.prices import Rate, load_overrides, price_call
 from data.store.records import CallRecord
@@ -54,15 +54,6 @@ OPENAI_DIMS = {
 OPENAI_BATCH = 2048
 
 
-@dataclass(frozen=True, slots=True)
-class TurnRef:
-    """Which chat turn an embedding call belongs to; only calls with one are recorded."""
-
-    user_id: str
-    session_id: str
-    turn: int
-
-
 class EmbeddingError(RuntimeError):
     """The embedding provider failed. The message names provider, model and URL, never a key."""
 
@@ -82,7 +73,9 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]: ...
+    def embed(
+        self, texts: Sequence[str], *, ref: TurnContext | None = None
+    ) -> list[list[float]]: ...
 
 
 def _checked(texts: Sequence[str]) -> list[str]:
@@ -135,7 +128,7 @@ class _Recorder:
 
     def __call__(
         self,
-        ref: TurnRef | None,
+        ref: TurnContext | None,
         *,
         texts: int,
         input_tokens: int,
@@ -292,7 +285,7 @@ class LocalEmbedder:
         norm = max(float(np.sqrt(pooled.dot(pooled))), 1e-12)
         return (pooled / norm).astype(np.float32)[None, :], int(ids.shape[1])
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], *, ref: TurnContext | None = None) -> list[list[float]]:
         """Vectors for `texts`, computed in batches of `batch_size`; recorded as one call."""
         batch = _checked(texts)
         if not batch:
@@ -360,7 +353,7 @@ class OpenAIEmbedder:
     def _where(self) -> str:
         return f"{self.provider} embeddings ({self.model} at {self.base_url or 'api.openai.com'})"
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], *, ref: TurnContext | None = None) -> list[list[float]]:
         import openai
 
         batch = _checked(texts)
@@ -526,7 +519,7 @@ class CachedEmbedder:
     def _key(self, text: str) -> str:
         return f"{self.inner.model}:{hashlib.sha256(text.encode()).hexdigest()}"
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], *, ref: TurnContext | None = None) -> list[list[float]]:
         batch = _checked(texts)
         keys = [self._key(text) for text in batch]
         found = dict(zip(keys, self.cache.get_many(keys), strict=True))
@@ -563,7 +556,7 @@ class CachedEmbedder:
             self._release(ref, [key for key in keys if key not in mine and key not in retry])
         return [np.frombuffer(found[key] or b"", np.float32).tolist() for key in keys]
 
-    def _release(self, ref: TurnRef, keys: list[str]) -> None:
+    def _release(self, ref: TurnContext, keys: list[str]) -> None:
         """Record the calls that this turn's prefetch held for `keys` (each call once)."""
         batches = []
         with self._inflight_lock:
@@ -577,7 +570,7 @@ class CachedEmbedder:
                 _deliver(sink, record)
 
     def _embed_misses(
-        self, texts: dict[str, str], futures: dict[str, Future[bytes]], ref: TurnRef | None
+        self, texts: dict[str, str], futures: dict[str, Future[bytes]], ref: TurnContext | None
     ) -> dict[str, bytes]:
         try:
             vectors = self.inner.embed(list(texts.values()), ref=ref)
@@ -599,7 +592,7 @@ class CachedEmbedder:
         return fresh
 
     def prefetch(
-        self, texts: Sequence[str], *, ref: TurnRef | None = None, hold: bool = False
+        self, texts: Sequence[str], *, ref: TurnContext | None = None, hold: bool = False
     ) -> None:
         """Start embedding `texts` in the background (into the cache); errors are left for
         the `embed` that needs the vectors, which tries again and reports them. `hold`: record

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from agent.embeddings import Embedder, TurnRef
+    from agent.context import TurnContext
+    from agent.embeddings import Embedder
     from data.config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -391,7 +392,7 @@ class KnowledgeBase:
 
     # Search -------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 3, *, ref: TurnRef | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 3, *, ref: TurnContext | None = None) -> list[Hit]:
         """The `k` entries most similar to `query`, best first (a blank query finds nothing).
         With `ref`, the embedding call is recorded against that chat turn."""
         if not query.strip() or k < 1:

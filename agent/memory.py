@@ -48,7 +48,8 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from agent.embeddings import Embedder, EmbeddingError, TurnRef
+from agent.context import TurnContext
+from agent.embeddings import Embedder, EmbeddingError
 from data.config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ class MemoryStore:
                 f"Qdrant at {self.url} is unavailable: {type(error).__name__}: {error}"
             ) from None
 
-    def _embed(self, texts: list[str], ref: TurnRef | None) -> list[list[float]]:
+    def _embed(self, texts: list[str], ref: TurnContext | None) -> list[list[float]]:
         try:
             return self.embedder.embed(texts, ref=ref)
         except EmbeddingError as error:
@@ -276,7 +277,7 @@ class MemoryStore:
         items: Iterable[MemoryItem],
         *,
         session_id: str,
-        ref: TurnRef | None = None,
+        ref: TurnContext | None = None,
     ) -> int:
         """Store `items` for `user_id`; returns how many were new.
 
@@ -344,7 +345,7 @@ class MemoryStore:
         keys: Sequence[str] = (),
         k: int | None = None,
         threshold: float | None = None,
-        ref: TurnRef | None = None,
+        ref: TurnContext | None = None,
     ) -> list[list[Memory]]:
         """For each query, the user's `k` best memories scoring at least `threshold`, best
         first; then, for each of `keys` (an identifier such as an order number), the memories

@@ -6,7 +6,6 @@ ModelFallbackMiddleware); this module adds only the measurements and the choices
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,19 +25,13 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveM
 from langgraph.graph.message import REMOVE_ALL_MESSAGES as REMOVE_ALL
 from langgraph.types import Command
 
-from agent.context import UNKNOWN, current_turn
+from agent.context import current_turn, outside_turn
 from agent.window import ContextWindowExceeded, WindowCounter
-from data.store.records import EventRecord
+from data.store.records import EventRecord, SummarizationDetail, WindowDetail
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[EventRecord], None]
-
-
-def turn_meta() -> tuple[str, str, int]:
-    """(user_id, session_id, turn) of the running turn, from its TurnContext."""
-    context = current_turn() or UNKNOWN
-    return context.user_id, context.session_id, context.turn
 
 
 def emit(sink: EventSink | None, kind: str, name: str, latency_ms: float, **fields: Any) -> None:
@@ -46,11 +39,11 @@ def emit(sink: EventSink | None, kind: str, name: str, latency_ms: float, **fiel
     a failure to record never fails the turn."""
     if sink is None:
         return
-    user_id, session_id, turn = turn_meta()
+    context = current_turn() or outside_turn()
     event = EventRecord(
-        user_id=user_id,
-        session_id=session_id,
-        turn=turn,
+        user_id=context.user_id,
+        session_id=context.session_id,
+        turn=context.turn,
         kind=kind,
         name=name,
         latency_ms=latency_ms,
@@ -218,16 +211,14 @@ class RecordedSummarization(SummarizationMiddleware):
             tokens_before=plan.tokens_before,
             tokens_after=self.request_tokens(kept),
             messages_folded=len(folded),
-            detail=json.dumps(
-                {
-                    "summary": str(summary[0].text)[:4000],
-                    "kept_messages": len(preserved),
-                    "configured_keep": plan.configured_keep,
-                    "keep_reduced": plan.reduced,
-                    "trigger_tokens": plan.limit_tokens,
-                    "window": self.window,
-                    "counted_by": self.counter.method,
-                }
+            detail=SummarizationDetail(
+                summary=str(summary[0].text)[:4000],
+                kept_messages=len(preserved),
+                configured_keep=plan.configured_keep,
+                keep_reduced=plan.reduced,
+                trigger_tokens=plan.limit_tokens,
+                window=self.window,
+                counted_by=self.counter.method,
             ),
         )
         return kept
@@ -274,7 +265,7 @@ class WindowGuard(AgentMiddleware):  # type: ignore[type-arg]
                 status="error",
                 error="request larger than the input window",
                 tokens_before=tokens,
-                detail=json.dumps({"window": self.window, "counted_by": self.counter.method}),
+                detail=WindowDetail(window=self.window, counted_by=self.counter.method),
             )
             raise ContextWindowExceeded(
                 f"The next request would be {tokens:,} tokens, more than the model's input "

@@ -19,7 +19,6 @@ waits for that user's pending writes, so a user always reads their own writes.""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -28,15 +27,16 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agent.embeddings import TurnRef
+from agent.context import TurnContext, current_turn, outside_turn
 from agent.facts import extract_facts, identifiers
 from agent.memory import Memory, MemoryStore, MemoryUnavailable
-from agent.middleware import EventSink, emit, turn_meta
+from agent.middleware import EventSink, emit
+from data.store.records import MemoryItem, RecallDetail, ToolCallDetail
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _latest_human(messages: Sequence[Any]) -> HumanMessage | None:
 
 class Prefetch(Protocol):
     def __call__(
-        self, texts: Sequence[str], *, ref: TurnRef | None = None, hold: bool = False
+        self, texts: Sequence[str], *, ref: TurnContext | None = None, hold: bool = False
     ) -> None: ...
 
 
@@ -160,7 +160,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             self.store is not None and self.store.has_memories(user_id)
         )
 
-    def warm(self, ref: TurnRef, text: str) -> None:
+    def warm(self, ref: TurnContext, text: str) -> None:
         """Start embedding a stored message before the agent runs (with `warm_early`; see
         __init__). The chat service calls it; for any other caller of the agent the recall
         embeds the message itself."""
@@ -174,7 +174,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         human = _latest_human(request.messages)
         if human is None:
             return handler(request)
-        user_id, session_id, turn = turn_meta()
+        turn = current_turn() or outside_turn()
         text = str(human.text)
         folded = any(
             m.additional_kwargs.get("lc_source") == "summarization" for m in request.messages
@@ -182,13 +182,13 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         # The providers first: the order lookup needs no embedding, so it runs while the
         # message is still being embedded (warm); the help-center search then waits for the
         # same vector the recall uses.
-        provided = self._provide_once(user_id, session_id, turn, text)
+        provided = self._provide_once(turn, text)
         memories: list[Memory] = []
         if self.store is not None:
-            memories = self._recall_once(user_id, session_id, turn, text, folded=folded)
+            memories = self._recall_once(turn, text, folded=folded)
             # The customer's facts are written while the model runs (after the recall, so
             # this message never recalls itself).
-            self._remember(user_id, session_id, turn, text, role="user")
+            self._remember(turn, text, role="user")
         blocks = []
         if memories:
             # Identifiers first: they are short and what a customer must never be asked for
@@ -217,14 +217,14 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             answers = getattr(response, "result", None) or [response]
             answer = next((m for m in reversed(answers) if isinstance(m, AIMessage)), None)
             if answer is not None and answer.text and not answer.tool_calls:
-                self._remember(user_id, session_id, turn, str(answer.text), role="assistant")
+                self._remember(turn, str(answer.text), role="assistant")
         return response
 
-    def _provide_once(self, user_id: str, session_id: str, turn: int, text: str) -> list[str]:
+    def _provide_once(self, turn: TurnContext, text: str) -> list[str]:
         """The providers' blocks for this turn, computed on its first model call. Each block
         a provider found is recorded as a tool call under the provider's name: for a model
         without tools, the middleware is what looked the order or the article up."""
-        key = (session_id, turn)
+        key = (turn.session_id, turn.turn)
         with self._lock:
             done = self._provided.get(key)
         if done is not None and done[0] == text:
@@ -235,7 +235,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             status, error, block = "ok", None, None
             extra: dict[str, Any] = {}
             try:
-                found = provider(user_id, text)
+                found = provider(turn.user_id, text)
                 if isinstance(found, Provided):
                     block, extra = found.text, found.detail
                 else:
@@ -255,35 +255,34 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 (time.perf_counter() - started) * 1000,
                 status=status,
                 error=error,
-                detail=json.dumps(
+                detail=cast(
+                    ToolCallDetail,
                     {
                         "args": {"message": text[:200]},
                         "result": (block or "")[:300],
                         "injected": True,
                         **extra,
-                    }
+                    },
                 ),
             )
             if block:
                 blocks.append(block)
         with self._lock:
-            self._provided = {k: v for k, v in self._provided.items() if k[0] != session_id}
+            self._provided = {k: v for k, v in self._provided.items() if k[0] != turn.session_id}
             self._provided[key] = (text, blocks)
         return blocks
 
-    def _recall_once(
-        self, user_id: str, session_id: str, turn: int, text: str, *, folded: bool
-    ) -> list[Memory]:
+    def _recall_once(self, turn: TurnContext, text: str, *, folded: bool) -> list[Memory]:
         """The memories for this turn: the top-k semantic hits for the message and, once the
         conversation has been summarized, the facts taken from this session's own messages
         (the summary may have dropped them; these are what the folded messages said)."""
         assert self.store is not None
-        key = (session_id, turn)
+        key = (turn.session_id, turn.turn)
         with self._lock:
             done = self._recalled.get(key)
         if done is not None and done[0] == text:
             return done[1]
-        self.flush(user_id)
+        self.flush(turn.user_id)
         # The message by meaning, and each identifier in it (order numbers, e-mail addresses)
         # exactly: one embedding, one batched request.
         queries, keys = [text], identifiers(text)
@@ -293,12 +292,12 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         restored: list[Memory] = []
         try:
             hits = self.store.recall(
-                user_id,
+                turn.user_id,
                 queries,
                 keys=keys,
                 k=self.k,
                 threshold=self.threshold,
-                ref=TurnRef(user_id=user_id, session_id=session_id, turn=turn),
+                ref=turn,
             )
             memories = _merge(hits, self.k)
             if folded:
@@ -306,7 +305,9 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 restored = restore_order(
                     [
                         m
-                        for m in self.store.session_memories(user_id, session_id, limit=1_000)
+                        for m in self.store.session_memories(
+                            turn.user_id, turn.session_id, limit=1_000
+                        )
                         if m.id not in seen
                     ]
                 )[:MAX_RESTORED_FACTS]
@@ -323,61 +324,56 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             error=error,
             hits=len(memories),
             top_score=max((m.score for m in memories), default=None),
-            detail=json.dumps(
-                {
-                    "queries": len(queries) + len(keys),
-                    "memories": [
-                        {"text": m.text, "kind": m.kind, "score": round(m.score, 4)}
-                        for m in memories
-                    ],
-                    "restored": [{"text": m.text, "kind": m.kind} for m in restored],
-                }
+            detail=RecallDetail(
+                queries=len(queries) + len(keys),
+                memories=[
+                    MemoryItem(text=m.text, kind=m.kind, score=round(m.score, 4)) for m in memories
+                ],
+                restored=[MemoryItem(text=m.text, kind=m.kind) for m in restored],
             ),
         )
         with self._lock:
             # Only the current turn of each session is needed; drop the rest.
-            self._recalled = {k: v for k, v in self._recalled.items() if k[0] != session_id}
+            self._recalled = {k: v for k, v in self._recalled.items() if k[0] != turn.session_id}
             self._recalled[key] = (text, memories + restored)
         return memories + restored
 
     # Facts ----------------------------------------------------------------------------------
 
-    def _remember(self, user_id: str, session_id: str, turn: int, text: str, *, role: str) -> None:
+    def _remember(self, turn: TurnContext, text: str, *, role: str) -> None:
         """Queue the facts of one message for storage, once per turn and role. Done inside
         the model call rather than in an `after_model` hook: a hook is one more graph step
         per call, and this way the customer's facts are embedded while the model answers."""
-        if not self._first_time(session_id, turn, role):
+        if not self._first_time(turn, role):
             return
         facts = extract_facts(text, role=role)
         if facts:
-            self._write(user_id, session_id, turn, facts)
+            self._write(turn, facts)
 
-    def _first_time(self, session_id: str, turn: int, role: str) -> bool:
-        key = (session_id, turn, role)
+    def _first_time(self, turn: TurnContext, role: str) -> bool:
+        key = (turn.session_id, turn.turn, role)
         with self._lock:
             if key in self._stored:
                 return False
-            self._stored = {k for k in self._stored if k[0] != session_id or k[1] == turn}
+            self._stored = {k for k in self._stored if k[0] != turn.session_id or k[1] == turn.turn}
             self._stored.add(key)
             return True
 
-    def _write(self, user_id: str, session_id: str, turn: int, facts: list[Any]) -> None:
-        ref = TurnRef(user_id=user_id, session_id=session_id, turn=turn)
-
+    def _write(self, turn: TurnContext, facts: list[Any]) -> None:
         store_ = self.store
         assert store_ is not None
 
         def store() -> int:
             try:
-                return store_.remember(user_id, facts, session_id=session_id, ref=ref)
+                return store_.remember(turn.user_id, facts, session_id=turn.session_id, ref=turn)
             except Exception:  # logged; the conversation goes on without the fact
                 log.exception("could not store %d facts for a user", len(facts))
                 return 0
 
         future = self._writer.submit(store)
         with self._lock:
-            pending = [f for f in self._pending.get(user_id, []) if not f.done()]
-            self._pending[user_id] = [*pending, future]
+            pending = [f for f in self._pending.get(turn.user_id, []) if not f.done()]
+            self._pending[turn.user_id] = [*pending, future]
 
     def flush(self, user_id: str | None = None, timeout: float = 10.0) -> None:
         """Wait for pending writes (of one user, or all): read-your-writes before a recall."""

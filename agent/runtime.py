@@ -20,12 +20,12 @@ from agent import local_server
 from agent.budget import Estimator, make_budget_middleware, price_estimator
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
-from agent.embeddings import CachedEmbedder, Embedder, EmbeddingError, TurnRef, make_embedder
+from agent.context import current_turn
+from agent.embeddings import CachedEmbedder, Embedder, EmbeddingError, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
-from agent.middleware import turn_meta
 from agent.models import ModelSpec, make_chat_model, resolve_spec
 from agent.ratelimit import RateLimiter
 from agent.recall import ContextProvider, MemoryMiddleware
@@ -256,7 +256,7 @@ def assemble(
         providers = {
             "lookup_order": lambda user_id, text: order_context(source, user_id, text),
             "search_help_center": lambda user_id, text: help_context(
-                knowledge, text, ref=TurnRef(*turn_meta())
+                knowledge, text, ref=current_turn()
             ),
         }
     counter = window_counter(settings, chat_model)

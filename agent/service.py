@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -12,7 +11,7 @@ import uuid
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -24,9 +23,8 @@ from langsmith.run_helpers import tracing_context
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.budget import BudgetExceeded, take_warnings
+from agent.budget import BudgetExceeded
 from agent.context import TurnContext
-from agent.embeddings import TurnRef
 from agent.ledger import TurnLedger
 from agent.middleware import EmptyAnswer
 from agent.ratelimit import RateLimiter
@@ -35,7 +33,13 @@ from data.access.sanitize import is_blank
 from data.store import conversations
 from data.store.conversations import MAX_MESSAGE_CHARS
 from data.store.recorder import record_event
-from data.store.records import CallRecord, EventRecord
+from data.store.records import (
+    CallRecord,
+    CancelDetail,
+    EventRecord,
+    RecallDetail,
+    WindowDetail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +157,7 @@ class TurnOutcome:
         out: list[dict[str, Any]] = []
         for event in self.events:
             if event.kind == "memory_recall" and event.detail:
-                out += json.loads(event.detail).get("memories", [])
+                out += [dict(m) for m in cast(RecallDetail, event.detail)["memories"]]
         return out
 
     def tools(self) -> list[dict[str, Any]]:
@@ -197,7 +201,7 @@ class ChatService:
         limiter: RateLimiter | None = None,
         session_wait_s: float = 30.0,
         model_timeout_s: float = 60.0,
-        warm: Callable[[TurnRef, str], None] | None = None,
+        warm: Callable[[TurnContext, str], None] | None = None,
     ) -> None:
         self.agent = agent
         self.engine = engine
@@ -235,7 +239,7 @@ class ChatService:
                         status="error",
                         error="message longer than its share of the window",
                         tokens_before=error.tokens,
-                        detail=json.dumps({"limit": error.limit, "window": self.counter.window}),
+                        detail=WindowDetail(limit=error.limit, window=self.counter.window),
                     ),
                 )
             except SQLAlchemyError:
@@ -300,9 +304,10 @@ class ChatService:
         if self.ledger is not None:
             # The turn's calls and events are written together when it ends (TurnLedger).
             self.ledger.open(session_id, turn)
+        context = TurnContext(user_id=user_id, session_id=session_id, turn=turn)
         if self.warm is not None:
             try:
-                self.warm(TurnRef(user_id=user_id, session_id=session_id, turn=turn), text)
+                self.warm(context, text)
             except Exception:  # only a head start: the recall embeds the message itself
                 log.exception("could not start embedding the message early")
         run_id = uuid.uuid4()
@@ -314,7 +319,6 @@ class ChatService:
             "run_id": run_id,
             "run_name": "support_turn",
         }
-        context = TurnContext(user_id=user_id, session_id=session_id, turn=turn)
         stop = threading.Event()  # set when the caller stops reading: the turn is cancelled
         # The model call runs on LangGraph's worker thread: closing our stream alone would let
         # it generate to the end. This handler ends the model's stream at its next token.
@@ -401,7 +405,7 @@ class ChatService:
                 # agent's stream is closed above (no checkpoint: the next turn starts from the
                 # previous state) and the reason is recorded.
                 self._record_cancelled(context, outcome, started)
-            outcome.warnings = take_warnings(session_id, turn)
+            outcome.warnings = list(context.warnings)
             if self.ledger is not None:
                 records = self.ledger.take(session_id, turn)
                 outcome.calls, outcome.events = records.calls, records.events
@@ -434,7 +438,7 @@ class ChatService:
             latency_ms=(time.perf_counter() - started) * 1000,
             status="cancelled",
             error=outcome.cancel_reason,
-            detail=json.dumps({"streamed_chars": sum(len(c) for c in outcome.chunks)}),
+            detail=CancelDetail(streamed_chars=sum(len(c) for c in outcome.chunks)),
         )
         try:
             if self.ledger is not None:

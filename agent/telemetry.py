@@ -19,7 +19,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
-from agent.context import UNKNOWN, TurnContext, current_turn
+from agent.context import TurnContext, current_turn, outside_turn
 from agent.models import ModelSpec
 from data.integrations.prices import Rate, price_call
 from data.store.orm import utcnow
@@ -86,7 +86,7 @@ class CallTelemetry(BaseCallbackHandler):
                 metadata=dict(metadata or {}),
                 messages=pairs,
                 # Read here, on the calling thread, where the run's context is current.
-                turn=current_turn() or UNKNOWN,
+                turn=current_turn() or outside_turn(),
             )
 
     def on_llm_new_token(

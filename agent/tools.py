@@ -2,20 +2,19 @@
 as prompt context for a model that cannot call tools.
 
 Who is asking never comes from the model: every tool reads the user, session and turn of the
-running turn (`agent.middleware.turn_meta()`), so a customer cannot read another customer's
-order by naming a different user. Orders come from the configured source
-(data/integrations/orders.py: the team's orders API or the orders table); when it is down the model
-is told it cannot check orders right now, the call is recorded as failed, and the turn goes on. The
-service times the agent promises come from settings (data/config/service_times.py)."""
+running turn (its `TurnContext`), so a customer cannot read another customer's order by
+naming a different user. Orders come from the configured source (data/integrations/orders.py:
+the team's orders API or the orders table); when it is down the model is told it cannot check
+orders right now, the call is recorded as failed, and the turn goes on. The service times the
+agent promises come from settings (data/config/service_times.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain.tools import ToolRuntime
@@ -26,16 +25,14 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from sqlalchemy import Engine
 
-from agent.context import TurnContext
-from agent.embeddings import TurnRef
+from agent.context import TurnContext, current_turn
 from agent.knowledge import Hit, KnowledgeBase
-from agent.middleware import turn_meta
 from agent.recall import ContextUnavailable, Provided
 from data.config.service_times import ServiceLevels
 from data.config.settings import get_settings
 from data.integrations import orders, tickets
 from data.integrations.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
-from data.store.records import EventRecord
+from data.store.records import EventRecord, ToolCallDetail
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +48,16 @@ RESULT_PREVIEW_CHARS = 300
 TRANSCRIPT_FOR_HUMAN = 6  # messages copied into an escalation so the human has the context
 
 
-def caller(runtime: Any = None) -> TurnRef | None:
-    """The user, session and turn of the running turn: the TurnContext ChatService passes to the
-    agent (`runtime.context` in a tool, else `turn_meta()`), never the model's arguments; None
-    when the run was started without a user (the tools then refuse)."""
+def caller(runtime: Any = None) -> TurnContext | None:
+    """The running turn: the TurnContext ChatService passes to the agent (`runtime.context` in a
+    tool, else LangGraph's runtime), never the model's arguments; None when the run was started
+    without one or without a user (the tools then refuse)."""
     context = getattr(runtime, "context", None)
-    if isinstance(context, TurnContext):
-        user_id, session_id, turn = context.user_id, context.session_id, context.turn
-    else:
-        user_id, session_id, turn = turn_meta()
-    user_id = user_id.strip()
-    if not user_id or user_id == "unknown":
+    if not isinstance(context, TurnContext):
+        context = current_turn()
+    if context is None or not context.user_id.strip():
         return None
-    return TurnRef(user_id=user_id, session_id=session_id, turn=turn)
+    return context
 
 
 NO_CALLER = "I cannot tell which customer this is, so I cannot look at orders or open tickets."
@@ -351,7 +345,7 @@ class ToolTelemetryMiddleware(AgentMiddleware):
         content: str,
         extra: dict[str, Any],
     ) -> None:
-        who = caller(request.runtime) or TurnRef(user_id="", session_id="", turn=0)
+        who = caller(request.runtime) or TurnContext(user_id="", session_id="", turn=0)
         event = EventRecord(
             user_id=who.user_id,
             session_id=who.session_id,
@@ -361,13 +355,13 @@ class ToolTelemetryMiddleware(AgentMiddleware):
             latency_ms=round(latency_ms, 3),
             status="error" if error else "ok",
             error=error,
-            detail=json.dumps(
+            detail=cast(
+                ToolCallDetail,
                 {
                     "args": request.tool_call["args"],
                     "result": content[:RESULT_PREVIEW_CHARS],
                     **extra,
                 },
-                default=str,
             ),
         )
         try:
@@ -400,7 +394,7 @@ def order_context(source: OrderSource, user_id: str, text: str) -> str | None:
 
 
 def help_context(
-    knowledge: KnowledgeBase, text: str, *, ref: TurnRef | None = None
+    knowledge: KnowledgeBase, text: str, *, ref: TurnContext | None = None
 ) -> Provided | None:
     """The help-center entry that best answers `text`, when it is a confident match, as a block
     for the prompt of a model that cannot call tools (with the article it came from, for the

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qdrant_client import QdrantClient
 
-from agent.embeddings import TurnRef
+from agent.context import TurnContext
 from agent.memory import MemoryStore
 
 DIM = 384
@@ -60,7 +60,7 @@ class PrecomputedEmbedder:
         raw /= np.linalg.norm(raw, axis=1, keepdims=True)
         self._vectors.update(zip(texts, raw.tolist(), strict=True))
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], *, ref: TurnContext | None = None) -> list[list[float]]:
         return [self._vectors[text] for text in texts]
 
 

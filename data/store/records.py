@@ -1,10 +1,12 @@
-"""Domain records that cross layers: one model call, as the agent measured it."""
+"""Domain records that cross layers: one model call and one agent event, as the agent measured
+them, and the typed detail of each kind of event (stored as JSON in agent_events.detail)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from data.store.orm import utcnow
 
@@ -45,6 +47,82 @@ class CallRecord:
         return asdict(self)
 
 
+class MemoryItem(TypedDict):
+    text: str
+    kind: str
+    score: NotRequired[float]
+
+
+class RecallDetail(TypedDict):
+    """memory_recall: how many queries were embedded, the memories found, and (after a fold)
+    the facts restored from the session's own folded messages."""
+
+    queries: int
+    memories: list[MemoryItem]
+    restored: NotRequired[list[MemoryItem]]
+
+
+class ToolCallDetail(TypedDict, total=False):
+    """tool_call: the arguments, the start of the result, whether the middleware injected it
+    into the prompt (a model without tools), and what the tool adds (the help-center articles
+    behind an answer, an order's number, a ticket's id)."""
+
+    args: dict[str, Any]
+    result: str
+    injected: bool
+    articles: list[dict[str, Any]]
+
+
+class SummarizationDetail(TypedDict):
+    """summarization: the summary, how many messages were kept of how many configured, and the
+    trigger and window it was measured against."""
+
+    summary: str
+    kept_messages: int
+    configured_keep: str  # as configured, e.g. "messages:50"
+    keep_reduced: bool
+    trigger_tokens: int
+    window: int
+    counted_by: str
+
+
+class WindowDetail(TypedDict):
+    """context_guard: the window a request or a message did not fit, and (for a message) the
+    limit of its share."""
+
+    window: int | None
+    counted_by: NotRequired[str]
+    limit: NotRequired[int]
+
+
+class BudgetRefusalDetail(TypedDict):
+    """budget_refusal: the refusal as the API returns it, and the call's estimate."""
+
+    error: str
+    message: str
+    scope: str
+    period: str
+    spent_usd: float
+    limit_usd: float
+    estimate_usd: float
+
+
+class CancelDetail(TypedDict):
+    """turn_cancelled: how much of the answer had been streamed."""
+
+    streamed_chars: int
+
+
+EventDetail = (
+    RecallDetail
+    | ToolCallDetail
+    | SummarizationDetail
+    | WindowDetail
+    | BudgetRefusalDetail
+    | CancelDetail
+)
+
+
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     """A memory recall, a tool call or a summarization, as the agent timed it."""
@@ -63,8 +141,11 @@ class EventRecord:
     tokens_before: int | None = None
     tokens_after: int | None = None
     messages_folded: int | None = None
-    detail: str | None = None  # JSON
+    detail: EventDetail | None = None
     ts: datetime = field(default_factory=utcnow)
 
     def as_row(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        if self.detail is not None:
+            row["detail"] = json.dumps(self.detail, default=str)
+        return row

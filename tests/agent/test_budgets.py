@@ -463,18 +463,23 @@ def test_the_budget_report_forecasts_and_lists_users_near_or_over(db: Engine) ->
     assert list(near["status"]) == ["warning", "warning"]
 
 
-def test_budgets_fail_open_when_their_database_is_unavailable(tmp_path: Path) -> None:
-    """A database error while checking lets the turn go ahead, with a warning that says so."""
+def test_budgets_fail_open_when_their_database_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error while checking lets the turn go ahead, with a warning that says so and
+    travels with the turn."""
     from langchain_core.messages import HumanMessage
 
-    from agent.budget import BudgetMiddleware, take_warnings
+    from agent.budget import BudgetMiddleware
+    from agent.context import TurnContext
 
+    turn = TurnContext(user_id="solo", session_id="s-1", turn=2)
+    monkeypatch.setattr("agent.budget.current_turn", lambda: turn)
     broken = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")  # no tables at all
     middleware = BudgetMiddleware(guard=Guard(broken), estimate=lambda n: 0.01)
     assert middleware.admit([HumanMessage("hi")]) is None
-    assert take_warnings("unknown", 0) == [
-        "Budgets could not be checked (the database is unavailable)."
-    ]
+    assert middleware.admit([HumanMessage("again")]) is None
+    assert turn.warnings == ["Budgets could not be checked (the database is unavailable)."]
     broken.dispose()
 
 

@@ -16,6 +16,7 @@ import pytest
 import redis
 from tokenizers import Tokenizer
 
+from agent.context import TurnContext
 from agent.embeddings import (
     LOCAL_EMBEDDING_MODEL,
     OPENAI_MAX_TOKENS,
@@ -26,7 +27,6 @@ from agent.embeddings import (
     LRUVectorCache,
     OpenAIEmbedder,
     RedisVectorCache,
-    TurnRef,
     make_embedder,
 )
 from data.config.settings import load_settings
@@ -35,7 +35,7 @@ from tests.helpers.embedders import Counting
 from tests.helpers.fake_openai import FakeOpenAI
 from tests.helpers.servers import REDIS_URL, free_port
 
-REF = TurnRef(user_id="u-1", session_id="s-1", turn=3)
+REF = TurnContext(user_id="u-1", session_id="s-1", turn=3)
 # text-embedding-3-small's list price, USD per million input tokens.
 SMALL_USD_PER_MTOK = 0.02
 
@@ -69,7 +69,7 @@ def test_local_calls_are_recorded_with_counted_tokens() -> None:
     embedder = LocalEmbedder(sink=records.append)
     texts = ["My order A-1234 arrived damaged.", "Please refund me"]
     embedder.embed(texts)
-    assert records == [], "a call without a TurnRef is not recorded"
+    assert records == [], "a call without a TurnContext is not recorded"
 
     embedder.embed(texts, ref=REF)
     embedder.embed(texts[:1], ref=REF)
@@ -127,7 +127,7 @@ class Slow:
         self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
         self.calls: list[list[str]] = []
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], *, ref: TurnContext | None = None) -> list[list[float]]:
         self.calls.append(list(texts))
         time.sleep(self.delay_s)
         if self.fail:
@@ -163,7 +163,7 @@ def test_a_held_prefetch_is_recorded_by_its_own_turn_only_when_used() -> None:
         Slow(LocalEmbedder(sink=records.append), delay_s=0.05), LRUVectorCache()
     )
     cached.prefetch(["my parcel is lost"], ref=REF, hold=True)
-    other = TurnRef(user_id=REF.user_id, session_id="s-2", turn=1)
+    other = TurnContext(user_id=REF.user_id, session_id="s-2", turn=1)
     cached.embed(["my parcel is lost"], ref=other)  # waits for the prefetch: not its call
     assert records == []
     cached.embed(["my parcel is lost"], ref=REF)

@@ -451,7 +451,7 @@ def test_context_page_shows_where_the_window_pushed_back(demo: Engine) -> None:
             tokens_before=3000,
             tokens_after=1200,
             messages_folded=9,
-            detail=json.dumps({"keep_reduced": reduced, "kept_messages": 4}),
+            detail={"keep_reduced": reduced, "kept_messages": 4},
         )
     Recorder(demo)(
         CallRecord(

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from agent.context import TurnContext
 from agent.embeddings import (
     CachedEmbedder,
     LocalEmbedder,
     LRUVectorCache,
     OpenAIEmbedder,
-    TurnRef,
 )
 from agent.memory import (
     MemoryStore,
@@ -198,7 +198,7 @@ def test_recall_records_one_embedding_call(local_embedder: LocalEmbedder, tmp_pa
     records: list[CallRecord] = []
     embedder = CachedEmbedder(LocalEmbedder(sink=records.append), LRUVectorCache())
     store = MemoryStore(QdrantClient(path=str(tmp_path / "q")), embedder)
-    ref = TurnRef(user_id="alice", session_id="s1", turn=2)
+    ref = TurnContext(user_id="alice", session_id="s1", turn=2)
     store.remember("alice", [ORDER, EMAIL], session_id="s1", ref=ref)
     store.recall("alice", ["my package was broken", "my email"], ref=ref)
     store.recall("alice", ["my package was broken"], ref=ref)  # cached: no call

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.embeddings import Embedder, TurnRef
+from agent.context import TurnContext
+from agent.embeddings import Embedder
 
 
 class Counting:
@@ -15,6 +16,6 @@ class Counting:
         self.model, self.provider, self.dim = inner.model, inner.provider, inner.dim
         self.calls: list[list[str]] = []
 
-    def embed(self, texts: Sequence[str], *, ref: TurnRef | None = None) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], *, ref: TurnContext | None = None) -> list[list[float]]:
         self.calls.append(list(texts))
         return self.inner.embed(texts, ref=ref)

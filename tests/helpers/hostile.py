@@ -3,7 +3,6 @@ characters, huge and odd values) and the checks that they stayed inert."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from sqlalchemy import Engine
@@ -100,9 +99,7 @@ def import_hostile(engine: Engine, *, session_id: str, user_id: str) -> list[int
                     name="memory",
                     latency_ms=3.0,
                     hits=2,
-                    detail=json.dumps(
-                        {"memories": [{"text": p, "score": 0.8} for p in PAYLOADS[:6]]}
-                    ),
+                    detail={"memories": [{"text": p, "score": 0.8} for p in PAYLOADS[:6]]},
                 ),
             )
             record_event(
@@ -116,7 +113,7 @@ def import_hostile(engine: Engine, *, session_id: str, user_id: str) -> list[int
                     latency_ms=4.0,
                     status="error",
                     error=PAYLOADS[2],
-                    detail=json.dumps({"args": {"q": PAYLOADS[0]}}),
+                    detail={"args": {"q": PAYLOADS[0]}},
                 ),
             )
             record_event(
@@ -132,7 +129,7 @@ def import_hostile(engine: Engine, *, session_id: str, user_id: str) -> list[int
                     tokens_before=100,
                     tokens_after=10,
                     messages_folded=4,
-                    detail=json.dumps({"summary": PAYLOADS[0] + " " + PAYLOADS[6]}),
+                    detail={"summary": PAYLOADS[0] + " " + PAYLOADS[6]},
                 ),
             )
     from sqlalchemy import select

@@ -299,7 +299,6 @@ def test_feedback_page_with_langsmith(demo: Engine, monkeypatch: pytest.MonkeyPa
 
 
 def test_viewer_shows_where_a_conversation_was_summarized(demo: Engine) -> None:
-    import json
 
     from data.store.recorder import record_event
     from data.store.records import EventRecord
@@ -324,7 +323,7 @@ def test_viewer_shows_where_a_conversation_was_summarized(demo: Engine) -> None:
             tokens_before=9000,
             tokens_after=700,
             messages_folded=12,
-            detail=json.dumps({"summary": summary}),
+            detail={"summary": summary},
         ),
     )
     review.enqueue(engine=demo, session_ids=[session], reviews_required=1, created_by="lead")
