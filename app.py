@@ -58,6 +58,8 @@ def serve(argv: list[str]) -> int:
     # The long-lived objects (modules, the pages' and the agent's libraries) out of the
     # garbage collector's full passes, which otherwise stall a page view now and then.
     heap.settle((*heap.PAGES, "agent.runtime"))
+    # No public API leaves the legacy pages/ mode before a session calls st.navigation (the
+    # card fixes the folder's name); see pages.common.ensure_routed for the session's side.
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)
@@ -131,6 +133,11 @@ def serve_api(settings: Settings) -> None:
 
         signal.signal(signal.SIGTERM, on_term)
 
+    # Why a private hook: Streamlit has no public shutdown callback, and bootstrap installs its
+    # own SIGTERM handler once the server runs (replacing one set before it), on the main
+    # thread that then belongs to Tornado's loop. Wrapping the function that installs it is
+    # the one place to run the API's drain first. Were an upgrade to rename it, the read above
+    # fails at start-up instead of skipping the drain in silence.
     bootstrap._set_up_signal_handler = drain_then_stop  # type: ignore[assignment]
 
 

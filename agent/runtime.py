@@ -33,7 +33,6 @@ from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from agent.window import WindowCounter
-from data.config.service_times import ServiceLevels
 from data.config.settings import LOCAL_PROVIDER, Settings, redact_url
 from data.integrations.orders import OrderSource, order_source
 from data.integrations.prices import load_overrides
@@ -242,7 +241,7 @@ def assemble(
             engine=engine,
             knowledge=knowledge,
             orders_source=source,
-            levels=ServiceLevels.from_settings(settings),
+            levels=settings.service_levels(),
             notify=settings.ticket_webhook_url is not None,
         )
         if settings.uses_tools

@@ -128,7 +128,7 @@ def make_tools(
     center, the tickets table and the promised service times (default: from settings). With
     `notify`, each new ticket is queued for the ticket webhook."""
     source: OrderSource = orders_source or TableOrders(engine)
-    promises = levels or ServiceLevels.from_settings(get_settings())
+    promises = levels or get_settings().service_levels()
 
     @tool(parse_docstring=True)
     def lookup_order(order_number: str) -> str:

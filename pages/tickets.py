@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.config.service_times import ServiceLevels, describe_duration
+from data.config.service_times import describe_duration
 from data.config.settings import get_settings
 from data.integrations.tickets import (
     STATUS_LABELS,
@@ -29,7 +29,7 @@ common.require("tickets")
 
 st.title("Tickets and escalations")
 settings = get_settings()
-levels = ServiceLevels.from_settings(settings)
+levels = settings.service_levels()
 st.caption(
     f"The agent promises an answer to a ticket within {describe_duration(levels.ticket)} and a "
     f"human for an escalation within {describe_duration(levels.escalation)} "

@@ -9,8 +9,9 @@ from sqlalchemy import Engine, Float, and_, case, cast, func, select
 
 from data.analytics import sessions
 from data.analytics.filters import Filters
+from data.analytics.freshness import ensure_fresh
+from data.analytics.measures import BIN_WIDTH, PERCENT, bin_of
 from data.analytics.percentiles import percentiles
-from data.analytics.rollups import BIN_WIDTH, PERCENT, bin_of, ensure_fresh
 from data.analytics.source import isum, source_for, stored_percentiles, to_frame
 from data.analytics.timebucket import bucket
 from data.store.orm import ModelCall, RollupContextBins

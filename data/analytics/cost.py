@@ -11,8 +11,8 @@ from sqlalchemy import Engine, func, select
 
 from data.analytics import sessions
 from data.analytics.filters import Filters
-from data.analytics.parallel_reads import fresh_view, gather
-from data.analytics.rollups import ensure_fresh
+from data.analytics.freshness import ensure_fresh, fresh_view
+from data.analytics.parallel_reads import gather
 from data.analytics.source import isum, source_for, to_frame
 from data.analytics.timebucket import bucket
 from data.integrations.prices import price_call

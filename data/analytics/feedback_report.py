@@ -17,7 +17,8 @@ from sqlalchemy import BigInteger, Engine, and_, cast, func, select
 
 from data.analytics.agreement import AgreementReport, agreement
 from data.analytics.filters import Filters
-from data.analytics.parallel_reads import fresh_view, gather
+from data.analytics.freshness import fresh_view
+from data.analytics.parallel_reads import gather
 from data.analytics.timebucket import bucket
 from data.store.orm import FeedbackThumbs
 from data.workers.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY

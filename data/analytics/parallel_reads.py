@@ -8,18 +8,16 @@ process waits on the socket, so on a machine with two cores or more most of them
 and returns their results in order. Measured at 10M calls on Postgres on the 2-core machine
 (the README's scale section has the table): the cost page's figures over 7 days 184 -> 95 ms.
 
-`fresh_view` is the other half: a view's data is brought up to date once, before its reads
-(data.analytics.rollups.ensure_fresh), and the reads inside it skip their own check (two queries
-and a connection checkout each), so every read of one view sees the same refreshed rollups.
+The other half, bringing a view's data up to date once before its reads, is
+data.analytics.freshness.fresh_view.
 """
 
 from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 # Two cores and one interpreter lock: more threads than this only queue for the same cores
@@ -77,27 +75,3 @@ def gather(*calls: Callable[[], Any], inline: bool = False) -> list[Any]:
     if error is not None:
         raise error
     return results
-
-
-_fresh: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
-    "acb_fresh_engines", default=frozenset()
-)
-
-
-def is_fresh(engine: object) -> bool:
-    """Whether the current view already brought `engine`'s rollups up to date."""
-    return id(engine) in _fresh.get()
-
-
-@contextmanager
-def fresh_view(engine: Any) -> Iterator[None]:
-    """Bring the rollups up to date once, then read the view inside the block without checking
-    again (data.analytics.rollups.ensure_fresh returns at once there)."""
-    from data.analytics.rollups import ensure_fresh
-
-    ensure_fresh(engine)
-    token = _fresh.set(_fresh.get() | {id(engine)})
-    try:
-        yield
-    finally:
-        _fresh.reset(token)

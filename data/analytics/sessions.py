@@ -45,9 +45,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from data.analytics.filters import Filters
-from data.analytics.parallel_reads import fresh_view, gather
+from data.analytics.freshness import ensure_fresh, fresh_view
+from data.analytics.measures import METRICS
+from data.analytics.parallel_reads import gather
 from data.analytics.percentiles import percentiles
-from data.analytics.rollups import METRICS, ensure_fresh
 from data.store.orm import (
     ModelCall,
     RollupSessionHourly,

@@ -14,8 +14,10 @@ from sqlalchemy import BigInteger, Engine, Table, and_, case, cast, func, or_, s
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.analytics.filters import Filters
+from data.analytics.freshness import ensure_fresh
+from data.analytics.measures import METRICS, floor
 from data.analytics.percentiles import percentiles
-from data.analytics.rollups import METRICS, dirty_days, ensure_fresh, floor
+from data.analytics.rollups import dirty_days
 from data.store.orm import ModelCall, RollupHourly, RollupPercentiles
 
 

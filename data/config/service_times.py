@@ -13,11 +13,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-if TYPE_CHECKING:
-    from data.config.settings import Settings
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*$", re.IGNORECASE)
@@ -156,14 +152,6 @@ class ServiceLevels:
     ticket: timedelta
     escalation: timedelta
     hours: BusinessHours
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceLevels:
-        return cls(
-            ticket=settings.ticket_response_time,
-            escalation=settings.escalation_response_time,
-            hours=BusinessHours(settings.business_hours, settings.business_timezone),
-        )
 
     def response_time(self, kind: str) -> timedelta:
         return self.escalation if kind == "escalation" else self.ticket

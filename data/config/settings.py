@@ -26,7 +26,13 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from data.config.service_times import parse_business_hours, parse_duration, parse_timezone
+from data.config.service_times import (
+    BusinessHours,
+    ServiceLevels,
+    parse_business_hours,
+    parse_duration,
+    parse_timezone,
+)
 
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 # The local embedder: all-MiniLM-L6-v2 as int8 ONNX (agent/embeddings.py).
@@ -394,6 +400,14 @@ class Settings(BaseSettings):
         return ("messages", self.summary_keep_messages)
 
     # Derived values -------------------------------------------------------------------------
+
+    def service_levels(self) -> ServiceLevels:
+        """What the agent promises for a ticket and an escalation, in business hours."""
+        return ServiceLevels(
+            ticket=self.ticket_response_time,
+            escalation=self.escalation_response_time,
+            hours=BusinessHours(self.business_hours, self.business_timezone),
+        )
 
     @property
     def uses_local_model(self) -> bool:

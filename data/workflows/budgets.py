@@ -52,7 +52,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from data.analytics.rollups import _ranges, ensure_fresh
+from data.analytics.freshness import ensure_fresh
+from data.analytics.rollups import _ranges
 from data.store.orm import (
     BUDGET_PERIODS,
     BUDGET_SCOPES,

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.analytics.filters import Filters
-from data.analytics.rollups import ensure_fresh
+from data.analytics.freshness import ensure_fresh
 from data.analytics.sessions import count_sessions, fill_partial_latency, session_relation
 from data.store.feedback import clean_comment, dialect_insert, initial_sync_state
 from data.store.orm import (

@@ -36,7 +36,6 @@ from agent.tools import (
     make_tools,
     order_context,
 )
-from data.config.service_times import ServiceLevels
 from data.config.settings import load_settings
 from data.integrations import orders
 from data.integrations.orders import TableOrders
@@ -245,7 +244,7 @@ def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> Non
     )
     escalated = run_tool(tools["escalate_to_human"], reason="The customer asks for a person.")
     first, second = tickets(db)
-    levels = ServiceLevels.from_settings(load_settings())
+    levels = load_settings().service_levels()
     assert opened == (
         f"Ticket #{first.id} is open (priority high). The support team will answer the "
         f"customer by e-mail {levels.promise('ticket', first.created_at)}."

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from data.analytics.parallel_reads import fresh_view, gather, is_fresh
-from data.analytics.rollups import ensure_fresh, refresh
+from data.analytics.freshness import ensure_fresh, fresh_view, is_fresh
+from data.analytics.parallel_reads import gather
+from data.analytics.rollups import refresh
 from data.config import heap
 from data.store.orm import RollupDirty
 from data.store.recorder import record_calls

@@ -117,7 +117,7 @@ def test_service_time_settings_are_checked() -> None:
     assert parse_duration("2") == timedelta(hours=2)
     settings = load_settings(ticket_response_time="6h", escalation_response_time="45m")
     assert (
-        ServiceLevels.from_settings(settings)
+        settings.service_levels()
         .promise("ticket", datetime(2026, 12, 1, 14, 0, tzinfo=UTC))
         .startswith("within 6 working hours, by Tue 1 Dec 15:00 EST")
     )
@@ -398,7 +398,7 @@ def test_a_ticket_the_agent_opens_reaches_the_webhook(
             select(SupportTicket).order_by(SupportTicket.id)
         ).all()
         assert connection.execute(select(func.count()).select_from(TicketHistory)).scalar_one() == 2
-    levels = ServiceLevels.from_settings(chat.settings)
+    levels = chat.settings.service_levels()
     assert answer == (
         f"[success] Ticket #{ticket.id} is open (priority normal). The support team will answer "
         f"the customer by e-mail {levels.promise('ticket', ticket.created_at)}."
