@@ -23,7 +23,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install demo lint bench bench-long system-deps clean
+.PHONY: run test install demo lint docs bench bench-long system-deps clean
 
 run: $(STAMP)
 	$(PY) -m data.store.migrate
@@ -34,6 +34,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -84,6 +85,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The documentation site (docs/, mkdocs.yml) into .site/; --strict fails on a broken link or a
+# page missing from the navigation, as in `make test`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) bench/record.py $(ARGS)
 	$(PY) bench/turn.py
@@ -97,4 +103,4 @@ bench-long: $(STAMP)
 	$(PY) bench/long_conversation.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .site .pytest_cache .mypy_cache .ruff_cache

@@ -685,7 +685,7 @@ def analyst_page() -> tuple[Engine, Filters]:
     if not any_calls:
         st.info(
             "No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "
-            "30 days of demo history with `make demo` (see the README).",
+            "30 days of demo history with `make demo` (see Getting started in the docs).",
             icon=":material/info:",
         )
         page_link("chat", "pages/chat.py", label="Open the chat", icon=":material/chat:")

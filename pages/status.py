@@ -102,7 +102,7 @@ if missing:
     st.info(
         f"Never run here: {', '.join(missing)}. Run `python -m data.store.maintain` weekly "
         "(retention, ANALYZE, VACUUM) and `python -m data.store.backup create FILE` then "
-        "`python -m data.store.backup check FILE` monthly; the README's Production section has "
+        "`python -m data.store.backup check FILE` monthly; docs/operations.md has "
         "the schedule.",
         icon=":material/info:",
     )

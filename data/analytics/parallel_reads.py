@@ -6,7 +6,7 @@ other their times add up; each is a query the database runs on a core of its own
 process waits on the socket, so on a machine with two cores or more most of them overlap.
 `gather` runs them on a small shared pool of threads, each with its own pooled connection,
 and returns their results in order. Measured at 10M calls on Postgres on the 2-core machine
-(the README's scale section has the table): the cost page's figures over 7 days 184 -> 95 ms.
+(docs/performance.md has the figures): the cost page's figures over 7 days 184 -> 95 ms.
 
 The other half, bringing a view's data up to date once before its reads, is
 data.analytics.freshness.fresh_view.

@@ -190,7 +190,8 @@ class Settings(BaseSettings):
     # Support systems (issue 14): where orders come from, where tickets go, what is promised,
     # and the team's own help center.
     orders_api_url: AnyHttpUrl | None = Field(
-        default=None, description="The team's orders API (README: orders contract); unset: table."
+        default=None,
+        description="The team's orders API (contract: docs/agent.md); unset: the orders table.",
     )
     orders_api_token: SecretStr | None = Field(
         default=None, description="Bearer token sent to ORDERS_API_URL."

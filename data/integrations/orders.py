@@ -4,7 +4,7 @@
 FILE`
   (CSV or JSON lines, with a report of the rows it rejected and why), by `upsert_orders` (the
   API's admin-only `POST /orders`) and by the demo generator.
-- `HttpOrders`: the team's own orders API at `ORDERS_API_URL` (the contract is in the README:
+- `HttpOrders`: the team's own orders API at `ORDERS_API_URL` (the contract is in docs/agent.md:
   `GET {url}/customers/{user_id}/orders/{order_number}` and
   `GET {url}/customers/{user_id}/orders?limit=N`).
 
@@ -287,7 +287,7 @@ class _RecentAnswer(BaseModel):
 
 
 class HttpOrders:
-    """The team's orders API (contract in the README). One `httpx.Client` (thread-safe, kept
+    """The team's orders API (contract in docs/agent.md). One `httpx.Client` (thread-safe, kept
     alive) for every lookup; no retries inside a chat turn, a timeout instead."""
 
     def __init__(

@@ -1,7 +1,8 @@
 """Backups (seed 8, monthly): `python -m data.store.backup create FILE` and `check FILE`.
 
 - Postgres: `pg_dump --format=custom` (a consistent snapshot while the app runs); restore with
-  `pg_restore --no-owner --dbname=URL FILE` into an empty database (README: Backup and restore).
+  `pg_restore --no-owner --dbname=URL FILE` into an empty database (docs/operations.md: Backup and
+  restore).
 - SQLite: the online backup API (sqlite3.Connection.backup), safe while the app writes; the
   copy is a plain SQLite file, restored by copying it into DATA_DIR while the app is stopped.
 

@@ -445,7 +445,7 @@ SOP: tuple[SopItem, ...] = (
         "Slow query review",
         "pages/latency.py",
         "page",
-        "The slowest calls table; on Postgres also pg_stat_statements (README).",
+        "The slowest calls table; on Postgres also pg_stat_statements (docs/operations.md).",
     ),
     SopItem(
         "Weekly",

@@ -11,7 +11,7 @@ the delivery "failed" with the reason until "Retry now". The body of a delivery 
 every attempt, so a receiver that keeps the ids it has seen gets each ticket exactly once even
 if an acknowledgement was lost.
 
-What the receiver gets (the README shows it too):
+What the receiver gets (docs/agent.md shows it too):
 
     POST {TICKET_WEBHOOK_URL}
     Content-Type: application/json

@@ -34,6 +34,8 @@ DEV_ROOTS = {
     "mypy",
     "grafana-foundation-sdk",
     "kubernetes-validate",
+    "mkdocs",
+    "mkdocs-material",
 }
 # Part of every virtual environment; pip itself installs them, requirements.txt does not pin them.
 BOOTSTRAP = {"pip", "setuptools", "wheel"}

@@ -268,7 +268,7 @@ def test_open_ticket_and_escalate(tools: dict[str, BaseTool], db: Engine) -> Non
 
 
 def test_tools_work_on_a_fresh_demo(engine: Engine, knowledge: KnowledgeBase) -> None:
-    """What the README promises: after `make demo`, the chat page's user has orders to ask
+    """What the docs promise: after `make demo`, the chat page's user has orders to ask
     about, and the demo's tool names are the agent's."""
     with engine.begin() as connection:
         connection.execute(delete(Order))

@@ -186,7 +186,7 @@ def test_maintain_runs_and_records_each_task(history: Engine) -> None:
 
 
 def test_maintain_and_backup_commands(db_url: str, tmp_path: Path) -> None:
-    """The commands an operator runs (README: Operations), on the configured database."""
+    """The commands an operator runs (docs/operations.md), on the configured database."""
     env = {"DATABASE_URL": db_url, "RETENTION_DAYS": "30", "PATH": "/usr/bin:/bin"}
     maintained = subprocess.run(
         [sys.executable, "-m", "data.store.maintain"],

@@ -1,7 +1,7 @@
 """Orders from the team's systems: the orders-API client against a local server speaking the
-README's contract (slow answers, 404, 500, malformed JSON, a bad token, a server that is down),
-the import command and upsert_orders on SQLite and Postgres, and the app-assembled agent finding
-a customer's real order from each source with the demo off."""
+contract in docs/agent.md (slow answers, 404, 500, malformed JSON, a bad token, a server that is
+down), the import command and upsert_orders on SQLite and Postgres, and the app-assembled agent
+finding a customer's real order from each source with the demo off."""
 
 from __future__ import annotations
 

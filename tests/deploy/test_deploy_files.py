@@ -211,7 +211,7 @@ COMPOSE_SECRETS = {
 
 
 def compose_dir(tmp_path: Path, extra_env: dict[str, str]) -> Path:
-    """A copy of what `docker-compose up` reads, with .env made from .env.example as the README
+    """A copy of what `docker-compose up` reads, with .env made from .env.example as docs/deploy.md
     says (cp .env.example .env, then set the values)."""
     work = tmp_path / "compose"
     work.mkdir()

@@ -1,4 +1,4 @@
-"""A local HTTP server that speaks the orders-API contract of the README, for
+"""A local HTTP server that speaks the orders-API contract of docs/agent.md, for
 data.integrations.orders' HttpOrders: the team's order system is an edge the tests stand in for.
 
     GET /customers/{user_id}/orders/{order_number}  -> 200 order JSON, 404 {"error": ...}
