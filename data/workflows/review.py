@@ -29,7 +29,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from data.analytics.filters import Filters
 from data.analytics.freshness import ensure_fresh
-from data.analytics.sessions import count_sessions, fill_partial_latency, session_relation
+from data.analytics.session_sql import session_relation
+from data.analytics.sessions import count_sessions, fill_partial_latency
 from data.store.feedback import clean_comment, dialect_insert, initial_sync_state
 from data.store.orm import (
     ChatSession,

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, select, text, update
 
-from data.analytics import latency, sessions
+from data.analytics import latency, session_sql, sessions
 from data.analytics.filters import Filters
 from data.analytics.rollups import refresh, refresh_hours, settle_days
 from data.store.db import make_engine
@@ -418,7 +418,7 @@ def test_queued_days_are_exact_before_they_settle(
     history: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No background settling here: the read must go through the queued-day path.
-    monkeypatch.setattr("data.analytics.rollups._settle_in_background", lambda engine: None)
+    monkeypatch.setattr("data.analytics.freshness._settle_in_background", lambda engine: None)
     record_calls(
         engine=history,
         calls=[call(ts=END - timedelta(hours=5), latency_ms=99_000.0, session_id="slow")],
@@ -466,7 +466,7 @@ def test_one_users_sessions_are_read_off_the_user_index(history: Engine) -> None
     user's sessions agree with the unfiltered table, and the two columns are different SQL in
     SQLAlchemy's statement cache."""
     user = replace(WEEK, user="edge")
-    whole, _ = sessions._session_parts(user, None, None)
+    whole, _ = session_sql._session_parts(user, None, None)
     if history.dialect.name == "sqlite":
         sql = str(whole.compile(history, compile_kwargs={"literal_binds": True}))
         with history.connect() as connection:
@@ -477,6 +477,6 @@ def test_one_users_sessions_are_read_off_the_user_index(history: Engine) -> None
     everyone = sessions.all_sessions(engine=history, filters=WEEK)
     mine = sessions.all_sessions(engine=history, filters=user)
     assert sorted(mine["session"]) == sorted(everyone[everyone["user"] == "edge"]["session"])
-    first = sessions._unindexed(sessions.RS.first_call) >= WEEK.start
-    last = sessions._unindexed(sessions.RS.last_call) >= WEEK.start
+    first = session_sql._unindexed(session_sql.RS.first_call) >= WEEK.start
+    last = session_sql._unindexed(session_sql.RS.last_call) >= WEEK.start
     assert first._generate_cache_key() != last._generate_cache_key()
