@@ -29,7 +29,8 @@ from agent.middleware import EventSink, emit
 from agent.prompts import SYSTEM_PROMPT
 from data.integrations.prices import Rate, price_call
 from data.store.records import BudgetRefusalDetail
-from data.workflows.budgets import BudgetState, Guard, refusal_text
+from data.workflows.budget_guard import Guard
+from data.workflows.budget_rules import BudgetState, refusal_text
 
 log = logging.getLogger(__name__)
 

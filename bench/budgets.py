@@ -31,7 +31,7 @@ from data.store.demo import generate
 from data.store.migrate import upgrade
 from data.store.orm import ModelCall
 from data.workflows import budgets
-from data.workflows.budgets import Guard
+from data.workflows.budget_guard import Guard
 
 
 def fresh_postgres(url: str) -> str:

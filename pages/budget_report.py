@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from data.workflows import budgets
+from data.workflows import budget_report
 from pages import common
 
 COLUMNS = {
@@ -62,7 +62,7 @@ def chart(report: pd.DataFrame) -> go.Figure:
 
 def section(engine: Engine, title: str = "Budgets") -> None:
     """Draw the section (nothing but a hint when no budget exists)."""
-    report = budgets.budget_report(engine=engine)
+    report = budget_report.budget_report(engine=engine)
     st.subheader(title)
     if report.empty:
         st.caption(
@@ -80,7 +80,7 @@ def section(engine: Engine, title: str = "Budgets") -> None:
     st.plotly_chart(chart(report), width="stretch")
     st.dataframe(report, hide_index=True, width="stretch", column_config=COLUMNS, key="budgets")
     common.csv_download(report, "budgets")
-    near = budgets.users_near_or_over(engine=engine)
+    near = budget_report.users_near_or_over(engine=engine)
     st.markdown("**Users near or over a budget**")
     if near.empty:
         st.caption("No user is past the warning threshold of a budget that covers them.")

@@ -6,7 +6,7 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.workflows import budgets
-from data.workflows.budgets import DEFAULT_WARN_FRACTION, BudgetInputError
+from data.workflows.budget_rules import DEFAULT_WARN_FRACTION, BudgetInputError
 from pages import budget_report, common
 
 common.ensure_routed()

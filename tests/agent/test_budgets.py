@@ -25,8 +25,9 @@ from data.store.db import make_engine
 from data.store.orm import AgentEvent, BudgetAlert, BudgetReservation, ModelCall
 from data.store.recorder import EventRecorder, Recorder, TurnRecorder
 from data.store.records import CallRecord
-from data.workflows import budgets
-from data.workflows.budgets import BudgetInputError, Guard
+from data.workflows import budget_report, budget_rules, budget_spend, budgets
+from data.workflows.budget_guard import Guard
+from data.workflows.budget_rules import BudgetInputError
 from tests.helpers.budgets import build_service, call_row
 
 
@@ -35,7 +36,7 @@ def _clear(engine: Engine) -> None:
         for table in ("budget_alerts", "budget_reservations", "budget_changes", "budgets"):
             connection.execute(text(f"DELETE FROM {table}"))
     refresh(engine)
-    budgets._invalidate()
+    budget_spend._invalidate()
 
 
 @pytest.fixture
@@ -86,7 +87,8 @@ def test_budgets_are_validated_and_every_change_is_recorded(db: Engine) -> None:
         limit_usd=50,
         actor="ann",
     )
-    assert team.warn_fraction == budgets.DEFAULT_WARN_FRACTION and team.scope == "prefix:team-a-"
+    assert team.warn_fraction == budget_rules.DEFAULT_WARN_FRACTION
+    assert team.scope == "prefix:team-a-"
     with pytest.raises(BudgetInputError, match="already"):
         budgets.create_budget(
             engine=db,
@@ -115,8 +117,8 @@ def test_budgets_are_validated_and_every_change_is_recorded(db: Engine) -> None:
 def test_spend_is_exact_across_rollups_dirty_hours_and_the_current_hour(db: Engine) -> None:
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0)
-    day_start, _ = budgets.period_bounds("day", now)
-    month_start, _ = budgets.period_bounds("month", now)
+    day_start, _ = budget_rules.period_bounds("day", now)
+    month_start, _ = budget_rules.period_bounds("month", now)
     rows = []
     # Calls this month: closed hours (rolled up), the current hour (raw), and users whose ids
     # hold LIKE wildcards, which a prefix must match literally.
@@ -132,23 +134,26 @@ def test_spend_is_exact_across_rollups_dirty_hours_and_the_current_hour(db: Engi
 
     cases = [
         (
-            budgets.BudgetRow(1, "prefix", "team_a", "month", 100, 0.8),
+            budget_rules.BudgetRow(1, "prefix", "team_a", "month", 100, 0.8),
             ModelCall.user_id.like("team\\_a%", escape="\\"),
         ),
-        (budgets.BudgetRow(2, "user", "team%b", "day", 100, 0.8), ModelCall.user_id == "team%b"),
-        (budgets.BudgetRow(3, "all", "", "month", 100, 0.8), ModelCall.id.is_not(None)),
+        (
+            budget_rules.BudgetRow(2, "user", "team%b", "day", 100, 0.8),
+            ModelCall.user_id == "team%b",
+        ),
+        (budget_rules.BudgetRow(3, "all", "", "month", 100, 0.8), ModelCall.id.is_not(None)),
     ]
     for budget, where in cases:
         start = day_start if budget.period == "day" else month_start
         with db.connect() as connection:
             for _ in range(2):  # the second read comes from the cache of closed hours
-                got = budgets.recorded_spend(connection, budget, now)
+                got = budget_spend.recorded_spend(connection, budget, now)
                 assert got == pytest.approx(raw_spend(db, where, start)), budget
     # After a refresh there is nothing dirty and the answer is the same.
     refresh(db)
     with db.connect() as connection:
         budget, where = cases[0]
-        assert budgets.recorded_spend(connection, budget, now) == pytest.approx(
+        assert budget_spend.recorded_spend(connection, budget, now) == pytest.approx(
             raw_spend(db, where, month_start)
         )
 
@@ -216,7 +221,7 @@ def test_a_budget_stops_a_scripted_user_at_its_limit(
         "budget_refusals_total", {"period": "day", "scope_kind": "user"}
     )
     assert after == refusals + 2
-    assert budgets.scopes_past_warning(engine=db) == 1
+    assert budget_report.scopes_past_warning(engine=db) == 1
     assert REGISTRY.get_sample_value("budget_scopes_past_warning") == 1
     # Raising the limit lets the user go on.
     budgets.update_budget(engine=db, budget_id=budget.id, actor="admin", limit_usd=1.0)
@@ -428,7 +433,7 @@ def test_each_threshold_crossing_reaches_the_webhook_once(db: Engine) -> None:
 
 def test_the_budget_report_forecasts_and_lists_users_near_or_over(db: Engine) -> None:
     now = datetime.now(UTC)
-    start, end = budgets.period_bounds("month", now)
+    start, end = budget_rules.period_bounds("month", now)
     add_calls(
         db,
         [
@@ -453,12 +458,12 @@ def test_the_budget_report_forecasts_and_lists_users_near_or_over(db: Engine) ->
         limit_usd=1.0,
         actor="admin",
     )
-    report = budgets.budget_report(engine=db, now=now).set_index("scope")
+    report = budget_report.budget_report(engine=db, now=now).set_index("scope")
     elapsed = (now - start).total_seconds() / (end - start).total_seconds()
     assert report.loc["prefix:acme-", "spent_usd"] == pytest.approx(3.8)
     assert report.loc["prefix:acme-", "forecast_usd"] == pytest.approx(3.8 / elapsed)
     assert report.loc["user:solo", "status"] == "warning"
-    near = budgets.users_near_or_over(engine=db, now=now)
+    near = budget_report.users_near_or_over(engine=db, now=now)
     assert list(near["user_id"]) == ["solo", "acme-1"]
     assert list(near["status"]) == ["warning", "warning"]
 
