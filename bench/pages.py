@@ -39,7 +39,7 @@ from data.store.db import describe, make_engine
 from data.store.demo import history
 from data.store.migrate import upgrade
 from data.store.orm import ChatSession, ModelCall
-from data.workflows import review
+from data.workflows import review, review_candidates, review_scores
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/acb_bench"
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -75,10 +75,10 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         feedback_report.page_data(engine=engine, filters=f, local_limit=1_000)
 
     def review_page() -> None:  # the queue tab: the candidate search, the queue, progress
-        review.candidates(engine=engine, filters=queue, limit=500)
-        review.count_candidates(engine=engine, filters=queue)
+        review_candidates.candidates(engine=engine, filters=queue, limit=500)
+        review_candidates.count_candidates(engine=engine, filters=queue)
         review.queue(engine=engine)
-        review.progress(
+        review_scores.progress(
             engine=engine, day_start=f.end - timedelta(days=1), start=f.start, end=f.end
         )
 

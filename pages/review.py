@@ -14,7 +14,7 @@ from data.analytics import sessions
 from data.config.settings import get_settings
 from data.store.conversations import TranscriptMessage, get_session, session_calls
 from data.store.feedback import MAX_COMMENT_CHARS, thumbs_for_session
-from data.workflows import review
+from data.workflows import review, review_candidates, review_scores
 from pages import charts, common
 
 common.ensure_routed()
@@ -51,8 +51,8 @@ def _candidates(
     _engine: Engine, url: str, filters: review.QueueFilters
 ) -> tuple[pd.DataFrame, int]:
     return (
-        review.candidates(engine=_engine, filters=filters, limit=SHOWN),
-        review.count_candidates(engine=_engine, filters=filters),
+        review_candidates.candidates(engine=_engine, filters=filters, limit=SHOWN),
+        review_candidates.count_candidates(engine=_engine, filters=filters),
     )
 
 
@@ -131,7 +131,7 @@ def review_tab() -> None:
         item_id, session_id, score = saved
         if st.session_state.pop("toast", False):
             st.toast(f"Saved {score}/5 for {md(session_id)}.", icon=":material/check_circle:")
-        others = review.item_scores(engine=engine, item_id=item_id, reviewer=who)
+        others = review_scores.item_scores(engine=engine, item_id=item_id, reviewer=who)
         with st.expander(f"Other reviewers' scores of {md(session_id)} ({len(others)})"):
             if others.empty:
                 st.caption("Nobody else has scored it yet.")
@@ -289,7 +289,7 @@ def queue_tab() -> None:
             )
         if add:
             if every:
-                fresh = review.candidate_ids(engine=engine, filters=query)
+                fresh = review_candidates.candidate_ids(engine=engine, filters=query)
             try:
                 added = review.enqueue(
                     engine=engine,
@@ -355,7 +355,7 @@ def queue_tab() -> None:
 def mine_tab() -> None:
     """The reviewer's own scores (never anyone else's)."""
     filters = common.sidebar_filters(engine)
-    own = review.scores_frame(
+    own = review_scores.scores_frame(
         engine=engine, start=filters.start, end=filters.end, reviewer=who
     ).drop(columns=["reviewer"])
     st.caption(f"Your scores in {common.describe_filters(filters)}")
@@ -369,7 +369,9 @@ def mine_tab() -> None:
 def progress_tab() -> None:
     filters = common.sidebar_filters(engine)
     today = datetime.combine(datetime.now(UTC).date(), time(), UTC)
-    done = review.progress(engine=engine, day_start=today, start=filters.start, end=filters.end)
+    done = review_scores.progress(
+        engine=engine, day_start=today, start=filters.start, end=filters.end
+    )
     st.caption(f"Today is {today:%Y-%m-%d} UTC · range {common.describe_filters(filters)}")
     if done.empty:
         st.info(

@@ -22,7 +22,7 @@ from data.analytics.parallel_reads import gather
 from data.analytics.timebucket import bucket
 from data.store.orm import FeedbackThumbs
 from data.workers.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY
-from data.workflows.review import scores_frame
+from data.workflows.review_scores import scores_frame
 
 # Lower edges of the peak-context buckets, in % of the input window; summarization starts at
 # 75 % by default, so that edge is kept.

@@ -35,17 +35,14 @@ from data.workflows.review import (
     QueueFilters,
     ReviewInputError,
     assign,
-    candidates,
     claim_next,
-    count_candidates,
     enqueue,
-    item_scores,
-    progress,
     queue,
     release,
     save_score,
-    scores_frame,
 )
+from data.workflows.review_candidates import candidates, count_candidates
+from data.workflows.review_scores import item_scores, progress, scores_frame
 from tests.helpers.db import truncate_all
 from tests.helpers.feedback import add_conversations, answers
 
