@@ -59,7 +59,7 @@ def serve(argv: list[str]) -> int:
     # garbage collector's full passes, which otherwise stall a page view now and then.
     heap.settle((*heap.PAGES, "agent.runtime"))
     # No public API leaves the legacy pages/ mode before a session calls st.navigation (the
-    # card fixes the folder's name); see pages.common.ensure_routed for the session's side.
+    # card fixes the folder's name); see pages.ui.common.ensure_routed for the session's side.
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", __file__, *argv]
     return int(cli.main() or 0)
@@ -146,7 +146,7 @@ if __name__ == "__main__" and get_script_run_ctx(suppress_warning=True) is None:
 
 # Imported only here: its cached functions log warnings when imported outside a running app,
 # which would bury the one line a refused `python app.py` prints.
-from pages import common  # noqa: E402
+from pages.ui import signin  # noqa: E402
 
 # An emoji favicon is drawn in the page; a :material/...: one is fetched from fonts.gstatic.com,
 # an outside request from every visitor's browser.
@@ -167,7 +167,7 @@ logging.basicConfig(level=settings.log_level)
 # Every page: (section, key, file, title, icon, URL path, visibility). URL paths differ from
 # the file names on purpose: Streamlit serves a fresh process in its legacy pages/ mode, where
 # a URL that names a file would run that file without this router (each page checks the role
-# itself too, through common.require).
+# itself too, through signin.require).
 PAGES = [
     ("Agent", "chat", "pages/chat.py", "Chat", ":material/chat:", "support-chat", "visible"),
     ("Analytics", "cost", "pages/cost.py", "Cost", ":material/payments:", "costs", "visible"),
@@ -266,21 +266,21 @@ def landing() -> None:
 def not_allowed() -> None:
     """What a URL of a page outside this role's list opens (the page's code never runs)."""
     key = next(p[1] for p in PAGES if p[5] == page.url_path)
-    common.refused(key, who)
+    signin.refused(key, who)
 
 
 # The root URL is its own hidden page: a default page is served at "/" only, so making the chat
 # the default would leave /support-chat without a page ("Page not found").
-who = common.identity()
+who = signin.identity()
 if who is None:
     # Every URL shows the sign-in form; after sign-in the same URL opens its page.
     nav = {
         "": [
             st.Page(
-                common.sign_in_page, title="Sign in", icon=":material/lock:", url_path="sign-in"
+                signin.sign_in_page, title="Sign in", icon=":material/lock:", url_path="sign-in"
             ),
             *(
-                st.Page(common.sign_in_page, title=t, url_path=u, visibility="hidden")
+                st.Page(signin.sign_in_page, title=t, url_path=u, visibility="hidden")
                 for _, _, _, t, _, u, _ in PAGES
             ),
         ]
@@ -301,7 +301,7 @@ if who is None:  # before sign-in nothing about the deployment is shown
     st.stop()
 
 with st.sidebar:
-    common.sidebar_identity(who)
+    signin.sidebar_identity(who)
     st.caption(f"Database: {describe(settings.sqlalchemy_url)}")
     model = "SmolLM2-135M-Instruct (local)" if settings.uses_local_model else settings.chat_model
     st.caption(f"Chat model: {model} · environment: {settings.environment}")

@@ -8,10 +8,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.access import audit
 from data.access.sanitize import plain
-from pages import common
+from pages.ui import common, signin
 
 common.ensure_routed()
-me = common.require("audit")
+me = signin.require("audit")
 
 st.title("Audit log")
 try:

@@ -7,10 +7,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.workflows import budgets
 from data.workflows.budget_rules import DEFAULT_WARN_FRACTION, BudgetInputError
-from pages import budget_report, common
+from pages.ui import budget_section, common, signin
 
 common.ensure_routed()
-common.require("budgets")
+signin.require("budgets")
 
 SCOPES = {"all": "Everyone", "prefix": "Users whose id starts with…", "user": "One user"}
 PERIODS = {"day": "UTC day", "month": "Calendar month (UTC)"}
@@ -26,7 +26,7 @@ try:
 except SQLAlchemyError as error:
     st.error(common.database_error(error))
     st.stop()
-actor = common.reviewer()
+actor = signin.reviewer()
 if not actor:
     st.info("Enter your name in the sidebar: budget changes are recorded under it.")
 
@@ -66,7 +66,7 @@ with st.expander("Add a budget", icon=":material/add:", expanded=not current):
             st.toast(f"Budget added for {made.scope}.", icon=":material/check:")
             st.rerun()
 
-budget_report.section(engine, title="This period")
+budget_section.section(engine, title="This period")
 
 if current:
     st.subheader("Change or remove a budget")

@@ -20,10 +20,10 @@ from data.store.feedback import (
     set_thumbs,
     thumbs_for_session,
 )
-from pages import common
+from pages.ui import common, resources, signin, transcript
 
 common.ensure_routed()
-who = common.require("chat")
+who = signin.require("chat")
 
 NEW = "__new__"
 # This page's own state (st.session_state is per browser tab):
@@ -84,7 +84,7 @@ except SQLAlchemyError as error:
 
 try:
     # Built once per process; with the embedded model this starts its server if needed.
-    runtime: Runtime | None = common.runtime()
+    runtime: Runtime | None = resources.runtime()
     model_error = ""
 except (LocalModelError, ModelConfigError) as error:
     runtime, model_error = None, f"The chat model is unavailable: {error}"
@@ -172,8 +172,8 @@ else:
     session_id = active
     st.caption(f"Session {md(session_id)}")
 
-common.feedback_sync()
-common.ticket_webhook()  # tickets the agent opens here are sent to the helpdesk, if configured
+resources.feedback_sync()
+resources.ticket_webhook()  # tickets the agent opens here are sent to the helpdesk, if configured
 stored = thumbs_for_session(engine=engine, session_id=session_id)
 
 
@@ -225,7 +225,7 @@ def thumbs(message: TranscriptMessage) -> None:
 
 
 # The live turn's own messages are drawn below as they stream, not from the database.
-common.conversation(
+transcript.conversation(
     engine, session_id, footer=thumbs, mask=False, before=live.created if live else None
 )
 

@@ -10,10 +10,10 @@ from sqlalchemy import Engine
 from data.analytics import context_usage, window_pressure
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
-from pages import charts, common
+from pages.ui import charts, common, filtering, signin, transcript
 
 common.ensure_routed()
-who = common.require("context")
+who = signin.require("context")
 TTL = 60
 
 
@@ -27,7 +27,7 @@ settings = get_settings()
 url = settings.sqlalchemy_url
 trigger = 100 * settings.summary_trigger_fraction
 engine, filters = common.analyst_page()
-st.caption(common.describe_filters(filters) + f" · summarization trigger {trigger:.0f}%")
+st.caption(filtering.describe_filters(filters) + f" · summarization trigger {trigger:.0f}%")
 
 above, total = context_usage.share_above(engine=engine, filters=filters, trigger_percent=trigger)
 if total == 0:
@@ -166,7 +166,7 @@ if chosen is not None:
     fig.update_yaxes(rangemode="tozero")
     st.plotly_chart(fig, width="stretch")
     if st.button("Open this conversation", icon=":material/forum:"):
-        common.open_conversation(chosen)
+        transcript.open_conversation(chosen)
 
 st.subheader("Summarization")
 if summaries.empty:

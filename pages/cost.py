@@ -12,10 +12,10 @@ from data.analytics.compare import change, is_new
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
 from data.integrations.prices import BUILTIN_OVERRIDES, load_overrides, price_table
-from pages import budget_report, charts, common
+from pages.ui import budget_section, charts, common, filtering, signin, transcript
 
 common.ensure_routed()
-who = common.require("cost")
+who = signin.require("cost")
 TTL = 60
 
 
@@ -141,7 +141,7 @@ def delta(now: float | None, before: float | None, color: str = "off") -> dict[s
 st.title("Token cost")
 url = get_settings().sqlalchemy_url
 engine, filters = common.analyst_page()
-st.caption(common.describe_filters(filters))
+st.caption(filtering.describe_filters(filters))
 view = _view(engine, url, filters)
 totals, before = view.totals, view.previous
 before_totals = before
@@ -271,7 +271,7 @@ with tab_sessions:
         total=totals.sessions,
     )
     if picked_session is not None:
-        common.open_conversation(picked_session)
+        transcript.open_conversation(picked_session)
 
 st.subheader("What if")
 priced = [m for m in charts.PRICEABLE_MODELS if m not in BUILTIN_OVERRIDES]
@@ -335,4 +335,4 @@ if totals.unpriced_calls:
     st.dataframe(unpriced, hide_index=True, width="stretch", column_config=charts.COLUMNS)
     common.csv_download(unpriced, "unpriced_calls")
 
-budget_report.section(engine)
+budget_section.section(engine)

@@ -14,10 +14,10 @@ from data.analytics.agreement import AgreementReport, disagreements
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
 from data.workers import langsmith_sync
-from pages import charts, common
+from pages.ui import charts, common, filtering, resources, signin, transcript
 
 common.ensure_routed()
-who = common.require("feedback")
+who = signin.require("feedback")
 TTL = 60
 # The local feedback list shows the newest this many; the charts above count every one.
 LOCAL_SHOWN = 1_000
@@ -145,7 +145,7 @@ def scores_tab(data: feedback_report.FeedbackPageData) -> None:
 
 
 def quality_tab(data: feedback_report.FeedbackPageData) -> None:
-    context, summarized, cost = data.analytics.context_usage, data.summarized, data.analytics.cost
+    context, summarized, cost = data.context, data.summarized, data.cost
     if context.empty and summarized.empty and cost.empty:
         st.info(
             "No scored conversations in this range: score some under **Review** to compare "
@@ -239,7 +239,7 @@ def agreement_tab(scores: pd.DataFrame, report: AgreementReport) -> None:
         )
         common.csv_download(spread, "disagreements")
         if picked.selection.rows:
-            common.open_conversation(spread.iloc[picked.selection.rows[0]]["session_id"])
+            transcript.open_conversation(spread.iloc[picked.selection.rows[0]]["session_id"])
     with st.expander(f"All {len(scores):,} scores in this range"):
         st.dataframe(scores, hide_index=True, width="stretch", column_config=COLUMNS)
         common.csv_download(scores, "scores")
@@ -275,7 +275,7 @@ def langsmith_tab() -> None:
         return
     st.button(
         "Retry now",
-        disabled=not common.may("feedback.retry_sync"),
+        disabled=not signin.may("feedback.retry_sync"),
         icon=":material/sync:",
         help="Push failed items and those waiting out a backoff on the next sync.",
         on_click=retry,
@@ -342,12 +342,12 @@ def langsmith_tab() -> None:
 
 st.title("Feedback")
 engine, filters = common.analyst_page()
-common.feedback_sync()
-st.caption(common.describe_filters(filters))
+resources.feedback_sync()
+st.caption(filtering.describe_filters(filters))
 url = get_settings().sqlalchemy_url
 data = _view(engine, url, filters)
 scores = data.given
-report = data.analytics.agreement
+report = data.agreement
 tabs = st.tabs(["Scores", "Quality vs cost", "Thumbs", "Agreement", "LangSmith"])
 with tabs[0]:
     scores_tab(data)

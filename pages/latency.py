@@ -8,10 +8,10 @@ from data.analytics import latency
 from data.analytics.filters import Filters
 from data.config.settings import get_settings, redact_url
 from data.integrations import prometheus
-from pages import charts, common
+from pages.ui import charts, common, filtering, signin, transcript
 
 common.ensure_routed()
-who = common.require("latency")
+who = signin.require("latency")
 TTL = 60
 
 
@@ -71,7 +71,7 @@ elif prom_url and not events:
 if series is None:
     series = _db(engine, url, "latency_over_time", filters, metric=metric)
     st.badge("Source: database", icon=":material/database:", color="blue")
-st.caption(common.describe_filters(filters))
+st.caption(filtering.describe_filters(filters))
 
 if series.empty:
     hint = (
@@ -152,4 +152,4 @@ picked = st.dataframe(
 )
 common.csv_download(slow, "slowest_calls")
 if picked.selection.rows:
-    common.open_conversation(slow.iloc[picked.selection.rows[0]]["session_id"])
+    transcript.open_conversation(slow.iloc[picked.selection.rows[0]]["session_id"])

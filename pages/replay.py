@@ -18,10 +18,10 @@ from agent.models import _known_window
 from data.analytics import replay_sessions as recorded_data
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
-from pages import charts, common
+from pages.ui import charts, common, filtering, signin
 
 common.ensure_routed()
-common.require("replay")
+signin.require("replay")
 
 AS_RECORDED = "As recorded (each session's own model)"
 SAME = "Same as the chat model"
@@ -48,7 +48,7 @@ st.caption(
 )
 url = get_settings().sqlalchemy_url
 engine, filters = common.analyst_page()
-st.caption(common.describe_filters(filters))
+st.caption(filtering.describe_filters(filters))
 settings = get_settings()
 
 with st.form("replay_form"):

@@ -15,10 +15,10 @@ from data.config.settings import get_settings
 from data.store.conversations import TranscriptMessage, get_session, session_calls
 from data.store.feedback import MAX_COMMENT_CHARS, thumbs_for_session
 from data.workflows import review, review_candidates, review_scores
-from pages import charts, common
+from pages.ui import charts, common, filtering, resources, signin, transcript
 
 common.ensure_routed()
-me = common.require("review")
+me = signin.require("review")
 
 COLUMNS = {
     **charts.COLUMNS,
@@ -157,7 +157,7 @@ def review_tab() -> None:
     folds = set(calls.loc[calls["purpose"] == "summarize", "turn"])
     about = [
         f"Conversation {md(claim.session_id)}",
-        f"user {common.shown(session.user_id) if session else '?'}",
+        f"user {transcript.shown(session.user_id) if session else '?'}",
     ]
     totals = sessions.session_totals(engine=engine, session_id=claim.session_id)
     if totals is not None:  # the one definition of a session's totals (data.analytics.sessions)
@@ -179,9 +179,9 @@ def review_tab() -> None:
         def customer(message: TranscriptMessage) -> None:
             if given := thumbs.get(message.id):
                 mark = "👍" if given.score else "👎"
-                st.caption(f"Customer: {mark} {common.shown(given.comment or '')}")
+                st.caption(f"Customer: {mark} {transcript.shown(given.comment or '')}")
 
-        common.conversation(
+        transcript.conversation(
             engine,
             claim.session_id,
             folds=folds,
@@ -223,7 +223,7 @@ def review_tab() -> None:
 
 def queue_tab() -> None:
     filters = common.sidebar_filters(engine)
-    st.caption(common.describe_filters(filters))
+    st.caption(filtering.describe_filters(filters))
     c1, c2, c3, c4, c5 = st.columns(5)
     not_scored = c1.checkbox("Not yet scored", key="q_not_scored")
     thumbs_down = c1.checkbox("Thumbs-down", key="q_thumbs_down")
@@ -358,7 +358,7 @@ def mine_tab() -> None:
     own = review_scores.scores_frame(
         engine=engine, start=filters.start, end=filters.end, reviewer=who
     ).drop(columns=["reviewer"])
-    st.caption(f"Your scores in {common.describe_filters(filters)}")
+    st.caption(f"Your scores in {filtering.describe_filters(filters)}")
     if own.empty:
         st.info("You have no scores in this range yet: claim a conversation under **Review**.")
         return
@@ -372,7 +372,7 @@ def progress_tab() -> None:
     done = review_scores.progress(
         engine=engine, day_start=today, start=filters.start, end=filters.end
     )
-    st.caption(f"Today is {today:%Y-%m-%d} UTC · range {common.describe_filters(filters)}")
+    st.caption(f"Today is {today:%Y-%m-%d} UTC · range {filtering.describe_filters(filters)}")
     if done.empty:
         st.info(
             "No reviews yet: claim a conversation under **Review**, or queue some under **Queue**.",
@@ -398,8 +398,8 @@ except SQLAlchemyError as error:
     st.error(common.database_error(error))
     st.stop()
 settings = get_settings()
-common.feedback_sync()
-name = common.reviewer()
+resources.feedback_sync()
+name = signin.reviewer()
 if name is None:
     st.info(
         "Type your name under **Reviewer** in the sidebar to start: claims, scores and queue "
@@ -412,7 +412,7 @@ who: str = name
 # Filling and assigning the queue is the lead's (admin's) work; a reviewer reviews, sees the
 # progress and their own scores.
 views = {"Review": review_tab, "Queue": queue_tab, "Progress": progress_tab, "My scores": mine_tab}
-if not common.may("review.queue"):
+if not signin.may("review.queue"):
     views.pop("Queue")
 tabs = st.tabs(list(views), key="review_tab", on_change="rerun")
 for tab, draw in zip(tabs, views.values(), strict=True):

@@ -8,10 +8,10 @@ from data.config.settings import get_settings, redact_url
 from data.store.maintain import last_runs
 from data.store.orm import MAINTENANCE_TASKS
 from data.workers import status
-from pages import common
+from pages.ui import common, signin
 
 common.ensure_routed()
-common.require("status")
+signin.require("status")
 TTL = 15
 
 

@@ -22,10 +22,10 @@ from data.integrations.tickets import (
 )
 from data.store.orm import TICKET_KINDS
 from data.workers import ticket_webhook
-from pages import common
+from pages.ui import common, resources, signin, transcript
 
 common.ensure_routed()
-common.require("tickets")
+signin.require("tickets")
 
 st.title("Tickets and escalations")
 settings = get_settings()
@@ -43,8 +43,8 @@ try:
 except SQLAlchemyError as error:
     st.error(common.database_error(error))
     st.stop()
-common.ticket_webhook()
-staff = common.reviewer()
+resources.ticket_webhook()
+staff = signin.reviewer()
 
 cards = st.columns(5)
 cards[0].metric("Open", f"{counts['open']:,}")
@@ -136,7 +136,7 @@ if picked_id is not None:
             st.text(ticket.subject)  # the agent's words: text, not Markdown
             st.code(ticket.body, language=None, wrap_lines=True)
             if st.button("Open the conversation", icon=":material/forum:"):
-                common.open_conversation(ticket.session_id)
+                transcript.open_conversation(ticket.session_id)
         with right, st.form(f"t_move_{ticket.id}", border=True):
             choices = TRANSITIONS[ticket.status]
             to_status = st.radio(
@@ -212,7 +212,7 @@ for card, state, label in zip(
 
 def retry() -> None:
     st.session_state["t_retried"] = ticket_webhook.retry_now(engine=engine)
-    if (worker := common.ticket_webhook()) is not None:
+    if (worker := resources.ticket_webhook()) is not None:
         worker.resume()
 
 

@@ -7,10 +7,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from data.access import auth
 from data.access.sanitize import md
 from data.store.orm import ROLES
-from pages import common
+from pages.ui import common, signin
 
 common.ensure_routed()
-me = common.require("users")
+me = signin.require("users")
 
 st.title("Users")
 try:
@@ -58,7 +58,7 @@ common.csv_download(frame, "users")
 # Changes run in the buttons' callbacks, before the page is drawn again, so the table below
 # already shows them (and a rerun of the page cannot lose a click).
 def _done(message: str) -> None:
-    common._has_users.clear()
+    signin._has_users.clear()
     st.session_state["users_done"] = message
     st.session_state.pop("users_error", None)
 

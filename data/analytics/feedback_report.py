@@ -274,7 +274,7 @@ class FeedbackPageData:
     summarized: pd.DataFrame
     cost: pd.DataFrame
     thumbs: pd.DataFrame  # thumbs_rate_over_time
-    given: pd.DataFrame  # data.workflows.review.scores_frame: the scores given in the range
+    given: pd.DataFrame  # data.workflows.review_scores.scores_frame: the scores given in the range
     agreement: AgreementReport  # between the reviewers, over `given`
     local: pd.DataFrame  # local_feedback, the `local_limit` newest
 

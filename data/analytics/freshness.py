@@ -53,7 +53,7 @@ def ensure_fresh(engine: Engine) -> None:
     """Refresh the dirty hours (one indexed lookup when nothing is dirty; an hour's work when a
     call arrived) and settle queued days in a background thread: a reader of a queued day
     computes its percentiles from the raw rows meanwhile (data.analytics.source.stored_percentiles).
-    Inside data.analytics.parallel_reads.fresh_view, which did this once for the whole view, it
+    Inside fresh_view, which did this once for the whole view, it
     returns."""
     if is_fresh(engine):
         return

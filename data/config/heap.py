@@ -33,7 +33,10 @@ PAGES = (
     "data.analytics.feedback_report",
     "data.analytics.latency",
     "data.workflows.review",
+    "data.workflows.review_candidates",
+    "data.workflows.review_scores",
     "data.analytics.sessions",
+    "data.analytics.session_sql",
 )
 
 

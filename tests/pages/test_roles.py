@@ -19,7 +19,7 @@ from data.access import auth
 from data.store.conversations import add_assistant_message, start_turn
 from data.store.db import make_engine
 from data.workflows import review
-from pages.common import IDENTITY
+from pages.ui.signin import IDENTITY
 from tests.helpers.pages import run
 from tests.helpers.servers import APP, ROOT
 

@@ -10,7 +10,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from data.workflows import budget_report
-from pages import common
+from pages.ui import common
 
 COLUMNS = {
     "budget_id": st.column_config.NumberColumn("Id", format="%d"),
