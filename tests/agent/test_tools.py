@@ -39,7 +39,7 @@ from agent.tools import (
 from data.config.settings import load_settings
 from data.integrations import orders
 from data.integrations.orders import TableOrders
-from data.store import demo
+from data.store import demo, demo_support
 from data.store.orm import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
 from data.store.recorder import EventRecorder
 from data.store.records import CallRecord
@@ -274,7 +274,7 @@ def test_tools_work_on_a_fresh_demo(engine: Engine, knowledge: KnowledgeBase) ->
         connection.execute(delete(Order))
     demo.generate(engine=engine, users=5, sessions=10, calls=30, days=3, support=True)
     tools = {t.name: t for t in make_tools(engine=engine, knowledge=knowledge)}
-    assert set(tools) == set(demo.TOOL_LATENCY_MS)
+    assert set(tools) == set(demo_support.TOOL_LATENCY_MS)
     guest = {"user_id": demo.CHAT_PAGE_USER, "session_id": "s", "turn": 1}
     listed = run_tool(tools["list_recent_orders"], guest).splitlines()
     assert [line.split(": ")[1].split(",")[0] for line in listed] == [

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, delete, insert, text
 
-from data.store import demo
+from data.store import demo, demo_support
 from data.store.orm import ORDER_STATUSES, Order, SupportTicket
 from data.store.recorder import record_calls, record_event
 from data.store.records import EventRecord
@@ -184,7 +184,7 @@ def test_support_data_is_consistent_and_deterministic(empty: Engine) -> None:
     assert (recalled.map(len) == ok["hits"]).all()
     assert (recalled[ok["hits"] > 0].map(max) == ok.loc[ok["hits"] > 0, "top_score"]).all()
     tools = events[events["kind"] == "tool_call"]
-    assert set(tools["name"]) == set(demo.TOOL_LATENCY_MS)
+    assert set(tools["name"]) == set(demo_support.TOOL_LATENCY_MS)
     assert 0.001 <= (tools["status"] == "error").mean() <= 0.03
     median = tools[tools["status"] == "ok"].groupby("name")["latency_ms"].median()
     assert median["search_help_center"] > median["lookup_order"]  # it embeds the query
