@@ -31,7 +31,7 @@ from data.integrations.orders import HttpOrders, import_file
 from data.integrations.tickets import create_ticket
 from data.store.db import describe, make_engine
 from data.store.migrate import upgrade
-from data.store.orm import Order, SupportTicket
+from data.store.orm_support import Order, SupportTicket
 from data.workers.ticket_webhook import WebhookWorker, retry_now, webhook_status
 from tests.helpers.fake_helpdesk import FakeHelpdesk
 from tests.helpers.fake_orders import FakeOrdersApi

@@ -6,7 +6,7 @@ import streamlit as st
 
 from data.config.settings import get_settings, redact_url
 from data.store.maintain import last_runs
-from data.store.orm import MAINTENANCE_TASKS
+from data.store.orm_team import MAINTENANCE_TASKS
 from data.workers import status
 from pages.ui import common, signin
 

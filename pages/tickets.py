@@ -20,7 +20,7 @@ from data.integrations.tickets import (
     ticket_history,
     ticket_queue,
 )
-from data.store.orm import TICKET_KINDS
+from data.store.orm_support import TICKET_KINDS
 from data.workers import ticket_webhook
 from pages.ui import common, resources, signin, transcript
 

@@ -6,7 +6,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.access import auth
 from data.access.sanitize import md
-from data.store.orm import ROLES
+from data.store.orm_team import ROLES
 from pages.ui import common, signin
 
 common.ensure_routed()

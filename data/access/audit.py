@@ -15,7 +15,8 @@ import pandas as pd
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.store.orm import AuditEntry, utcnow
+from data.store.orm import utcnow
+from data.store.orm_team import AuditEntry
 
 log = logging.getLogger(__name__)
 

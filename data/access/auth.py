@@ -33,7 +33,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from data.access import audit
 from data.config.settings import Settings
 from data.store.db import make_engine
-from data.store.orm import ROLES, AuthFailure, User, utcnow
+from data.store.orm import utcnow
+from data.store.orm_team import ROLES, AuthFailure, User
 
 ROLE_LABELS = {
     "admin": "Admin",

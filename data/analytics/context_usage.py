@@ -14,7 +14,8 @@ from data.analytics.measures import BIN_WIDTH, PERCENT, bin_of
 from data.analytics.percentiles import percentiles
 from data.analytics.source import isum, source_for, stored_percentiles, to_frame
 from data.analytics.timebucket import bucket
-from data.store.orm import ModelCall, RollupContextBins
+from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupContextBins
 
 C = ModelCall.__table__.c
 B = RollupContextBins.__table__

@@ -16,7 +16,8 @@ from data.analytics.parallel_reads import gather
 from data.analytics.source import isum, source_for, to_frame
 from data.analytics.timebucket import bucket
 from data.integrations.prices import price_call
-from data.store.orm import ModelCall, RollupHourly
+from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupHourly
 
 C = ModelCall.__table__.c
 

@@ -20,7 +20,7 @@ from data.analytics.filters import Filters
 from data.analytics.freshness import fresh_view
 from data.analytics.parallel_reads import gather
 from data.analytics.timebucket import bucket
-from data.store.orm import FeedbackThumbs
+from data.store.orm_team import FeedbackThumbs
 from data.workers.langsmith_sync import PULL_COLUMNS, QUALITY_KEY, THUMBS_KEY
 from data.workflows.review_scores import scores_frame
 

@@ -19,10 +19,7 @@ from sqlalchemy import (
 )
 
 from data.analytics.rollups import refresh_hours, settle_days
-from data.store.orm import (
-    RollupDirty,
-    RollupDirtyDays,
-)
+from data.store.orm_rollups import RollupDirty, RollupDirtyDays
 
 log = logging.getLogger(__name__)
 

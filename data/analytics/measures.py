@@ -14,9 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from data.store.orm import (
-    ModelCall,
-)
+from data.store.orm import ModelCall
 
 C = ModelCall.__table__.c
 

@@ -48,7 +48,7 @@ from data.analytics.session_rollups import (
     _rebuild_users,
     session_aggregate,
 )
-from data.store.orm import (
+from data.store.orm_rollups import (
     RollupContextBins,
     RollupDirty,
     RollupDirtyDays,

@@ -24,11 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from data.analytics.measures import METRICS, PERCENT, C
 from data.analytics.percentiles import percentiles
-from data.store.orm import (
-    RollupSessionHourly,
-    RollupSessions,
-    RollupUsers,
-)
+from data.store.orm_rollups import RollupSessionHourly, RollupSessions, RollupUsers
 
 SESSION_COLUMNS = (
     "session_id",

@@ -27,12 +27,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from data.analytics.filters import Filters
-from data.store.orm import (
-    ModelCall,
-    RollupSessionHourly,
-    RollupSessions,
-    RollupUsers,
-)
+from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupSessionHourly, RollupSessions, RollupUsers
 
 
 def _i(column: Any) -> ColumnElement[Any]:

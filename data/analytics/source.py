@@ -18,7 +18,8 @@ from data.analytics.freshness import ensure_fresh
 from data.analytics.measures import METRICS, floor
 from data.analytics.percentiles import percentiles
 from data.analytics.rollups import dirty_days
-from data.store.orm import ModelCall, RollupHourly, RollupPercentiles
+from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupHourly, RollupPercentiles
 
 
 def isum(column: Any) -> ColumnElement[Any]:

@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.config.settings import Settings
-from data.store.orm import Order
+from data.store.orm_support import Order
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, insert, select, update
 
 from data.config.service_times import ServiceLevels
-from data.store.orm import (
+from data.store.orm import utcnow
+from data.store.orm_support import (
     TICKET_KINDS,
     TICKET_PRIORITIES,
     TICKET_STATUSES,
     SupportTicket,
     TicketHistory,
-    utcnow,
 )
 
 MAX_SUBJECT_CHARS = 200

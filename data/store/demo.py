@@ -24,7 +24,8 @@ from data.integrations.prices import linear_rate, price_call
 from data.store.db import describe, make_engine
 from data.store.demo_support import _lognormal, _order, _order_number, _settle, _turn_events
 from data.store.migrate import upgrade_for_command
-from data.store.orm import AgentEvent, ChatSession, Message, ModelCall, Order
+from data.store.orm import AgentEvent, ChatSession, Message, ModelCall
+from data.store.orm_support import Order
 
 
 @dataclass(frozen=True)

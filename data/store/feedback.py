@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from data.store.orm import ChatSession, FeedbackThumbs, Message, ModelCall, utcnow
+from data.store.orm import ChatSession, Message, ModelCall, utcnow
+from data.store.orm_team import FeedbackThumbs
 
 MAX_COMMENT_CHARS = 2000
 

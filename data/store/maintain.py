@@ -16,7 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.config.settings import Settings, SettingsError, get_settings
 from data.store.db import describe, make_engine
-from data.store.orm import MAINTENANCE_TASKS, MaintenanceRun, utcnow
+from data.store.orm import utcnow
+from data.store.orm_team import MAINTENANCE_TASKS, MaintenanceRun
 from data.store.retention import apply_retention
 
 log = logging.getLogger(__name__)

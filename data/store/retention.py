@@ -25,7 +25,8 @@ from typing import Any
 from sqlalchemy import Engine, Table, delete, select
 
 from data.analytics.rollups import refresh
-from data.store.orm import AgentEvent, Message, ModelCall, RollupDirty, utcnow
+from data.store.orm import AgentEvent, Message, ModelCall, utcnow
+from data.store.orm_rollups import RollupDirty
 
 
 @dataclass(frozen=True, slots=True)

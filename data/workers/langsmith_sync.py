@@ -27,7 +27,8 @@ from urllib3.util.retry import Retry
 
 from data.config.settings import Settings
 from data.integrations.metrics import observe_feedback_backlog
-from data.store.orm import FeedbackThumbs, Message, ReviewScore, utcnow
+from data.store.orm import Message, utcnow
+from data.store.orm_team import FeedbackThumbs, ReviewScore
 from data.workers.base import BackgroundWorker
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,8 @@ import pandas as pd
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 
 from data.config.settings import Settings
-from data.store.orm import SupportTicket, utcnow
+from data.store.orm import utcnow
+from data.store.orm_support import SupportTicket
 from data.workers.base import BackgroundWorker
 
 log = logging.getLogger(__name__)

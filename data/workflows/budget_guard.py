@@ -21,11 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from data.store.orm import (
-    BudgetAlert,
-    BudgetReservation,
-    utcnow,
-)
+from data.store.orm import utcnow
+from data.store.orm_team import BudgetAlert, BudgetReservation
 from data.workflows.budget_report import scopes_past_warning
 from data.workflows.budget_rules import (
     PAST_WARNING,

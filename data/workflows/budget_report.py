@@ -14,12 +14,9 @@ from sqlalchemy import (
 )
 
 from data.analytics.freshness import ensure_fresh
-from data.store.orm import (
-    Budget,
-    BudgetAlert,
-    RollupSessionHourly,
-    utcnow,
-)
+from data.store.orm import utcnow
+from data.store.orm_rollups import RollupSessionHourly
+from data.store.orm_team import Budget, BudgetAlert
 from data.workflows.budget_rules import (
     _scope_where,
     period_bounds,

@@ -14,9 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from data.store.orm import (
-    Budget,
-)
+from data.store.orm_team import Budget
 
 DEFAULT_WARN_FRACTION = 0.8
 

@@ -33,14 +33,9 @@ from sqlalchemy import (
 )
 
 from data.analytics.rollups import _ranges
-from data.store.orm import (
-    Budget,
-    BudgetReservation,
-    ModelCall,
-    RollupDirty,
-    RollupHourly,
-    RollupSessionHourly,
-)
+from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupDirty, RollupHourly, RollupSessionHourly
+from data.store.orm_team import Budget, BudgetReservation
 from data.workflows.budget_rules import (
     BudgetRow,
     BudgetState,

@@ -19,14 +19,8 @@ from sqlalchemy import (
     update,
 )
 
-from data.store.orm import (
-    BUDGET_PERIODS,
-    BUDGET_SCOPES,
-    Budget,
-    BudgetAlert,
-    BudgetChange,
-    utcnow,
-)
+from data.store.orm import utcnow
+from data.store.orm_team import BUDGET_PERIODS, BUDGET_SCOPES, Budget, BudgetAlert, BudgetChange
 from data.workflows.budget_rules import (
     DEFAULT_WARN_FRACTION,
     MAX_LIMIT_USD,

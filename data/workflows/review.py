@@ -27,15 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from data.store.feedback import clean_comment, dialect_insert, initial_sync_state
-from data.store.orm import (
-    ChatSession,
-    Message,
-    ModelCall,
-    ReviewClaim,
-    ReviewItem,
-    ReviewScore,
-    utcnow,
-)
+from data.store.orm import ChatSession, Message, ModelCall, utcnow
+from data.store.orm_team import ReviewClaim, ReviewItem, ReviewScore
 
 SCORE_MIN, SCORE_MAX = 1, 5
 RUBRIC: list[tuple[int, str]] = [

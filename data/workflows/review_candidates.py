@@ -20,11 +20,8 @@ from data.analytics.filters import Filters
 from data.analytics.freshness import ensure_fresh
 from data.analytics.session_sql import session_relation
 from data.analytics.sessions import count_sessions, fill_partial_latency
-from data.store.orm import (
-    FeedbackThumbs,
-    ReviewItem,
-    RollupSessions,
-)
+from data.store.orm_rollups import RollupSessions
+from data.store.orm_team import FeedbackThumbs, ReviewItem
 from data.workflows.review import Q, QueueFilters, ReviewInputError, S
 
 CANDIDATE_COLUMNS = [

@@ -17,11 +17,9 @@ from sqlalchemy import (
 )
 
 from data.analytics.freshness import ensure_fresh
-from data.store.orm import (
-    ReviewScore,
-    RollupSessions,
-    utcnow,
-)
+from data.store.orm import utcnow
+from data.store.orm_rollups import RollupSessions
+from data.store.orm_team import ReviewScore
 from data.workflows.review import K, Q, S
 from data.workflows.review_candidates import _typed_facts
 

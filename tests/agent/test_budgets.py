@@ -22,7 +22,8 @@ from agent.knowledge import KnowledgeBase
 from agent.ledger import TurnLedger
 from data.analytics.rollups import refresh
 from data.store.db import make_engine
-from data.store.orm import AgentEvent, BudgetAlert, BudgetReservation, ModelCall
+from data.store.orm import AgentEvent, ModelCall
+from data.store.orm_team import BudgetAlert, BudgetReservation
 from data.store.recorder import EventRecorder, Recorder, TurnRecorder
 from data.store.records import CallRecord
 from data.workflows import budget_report, budget_rules, budget_spend, budgets

@@ -15,7 +15,8 @@ from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase, from_settings, main, read_folder
 from data.config.settings import SettingsError, get_settings, load_settings
 from data.store.db import make_engine
-from data.store.orm import AgentEvent, SupportTicket
+from data.store.orm import AgentEvent
+from data.store.orm_support import SupportTicket
 from tests.helpers.embedders import Counting
 from tests.helpers.pages import run
 from tests.helpers.servers import APP

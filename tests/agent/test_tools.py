@@ -40,7 +40,8 @@ from data.config.settings import load_settings
 from data.integrations import orders
 from data.integrations.orders import TableOrders
 from data.store import demo, demo_support
-from data.store.orm import TICKET_PRIORITIES, AgentEvent, Order, SupportTicket
+from data.store.orm import AgentEvent
+from data.store.orm_support import TICKET_PRIORITIES, Order, SupportTicket
 from data.store.recorder import EventRecorder
 from data.store.records import CallRecord
 from tests.helpers.fake_openai import FakeOpenAI, Usage, drop, error, text, tool_call

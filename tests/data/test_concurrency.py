@@ -16,7 +16,7 @@ from data.analytics.freshness import ensure_fresh, fresh_view, is_fresh
 from data.analytics.parallel_reads import gather
 from data.analytics.rollups import refresh
 from data.config import heap
-from data.store.orm import RollupDirty
+from data.store.orm_rollups import RollupDirty
 from data.store.recorder import record_calls
 from tests.helpers.records import call
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, delete, insert, text
 
 from data.store import demo, demo_support
-from data.store.orm import ORDER_STATUSES, Order, SupportTicket
+from data.store.orm_support import ORDER_STATUSES, Order, SupportTicket
 from data.store.recorder import record_calls, record_event
 from data.store.records import EventRecord
 from tests.helpers.records import call

@@ -15,7 +15,8 @@ from sqlalchemy import Engine, select, update
 
 from data.config.settings import load_settings
 from data.store.feedback import set_thumbs, thumbs_for_session
-from data.store.orm import FeedbackThumbs, ReviewScore, utcnow
+from data.store.orm import utcnow
+from data.store.orm_team import FeedbackThumbs, ReviewScore
 from data.workers.langsmith_sync import (
     QUALITY_KEY,
     THUMBS_KEY,

@@ -23,7 +23,9 @@ from data.store.backup import BackupError, backup, check, restore, table_counts
 from data.store.db import make_engine
 from data.store.demo import generate
 from data.store.maintain import last_runs, maintain
-from data.store.orm import AgentEvent, Message, ModelCall, Order, RollupDirty
+from data.store.orm import AgentEvent, Message, ModelCall
+from data.store.orm_rollups import RollupDirty
+from data.store.orm_support import Order
 from data.store.retention import apply_retention, cutoff_for
 from tests.helpers.db import fresh_postgres
 from tests.helpers.servers import PG_ADMIN_URL, ROOT

@@ -28,7 +28,8 @@ from data.integrations.orders import (
     order_source,
     upsert_orders,
 )
-from data.store.orm import ORDER_STATUSES, AgentEvent, Order, SupportTicket
+from data.store.orm import AgentEvent
+from data.store.orm_support import ORDER_STATUSES, Order, SupportTicket
 from tests.helpers.fake_orders import FakeOrdersApi
 from tests.helpers.support import SupportChat, dumps, order_json
 

@@ -29,7 +29,8 @@ from data.analytics.feedback_report import (
 from data.analytics.filters import Filters
 from data.store.db import make_engine
 from data.store.feedback import MAX_COMMENT_CHARS, FeedbackInputError, set_thumbs
-from data.store.orm import ChatSession, Message, ModelCall, ReviewClaim, utcnow
+from data.store.orm import ChatSession, Message, ModelCall, utcnow
+from data.store.orm_team import ReviewClaim
 from data.workflows.review import (
     Claim,
     QueueFilters,

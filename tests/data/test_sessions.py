@@ -21,7 +21,8 @@ from data.analytics.rollups import refresh, refresh_hours, settle_days
 from data.store.db import make_engine
 from data.store.demo import generate
 from data.store.migrate import upgrade
-from data.store.orm import ModelCall, RollupDirtyDays
+from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupDirtyDays
 from data.store.recorder import record_calls
 from tests.helpers.db import fresh_postgres
 from tests.helpers.records import call

@@ -36,7 +36,7 @@ from data.integrations.tickets import (
     ticket_history,
     ticket_queue,
 )
-from data.store.orm import SupportTicket, TicketHistory
+from data.store.orm_support import SupportTicket, TicketHistory
 from data.workers.ticket_webhook import (
     WebhookWorker,
     retry_now,
@@ -479,7 +479,8 @@ def test_migration_0012_gives_earlier_thumbs_their_answer_time_and_model(
 
     from data.store.db import make_engine
     from data.store.migrate import MIGRATIONS
-    from data.store.orm import ChatSession, FeedbackThumbs, Message, ModelCall
+    from data.store.orm import ChatSession, Message, ModelCall
+    from data.store.orm_team import FeedbackThumbs
 
     engine = make_engine(empty_db_url)
 

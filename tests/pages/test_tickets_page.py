@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from agent.embeddings import Embedder
 from agent.knowledge import KnowledgeBase
 from data.store.db import make_engine
-from data.store.orm import SupportTicket, TicketHistory
+from data.store.orm_support import SupportTicket, TicketHistory
 from tests.helpers.fake_helpdesk import FakeHelpdesk
 from tests.helpers.pages import run
 from tests.helpers.servers import APP
