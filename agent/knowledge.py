@@ -37,7 +37,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from agent.context import TurnContext
-    from agent.embeddings import Embedder
+    from agent.embedding_base import Embedder
     from data.config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -420,7 +420,8 @@ def from_settings(settings: Settings, embedder: Embedder) -> KnowledgeBase:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.embeddings import EmbeddingError, make_embedder
+    from agent.embedding_base import EmbeddingError
+    from agent.embeddings import make_embedder
     from data.config.settings import SettingsError, get_settings
 
     parser = argparse.ArgumentParser(

@@ -49,7 +49,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from agent.context import TurnContext
-from agent.embeddings import Embedder, EmbeddingError
+from agent.embedding_base import Embedder, EmbeddingError
 from data.config.settings import Settings
 
 log = logging.getLogger(__name__)

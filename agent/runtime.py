@@ -21,7 +21,8 @@ from agent.budget import Estimator, make_budget_middleware, price_estimator
 from agent.cache import make_response_cache
 from agent.checkpoint import make_checkpointer
 from agent.context import current_turn
-from agent.embeddings import CachedEmbedder, Embedder, EmbeddingError, make_embedder
+from agent.embedding_base import Embedder, EmbeddingError
+from agent.embeddings import CachedEmbedder, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger

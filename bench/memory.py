@@ -108,7 +108,7 @@ def time_recalls(
 
 def bench_embedder(sentences: int) -> dict[str, float]:
     started = time.perf_counter()
-    from agent.embeddings import LocalEmbedder
+    from agent.embedders import LocalEmbedder
 
     embedder = LocalEmbedder()
     startup = time.perf_counter() - started

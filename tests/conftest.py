@@ -13,7 +13,8 @@ import streamlit as st
 from sqlalchemy import Engine
 from streamlit import config as st_config
 
-from agent.embeddings import Embedder, make_embedder
+from agent.embedding_base import Embedder
+from agent.embeddings import make_embedder
 from agent.knowledge import KnowledgeBase
 from agent.runtime import release_shared
 from data.config.settings import Settings, get_settings, load_settings

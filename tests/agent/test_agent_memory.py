@@ -15,7 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel

@@ -17,7 +17,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, delete, func, insert, select, text
 
 from agent.budget import BudgetExceeded
-from agent.embeddings import CachedEmbedder, Embedder, LocalEmbedder, LRUVectorCache
+from agent.embedders import LocalEmbedder
+from agent.embedding_base import Embedder
+from agent.embeddings import CachedEmbedder, LRUVectorCache
 from agent.knowledge import KnowledgeBase
 from agent.ledger import TurnLedger
 from data.analytics.rollups import refresh

@@ -17,19 +17,15 @@ import redis
 from tokenizers import Tokenizer
 
 from agent.context import TurnContext
+from agent.embedders import LocalEmbedder, OpenAIEmbedder
+from agent.embedding_base import OPENAI_MAX_TOKENS, Embedder, EmbeddingError
 from agent.embeddings import (
-    LOCAL_EMBEDDING_MODEL,
-    OPENAI_MAX_TOKENS,
     CachedEmbedder,
-    Embedder,
-    EmbeddingError,
-    LocalEmbedder,
     LRUVectorCache,
-    OpenAIEmbedder,
     RedisVectorCache,
     make_embedder,
 )
-from data.config.settings import load_settings
+from data.config.settings import LOCAL_EMBEDDING_MODEL, load_settings
 from data.store.records import CallRecord
 from tests.helpers.embedders import Counting
 from tests.helpers.fake_openai import FakeOpenAI

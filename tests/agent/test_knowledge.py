@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, delete, select
 from streamlit.testing.v1 import AppTest
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase, from_settings, main, read_folder
 from data.config.settings import SettingsError, get_settings, load_settings
 from data.store.db import make_engine

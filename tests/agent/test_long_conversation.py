@@ -17,7 +17,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.models import ModelSpec, make_chat_model
 from agent.runtime import AgentParts, assemble, build_runtime

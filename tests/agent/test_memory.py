@@ -16,12 +16,8 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from agent.context import TurnContext
-from agent.embeddings import (
-    CachedEmbedder,
-    LocalEmbedder,
-    LRUVectorCache,
-    OpenAIEmbedder,
-)
+from agent.embedders import LocalEmbedder, OpenAIEmbedder
+from agent.embeddings import CachedEmbedder, LRUVectorCache
 from agent.memory import (
     MemoryStore,
     MemoryUnavailable,

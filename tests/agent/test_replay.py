@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from agent import replay
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from data.analytics import replay_sessions as recorded_data
 from data.integrations.prices import linear_rate

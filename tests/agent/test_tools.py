@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime
 from sqlalchemy import Engine, create_engine, delete, insert, select
 
 from agent.context import TurnContext
-from agent.embeddings import LocalEmbedder
+from agent.embedders import LocalEmbedder
 from agent.knowledge import KnowledgeBase, load_entries
 from agent.scripted import ScriptedChatModel
 from agent.tools import (

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from agent.cache import ResponseCache, make_response_cache
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.models import ModelSpec, make_chat_model
 from agent.runtime import assemble

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, delete, func, select
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from data.config.service_times import (
     BusinessHours,

@@ -30,7 +30,7 @@ import yaml
 from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.models import ModelSpec, make_chat_model
 from agent.runtime import assemble

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.ledger import TurnLedger
 from agent.models import ModelSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent.context import TurnContext
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 
 
 class Counting:

@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.models import ModelSpec
 from agent.runtime import assemble

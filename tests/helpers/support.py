@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
 from agent.budget import BudgetExceeded
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from data.store.db import make_engine
 from data.workflows import budgets

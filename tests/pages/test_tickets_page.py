@@ -13,7 +13,7 @@ import streamlit as st
 from sqlalchemy import Engine, delete, func, select, text
 from streamlit.testing.v1 import AppTest
 
-from agent.embeddings import Embedder
+from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from data.store.db import make_engine
 from data.store.orm_support import SupportTicket, TicketHistory
