@@ -30,8 +30,9 @@ from agent.knowledge import Hit, KnowledgeBase
 from agent.recall import ContextUnavailable, Provided
 from data.config.service_times import ServiceLevels
 from data.config.settings import get_settings
-from data.integrations import orders, tickets
-from data.integrations.orders import OrderSource, OrdersUnavailable, OrderView, TableOrders
+from data.integrations import order_records, orders, tickets
+from data.integrations.order_records import OrderView
+from data.integrations.orders import OrderSource, OrdersUnavailable, TableOrders
 from data.store.records import EventRecord, ToolCallDetail
 
 log = logging.getLogger(__name__)
@@ -375,7 +376,7 @@ def order_context(source: OrderSource, user_id: str, text: str) -> str | None:
     source as the tools, as a block for the prompt of a model that cannot call tools; None
     when the message names no order. A source that is down raises ContextUnavailable, whose
     block tells the model it cannot check orders right now."""
-    numbers = orders.order_numbers_in(text)[:MAX_ORDERS_IN_CONTEXT]
+    numbers = order_records.order_numbers_in(text)[:MAX_ORDERS_IN_CONTEXT]
     if not numbers or not user_id:
         return None
     blocks = []

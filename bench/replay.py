@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import replay
+from agent import replay, replay_sweep
 from data.analytics import replay_sessions as recorded_data
 from data.analytics.filters import Filters
 from data.store.db import describe, make_engine
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions = runs[0][0]
     total = statistics.median(load + rest for _, load, rest in runs)
     sweep_started = time.perf_counter()
-    grid = replay.sweep(convos, setting, ratio=ratio)
+    grid = replay_sweep.sweep(convos, setting, ratio=ratio)
     sweep_s = time.perf_counter() - sweep_started
     assert grid is not None
     print(

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from agent import replay
+from agent import replay, replay_sweep
 from agent.models import _known_window
 from data.analytics import replay_sessions as recorded_data
 from data.analytics.filters import Filters
@@ -183,16 +183,18 @@ def run_replay() -> dict[str, Any] | None:
 
     simulated = replay.replay(convos, setting, ratio=ratio, progress=progress("Replaying"))
     baseline = replay.replay(convos, base, ratio=ratio)
-    grid = replay.sweep(convos, setting, ratio=ratio, progress=progress("Sweep"))
+    grid = replay_sweep.sweep(convos, setting, ratio=ratio, progress=progress("Sweep"))
     bar.empty()
     if simulated is None or baseline is None or grid is None:
         return None
     actual = [replay.recorded(t, setting) for t in traces]
-    baseline_cost = replay.figures(baseline).cost_usd
+    baseline_cost = replay_sweep.figures(baseline).cost_usd
     pick_ = (
         None
         if baseline_cost is None
-        else replay.recommend(grid, baseline_cost_usd=baseline_cost, max_summarizations=max_folds)
+        else replay_sweep.recommend(
+            grid, baseline_cost_usd=baseline_cost, max_summarizations=max_folds
+        )
     )
     return {
         "empty": False,
@@ -251,8 +253,8 @@ if result["empty"]:
     st.stop()
 
 setting: replay.Setting = result["setting"]
-actual_figures = replay.figures(result["actual"], with_trigger=result["with_trigger"])
-simulated_figures = replay.figures(result["simulated"], with_trigger=result["with_trigger"])
+actual_figures = replay_sweep.figures(result["actual"], with_trigger=result["with_trigger"])
+simulated_figures = replay_sweep.figures(result["simulated"], with_trigger=result["with_trigger"])
 model_name = setting.model or "each session's recorded model"
 st.subheader(f"Replayed on {model_name} · {setting.label}")
 st.caption(
@@ -301,7 +303,7 @@ cards[3].metric(
     delta_color="inverse",
     border=True,
 )
-table = replay.comparison(actual_figures, simulated_figures)
+table = replay_sweep.comparison(actual_figures, simulated_figures)
 st.dataframe(
     table,
     hide_index=True,
@@ -325,7 +327,7 @@ labels = {
     for i in longest
 }
 chosen = st.selectbox("Conversation", list(labels), format_func=labels.__getitem__)
-line = replay.curve(traces[chosen], result["actual"][chosen], result["simulated"][chosen])
+line = replay_sweep.curve(traces[chosen], result["actual"][chosen], result["simulated"][chosen])
 fig = px.line(
     line,
     x="call",
@@ -349,7 +351,7 @@ common.csv_download(line, "replay_curve")
 
 st.subheader("Sweep: trigger × keep")
 grid: pd.DataFrame = result["grid"]
-pick_: replay.Recommendation | None = result["recommendation"]
+pick_: replay_sweep.Recommendation | None = result["recommendation"]
 scatter = go.Figure()
 scatter.add_scatter(
     x=grid["summarizations_per_session"],

@@ -7,7 +7,7 @@ import streamlit as st
 from data.config.settings import get_settings, redact_url
 from data.store.maintain import last_runs
 from data.store.orm_team import MAINTENANCE_TASKS
-from data.workers import status
+from data.workers import operating_procedure, status
 from pages.ui import common, signin
 
 common.ensure_routed()
@@ -111,7 +111,7 @@ st.subheader("Operating procedure")
 grafana = redact_url(settings.grafana_url) if settings.grafana_url else None
 for cadence in ("Daily", "Weekly", "Monthly"):
     st.markdown(f"**{cadence}**")
-    for item in (i for i in status.SOP if i.cadence == cadence):
+    for item in (i for i in operating_procedure.SOP if i.cadence == cadence):
         left, right = st.columns([2, 3])
         with left:
             if item.kind == "page":

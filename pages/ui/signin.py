@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.access import audit, auth
+from data.access import audit, auth, throttle
 from data.access.sanitize import md
 from data.config.settings import get_settings
 from pages.ui.resources import database_error, engine
@@ -143,7 +143,7 @@ def _submit_sign_in() -> None:
     db = engine()
     result = auth.sign_in(
         engine=db,
-        throttle=auth.make_throttle(settings, db),
+        throttle=throttle.make_throttle(settings, db),
         settings=settings,
         username=st.session_state.get("signin_user", ""),
         password=st.session_state.get("signin_password", ""),

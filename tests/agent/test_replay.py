@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from agent import replay
+from agent import replay, replay_sweep
 from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from data.analytics import replay_sessions as recorded_data
@@ -95,8 +95,8 @@ def test_replaying_the_recorded_setting_reproduces_what_was_recorded(
     assert abs(total - sum(t.folds for t in traces)) <= FOLD_TOLERANCE
     assert exact >= len(traces) - 1
     # The figures side by side agree within the same tolerance.
-    simulated = replay.figures(results)
-    actual_figures = replay.figures([replay.recorded(t, setting) for t in traces])
+    simulated = replay_sweep.figures(results)
+    actual_figures = replay_sweep.figures([replay.recorded(t, setting) for t in traces])
     assert simulated.summarizations_per_session == pytest.approx(
         actual_figures.summarizations_per_session, abs=FOLD_TOLERANCE / len(traces) + 1e-9
     )
@@ -123,7 +123,7 @@ def test_the_figures_match_an_independent_computation(
                 func.sum(ModelCall.cost_usd),
             ).where(ModelCall.purpose.in_(("chat", "summarize")))
         ).one()
-    actual = replay.figures([replay.recorded(t, setting) for t in traces])
+    actual = replay_sweep.figures([replay.recorded(t, setting) for t in traces])
     assert actual.input_tokens == chat_in
     assert actual.cost_usd == pytest.approx(cost)
     # Simulated cost: every simulated request and summary priced at the chosen model.
@@ -145,18 +145,18 @@ def test_sweep_recommends_the_cheapest_setting_within_the_cap_and_can_be_cancell
     _, traces = recorded
     convos = [replay.conversation(t) for t in traces]
     base = replay.Setting(keep_value=KEEP)
-    grid = replay.sweep(convos, base, ratio=0.1, triggers=(0.6, 0.8), keeps=(4, 8))
+    grid = replay_sweep.sweep(convos, base, ratio=0.1, triggers=(0.6, 0.8), keeps=(4, 8))
     assert grid is not None and len(grid) == 4
     # More summarizing (an earlier trigger) never costs more input tokens on these sessions.
     by = grid.set_index(["trigger", "keep_messages"])
     assert by.loc[(0.6, 4), "input_tokens"] <= by.loc[(0.8, 4), "input_tokens"]
-    baseline = replay.figures(replay.replay(convos, base, ratio=0.1) or []).cost_usd
+    baseline = replay_sweep.figures(replay.replay(convos, base, ratio=0.1) or []).cost_usd
     assert baseline is not None
     cap = float(grid["summarizations_per_session"].max())
-    pick = replay.recommend(grid, baseline_cost_usd=baseline, max_summarizations=cap)
+    pick = replay_sweep.recommend(grid, baseline_cost_usd=baseline, max_summarizations=cap)
     assert pick is not None and pick.cost_usd == grid["cost_usd"].min()
     assert pick.saving_usd == pytest.approx(baseline - pick.cost_usd)
-    assert replay.recommend(grid, baseline_cost_usd=baseline, max_summarizations=-1) is None
+    assert replay_sweep.recommend(grid, baseline_cost_usd=baseline, max_summarizations=-1) is None
     # Cancelling: the progress callback says stop, nothing is returned.
     seen: list[tuple[int, int]] = []
 
@@ -164,7 +164,7 @@ def test_sweep_recommends_the_cheapest_setting_within_the_cap_and_can_be_cancell
         seen.append((done, total))
         return len(seen) < 2
 
-    assert replay.sweep(convos, base, ratio=0.1, progress=stop_after_first) is None
+    assert replay_sweep.sweep(convos, base, ratio=0.1, progress=stop_after_first) is None
     assert seen[0] == (0, len(convos) * len(replay.TRIGGER_GRID) * len(replay.KEEP_GRID))
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from data.access import audit, auth
+from data.access import throttle as throttling
 from data.config.settings import load_settings
 from tests.helpers.servers import ROOT
 
@@ -47,7 +48,7 @@ def test_password_is_hashed_with_argon2_and_checked(engine: Engine) -> None:
         stored = connection.execute(text("SELECT username, password_hash FROM users")).one()
     assert stored[0] == "alice" and stored[1].startswith("$argon2id$")
     assert PASSWORD not in stored[1]
-    throttle = auth.DatabaseThrottle(engine, 900)
+    throttle = throttling.DatabaseThrottle(engine, 900)
     ok = attempt(engine, throttle, " ALICE ", PASSWORD, "10.0.0.1")
     assert ok.identity is not None and ok.identity.role == "analyst"
     wrong = attempt(engine, throttle, "alice", PASSWORD + "x", "10.0.0.1")
@@ -81,7 +82,7 @@ def test_bad_user_input_is_refused_and_nothing_written(
 
 def test_disabled_user_and_changed_role(engine: Engine) -> None:
     make_user(engine, "carl", role="tester")
-    throttle = auth.DatabaseThrottle(engine, 900)
+    throttle = throttling.DatabaseThrottle(engine, 900)
     auth.set_role(engine=engine, actor="admin1", username="carl", role="reviewer")
     assert auth.user_role(engine=engine, username="carl") == "reviewer"
     auth.set_disabled(engine=engine, actor="admin1", username="carl", disabled=True)
@@ -103,11 +104,11 @@ def test_disabled_user_and_changed_role(engine: Engine) -> None:
     assert change["actor"] == "admin1" and '"from": "tester"' in change["detail"]
 
 
-def throttles(engine: Engine, kind: str, client: redis.Redis | None) -> auth.Throttle:
+def throttles(engine: Engine, kind: str, client: redis.Redis | None) -> throttling.Throttle:
     if kind == "redis":
         assert client is not None
-        return auth.RedisThrottle(client, 900, prefix=f"acb:test:{uuid.uuid4().hex}:")
-    return auth.DatabaseThrottle(engine, 900)
+        return throttling.RedisThrottle(client, 900, prefix=f"acb:test:{uuid.uuid4().hex}:")
+    return throttling.DatabaseThrottle(engine, 900)
 
 
 @pytest.mark.parametrize("kind", ["database", "redis"])
@@ -140,8 +141,10 @@ def test_two_replicas_share_the_database_throttle(db_url: str) -> None:
     try:
         make_user(one, "fay")
         for _ in range(3):
-            attempt(one, auth.DatabaseThrottle(one, 900), "fay", "wrong password!", "10.3.0.1")
-        other = attempt(two, auth.DatabaseThrottle(two, 900), "fay", PASSWORD, "10.3.0.2")
+            attempt(
+                one, throttling.DatabaseThrottle(one, 900), "fay", "wrong password!", "10.3.0.1"
+            )
+        other = attempt(two, throttling.DatabaseThrottle(two, 900), "fay", PASSWORD, "10.3.0.2")
         assert other.message.startswith("Too many failed sign-ins")
     finally:
         one.dispose()
@@ -149,7 +152,7 @@ def test_two_replicas_share_the_database_throttle(db_url: str) -> None:
 
 
 def test_window_slides(engine: Engine) -> None:
-    throttle = auth.DatabaseThrottle(engine, 1)
+    throttle = throttling.DatabaseThrottle(engine, 1)
     for _ in range(3):
         throttle.fail("user", "gus")
     assert throttle.retry_after("user", "gus", 3) > 0
@@ -248,7 +251,7 @@ def test_cli_add_passwd_role_disable(db_url: str, engine: Engine) -> None:
     assert listed.split("\t")[:4] == ["root", "analyst", "disabled", "password"]
     missing = cli(db_url, "role", "ghost", "admin")
     assert missing.returncode == 2 and "There is no user 'ghost'" in missing.stderr
-    throttle = auth.DatabaseThrottle(engine, 900)
+    throttle = throttling.DatabaseThrottle(engine, 900)
     assert attempt(engine, throttle, "root", "a new long password", "10.9.0.1").identity is None
     cli(db_url, "enable", "root")
     assert attempt(engine, throttle, "root", "a new long password", "10.9.0.1").identity is not None
@@ -269,6 +272,6 @@ def test_cli_add_passwd_role_disable(db_url: str, engine: Engine) -> None:
 def test_no_default_user_exists(engine: Engine) -> None:
     """A migrated database has no user, so no default password can work."""
     assert not auth.has_users(engine=engine)
-    throttle = auth.DatabaseThrottle(engine, 900)
+    throttle = throttling.DatabaseThrottle(engine, 900)
     for name, password in [("admin", "admin"), ("admin", "change_me"), ("root", "password")]:
         assert attempt(engine, throttle, name, password, "10.8.0.1").identity is None

@@ -17,9 +17,9 @@ from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from agent.tools import CANNOT_CHECK_ORDERS
 from data.config.settings import load_settings
+from data.integrations.order_records import OrderIn
 from data.integrations.orders import (
     HttpOrders,
-    OrderIn,
     OrdersUnavailable,
     TableOrders,
     get_order,

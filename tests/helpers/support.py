@@ -19,7 +19,7 @@ from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService, TurnOutcome
 from data.config.settings import load_settings
-from data.integrations.orders import order_numbers_in
+from data.integrations.order_records import order_numbers_in
 from data.store.recorder import Recorder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from agent import replay
+from agent import replay, replay_sweep
 from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
 from data.analytics import replay_sessions as recorded_data
@@ -44,8 +44,8 @@ def test_replay_page_compares_recommends_and_matches_the_replay(
     assert ratio is not None
     setting = replay.Setting(trigger_value=TRIGGER, keep_value=KEEP)
     convos = [replay.conversation(t) for t in traces]
-    simulated = replay.figures(replay.replay(convos, setting, ratio=ratio) or [])
-    actual = replay.figures([replay.recorded(t, setting) for t in traces])
+    simulated = replay_sweep.figures(replay.replay(convos, setting, ratio=ratio) or [])
+    actual = replay_sweep.figures([replay.recorded(t, setting) for t in traces])
     table = next(d.value for d in at.dataframe if "figure" in d.value.columns).set_index("figure")
     assert table.loc["Sessions", "simulated"] == len(sessions)
     assert table.loc["Cost (USD)", "recorded"] == pytest.approx(actual.cost_usd)
@@ -59,16 +59,16 @@ def test_replay_page_compares_recommends_and_matches_the_replay(
     # The sweep and its recommendation: the cheapest grid setting within the cap.
     grid = next(d.value for d in at.dataframe if "keep_messages" in d.value.columns)
     assert len(grid) == len(replay.TRIGGER_GRID) * len(replay.KEEP_GRID)
-    expected = replay.sweep(convos, setting, ratio=ratio)
+    expected = replay_sweep.sweep(convos, setting, ratio=ratio)
     assert expected is not None
     assert list(grid["cost_usd"]) == pytest.approx(list(expected["cost_usd"]))
     current = replay.Setting(
         trigger_value=get_settings().summary_trigger_fraction,
         keep_value=get_settings().summary_keep_messages,
     )
-    baseline = replay.figures(replay.replay(convos, current, ratio=ratio) or []).cost_usd
+    baseline = replay_sweep.figures(replay.replay(convos, current, ratio=ratio) or []).cost_usd
     assert baseline is not None
-    pick = replay.recommend(expected, baseline_cost_usd=baseline, max_summarizations=5.0)
+    pick = replay_sweep.recommend(expected, baseline_cost_usd=baseline, max_summarizations=5.0)
     assert pick is not None
     assert at.success[0].value.startswith(f"Recommended: {pick.setting}.")
     assert f"a saving of ${pick.saving_usd:,.4f}" in at.success[0].value
