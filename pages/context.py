@@ -107,19 +107,12 @@ common.csv_download(over, "context_over_time")
 st.subheader("Sessions by peak context")
 ranked = _frame(engine, url, "sessions_by_peak_context", filters)
 st.caption("Click a session to see how its context grew, turn by turn.")
-picked = st.dataframe(
-    ranked,
-    hide_index=True,
-    width="stretch",
-    key="peak_table",
-    on_select="rerun",
-    selection_mode="single-row",
-    column_config=charts.COLUMNS,
+rows = common.picked_rows(
+    ranked, key="peak_table", export="sessions_by_peak_context", column_config=charts.COLUMNS
 )
-common.csv_download(ranked, "sessions_by_peak_context")
 chosen = (
-    ranked.iloc[picked.selection.rows[0]]["session"]
-    if picked.selection.rows
+    ranked.iloc[rows[0]]["session"]
+    if rows
     else (ranked.iloc[0]["session"] if len(ranked) else None)
 )
 if chosen is not None:

@@ -55,17 +55,7 @@ def _page(
 
 
 PAGE_ROWS = 50
-SESSION_VIEW = [
-    "session",
-    "user",
-    "first_call",
-    "last_call",
-    "turns",
-    "calls",
-    "tokens",
-    "cost_usd",
-    "unpriced_calls",
-]
+SESSION_VIEW = list(sessions.SESSION_VIEW)
 
 
 def table(

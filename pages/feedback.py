@@ -228,18 +228,14 @@ def agreement_tab(scores: pd.DataFrame, report: AgreementReport) -> None:
         st.subheader("Disagreements")
         spread = disagreements(scores)
         st.caption("Largest spread first; click a row to open the conversation.")
-        picked = st.dataframe(
+        rows = common.picked_rows(
             spread,
-            hide_index=True,
-            width="stretch",
             key="disagreements",
-            on_select="rerun",
-            selection_mode="single-row",
+            export="disagreements",
             column_config={**COLUMNS, "scores": "Scores"},
         )
-        common.csv_download(spread, "disagreements")
-        if picked.selection.rows:
-            transcript.open_conversation(spread.iloc[picked.selection.rows[0]]["session_id"])
+        if rows:
+            transcript.open_conversation(spread.iloc[rows[0]]["session_id"])
     with st.expander(f"All {len(scores):,} scores in this range"):
         st.dataframe(scores, hide_index=True, width="stretch", column_config=COLUMNS)
         common.csv_download(scores, "scores")

@@ -141,15 +141,8 @@ st.plotly_chart(
 st.subheader("Slowest calls")
 slow = _db(engine, url, "slowest_calls", filters)
 st.caption("Click a call to open its conversation.")
-picked = st.dataframe(
-    slow,
-    hide_index=True,
-    width="stretch",
-    key="slow_table",
-    on_select="rerun",
-    selection_mode="single-row",
-    column_config=charts.COLUMNS,
+rows = common.picked_rows(
+    slow, key="slow_table", export="slowest_calls", column_config=charts.COLUMNS
 )
-common.csv_download(slow, "slowest_calls")
-if picked.selection.rows:
-    transcript.open_conversation(slow.iloc[picked.selection.rows[0]]["session_id"])
+if rows:
+    transcript.open_conversation(slow.iloc[rows[0]]["session_id"])

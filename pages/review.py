@@ -261,20 +261,17 @@ def queue_tab() -> None:
     else:
         shown = f"the newest {len(found):,} shown" if total > len(found) else "all shown"
         st.caption(f"{total:,} conversations ({shown}); select rows to queue only those.")
-        picked = st.dataframe(
+        rows = common.picked_rows(
             found,
-            hide_index=True,
-            width="stretch",
             key="candidates",
-            on_select="rerun",
-            selection_mode="multi-row",
+            export="review_candidates",
+            multi=True,
             column_config=COLUMNS,
             column_order=[c for c in found.columns if c != "item_id"],
         )
-        common.csv_download(found, "review_candidates")
-        chosen = found.iloc[picked.selection.rows] if picked.selection.rows else found
+        chosen = found.iloc[rows] if rows else found
         fresh = chosen.loc[~chosen["queued"], "session_id"].tolist()
-        every = not picked.selection.rows and total > len(found)
+        every = not rows and total > len(found)
         with st.form("enqueue", border=False), st.container(horizontal=True):
             wanted = st.number_input(
                 "Reviews per conversation", 1, 5, settings.reviews_required, key="q_required"
@@ -321,17 +318,10 @@ def queue_tab() -> None:
     if items.empty:
         st.caption("Nothing is queued yet: pick conversations above and add them.")
         return
-    chosen_items = st.dataframe(
-        items,
-        hide_index=True,
-        width="stretch",
-        key="queue_items",
-        on_select="rerun",
-        selection_mode="multi-row",
-        column_config=COLUMNS,
+    rows = common.picked_rows(
+        items, key="queue_items", export="review_queue", multi=True, column_config=COLUMNS
     )
-    common.csv_download(items, "review_queue")
-    ids = items.iloc[chosen_items.selection.rows]["item_id"].astype(int).tolist()
+    ids = items.iloc[rows]["item_id"].astype(int).tolist()
     with st.form("assign", border=False), st.container(horizontal=True):
         target = st.text_input("Reviewer", max_chars=128, key="assign_to", placeholder="anyone")
         go = st.form_submit_button(f"Assign {len(ids):,} selected", disabled=not ids)

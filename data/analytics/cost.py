@@ -188,17 +188,7 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 
 
 USER_COLUMNS = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
-SESSION_COLUMNS = [
-    "session",
-    "user",
-    "first_call",
-    "last_call",
-    "turns",
-    "calls",
-    "tokens",
-    "cost_usd",
-    "unpriced_calls",
-]
+SESSION_COLUMNS = list(sessions.SESSION_VIEW)
 
 
 def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:

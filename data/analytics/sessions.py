@@ -75,7 +75,8 @@ SESSION_FIELDS = [
 USER_FIELDS = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
 # What a table may be sorted by (a column name -> the relation's column); the per-session
 # ones each have an index (migration 0010), so the top page is an index range scan.
-SESSION_SORTS = (
+# The per-session table as the Cost page and its export show it.
+SESSION_VIEW = (
     "session",
     "user",
     "first_call",
@@ -85,6 +86,9 @@ SESSION_SORTS = (
     "tokens",
     "cost_usd",
     "unpriced_calls",
+)
+SESSION_SORTS = (
+    *SESSION_VIEW,
     "summarizations",
     "peak_context_percent",
 )

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Self
+from typing import Any, Self
+
+from sqlalchemy import Connection, func, select
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +52,20 @@ class BackgroundWorker:
             except Exception:
                 log.exception("%s pass failed", self.thread_name)
             self._stop.wait(self.interval_s)
+
+
+def count_sync_states(connection: Connection, columns: Any, counts: dict[str, int]) -> None:
+    """Add an outbox table's rows per sync state to `counts` (pending, synced, failed, local),
+    and to "retrying" the pending ones that already failed at least once (waiting out a
+    backoff). `columns` is the table's `.c`; both outboxes (feedback, tickets) share the shape."""
+    rows = connection.execute(
+        select(
+            columns.sync_state,
+            func.count(),
+            func.sum((columns.attempts > 0).cast(columns.attempts.type)),
+        ).group_by(columns.sync_state)
+    ).all()
+    for state, count, retried in rows:
+        counts[state] = counts.get(state, 0) + int(count)
+        if state == "pending":
+            counts["retrying"] += int(retried or 0)

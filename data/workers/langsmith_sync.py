@@ -22,14 +22,14 @@ import pandas as pd
 import requests
 from langsmith import Client
 from langsmith import utils as ls_utils
-from sqlalchemy import Engine, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, bindparam, or_, select, update
 from urllib3.util.retry import Retry
 
 from data.config.settings import Settings
 from data.integrations.metrics import observe_feedback_backlog
 from data.store.orm import Message, utcnow
 from data.store.orm_team import FeedbackThumbs, ReviewScore
-from data.workers.base import BackgroundWorker
+from data.workers.base import BackgroundWorker, count_sync_states
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,7 @@ def sync_status(*, engine: Engine) -> dict[str, int]:
     counts = {"pending": 0, "synced": 0, "failed": 0, "local": 0, "retrying": 0}
     with engine.connect() as connection:
         for box in OUTBOXES:
-            t = box.table.c
-            rows = connection.execute(
-                select(
-                    t.sync_state, func.count(), func.sum((t.attempts > 0).cast(t.attempts.type))
-                ).group_by(t.sync_state)
-            ).all()
-            for state, count, retried in rows:
-                counts[state] = counts.get(state, 0) + int(count)
-                if state == "pending":
-                    counts["retrying"] += int(retried or 0)
+            count_sync_states(connection, box.table.c, counts)
     return counts
 
 

@@ -38,12 +38,12 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, update
 
 from data.config.settings import Settings
 from data.store.orm import utcnow
 from data.store.orm_support import SupportTicket
-from data.workers.base import BackgroundWorker
+from data.workers.base import BackgroundWorker, count_sync_states
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +128,9 @@ def _body(row: Any) -> tuple[str, bytes]:
 def webhook_status(*, engine: Engine) -> dict[str, int]:
     """Deliveries pending, synced, failed and local (no webhook when the ticket was opened);
     "retrying" counts the pending ones that already failed at least once."""
-    t = SupportTicket.__table__.c
     counts = {"pending": 0, "synced": 0, "failed": 0, "local": 0, "retrying": 0}
     with engine.connect() as connection:
-        rows = connection.execute(
-            select(
-                t.sync_state, func.count(), func.sum((t.attempts > 0).cast(t.attempts.type))
-            ).group_by(t.sync_state)
-        ).all()
-    for state, count, retried in rows:
-        counts[state] = counts.get(state, 0) + int(count)
-        if state == "pending":
-            counts["retrying"] += int(retried or 0)
+        count_sync_states(connection, SupportTicket.__table__.c, counts)
     return counts
 
 

@@ -61,6 +61,24 @@ def csv_download(frame: Any, name: str, label: str = "Download CSV") -> None:
     )
 
 
+def picked_rows(
+    frame: Any, *, key: str, export: str, multi: bool = False, **options: Any
+) -> list[int]:
+    """A table whose rows can be clicked (one, or several with `multi`), with its CSV download
+    under it: the positions of the rows picked."""
+    picked = st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        key=key,
+        on_select="rerun",
+        selection_mode="multi-row" if multi else "single-row",
+        **options,
+    )
+    csv_download(frame, export)
+    return list(picked.selection.rows)
+
+
 def compact(n: int) -> str:
     """12,345 / 1.23M / 4.56B: a metric card that fits its column."""
     for size, suffix in ((1e9, "B"), (1e6, "M")):
