@@ -11,7 +11,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from api.server import BindRefused
 from data.access import auth
 from data.config.settings import Settings, SettingsError, get_settings, redact_url
-from data.store.db import describe
+from data.store.db import describe, failure_reason
 
 
 def serve(argv: list[str]) -> int:
@@ -91,7 +91,7 @@ def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
         finally:
             engine.dispose()
     except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        reason = failure_reason(error)
         where = describe(settings.sqlalchemy_url)
         return f"cannot check for users before serving on {shown}: {where}: {reason}"
     if users:

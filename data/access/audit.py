@@ -15,6 +15,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from data.store.db import failure_reason
 from data.store.orm import utcnow
 from data.store.orm_team import AuditEntry
 
@@ -84,7 +85,7 @@ def try_record(
     try:
         record(engine=engine, actor=actor, action=action, target=target, detail=detail)
     except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        reason = failure_reason(error)
         log.warning("audit entry %s by %s not written: %s", action, actor, reason)
         return False
     return True

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from data.access import audit
 from data.access.throttle import Throttle
 from data.config.settings import Settings
-from data.store.db import make_engine
+from data.store.db import failure_reason, make_engine
 from data.store.orm import utcnow
 from data.store.orm_team import ROLES, User
 
@@ -476,8 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        print(f"error: the database refused the change: {reason}", file=sys.stderr)
+        print(f"error: the database refused the change: {failure_reason(error)}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()

@@ -382,7 +382,7 @@ MAX_PRINTED = 50
 
 def main(argv: list[str] | None = None) -> int:
     from data.config.settings import to_sqlalchemy_url
-    from data.store.db import describe, make_engine
+    from data.store.db import describe, failure_reason, make_engine
     from data.store.migrate import upgrade_for_command
 
     parser = argparse.ArgumentParser(
@@ -415,8 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        print(f"error: the database {describe(url)} is unavailable: {reason}", file=sys.stderr)
+        print(
+            f"error: the database {describe(url)} is unavailable: {failure_reason(error)}",
+            file=sys.stderr,
+        )
         return 2
     finally:
         engine.dispose()

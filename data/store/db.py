@@ -75,3 +75,10 @@ def describe(url: str) -> str:
     if parsed.get_backend_name() == "sqlite":
         return f"SQLite ({parsed.database})"
     return f"Postgres ({parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database})"
+
+
+def failure_reason(error: BaseException) -> str:
+    """The first line of what the database said about a failed statement or connection (the
+    driver's message behind SQLAlchemy's wrapper), for a one-line error."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

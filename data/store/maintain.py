@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.config.settings import Settings, SettingsError, get_settings
-from data.store.db import describe, make_engine
+from data.store.db import describe, failure_reason, make_engine
 from data.store.orm import utcnow
 from data.store.orm_team import MAINTENANCE_TASKS, MaintenanceRun
 from data.store.retention import apply_retention
@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = maintain(engine=engine, settings=settings, tasks=tasks)
     except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        print(f"error: database {describe(url)}: {reason}", file=sys.stderr)
+        print(f"error: database {describe(url)}: {failure_reason(error)}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    Float,
-    Index,
-    Integer,
-    String,
-)
+from sqlalchemy import BigInteger, Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from data.store.orm import Base, UTCDateTime

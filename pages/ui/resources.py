@@ -13,7 +13,7 @@ from agent.runtime import Runtime, shared_runtime
 from data.analytics import rollups
 from data.config.settings import get_settings
 from data.integrations.metrics import start_exporter
-from data.store.db import describe, make_engine
+from data.store.db import describe, failure_reason, make_engine
 from data.store.migrate import upgrade
 from data.workers.langsmith_sync import SyncWorker, client_from_settings
 from data.workers.ticket_webhook import WebhookWorker, worker_from_settings
@@ -77,5 +77,5 @@ def ticket_webhook() -> WebhookWorker | None:
 
 def database_error(error: SQLAlchemyError) -> str:
     """One line naming the unreachable database (never its password) and the driver's reason."""
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    return f"The database {describe(get_settings().sqlalchemy_url)} is unavailable: {reason}"
+    where = describe(get_settings().sqlalchemy_url)
+    return f"The database {where} is unavailable: {failure_reason(error)}"
