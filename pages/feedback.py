@@ -321,17 +321,8 @@ def langsmith_tab() -> None:
         hide_index=True,
         width="stretch",
         column_config=COLUMNS,
-        column_order=[
-            "source",
-            "key",
-            "score",
-            "value",
-            "comment",
-            "created_at",
-            "source_type",
-            "run_id",
-            "feedback_id",
-        ],
+        # The source first; then the pull's columns as LangSmith returns them, ids last.
+        column_order=["source", *langsmith_sync.PULL_COLUMNS[2:8], "run_id", "feedback_id"],
     )
     common.csv_download(both, "feedback_by_source")
 

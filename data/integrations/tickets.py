@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
 from data.config.service_times import ServiceLevels
 from data.store.orm import utcnow
@@ -122,18 +122,38 @@ def create_ticket(
         ticket_id = int(
             connection.execute(insert(SupportTicket).returning(SupportTicket.id), row).scalar_one()
         )
-        connection.execute(
-            insert(TicketHistory).values(
-                ticket_id=ticket_id,
-                at=now,
-                actor=AGENT_ACTOR,
-                from_status=None,
-                to_status="open",
-                note=f"opened in conversation {session_id}, turn {turn}",
-            )
+        _history(
+            connection,
+            ticket_id,
+            now,
+            actor=AGENT_ACTOR,
+            moved=(None, "open"),
+            note=f"opened in conversation {session_id}, turn {turn}",
         )
     outbox = ("attempts", "next_attempt_at")
     return Ticket(id=ticket_id, **{k: v for k, v in row.items() if k not in outbox})
+
+
+def _history(
+    connection: Connection,
+    ticket_id: int,
+    at: datetime,
+    *,
+    actor: str,
+    moved: tuple[str | None, str],
+    note: str | None,
+) -> None:
+    """One line of a ticket's history: who moved it from which status to which, and why."""
+    connection.execute(
+        insert(TicketHistory).values(
+            ticket_id=ticket_id,
+            at=at,
+            actor=actor,
+            from_status=moved[0],
+            to_status=moved[1],
+            note=note or None,
+        )
+    )
 
 
 def get_ticket(*, engine: Engine, ticket_id: int) -> Ticket | None:
@@ -190,16 +210,7 @@ def change_status(
         )
         if moved.rowcount != 1:  # changed between our read and our write
             raise TicketInputError(f"Ticket #{ticket_id} changed meanwhile; try again.")
-        connection.execute(
-            insert(TicketHistory).values(
-                ticket_id=ticket_id,
-                at=now,
-                actor=actor,
-                from_status=current,
-                to_status=to_status,
-                note=note or None,
-            )
-        )
+        _history(connection, ticket_id, now, actor=actor, moved=(current, to_status), note=note)
         row = connection.execute(select(SupportTicket).where(t.id == ticket_id)).one()
     return _ticket(row)
 
