@@ -33,7 +33,7 @@ def _sections() -> dict[str, str]:
         if pending:
             section, pending = pending[0], []
         if field := re.match(r"^    ([a-z_][a-z0-9_]*)\s*:", line):
-            title = re.sub(r"\s*\((seed|issue)[^)]*\)", "", section).split(":")[0]
+            title = re.sub(r"\s*\((seed|issue)[^)]*\)", "", section).split(":")[0].split(" (")[0]
             out[field.group(1)] = title.rstrip(".")
         if line.startswith("    def ") or line.startswith("    @"):
             break
