@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,18 @@ from agent.budget import BudgetExceeded
 from agent.service import ChatInputError, ChatService, DependencyError, TurnFailed, TurnOutcome
 
 log = logging.getLogger(__name__)
+
+_running: weakref.WeakSet[LiveTurn] = weakref.WeakSet()
+
+
+def wait_for_running(timeout: float = 30.0) -> int:
+    """Wait until every turn still answering in this process has ended (or `timeout` passed):
+    for a process that is about to close the stores its turns write to, such as the test suite
+    between tests. The number still running afterwards."""
+    deadline = time.monotonic() + timeout
+    for turn in list(_running):
+        turn.wait(max(0.0, deadline - time.monotonic()))
+    return sum(1 for turn in list(_running) if not turn.done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,7 @@ class LiveTurn:
         self.outcome = TurnOutcome(session_id=self.session_id)
 
     def start(self, service: ChatService) -> LiveTurn:
+        _running.add(self)
         threading.Thread(
             target=self._run, args=(service,), name=f"turn-{self.session_id[:8]}", daemon=True
         ).start()

@@ -16,6 +16,7 @@ from streamlit import config as st_config
 from agent.embedding_base import Embedder
 from agent.embeddings import make_embedder
 from agent.knowledge import KnowledgeBase
+from agent.live_turn import wait_for_running
 from agent.runtime import release_shared
 from data.config.settings import Settings, get_settings, load_settings
 from data.store.db import dispose_shared, make_engine
@@ -63,6 +64,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     yield
     st_config.set_option("server.address", before)
     get_settings.cache_clear()
+    # A chat page's turn runs on a thread of its own (agent/live_turn.py): one still answering
+    # would write its rows into the next test's database after that test emptied it.
+    wait_for_running(timeout=60)
     # The pages and the API share one runtime and engine per settings and database: each test
     # has its own, which would otherwise stay for the whole run.
     release_shared()
