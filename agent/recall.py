@@ -34,7 +34,8 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from agent.context import TurnContext, current_turn, outside_turn
 from agent.facts import extract_facts, identifiers
-from agent.memory import Memory, MemoryStore, MemoryUnavailable
+from agent.memory import MemoryStore
+from agent.memory_records import Memory, MemoryUnavailable
 from agent.middleware import EventSink, emit
 from data.store.records import MemoryItem, RecallDetail, ToolCallDetail
 

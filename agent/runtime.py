@@ -26,7 +26,8 @@ from agent.embeddings import CachedEmbedder, make_embedder
 from agent.graph import build_agent
 from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger
-from agent.memory import MemoryStore, MemoryUnavailable, make_memory_store
+from agent.memory import MemoryStore, make_memory_store
+from agent.memory_records import MemoryUnavailable
 from agent.models import ModelSpec, make_chat_model, resolve_spec
 from agent.ratelimit import RateLimiter
 from agent.recall import ContextProvider, MemoryMiddleware

@@ -18,13 +18,8 @@ from qdrant_client import QdrantClient, models
 from agent.context import TurnContext
 from agent.embedders import LocalEmbedder, OpenAIEmbedder
 from agent.embeddings import CachedEmbedder, LRUVectorCache
-from agent.memory import (
-    MemoryStore,
-    MemoryUnavailable,
-    make_memory_store,
-    memory_id,
-    similarity,
-)
+from agent.memory import MemoryStore, make_memory_store
+from agent.memory_records import MemoryUnavailable, memory_id, similarity
 from data.config.settings import load_settings
 from data.store.records import CallRecord
 from tests.helpers.embedders import Counting
