@@ -56,30 +56,66 @@ class Settings(BaseSettings):
     )
 
     # Models (seed 2.1)
-    openai_api_key: SecretStr | None = None
-    openai_base_url: AnyHttpUrl | None = None
-    chat_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        description="OpenAI key: chat, summaries and embeddings on OpenAI, not the local models.",
+    )
+    openai_base_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp) instead of OpenAI.",
+    )
+    chat_model: str = Field(
+        default="gpt-4o-mini", description="The chat model's name at OpenAI or OPENAI_BASE_URL."
+    )
     summary_model: str | None = Field(
         default=None, description="Summarizer model; defaults to CHAT_MODEL."
     )
-    chat_model_context_window: int | None = Field(default=None, ge=256, le=10_000_000)
-    max_output_tokens: int = Field(default=512, ge=16, le=100_000)
-    model_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    chat_model_context_window: int | None = Field(
+        default=None,
+        ge=256,
+        le=10_000_000,
+        description="Input window in tokens of a model with no known profile (for context %).",
+    )
+    max_output_tokens: int = Field(
+        default=512, ge=16, le=100_000, description="Longest answer, in tokens."
+    )
+    model_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a model call may take before it is retried or fails.",
+    )
 
     # Embedded local model server (used when neither OPENAI_API_KEY nor OPENAI_BASE_URL is set)
-    local_model_port: int = Field(default=8088, ge=1, le=65535)
-    local_model_ctx: int = Field(default=4096, ge=512, le=32768)
-    local_model_max_tokens: int = Field(default=200, ge=16, le=2048)
+    local_model_port: int = Field(
+        default=8088, ge=1, le=65535, description="Port of the embedded model server on 127.0.0.1."
+    )
+    local_model_ctx: int = Field(
+        default=4096, ge=512, le=32768, description="The embedded model's input window, in tokens."
+    )
+    local_model_max_tokens: int = Field(
+        default=200, ge=16, le=2048, description="Longest answer of the embedded model, in tokens."
+    )
 
     # Summarization (seed 4.2)
-    summary_trigger_fraction: float = Field(default=0.75, gt=0, le=1)
+    summary_trigger_fraction: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="Summarize when a request would pass this share of the input window.",
+    )
     summary_trigger_tokens: int | None = Field(
         default=None, ge=64, le=10_000_000, description="Also fold at this many request tokens."
     )
     summary_trigger_messages: int | None = Field(
         default=None, ge=2, le=10_000, description="Also fold at this many messages."
     )
-    summary_keep_messages: int = Field(default=50, ge=1, le=10_000)
+    summary_keep_messages: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Recent messages kept word for word when older ones are summarized.",
+    )
     summary_keep_tokens: int | None = Field(
         default=None,
         ge=64,
@@ -104,42 +140,85 @@ class Settings(BaseSettings):
     response_cache: bool = Field(
         default=False, description="Serve the same model + messages from the response cache."
     )
-    response_cache_ttl_s: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    response_cache_ttl_s: int = Field(
+        default=86_400, ge=1, le=30 * 86_400, description="Seconds a cached answer is served."
+    )
 
     # Long-term memory (seed 4.2, 6.4)
-    memory_top_k: int = Field(default=4, ge=3, le=5)
-    memory_threshold: float = Field(default=0.7, ge=0.6, le=0.8)
+    memory_top_k: int = Field(default=4, ge=3, le=5, description="Memories recalled per turn.")
+    memory_threshold: float = Field(
+        default=0.7,
+        ge=0.6,
+        le=0.8,
+        description="Lowest similarity (on a 0 to 1 scale) a recalled memory may have.",
+    )
     embedding_model: str = Field(
         default="text-embedding-3-small", description="OpenAI embedding model (with a key)."
     )
 
     # Tools (seed 4.2): "auto" binds them unless the chat model is the embedded local one.
-    agent_tools: Literal["auto", "on", "off"] = "auto"
+    agent_tools: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: tools for models that can call them; on; off."
+    )
 
     # Storage
-    database_url: str | None = None
-    data_dir: Path = Path(".data")
-    qdrant_url: AnyHttpUrl | None = None
-    qdrant_api_key: SecretStr | None = None
-    redis_url: str | None = None
+    database_url: str | None = Field(
+        default=None, description="postgresql://... selects Postgres; empty: SQLite under DATA_DIR."
+    )
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Where the embedded defaults keep their files (SQLite, Qdrant, model log).",
+    )
+    qdrant_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="A Qdrant server for long-term memory; empty: embedded under DATA_DIR/qdrant.",
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, description="The Qdrant server's API key."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the caches and sign-in throttling; empty: kept in the process.",
+    )
 
     # LangSmith (seed 5.2)
-    langsmith_api_key: SecretStr | None = None
-    langsmith_project: str = "agent_chatbase"
-    langsmith_tracing: bool = False
-    langsmith_endpoint: AnyHttpUrl = AnyHttpUrl("https://api.smith.langchain.com")
+    langsmith_api_key: SecretStr | None = Field(
+        default=None, description="LangSmith key: traces, and thumbs and scores synced there."
+    )
+    langsmith_project: str = Field(
+        default="agent_chatbase", description="The LangSmith project for traces and feedback."
+    )
+    langsmith_tracing: bool = Field(
+        default=False, description="Trace every agent run to LangSmith."
+    )
+    langsmith_endpoint: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://api.smith.langchain.com"),
+        description="The LangSmith API endpoint (for a self-hosted or regional LangSmith).",
+    )
 
     # Metrics (seed 5.1)
-    prometheus_url: AnyHttpUrl | None = None
+    prometheus_url: AnyHttpUrl | None = Field(
+        default=None, description="The Prometheus the Latency page reads its percentiles from."
+    )
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables /metrics")
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the /metrics exporter listens on."
+    )
 
     # Prices
-    price_overrides_file: Path | None = None
+    price_overrides_file: Path | None = Field(
+        default=None,
+        description="JSON prices (USD per million tokens) for self-hosted or custom models.",
+    )
 
     # App
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    environment: Literal["development", "test", "staging", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Python log level."
+    )
+    environment: Literal["development", "test", "staging", "production"] = Field(
+        default="development",
+        description="This deployment's name, shown in the sidebar and sent to Sentry.",
+    )
 
     # HTTP API (seed 2.3, 3.2, 9): api/
     api_host: str = Field(default="127.0.0.1", description="Where the API listens.")
@@ -196,22 +275,31 @@ class Settings(BaseSettings):
     orders_api_token: SecretStr | None = Field(
         default=None, description="Bearer token sent to ORDERS_API_URL."
     )
-    orders_api_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    orders_api_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds a request to the orders API may take."
+    )
     ticket_webhook_url: AnyHttpUrl | None = Field(
         default=None, description="Each new ticket and escalation is POSTed here, signed."
     )
     ticket_webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key of the X-Webhook-Signature header."
     )
-    ticket_webhook_interval_s: int = Field(default=5, ge=1, le=3600)
+    ticket_webhook_interval_s: int = Field(
+        default=5, ge=1, le=3600, description="Seconds between the ticket webhook worker's passes."
+    )
     ticket_response_time: timedelta = Field(
         default=timedelta(hours=12), description="Working time until a ticket is answered."
     )
     escalation_response_time: timedelta = Field(
         default=timedelta(hours=4), description="Working time until a human takes over."
     )
-    business_hours: str = "Mon-Fri 08:00-20:00, Sat 09:00-17:00"
-    business_timezone: str = "America/New_York"
+    business_hours: str = Field(
+        default="Mon-Fri 08:00-20:00, Sat 09:00-17:00",
+        description="When the team works, e.g. Mon-Fri 09:00-17:00 (ticket promises count these).",
+    )
+    business_timezone: str = Field(
+        default="America/New_York", description="The time zone of BUSINESS_HOURS."
+    )
     kb_dir: Path | None = Field(
         default=None, description="The team's help-center articles (.md, .txt); unset: agent/kb."
     )
@@ -219,16 +307,30 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = Field(
         default=None, description="Sentry DSN; errors of the UI and API processes go there."
     )
-    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    sentry_traces_sample_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of requests Sentry traces."
+    )
     status_check_interval_s: int = Field(
         default=30, ge=5, le=3600, description="How often the dependency checks feed /metrics."
     )
-    status_check_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    status_check_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds each dependency check (Status page, /ready) may take.",
+    )
     retention_days: int | None = Field(
         default=None, ge=1, le=36_500, description="Raw rows older than this are deleted."
     )
-    retention_batch: int = Field(default=5_000, ge=100, le=1_000_000)
-    grafana_url: AnyHttpUrl | None = None
+    retention_batch: int = Field(
+        default=5_000,
+        ge=100,
+        le=1_000_000,
+        description="Rows deleted per transaction by retention.",
+    )
+    grafana_url: AnyHttpUrl | None = Field(
+        default=None, description="Grafana, linked from the Status page."
+    )
     # Sign-in, roles and hardening (issue 12)
     session_ttl: int = Field(
         default=28_800, ge=60, le=30 * 86_400, description="Seconds a sign-in lasts."
