@@ -10,7 +10,8 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from api.server import BindRefused
 from data.access import auth
-from data.config.settings import Settings, SettingsError, get_settings, redact_url
+from data.config.settings import Settings, SettingsError, get_settings
+from data.config.urls import redact_url
 from data.store.db import describe, failure_reason
 
 
@@ -91,9 +92,8 @@ def bind_refusal(settings: Settings, argv: list[str]) -> str | None:
         finally:
             engine.dispose()
     except SQLAlchemyError as error:
-        reason = failure_reason(error)
         where = describe(settings.sqlalchemy_url)
-        return f"cannot check for users before serving on {shown}: {where}: {reason}"
+        return f"cannot check for users before serving on {shown}: {where}: {failure_reason(error)}"
     if users:
         return None
     return (

@@ -8,7 +8,8 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from data.config.settings import Settings, to_libpq_url
+from data.config.settings import Settings
+from data.config.urls import to_libpq_url
 
 
 def make_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:

@@ -35,7 +35,8 @@ from agent.service import ChatService, Tracing
 from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from agent.window import WindowCounter
-from data.config.settings import LOCAL_PROVIDER, Settings, redact_url
+from data.config.settings import LOCAL_PROVIDER, Settings
+from data.config.urls import redact_url
 from data.integrations.orders import OrderSource, order_source
 from data.integrations.prices import load_overrides
 from data.store.recorder import EventRecorder, Recorder, TurnRecorder

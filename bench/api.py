@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from sqlalchemy import func, select
 
-from data.config.settings import to_sqlalchemy_url
+from data.config.urls import to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.migrate import upgrade
 from data.store.orm import ModelCall

@@ -25,7 +25,7 @@ import psycopg
 from sqlalchemy import insert
 
 from data.analytics.rollups import refresh
-from data.config.settings import to_libpq_url, to_sqlalchemy_url
+from data.config.urls import to_libpq_url, to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.demo import generate
 from data.store.migrate import upgrade

@@ -34,7 +34,7 @@ from data.analytics.filters import Filters, parse_filters
 from data.analytics.rollups import refresh, refresh_hours, settle_days
 from data.analytics.rollups import warm as warm_refresh
 from data.config import heap
-from data.config.settings import to_libpq_url, to_sqlalchemy_url
+from data.config.urls import to_libpq_url, to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.demo import history
 from data.store.migrate import upgrade

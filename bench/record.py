@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text
 
-from data.config.settings import get_settings, to_sqlalchemy_url
+from data.config.settings import get_settings
+from data.config.urls import to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.migrate import upgrade
 from data.store.recorder import Recorder, record_calls

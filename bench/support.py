@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import delete
 
 from data.config.service_times import BusinessHours, ServiceLevels
-from data.config.settings import to_sqlalchemy_url
+from data.config.urls import to_sqlalchemy_url
 from data.integrations.orders import HttpOrders, import_file
 from data.integrations.tickets import create_ticket
 from data.store.db import describe, make_engine

@@ -36,7 +36,8 @@ from agent.runtime import assemble, make_ledger
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
 from agent.telemetry import CallTelemetry
-from data.config.settings import load_settings, to_sqlalchemy_url
+from data.config.settings import load_settings
+from data.config.urls import to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.migrate import upgrade
 

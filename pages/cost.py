@@ -55,7 +55,6 @@ def _page(
 
 
 PAGE_ROWS = 50
-SESSION_VIEW = list(sessions.SESSION_VIEW)
 
 
 def table(
@@ -83,7 +82,7 @@ def table(
     number = last.number_input(f"Page (of {pages:,})", 1, pages, key=f"{key}_pageno", step=1)
     offset = (number - 1) * PAGE_ROWS
     page = _page(engine, url, which, filters, sort, descending, offset, search, total)
-    rows = page.rows if which == "users" else page.rows[SESSION_VIEW]
+    rows = page.rows if which == "users" else page.rows[list(sessions.SESSION_VIEW)]
     first = page.offset + 1 if count else 0
     st.caption(
         f"{which.capitalize()} {first:,}–{page.offset + len(rows):,} of {count:,}"

@@ -6,7 +6,8 @@ from sqlalchemy import Engine
 
 from data.analytics import latency
 from data.analytics.filters import Filters
-from data.config.settings import get_settings, redact_url
+from data.config.settings import get_settings
+from data.config.urls import redact_url
 from data.integrations import prometheus
 from pages.ui import charts, common, filtering, signin, transcript
 

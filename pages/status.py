@@ -4,7 +4,8 @@ runs, and the seed's operating procedure linked to where the app shows each item
 import pandas as pd
 import streamlit as st
 
-from data.config.settings import get_settings, redact_url
+from data.config.settings import get_settings
+from data.config.urls import redact_url
 from data.store.maintain import last_runs
 from data.store.orm_team import MAINTENANCE_TASKS
 from data.workers import operating_procedure, status

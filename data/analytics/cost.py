@@ -188,7 +188,6 @@ def cost_by_model(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 
 
 USER_COLUMNS = ["user", "sessions", "calls", "tokens", "cost_usd", "unpriced_calls"]
-SESSION_COLUMNS = list(sessions.SESSION_VIEW)
 
 
 def cost_by_user(*, engine: Engine, filters: Filters) -> pd.DataFrame:
@@ -201,7 +200,7 @@ def cost_by_session(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Every session: its user, first and last call, turns, calls, tokens and priced cost,
     most expensive first. The page reads it a page at a time
     (data.analytics.sessions.session_page)."""
-    return sessions.all_sessions(engine=engine, filters=filters)[SESSION_COLUMNS]
+    return sessions.all_sessions(engine=engine, filters=filters)[list(sessions.SESSION_VIEW)]
 
 
 def unpriced_calls(*, engine: Engine, filters: Filters, limit: int = 500) -> pd.DataFrame:

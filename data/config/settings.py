@@ -6,7 +6,6 @@ import functools
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -33,6 +32,7 @@ from data.config.service_times import (
     parse_duration,
     parse_timezone,
 )
+from data.config.urls import to_sqlalchemy_url
 
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 # The local embedder: all-MiniLM-L6-v2 as int8 ONNX (agent/embeddings.py).
@@ -548,61 +548,6 @@ class Settings(BaseSettings):
         """Sync feedback to LangSmith whenever a key is set: feedback attaches to runs traced
         earlier, so it does not depend on tracing being on right now."""
         return self.langsmith_api_key is not None
-
-
-def to_sqlalchemy_url(url: str) -> str:
-    """`postgresql://` and `postgres://` become `postgresql+psycopg://`; others pass through."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
-
-
-def to_libpq_url(url: str) -> str:
-    """The plain `postgresql://` form that psycopg and LangGraph's Postgres saver want."""
-    parsed = make_url(url).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
-
-
-# Query parameters whose values are credentials (presigned URLs, tokens in a query string).
-_SECRET_QUERY_KEYS = ("key", "token", "secret", "password", "passwd", "pwd", "auth", "signature")
-
-
-def redact_url(url: object) -> str:
-    """A URL safe to show on a page or in a log: the password in `user:password@host` becomes
-    `***`, and so do the values of credential-like query parameters (`?api_key=...`). The user
-    name, host, port and path stay, so an operator can still tell which server it is. Anything
-    that does not parse as a URL is shown as `***` rather than risk printing a secret."""
-    if url is None:
-        return ""
-    text = str(url)
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises on a malformed port
-    except ValueError:
-        return "***"
-    if not parts.scheme or not parts.netloc:
-        # Not a URL with a host (`user:pass@host` parses as scheme "user"): show nothing of it.
-        return "***" if ("@" in text or ":" in text) else text
-    netloc = parts.hostname or ""
-    if ":" in netloc:  # an IPv6 literal
-        netloc = f"[{netloc}]"
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    if parts.username is not None or parts.password is not None:
-        user = parts.username or ""
-        netloc = f"{user}:***@{netloc}" if parts.password is not None else f"{user}@{netloc}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [
-                (k, "***" if any(word in k.lower() for word in _SECRET_QUERY_KEYS) else v)
-                for k, v in pairs
-            ],
-            safe="*",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 _SECRET_FIELDS = {

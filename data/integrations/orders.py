@@ -381,7 +381,7 @@ MAX_PRINTED = 50
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.config.settings import to_sqlalchemy_url
+    from data.config.urls import to_sqlalchemy_url
     from data.store.db import describe, failure_reason, make_engine
     from data.store.migrate import upgrade_for_command
 

@@ -9,7 +9,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from data.analytics.filters import Filters
-from data.config.settings import redact_url
+from data.config.urls import redact_url
 
 HISTOGRAMS = {
     "model": "model_latency_seconds",

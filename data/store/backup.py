@@ -25,7 +25,8 @@ import psycopg
 from sqlalchemy import Engine, func, inspect, select, table
 from sqlalchemy.engine import make_url
 
-from data.config.settings import SettingsError, get_settings, to_libpq_url, to_sqlalchemy_url
+from data.config.settings import SettingsError, get_settings
+from data.config.urls import to_libpq_url, to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.maintain import finish_run, start_run
 

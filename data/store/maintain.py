@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown task {unknown[0]!r} (choose from {MAINTAIN_TASKS})", file=sys.stderr)
         return 2
-    from data.config.settings import to_sqlalchemy_url
+    from data.config.urls import to_sqlalchemy_url
 
     url = to_sqlalchemy_url(args.db) if args.db else settings.sqlalchemy_url
     engine = make_engine(url)

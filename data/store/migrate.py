@@ -11,7 +11,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.exc import OperationalError
 
-from data.config.settings import SettingsError, get_settings, to_sqlalchemy_url
+from data.config.settings import SettingsError, get_settings
+from data.config.urls import to_sqlalchemy_url
 from data.store.db import describe, make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

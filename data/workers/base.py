@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from typing import Any, Self
 
 from sqlalchemy import Connection, func, select
@@ -13,9 +14,9 @@ from sqlalchemy import Connection, func, select
 log = logging.getLogger(__name__)
 
 
-class BackgroundWorker:
-    """Subclasses set `thread_name`, set `interval_s` and define `run_once`; `close` releases
-    what the worker holds once its thread has stopped."""
+class BackgroundWorker(ABC):
+    """Subclasses set `thread_name` and `interval_s` and define `run_once`; one that holds a
+    client closes it in its own `stop`, after this one."""
 
     thread_name = "worker"
     interval_s: float
@@ -24,11 +25,9 @@ class BackgroundWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abstractmethod
     def run_once(self) -> object:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release clients and connections after the thread has stopped (nothing by default)."""
+        """One pass: deliver, sync or check what is due now."""
 
     def start(self) -> Self:
         """Run passes on a daemon thread until stop(); a second start while running does
@@ -43,7 +42,6 @@ class BackgroundWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -25,7 +25,8 @@ import httpx
 import redis
 from sqlalchemy import Engine, func, select
 
-from data.config.settings import LOCAL_MODEL_NAME, Settings, redact_url
+from data.config.settings import LOCAL_MODEL_NAME, Settings
+from data.config.urls import redact_url
 from data.integrations.metrics import DEPENDENCY_CHECK_SECONDS, DEPENDENCY_UP, READY
 from data.store.db import describe, make_engine
 from data.store.orm import utcnow

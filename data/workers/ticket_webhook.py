@@ -197,7 +197,8 @@ class WebhookWorker(BackgroundWorker):
         )
         self._paused_until = 0.0  # monotonic; after a transient failure the receiver rests
 
-    def close(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
         self.client.close()
 
     # One pass -----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data.config.settings import SettingsError, load_settings, to_libpq_url, to_sqlalchemy_url
+from data.config.settings import SettingsError, load_settings
+from data.config.urls import to_libpq_url, to_sqlalchemy_url
 from tests.helpers.servers import ROOT
 
 

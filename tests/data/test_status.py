@@ -23,7 +23,8 @@ import streamlit as st
 from prometheus_client import REGISTRY
 from streamlit.testing.v1 import AppTest
 
-from data.config.settings import Settings, load_settings, redact_url
+from data.config.settings import Settings, load_settings
+from data.config.urls import redact_url
 from data.workers.status import (
     NAMES,
     REQUIRED,
