@@ -209,6 +209,15 @@ PAGES = [
     ),
     (
         "Quality",
+        "outcomes",
+        "pages/outcomes.py",
+        "Outcomes",
+        ":material/task_alt:",
+        "conversation-outcomes",
+        "visible",
+    ),
+    (
+        "Quality",
         "feedback",
         "pages/feedback.py",
         "Feedback",

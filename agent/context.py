@@ -6,6 +6,9 @@ caller's identity never travels as untyped config metadata and never comes from 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 
@@ -33,12 +36,27 @@ def outside_turn() -> TurnContext:
     return TurnContext(user_id="unknown", session_id="unknown", turn=0)
 
 
+_ON_BEHALF: ContextVar[TurnContext | None] = ContextVar("on_behalf_of", default=None)
+
+
+@contextmanager
+def on_behalf_of(context: TurnContext) -> Iterator[TurnContext]:
+    """Model calls made outside an agent run but for one conversation (the outcome judge)
+    are recorded against it, as a turn's calls are."""
+    token = _ON_BEHALF.set(context)
+    try:
+        yield context
+    finally:
+        _ON_BEHALF.reset(token)
+
+
 def current_turn() -> TurnContext | None:
-    """The running turn's context, or None outside an agent run (scripts, direct calls)."""
+    """The running turn's context (or the conversation `on_behalf_of` names), or None outside
+    an agent run (scripts, direct calls)."""
     from langgraph.runtime import get_runtime
 
     try:
         context = get_runtime().context
     except (RuntimeError, KeyError, AttributeError):  # not inside a graph run
-        return None
-    return context if isinstance(context, TurnContext) else None
+        return _ON_BEHALF.get()
+    return context if isinstance(context, TurnContext) else _ON_BEHALF.get()

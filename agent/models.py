@@ -40,7 +40,9 @@ def _known_window(model: str) -> int | None:
 
 
 def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
-    """The spec for `role` ("chat", "summarize" or "fallback") under `settings`."""
+    """The spec for `role` ("chat", "summarize", "judge" or "fallback") under `settings`. The
+    judge (JUDGE_MODEL) defaults to the summarizer; on the embedded defaults all are the local
+    model."""
     if settings.uses_local_model:
         # The server's context holds prompt and answer, so the input window is what is left.
         window = settings.local_model_ctx - settings.local_model_max_tokens
@@ -58,6 +60,8 @@ def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
         name = settings.fallback_model
     elif role == "chat":
         name = settings.chat_model
+    elif role == "judge":
+        name = settings.judge_model or settings.summary_model or settings.chat_model
     else:
         name = settings.summary_model or settings.chat_model
     # CHAT_MODEL_CONTEXT_WINDOW overrides the chat model's profile; the summarizer uses its own
@@ -66,7 +70,9 @@ def resolve_spec(settings: Settings, *, role: str) -> ModelSpec:
     known = _known_window(name)
     found = (override or known) if role == "chat" else (known or override)
     if found is None:
-        setting = {"chat": "CHAT_MODEL", "fallback": "FALLBACK_MODEL"}.get(role, "SUMMARY_MODEL")
+        setting = {"chat": "CHAT_MODEL", "fallback": "FALLBACK_MODEL", "judge": "JUDGE_MODEL"}.get(
+            role, "SUMMARY_MODEL"
+        )
         raise ModelConfigError(
             f"{setting}={name!r} has no known input window; set CHAT_MODEL_CONTEXT_WINDOW"
         )

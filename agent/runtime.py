@@ -24,11 +24,12 @@ from agent.context import current_turn
 from agent.embedding_base import Embedder, EmbeddingError
 from agent.embeddings import CachedEmbedder, make_embedder
 from agent.graph import build_agent
+from agent.judge import ModelJudge
 from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, make_memory_store
 from agent.memory_records import MemoryUnavailable
-from agent.models import ModelSpec, make_chat_model, resolve_spec
+from agent.models import ModelConfigError, ModelSpec, make_chat_model, resolve_spec
 from agent.ratelimit import RateLimiter
 from agent.recall import ContextProvider, MemoryMiddleware
 from agent.service import ChatService, Tracing
@@ -36,6 +37,7 @@ from agent.telemetry import CallTelemetry, UsageCounter
 from agent.tools import ToolTelemetryMiddleware, help_context, make_tools, order_context
 from agent.window import WindowCounter
 from data.config.settings import LOCAL_PROVIDER, Settings
+from data.config.topics import TopicsError, load_topics
 from data.config.urls import redact_url
 from data.integrations.orders import OrderSource, order_source
 from data.integrations.prices import load_overrides
@@ -51,6 +53,8 @@ class Runtime:
     chat_spec: ModelSpec
     server: local_server.LocalServer | None
     parts: AgentParts
+    judge: ModelJudge | None = None
+    judge_error: str | None = None  # why there is no judge (a bad TOPICS_FILE or JUDGE_MODEL)
 
 
 def local_usage_counter(port: int) -> UsageCounter:
@@ -180,7 +184,26 @@ def build_runtime(settings: Settings, *, engine: Engine) -> Runtime:
         model_timeout_s=settings.model_timeout_s,
         warm=parts.middleware.warm,
     )
-    return Runtime(service=service, chat_spec=chat_spec, server=server, parts=parts)
+    judge, judge_error = None, None
+    try:
+        judge_spec = resolve_spec(settings, role="judge")
+        judge = ModelJudge(
+            model_for(judge_spec, "judge", max_retries=settings.model_max_retries),
+            judge_spec,
+            load_topics(settings.topics_file),
+            mask=settings.pii_masking,
+        )
+    except (ModelConfigError, TopicsError) as error:
+        judge_error = str(error)
+        log.error("conversations will not be judged: %s", error)
+    return Runtime(
+        service=service,
+        chat_spec=chat_spec,
+        server=server,
+        parts=parts,
+        judge=judge,
+        judge_error=judge_error,
+    )
 
 
 @dataclass

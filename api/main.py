@@ -46,7 +46,9 @@ from api.schemas import (
     USER_ID,
     ChatRequest,
     ChatResponse,
+    Closed,
     ErrorBody,
+    OutcomeEntry,
     Readiness,
     Transcript,
     TranscriptEntry,
@@ -56,6 +58,8 @@ from data.config.settings import Settings, get_settings
 from data.store import conversations
 from data.store.db import shared_engine
 from data.store.migrate import upgrade
+from data.workers.outcome_judge import shared_worker
+from data.workflows import outcomes
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         except Exception as error:  # the API still answers /health and /ready, and says why
             log.error("the agent could not be started: %s", error)
             state.runtime_error = str(error)
+        # Ended conversations are judged here too (replicas share the work by leases); without
+        # a runtime the rules still decide what they can.
+        shared_worker(chosen, state.engine, state.runtime.judge if state.runtime else None)
         app.state.acb = state
         yield
 
@@ -182,6 +189,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     _routes(app)
     _handlers(app)
     return app
+
+
+def _outcome_entry(verdict: dict[str, Any]) -> OutcomeEntry:
+    stamps = {k: verdict[k].isoformat() for k in ("ended_at", "judged_at")}
+    return OutcomeEntry(**{**verdict, **stamps})
 
 
 def _settings_or_default() -> Settings:
@@ -344,11 +356,16 @@ def _routes(app: FastAPI) -> None:
             if found is None or found.user_id != user_id:
                 raise ApiError(404, "not_found", f"No session {session_id} for this user.")
             messages = conversations.transcript(engine=state.engine, session_id=session_id)
+            verdicts = outcomes.verdict_history(engine=state.engine, session_id=session_id)
         except SQLAlchemyError:
             raise ApiError(503, "database_unavailable", "The database is unavailable.") from None
+        history = [_outcome_entry(v) for v in verdicts]
         return Transcript(
             session_id=session_id,
             user_id=user_id,
+            closed_at=found.closed_at.isoformat() if found.closed_at else None,
+            outcome=history[0] if history else None,
+            outcome_history=history,
             messages=[
                 TranscriptEntry(
                     turn=m.turn,
@@ -360,6 +377,27 @@ def _routes(app: FastAPI) -> None:
                 for m in messages
             ],
         )
+
+    @app.post(
+        "/sessions/{session_id}/close",
+        response_model=Closed,
+        responses=ERRORS,
+        summary="End a conversation now; its outcome is judged on the worker's next pass",
+    )
+    def close(
+        session_id: Annotated[str, Path(pattern=SESSION_ID, examples=["test_session"])],
+        user_id: Annotated[str, Query(pattern=USER_ID, examples=["user_123"])],
+        state: Caller,
+    ) -> Closed:
+        try:
+            closed = outcomes.close_session(
+                engine=state.engine, session_id=session_id, user_id=user_id
+            )
+        except SQLAlchemyError:
+            raise ApiError(503, "database_unavailable", "The database is unavailable.") from None
+        if closed is None:
+            raise ApiError(404, "not_found", f"No session {session_id} for this user.")
+        return Closed(session_id=session_id, closed_at=closed.isoformat())
 
     @app.get(
         "/health",

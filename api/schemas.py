@@ -134,10 +134,40 @@ class TranscriptEntry(BaseModel):
     run_id: str | None
 
 
+class OutcomeEntry(BaseModel):
+    """One verdict on how the conversation ended (the newest counts)."""
+
+    outcome: str = Field(description="resolved, escalated, abandoned, unresolved or unjudged")
+    topic: str | None
+    confidence: float | None
+    reason: str
+    quote: str | None
+    decided_by: str = Field(description="rules, judge, or none (unjudged)")
+    judge_model: str | None
+    rubric_version: str
+    ended_at: str
+    end_reason: str = Field(description="idle or closed")
+    judged_at: str
+    reopened: bool
+    error: str | None
+
+
 class Transcript(BaseModel):
     session_id: str
     user_id: str
     messages: list[TranscriptEntry]
+    closed_at: str | None = None
+    outcome: OutcomeEntry | None = Field(
+        default=None, description="The newest verdict, once the conversation has ended"
+    )
+    outcome_history: list[OutcomeEntry] = Field(
+        default_factory=list, description="Every verdict, newest first"
+    )
+
+
+class Closed(BaseModel):
+    session_id: str
+    closed_at: str
 
 
 class Check(BaseModel):

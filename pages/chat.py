@@ -20,6 +20,7 @@ from data.store.feedback import (
     set_thumbs,
     thumbs_for_session,
 )
+from data.workflows.outcomes import close_session
 from pages.ui import common, resources, signin, transcript
 
 common.ensure_routed()
@@ -44,6 +45,21 @@ def _picked() -> None:
     picked = st.session_state[PICKER]
     if picked in st.session_state.get(CHOICES, ()):
         st.session_state[ACTIVE] = picked
+
+
+def _end(session_id: str, user_id: str) -> None:
+    """ "End conversation": the conversation is closed (judged on the worker's next pass) and
+    this tab starts a new one."""
+    try:
+        closed = close_session(engine=common.engine(), session_id=session_id, user_id=user_id)
+    except SQLAlchemyError as error:
+        st.session_state[NOTICE] = Notice("error", common.database_error(error))
+        return
+    if closed is not None:
+        st.session_state[ACTIVE] = NEW
+        st.session_state[NOTICE] = Notice(
+            "info", "Conversation ended. Write again in it from the Session list to reopen it."
+        )
 
 
 def _stop() -> None:
@@ -170,9 +186,21 @@ if active == NEW:
     st.caption("A new session. Say hello to the support agent.")
 else:
     session_id = active
-    st.caption(f"Session {md(session_id)}")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"Session {md(session_id)}")
+        st.button(
+            "End conversation",
+            icon=":material/check_circle:",
+            type="tertiary",
+            disabled=busy,
+            on_click=_end,
+            args=(session_id, user_id),
+            help="Done here? Ending the conversation lets the team see whether it was solved. "
+            "It also ends by itself after a while without messages.",
+        )
 
 resources.feedback_sync()
+resources.outcome_worker()  # ended conversations are judged in the background
 resources.ticket_webhook()  # tickets the agent opens here are sent to the helpdesk, if configured
 stored = thumbs_for_session(engine=engine, session_id=session_id)
 

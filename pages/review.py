@@ -12,8 +12,10 @@ from data.access import audit
 from data.access.sanitize import md
 from data.analytics import sessions
 from data.config.settings import get_settings
+from data.config.topics import TopicsError, load_topics, topic_names
 from data.store.conversations import TranscriptMessage, get_session, session_calls
 from data.store.feedback import MAX_COMMENT_CHARS, thumbs_for_session
+from data.store.orm_outcomes import OUTCOME_LABELS, OUTCOMES
 from data.workflows import review, review_candidates, review_scores
 from pages.ui import charts, common, filtering, resources, signin, transcript
 
@@ -98,8 +100,11 @@ def save_and_next() -> None:
     claim, score = st.session_state.get("claim"), st.session_state.get("score")
     if claim is None:
         return
-    if score is None:
-        st.session_state["review_error"] = "Choose a score from 1 to 5, then save."
+    outcome, topic = st.session_state.get("score_outcome"), st.session_state.get("score_topic")
+    if score is None or outcome is None or topic is None:
+        st.session_state["review_error"] = (
+            "Choose a score from 1 to 5, the outcome and the topic, then save."
+        )
         return
     try:
         review.save_score(
@@ -109,6 +114,9 @@ def save_and_next() -> None:
             score=score,
             comment=st.session_state.get("score_comment") or None,
             sync_enabled=settings.langsmith_feedback_enabled,
+            outcome=outcome,
+            topic=topic,
+            topics=TOPICS,
         )
     except review.ReviewInputError as error:
         st.session_state["review_error"] = str(error)
@@ -118,11 +126,12 @@ def save_and_next() -> None:
         actor=who,
         action="score_saved",
         target=claim.session_id,
-        detail={"item_id": claim.item_id, "score": score},
+        detail={"item_id": claim.item_id, "score": score, "outcome": outcome, "topic": topic},
     )
     st.session_state["saved"] = (claim.item_id, claim.session_id, score)
     st.session_state["toast"] = True
     st.session_state["score"], st.session_state["score_comment"] = None, ""
+    st.session_state["score_outcome"] = st.session_state["score_topic"] = None
     claim_next()
 
 
@@ -200,6 +209,24 @@ def review_tab() -> None:
                 horizontal=True,
                 key="score",
                 help="1 wrong or harmful … 5 resolved; see the rubric above.",
+            )
+            st.radio(
+                "Outcome",
+                OUTCOMES,
+                index=None,
+                horizontal=True,
+                key="score_outcome",
+                format_func=OUTCOME_LABELS.__getitem__,
+                help="How the conversation ended for the customer: resolved; escalated (a "
+                "ticket, a hand-over, or they asked for a person); abandoned (they stopped "
+                "answering while the agent needed something); unresolved (the problem stayed).",
+            )
+            st.selectbox(
+                "Topic",
+                TOPICS,
+                index=None,
+                key="score_topic",
+                placeholder="What the customer needed",
             )
             st.text_input(
                 "Comment",
@@ -388,6 +415,11 @@ except SQLAlchemyError as error:
     st.error(common.database_error(error))
     st.stop()
 settings = get_settings()
+try:
+    TOPICS = topic_names(settings.topics_file)
+except TopicsError as error:  # reviews go on with the default taxonomy; the setting is named
+    st.error(f"{error}. Using the default topics until it is fixed.", icon=":material/error:")
+    TOPICS = [t.name for t in load_topics(None)]
 resources.feedback_sync()
 name = signin.reviewer()
 if name is None:

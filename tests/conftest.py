@@ -54,6 +54,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     for key in ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
+    # The outcome worker judges ended conversations in the background; the tests of outcomes
+    # turn it on (or run its passes themselves) where they need it.
+    monkeypatch.setenv("OUTCOME_WORKER", "false")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("data.config.settings.SECRETS_FILES", ())
     # AppTest serves nothing; it stands for the app on 127.0.0.1 (single-user local mode when

@@ -53,6 +53,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "status": frozenset({"admin", "analyst"}),
     "conversation": frozenset({"admin", "analyst"}),
     "feedback": frozenset({"admin", "analyst"}),
+    "outcomes": frozenset({"admin", "analyst"}),
     "review": frozenset({"admin", "reviewer"}),
     "tickets": frozenset({"admin"}),
     "users": frozenset({"admin"}),

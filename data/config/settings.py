@@ -254,6 +254,35 @@ class Settings(BaseSettings):
         default=5, ge=1, le=3600, description="How often the outbox pushes feedback to LangSmith."
     )
 
+    # Conversation outcomes (issue 29): when a conversation ends and who judges it
+    conversation_idle_minutes: int = Field(
+        default=30, ge=1, le=10_080, description="A conversation this long silent has ended."
+    )
+    reopen_window_hours: int = Field(
+        default=72, ge=1, le=8_760, description="A return this soon marks `resolved` reopened."
+    )
+    topics_file: Path | None = Field(
+        default=None, description="The team's topic taxonomy; unset: data/config/topics.txt."
+    )
+    judge_model: str | None = Field(
+        default=None, description="The outcome judge; defaults to the summarization model."
+    )
+    judge_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of ended conversations judged (by id)."
+    )
+    judge_min_agreement: float = Field(
+        default=0.6, ge=-1, le=1, description="Below this κ (30+ labels) the judge is untrusted."
+    )
+    judge_interval_s: int = Field(
+        default=30, ge=1, le=3600, description="How often the judge worker looks for ends."
+    )
+    outcome_worker: bool = Field(
+        default=True, description="Judge ended conversations in this process (app and API)."
+    )
+    judge_backfill_days: int = Field(
+        default=7, ge=0, le=3650, description="Ends older than this when first seen are skipped."
+    )
+
     # Budgets (issue 13): per-user, per-prefix and global spending limits
     # (data/workflows/budgets.py).
     budget_webhook_url: AnyHttpUrl | None = Field(
@@ -388,6 +417,8 @@ class Settings(BaseSettings):
         "summary_trigger_messages",
         "summary_keep_tokens",
         "price_overrides_file",
+        "topics_file",
+        "judge_model",
         "budget_webhook_url",
         "orders_api_url",
         "orders_api_token",

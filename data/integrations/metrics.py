@@ -61,6 +61,16 @@ DEPENDENCY_UP = Gauge(
 DEPENDENCY_CHECK_SECONDS = Gauge(
     "agent_dependency_check_seconds", "How long the last check of a dependency took", ["dependency"]
 )
+# Conversation outcomes (issue 29): one per verdict, and one per judge model call by how it went
+# (ok; invalid: an answer that did not fit the schema; error: the call failed).
+CONVERSATIONS_ENDED = Counter(
+    "agent_conversations_ended",
+    "Ended conversations given a verdict, by outcome (or unjudged) and topic",
+    ["outcome", "topic"],
+)
+JUDGE_CALLS = Counter(
+    "agent_judge_calls", "Outcome judge model calls, by status (ok, invalid, error)", ["status"]
+)
 READY = Gauge(
     "agent_ready", "1 when every dependency the agent needs (the /ready checks) answered, else 0"
 )
@@ -76,9 +86,10 @@ def observe_call(call: CallRecord) -> None:
     if call.cost_usd:
         COST.labels(call.model).inc(call.cost_usd)
     seconds = call.latency_ms / 1000
-    if call.purpose == "embedding":
-        # Not an LLM request: counted and priced above, kept out of the latency histograms the
-        # latency page reads (the database path selects chat and summarize calls the same way).
+    if call.purpose in ("embedding", "judge"):
+        # Not a customer's request: counted and priced above, kept out of the latency
+        # histograms the latency page reads (the database path selects chat and summarize
+        # calls the same way).
         return
     MODEL_LATENCY.labels(call.model).observe(seconds)
     if call.purpose == "summarize":
@@ -88,6 +99,14 @@ def observe_call(call: CallRecord) -> None:
     percent = call.context_percent
     if percent is not None and call.status == "ok" and call.purpose == "chat":
         CONTEXT_WINDOW.labels(call.model).observe(percent)
+
+
+def observe_outcome(outcome: str, topic: str | None) -> None:
+    CONVERSATIONS_ENDED.labels(outcome, topic or "none").inc()
+
+
+def observe_judge_call(status: str) -> None:
+    JUDGE_CALLS.labels(status).inc()
 
 
 def observe_feedback_backlog(counts: dict[str, int]) -> None:

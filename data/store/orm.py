@@ -63,8 +63,14 @@ class ChatSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Ended on purpose ("End conversation", POST /sessions/{id}/close); a later message
+    # (updated_at past it) reopens the conversation.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    __table_args__ = (Index("ix_chat_sessions_user_updated", "user_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_chat_sessions_user_updated", "user_id", "updated_at"),
+        Index("ix_chat_sessions_updated", "updated_at"),
+    )
 
 
 class Message(Base):

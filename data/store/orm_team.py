@@ -117,6 +117,10 @@ class ReviewScore(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The reviewer's own outcome and topic of the conversation (calibrates the judge); None on
+    # scores given before outcomes existed.
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    topic: Mapped[str | None] = mapped_column(String(64), nullable=True)
     feedback_uuid: Mapped[str] = mapped_column(String(36), unique=True)
     sync_state: Mapped[str] = mapped_column(String(16))  # one of SYNC_STATES
     attempts: Mapped[int] = mapped_column(Integer, default=0)

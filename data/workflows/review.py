@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from data.store.feedback import clean_comment, dialect_insert, initial_sync_state
 from data.store.orm import ChatSession, Message, ModelCall, utcnow
+from data.store.orm_outcomes import OUTCOMES
 from data.store.orm_team import ReviewClaim, ReviewItem, ReviewScore
 
 SCORE_MIN, SCORE_MAX = 1, 5
@@ -167,6 +168,28 @@ def enqueue(
             )
             added += len(connection.execute(statement).all())
     return added
+
+
+def send_back(*, engine: Engine, session_id: str, created_by: str) -> str:
+    """Ask for one more review of a conversation (the Outcomes page's disagreements): queued
+    with one review if it is not in the queue, otherwise its item wants one review more than it
+    has (at most 5) and is open to anyone again. Says what was done."""
+    lead = _name(created_by, "lead")
+    with write_transaction(engine) as connection:
+        item = connection.execute(
+            select(Q.id, Q.reviews_required).where(Q.session_id == session_id)
+        ).first()
+        if item is not None:
+            done = connection.execute(select(func.count()).where(S.item_id == item.id)).scalar_one()
+            wanted = min(int(done) + 1, 5)
+            connection.execute(
+                update(ReviewItem)
+                .where(Q.id == item.id)
+                .values(reviews_required=max(wanted, item.reviews_required), assigned_to=None)
+            )
+            return f"{session_id} wants {max(wanted, item.reviews_required)} reviews now."
+    enqueue(engine=engine, session_ids=[session_id], reviews_required=1, created_by=lead)
+    return f"{session_id} is in the review queue."
 
 
 def assign(*, engine: Engine, item_ids: Sequence[int], reviewer: str | None) -> int:
@@ -351,15 +374,25 @@ def save_score(
     score: int,
     comment: str | None = None,
     sync_enabled: bool = True,
+    outcome: str | None = None,
+    topic: str | None = None,
+    topics: Sequence[str] = (),
 ) -> int:
-    """Store a reviewer's score under their live claim and end the claim, in one transaction;
-    the score's id. The score carries the run id of the conversation's latest traced answer,
-    which is what LangSmith attaches it to (no run id: it stays "local").
+    """Store a reviewer's score (with their own outcome and topic of the conversation, which
+    calibrate the judge) under their live claim and end the claim, in one transaction; the
+    score's id. A topic must be one of `topics` (the taxonomy) when they are given. The score
+    carries the run id of the conversation's latest traced answer, which is what LangSmith
+    attaches it to (no run id: it stays "local").
 
-    Raises ReviewInputError, writing nothing, for a score outside 1-5, a comment over
-    MAX_COMMENT_CHARS, and an unknown, ended, expired or someone else's claim."""
+    Raises ReviewInputError, writing nothing, for a score outside 1-5, an unknown outcome or
+    topic, a comment over MAX_COMMENT_CHARS, and an unknown, ended, expired or someone else's
+    claim."""
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise ReviewInputError(f"A score is a whole number from {SCORE_MIN} to {SCORE_MAX}.")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ReviewInputError(f"An outcome is one of {', '.join(OUTCOMES)}.")
+    if topic is not None and topics and topic not in topics:
+        raise ReviewInputError("Pick a topic from the list.")
     try:
         text = clean_comment(comment)
     except ValueError as error:
@@ -406,6 +439,8 @@ def save_score(
                 reviewer=who,
                 score=score,
                 comment=text,
+                outcome=outcome,
+                topic=topic,
                 run_id=run_id,
                 created_at=now,
                 feedback_uuid=str(uuid.uuid4()),

@@ -16,6 +16,7 @@ from data.integrations.metrics import start_exporter
 from data.store.db import describe, failure_reason, make_engine
 from data.store.migrate import upgrade
 from data.workers.langsmith_sync import SyncWorker, client_from_settings
+from data.workers.outcome_judge import OutcomeWorker, shared_worker
 from data.workers.ticket_webhook import WebhookWorker, worker_from_settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,19 @@ def ticket_webhook() -> WebhookWorker | None:
     set; None when tickets stay on the Tickets page only."""
     worker = worker_from_settings(get_settings(), engine=engine())
     return worker.start() if worker is not None else None
+
+
+@st.cache_resource(show_spinner=False)
+def outcome_worker() -> OutcomeWorker | None:
+    """The outcome worker of this process (shared with the API served beside the UI), started
+    once; None when OUTCOME_WORKER is off. Without a chat model the rules still decide."""
+    settings = get_settings()
+    try:
+        judge = runtime().judge
+    except Exception as error:  # the model is down: rules only until it is back
+        log.warning("the outcome judge has no model: %s", error)
+        judge = None
+    return shared_worker(settings, engine(), judge)
 
 
 def database_error(error: SQLAlchemyError) -> str:

@@ -18,6 +18,10 @@ from tests.helpers.servers import PG_ADMIN_URL
 def truncate_all(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in (
+            "conversation_outcomes",
+            "outcome_jobs",
+            "ticket_history",
+            "support_tickets",
             "maintenance_runs",
             "auth_failures",
             "users",

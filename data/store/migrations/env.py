@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from data.store import orm_rollups, orm_support, orm_team  # noqa: F401 (every table in the metadata)
+from data.store import orm_outcomes, orm_rollups, orm_support, orm_team  # noqa: F401 (every table in the metadata)
 from data.store.orm import Base
 
 target_metadata = Base.metadata

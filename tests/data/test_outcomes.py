@@ -1,0 +1,286 @@
+"""Conversation outcomes without a model: when a conversation ends (idle with a controlled
+clock, or closed), the rules, sampling, unjudged verdicts, resuming and reopening, leases (two
+workers, and two processes on one Postgres), the κ, and the page figures against SQL of their
+own on both databases."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from data.analytics import outcome_agreement, outcomes
+from data.analytics.filters import Filters
+from data.config.settings import load_settings
+from data.config.topics import TopicsError, guess_topic, load_topics, parse_topics
+from data.integrations.tickets import create_ticket
+from data.store.orm import utcnow
+from data.store.orm_outcomes import ConversationOutcome, OutcomeJob
+from data.workers.outcome_judge import OutcomeWorker
+from data.workflows import outcomes as flow
+from tests.helpers.db import fresh_postgres
+from tests.helpers.outcomes import ScriptedJudge, converse, later, verdict
+from tests.helpers.servers import ROOT
+
+ORDER_TALK = [("Where is my order A-1?", "It shipped yesterday."), ("Thanks!", "Glad to help.")]
+
+
+def worker(engine: Engine, judge: object, minutes: float = 31, **options: object) -> OutcomeWorker:
+    """A worker whose clock is `minutes` ahead: conversations are that long silent."""
+    return OutcomeWorker(engine, judge, clock=lambda: later(minutes), **options)  # type: ignore[arg-type]
+
+
+def current(engine: Engine, session_id: str) -> list[ConversationOutcome]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(ConversationOutcome)
+                .where(ConversationOutcome.session_id == session_id)
+                .order_by(ConversationOutcome.id)
+            ).all()
+        )
+
+
+def test_a_conversation_ends_after_the_idle_time_and_is_judged_once(engine: Engine) -> None:
+    converse(engine, "s-idle", ORDER_TALK)
+    judge = ScriptedJudge("resolved")
+    assert worker(engine, judge, minutes=29).run_once().enqueued == 0  # not silent long enough
+    report = worker(engine, judge, minutes=31).run_once()
+    assert (report.enqueued, report.judged) == (1, 1)
+    assert [t.messages for t in judge.seen] == [
+        (
+            ("user", "Where is my order A-1?"),
+            ("assistant", "It shipped yesterday."),
+            ("user", "Thanks!"),
+            ("assistant", "Glad to help."),
+        )
+    ]
+    again = worker(engine, judge, minutes=60).run_once()
+    assert (again.enqueued, again.judged, len(judge.seen)) == (0, 0, 1)
+    (row,) = current(engine, "s-idle")
+    assert (row.outcome, row.topic, row.decided_by, row.end_reason, row.current) == (
+        "resolved",
+        "order status",
+        "judge",
+        "idle",
+        True,
+    )
+
+
+def test_closing_ends_a_conversation_at_once_and_only_for_its_owner(engine: Engine) -> None:
+    converse(engine, "s-close", ORDER_TALK)
+    assert flow.close_session(engine=engine, session_id="s-close", user_id="mallory") is None
+    assert flow.close_session(engine=engine, session_id="nope", user_id="alice") is None
+    judge = ScriptedJudge()
+    assert worker(engine, judge, minutes=0).run_once().enqueued == 0
+    assert flow.close_session(engine=engine, session_id="s-close", user_id="alice") is not None
+    report = worker(engine, judge, minutes=0).run_once()
+    assert report.judged == 1
+    assert current(engine, "s-close")[0].end_reason == "closed"
+
+
+def test_rules_decide_a_ticket_and_a_request_for_a_person(engine: Engine) -> None:
+    converse(engine, "s-ticket", [("My parcel arrived broken, damaged box", "I opened a ticket.")])
+    create_ticket(
+        engine=engine,
+        user_id="alice",
+        session_id="s-ticket",
+        turn=1,
+        kind="ticket",
+        subject="Damaged item on order A-1",
+        body="The customer's parcel arrived broken.",
+        levels=load_settings().service_levels(),
+        notify=False,
+    )
+    converse(engine, "s-person", [("I want to speak to a human agent about my refund", "Sure.")])
+    judge = ScriptedJudge("resolved")
+    report = worker(engine, judge).run_once()
+    assert (report.judged, report.by_rules, judge.seen) == (2, 2, [])
+    ticket, person = current(engine, "s-ticket")[0], current(engine, "s-person")[0]
+    assert (ticket.outcome, ticket.decided_by, ticket.topic) == ("escalated", "rules", "damaged item")
+    assert ticket.reason.startswith("The agent opened ticket #")
+    assert (person.outcome, person.decided_by, person.topic) == (
+        "escalated",
+        "rules",
+        "returns and refunds",
+    )
+    assert person.quote == "I want to speak to a human agent about my refund"
+
+
+def test_sampling_is_by_session_id_and_skips_the_rest(engine: Engine) -> None:
+    ids = [f"s-{i}" for i in range(40)]
+    picked = [s for s in ids if flow.sampled(s, 0.5)]
+    assert picked == [s for s in ids if flow.sampled(s, 0.5)]  # the same on every call
+    assert 8 < len(picked) < 32
+    assert all(flow.sampled(s, 1.0) for s in ids) and not any(flow.sampled(s, 0) for s in ids)
+    for session_id in ids[:10]:
+        converse(engine, session_id, ORDER_TALK[:1])
+    judge = ScriptedJudge()
+    report = worker(engine, judge, sample_rate=0.5).run_once()
+    assert sorted(t.session_id for t in judge.seen) == sorted(set(picked) & set(ids[:10]))
+    assert report.skipped == 10 - len(judge.seen)
+    with engine.connect() as connection:
+        states = dict(
+            connection.execute(
+                select(OutcomeJob.state, func.count()).group_by(OutcomeJob.state)
+            ).all()
+        )
+    assert states == {"done": len(judge.seen), "skipped": report.skipped}
+
+
+def test_an_unjudged_verdict_keeps_its_reason(engine: Engine) -> None:
+    converse(engine, "s-fail", ORDER_TALK)
+
+    def failing(talk: flow.Conversation) -> flow.Verdict:
+        return verdict("unjudged", None, decided_by="none", error="unusable answer: no JSON")
+
+    assert worker(engine, failing).run_once().unjudged == 1
+    (row,) = current(engine, "s-fail")
+    assert (row.outcome, row.topic, row.error) == ("unjudged", None, "unusable answer: no JSON")
+
+
+def test_a_resumed_conversation_is_judged_again_and_a_quick_return_reopens(
+    engine: Engine,
+) -> None:
+    converse(engine, "s-back", ORDER_TALK, at=utcnow() - timedelta(hours=5))
+    judge = ScriptedJudge("resolved")
+    assert worker(engine, judge, minutes=0).run_once().judged == 1
+    # The customer comes back two hours later (within REOPEN_WINDOW_HOURS of the verdict).
+    converse(engine, "s-back", [("It never came.", "Sorry, I will check.")], at=utcnow())
+    report = worker(engine, judge, minutes=0).run_once()
+    assert (report.reopened, report.judged) == (1, 0)  # not ended again yet
+    judge.outcome = "unresolved"
+    assert worker(engine, judge, minutes=31).run_once().judged == 1
+    first, second = current(engine, "s-back")
+    assert (first.outcome, first.reopened, first.current) == ("resolved", True, False)
+    assert (second.outcome, second.reopened, second.current) == ("unresolved", False, True)
+    history = flow.verdict_history(engine=engine, session_id="s-back")
+    assert [h["outcome"] for h in history] == ["unresolved", "resolved"]
+
+
+def test_a_return_after_the_window_does_not_reopen(engine: Engine) -> None:
+    converse(engine, "s-late", ORDER_TALK, at=utcnow() - timedelta(hours=80))
+    judge = ScriptedJudge("resolved")
+    assert worker(engine, judge, minutes=0, backfill_days=30).run_once().judged == 1
+    converse(engine, "s-late", [("Hello again", "Hi!")])
+    assert worker(engine, judge, minutes=0).run_once().reopened == 0
+
+
+def test_ends_older_than_the_backfill_are_left_alone(engine: Engine) -> None:
+    converse(engine, "s-old", ORDER_TALK, at=utcnow() - timedelta(days=9))
+    assert worker(engine, ScriptedJudge(), backfill_days=7).run_once().enqueued == 0
+    assert worker(engine, ScriptedJudge(), backfill_days=0).run_once().judged == 1
+
+
+def test_two_workers_never_lease_the_same_end(engine: Engine) -> None:
+    for i in range(6):
+        converse(engine, f"s-l{i}", ORDER_TALK[:1])
+    with engine.begin() as connection:
+        assert flow.detect_ends(connection, now=later(31), idle_minutes=30, backfill_days=7) == 6
+    now = later(31)
+    first = flow.lease(engine, now=now, limit=4)
+    second = flow.lease(engine, now=now, limit=4)
+    assert len(first) == 4 and len(second) == 2
+    assert not {j.id for j in first} & {j.id for j in second}
+    # A worker that outlived its lease loses the end to the one that took it over.
+    stolen = flow.lease(engine, now=now + timedelta(seconds=flow.LEASE_S + 1), limit=1)
+    assert stolen[0].id == first[0].id
+    assert not flow.save_verdict(engine, first[0], verdict(), now=now)
+    assert flow.save_verdict(engine, stolen[0], verdict(), now=now)
+
+
+@pytest.mark.postgres
+def test_two_processes_on_one_postgres_judge_every_end_once() -> None:
+    sessions = 120
+    with fresh_postgres("outcome_drill") as url:
+        from data.store.db import make_engine
+
+        engine = make_engine(url)
+        try:
+            for i in range(sessions):
+                converse(engine, f"d-{i:03d}", ORDER_TALK[:1], at=utcnow() - timedelta(minutes=5))
+            command = [sys.executable, "-m", "tests.helpers.outcomes", url, "60"]
+            runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE) for _ in range(2)]
+            judged = [json.loads(r.communicate(timeout=120)[0])["judged"] for r in runs]
+            assert all(r.returncode == 0 for r in runs)
+            assert all(judged), f"one process judged nothing: {[len(j) for j in judged]}"
+            assert not set(judged[0]) & set(judged[1])
+            assert len(judged[0]) + len(judged[1]) == sessions
+            with engine.connect() as connection:
+                per_session = connection.execute(
+                    text(
+                        "SELECT count(*), count(DISTINCT session_id) FROM conversation_outcomes"
+                    )
+                ).one()
+            assert tuple(per_session) == (sessions, sessions)
+        finally:
+            engine.dispose()
+
+
+def test_cohens_kappa_matches_a_hand_computed_example() -> None:
+    # 50 items: both "yes" 20, A yes/B no 5, A no/B yes 10, both "no" 15.
+    a = ["yes"] * 25 + ["no"] * 25
+    b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    # p_o = 35/50 = 0.7; p_e = 0.5*0.6 + 0.5*0.4 = 0.5; κ = (0.7 - 0.5) / 0.5 = 0.4
+    assert outcome_agreement.cohen_kappa(a, b) == pytest.approx(0.4)
+    assert outcome_agreement.cohen_kappa(a, a) == pytest.approx(1.0)
+    assert outcome_agreement.cohen_kappa(["x"] * 4, ["x"] * 4) is None
+    assert outcome_agreement.nominal_alpha(a, a) == pytest.approx(1.0)
+
+
+def test_the_topic_file_is_checked_line_by_line(tmp_path: object) -> None:
+    names = [t.name for t in load_topics()]
+    assert names == [
+        "order status",
+        "returns and refunds",
+        "damaged item",
+        "payment",
+        "account",
+        "shipping address",
+        "other",
+    ]
+    assert [t.name for t in parse_topics("billing: invoice\n")] == ["billing", "other"]
+    with pytest.raises(TopicsError, match="line 2: 'billing' is listed twice"):
+        parse_topics("billing\nbilling\n")
+    with pytest.raises(TopicsError, match="line 1"):
+        parse_topics("<script>: x\n")
+    assert guess_topic("I want a refund, please refund me", load_topics()) == "returns and refunds"
+    assert guess_topic("hello", load_topics()) == "other"
+
+
+def test_page_figures_agree_with_sql_of_their_own(engine: Engine) -> None:
+    plan = {"r1": "resolved", "r2": "resolved", "r3": "resolved", "e1": "escalated"}
+    plan |= {"a1": "abandoned", "u1": "unresolved", "u2": "unresolved"}
+    for session_id in plan:
+        converse(engine, session_id, ORDER_TALK, user_id="bob" if session_id < "m" else "alice")
+    worker(engine, ScriptedJudge(by_session=plan)).run_once()
+    filters = Filters(start=utcnow() - timedelta(days=1), end=utcnow() + timedelta(days=1))
+    s = outcomes.summary(engine=engine, filters=filters)
+    with engine.connect() as connection:
+        counts = dict(
+            connection.execute(
+                text(
+                    "SELECT outcome, count(*) FROM conversation_outcomes WHERE current "
+                    "GROUP BY outcome"
+                )
+            ).all()
+        )
+    assert s.ended == sum(counts.values()) == 7
+    assert {o: s.counts[o] for o in counts} == counts
+    assert s.rate("resolved") == pytest.approx(100 * 3 / 7)
+    by_user = outcomes.summary(engine=engine, filters=Filters(**{**vars_of(filters), "user": "bob"}))
+    assert by_user.ended == sum(1 for s_id in plan if s_id < "m")
+    frame, total = outcomes.ended_conversations(engine=engine, filters=filters, limit=3)
+    assert (len(frame), total) == (3, 7)
+    only, total = outcomes.ended_conversations(engine=engine, filters=filters, outcome="unresolved")
+    assert set(only["session_id"]) == {"u1", "u2"} and total == 2
+    topics = outcomes.by(engine=engine, filters=filters, dimension="topic")
+    assert topics["ended"].tolist() == [7]
+
+
+def vars_of(filters: Filters) -> dict[str, object]:
+    return {name: getattr(filters, name) for name in Filters.__slots__}

@@ -1,0 +1,108 @@
+"""Conversations that end, and judges that answer at once: for the outcome tests and the
+two-process lease drill (`python -m tests.helpers.outcomes URL SECONDS` runs one worker's
+passes with an instant judge until nothing is left, then prints what it judged as JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select, update
+
+from data.store import conversations
+from data.store.db import make_engine
+from data.store.orm import ChatSession, Message, utcnow
+from data.workers.outcome_judge import OutcomeWorker
+from data.workflows.outcomes import Conversation, Verdict
+
+
+def converse(
+    engine: Engine,
+    session_id: str,
+    exchanges: Sequence[tuple[str, str]],
+    *,
+    user_id: str = "alice",
+    at: datetime | None = None,
+) -> None:
+    """Store (customer, agent) exchanges as chat turns; with `at`, the messages and the
+    session's last activity are moved to that time (a conversation that happened then)."""
+    for said, answered in exchanges:
+        turn = conversations.start_turn(
+            engine=engine, session_id=session_id, user_id=user_id, text=said
+        )
+        conversations.add_assistant_message(
+            engine=engine, session_id=session_id, turn=turn, text=answered, run_id=None
+        )
+    if at is not None:
+        with engine.begin() as connection:
+            connection.execute(
+                update(Message).where(Message.session_id == session_id).values(created_at=at)
+            )
+            connection.execute(
+                update(ChatSession).where(ChatSession.id == session_id).values(updated_at=at)
+            )
+
+
+def last_activity(engine: Engine, session_id: str) -> datetime:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(ChatSession.updated_at).where(ChatSession.id == session_id)
+        ).scalar_one()
+
+
+def verdict(outcome: str = "resolved", topic: str = "order status", **changes: object) -> Verdict:
+    fields: dict[str, object] = {
+        "outcome": outcome,
+        "topic": topic,
+        "confidence": 0.9,
+        "reason": f"scripted {outcome}",
+        "quote": None,
+        "decided_by": "judge",
+        "judge_model": "scripted",
+        "rubric_version": "outcome-v1",
+    }
+    fields.update(changes)
+    return Verdict(**fields)  # type: ignore[arg-type]
+
+
+class ScriptedJudge:
+    """Answers `outcome` for every conversation (or `by_session[id]`) at once, and counts."""
+
+    def __init__(
+        self,
+        outcome: str = "resolved",
+        by_session: dict[str, str] | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        self.outcome = outcome
+        self.by_session = by_session or {}
+        self.delay_s = delay_s
+        self.seen: list[Conversation] = []
+
+    def __call__(self, talk: Conversation) -> Verdict:
+        time.sleep(self.delay_s)
+        self.seen.append(talk)
+        return verdict(self.by_session.get(talk.session_id, self.outcome))
+
+
+def later(minutes: float) -> datetime:
+    return utcnow() + timedelta(minutes=minutes)
+
+
+def _drill(url: str, seconds: float) -> None:
+    engine = make_engine(url)
+    judge = ScriptedJudge(delay_s=0.02)  # long enough for the two workers' passes to overlap
+    worker = OutcomeWorker(engine, judge, idle_minutes=1, batch=5)
+    deadline = time.monotonic() + seconds
+    idle_passes = 0
+    while time.monotonic() < deadline and idle_passes < 3:
+        report = worker.run_once()
+        idle_passes = idle_passes + 1 if not (report.judged or report.unjudged) else 0
+    print(json.dumps({"judged": sorted(t.session_id for t in judge.seen)}))
+
+
+if __name__ == "__main__":
+    _drill(sys.argv[1], float(sys.argv[2]))
