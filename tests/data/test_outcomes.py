@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -101,7 +102,8 @@ def test_rules_decide_a_ticket_and_a_request_for_a_person(engine: Engine) -> Non
     report = worker(engine, judge).run_once()
     assert (report.judged, report.by_rules, judge.seen) == (2, 2, [])
     ticket, person = current(engine, "s-ticket")[0], current(engine, "s-person")[0]
-    assert (ticket.outcome, ticket.decided_by, ticket.topic) == ("escalated", "rules", "damaged item")
+    assert (ticket.outcome, ticket.decided_by) == ("escalated", "rules")
+    assert ticket.topic == "damaged item"
     assert ticket.reason.startswith("The agent opened ticket #")
     assert (person.outcome, person.decided_by, person.topic) == (
         "escalated",
@@ -212,9 +214,7 @@ def test_two_processes_on_one_postgres_judge_every_end_once() -> None:
             assert len(judged[0]) + len(judged[1]) == sessions
             with engine.connect() as connection:
                 per_session = connection.execute(
-                    text(
-                        "SELECT count(*), count(DISTINCT session_id) FROM conversation_outcomes"
-                    )
+                    text("SELECT count(*), count(DISTINCT session_id) FROM conversation_outcomes")
                 ).one()
             assert tuple(per_session) == (sessions, sessions)
         finally:
@@ -272,7 +272,7 @@ def test_page_figures_agree_with_sql_of_their_own(engine: Engine) -> None:
     assert s.ended == sum(counts.values()) == 7
     assert {o: s.counts[o] for o in counts} == counts
     assert s.rate("resolved") == pytest.approx(100 * 3 / 7)
-    by_user = outcomes.summary(engine=engine, filters=Filters(**{**vars_of(filters), "user": "bob"}))
+    by_user = outcomes.summary(engine=engine, filters=replace(filters, user="bob"))
     assert by_user.ended == sum(1 for s_id in plan if s_id < "m")
     frame, total = outcomes.ended_conversations(engine=engine, filters=filters, limit=3)
     assert (len(frame), total) == (3, 7)
@@ -280,7 +280,3 @@ def test_page_figures_agree_with_sql_of_their_own(engine: Engine) -> None:
     assert set(only["session_id"]) == {"u1", "u2"} and total == 2
     topics = outcomes.by(engine=engine, filters=filters, dimension="topic")
     assert topics["ended"].tolist() == [7]
-
-
-def vars_of(filters: Filters) -> dict[str, object]:
-    return {name: getattr(filters, name) for name in Filters.__slots__}
