@@ -7,11 +7,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 from streamlit.testing.v1 import AppTest
 
 from data.store.conversations import add_assistant_message, start_turn
 from data.store.feedback import MAX_COMMENT_CHARS
+from data.store.orm import utcnow
+from data.store.orm_outcomes import ConversationOutcome
 from data.workflows import review
 from tests.helpers.pages import run, session_box_of
 from tests.helpers.servers import APP
@@ -58,15 +60,21 @@ def test_claim_score_save_and_next_then_progress(demo: Engine, queued: list[str]
     assert len(at.chat_message) == messages > 0  # the whole transcript
     assert any(" out tokens · $" in c.value for c in at.caption)  # per-answer usage
     at.radio(key="score").set_value(4)
+    at.radio(key="score_outcome").set_value("escalated")
+    at.selectbox(key="score_topic").set_value("damaged item")
     at.text_input(key="score_comment").set_value("Right answer, a bit curt.")
     button(at, "Save and next").click()
     run(at)
-    saved = rows(demo, "SELECT session_id, reviewer, score, comment FROM review_scores")
-    assert saved == [(first, "alice", 4, "Right answer, a bit curt.")]
+    saved = rows(
+        demo, "SELECT session_id, reviewer, score, comment, outcome, topic FROM review_scores"
+    )
+    assert saved == [(first, "alice", 4, "Right answer, a bit curt.", "escalated", "damaged item")]
     assert at.toast[0].value == f"Saved 4/5 for {first}."
     # The next conversation is claimed and shown, its form empty again.
     assert any(queued[1] in c.value for c in at.caption)
     assert at.radio(key="score").value is None and at.text_input(key="score_comment").value == ""
+    assert at.radio(key="score_outcome").value is None
+    assert at.selectbox(key="score_topic").value is None
     at.session_state["review_tab"] = "Progress"
     run(at)
     progress = at.dataframe[0].value.set_index("reviewer")
@@ -79,8 +87,13 @@ def test_missing_score_and_expired_claim_write_nothing(demo: Engine, queued: lis
     at = claim(review_page("alice"))
     button(at, "Save and next").click()
     run(at)
-    assert at.error[0].value == "Choose a score from 1 to 5, then save."
+    assert at.error[0].value == "Choose a score from 1 to 5, the outcome and the topic, then save."
     at.radio(key="score").set_value(2)
+    button(at, "Save and next").click()
+    run(at)
+    assert at.error[0].value.startswith("Choose a score from 1 to 5, the outcome")
+    at.radio(key="score_outcome").set_value("resolved")
+    at.selectbox(key="score_topic").set_value("payment")
     # Comments are clipped at the data layer's limit by the widget itself.
     assert at.text_input(key="score_comment").proto.max_chars == MAX_COMMENT_CHARS
     with demo.begin() as connection:
@@ -106,11 +119,29 @@ def test_other_scores_stay_hidden_until_the_reviewer_scored(
     held = review.claim_next(engine=demo, reviewer="bob")
     assert held is not None and held.session_id == queued[0]
     review.save_score(engine=demo, token=held.token, reviewer="bob", score=1, comment="wrong")
+    # The judge's verdict on it is not shown either: reviewers label the outcome blind.
+    with demo.begin() as connection:
+        connection.execute(
+            insert(ConversationOutcome).values(
+                session_id=queued[0],
+                user_id="u",
+                ended_at=utcnow(),
+                end_reason="idle",
+                outcome="resolved",
+                topic="payment",
+                reason="JUDGE-SAYS-RESOLVED",
+                decided_by="judge",
+                rubric_version="outcome-v1",
+            )
+        )
     at = claim(review_page("alice"))
     assert any(queued[0] in c.value for c in at.caption)
     shown = " ".join(e.value for e in [*at.markdown, *at.caption, *at.info] if e.value)
     assert "bob" not in shown and not at.dataframe
+    assert "JUDGE-SAYS" not in shown
     at.radio(key="score").set_value(5)
+    at.radio(key="score_outcome").set_value("unresolved")
+    at.selectbox(key="score_topic").set_value("other")
     button(at, "Save and next").click()
     run(at)
     revealed = at.expander[0]
