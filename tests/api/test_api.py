@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from api.server import BindRefused, check_bind
 from data.config.settings import load_settings
 from data.store.orm import AgentEvent, Message, ModelCall
+from data.workers.outcome_judge import stop_shared
 from tests.helpers.api import ServedApi, api_settings, serve_api
 from tests.helpers.fake_openai import FakeOpenAI, drop, error, text, tool_call
 from tests.helpers.servers import ROOT, free_port
@@ -513,3 +514,61 @@ def test_sigterm_lets_the_turn_in_flight_finish(
         if process.poll() is None:
             process.kill()
         log.close()
+
+
+def test_close_then_the_verdict_and_its_history(
+    model: FakeOpenAI, tmp_path: Path, db_url: str, engine: Engine
+) -> None:
+    """POST /sessions/{id}/close ends the conversation; the API's own outcome worker judges it
+    (the judge is the model server too) and GET /sessions/{id} returns the verdict."""
+    verdict = {
+        "outcome": "resolved",
+        "topic": "order status",
+        "confidence": 0.8,
+        "reason": "The customer said thanks.",
+        "quote": "Thanks",
+    }
+    model.default = lambda body: text(json.dumps(verdict) if "response_format" in body else ANSWER)
+    settings = api_settings(model, tmp_path, db_url).model_copy(
+        update={"outcome_worker": True, "judge_interval_s": 1}
+    )
+    try:
+        with serve_api(settings, free_port()) as api:
+            assert api.chat(user_id="ann", session_id="s-done", message="Thanks").status_code == 200
+            before = api.client.get("/sessions/s-done", params={"user_id": "ann"}).json()
+            assert (before["outcome"], before["outcome_history"]) == (None, [])
+            assert (
+                api.client.post("/sessions/s-done/close", params={"user_id": "bob"}).status_code
+                == 404
+            )
+            assert (
+                api.client.post("/sessions/nope/close", params={"user_id": "ann"}).status_code
+                == 404
+            )
+            assert api.client.post("/sessions/s-done/close").status_code == 422
+            closed = api.client.post("/sessions/s-done/close", params={"user_id": "ann"})
+            assert closed.status_code == 200 and closed.json()["session_id"] == "s-done"
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                body = api.client.get("/sessions/s-done", params={"user_id": "ann"}).json()
+                if body["outcome"] is not None:
+                    break
+                time.sleep(0.2)
+            assert body["closed_at"] == closed.json()["closed_at"]
+            assert body["outcome"]["outcome"] == "resolved"
+            assert body["outcome"]["end_reason"] == "closed"
+            assert body["outcome"]["decided_by"] == "judge"
+            assert body["outcome"]["quote"] == "Thanks"
+            assert [v["outcome"] for v in body["outcome_history"]] == ["resolved"]
+            assert "/sessions/{session_id}/close" in api.client.get("/openapi.json").json()["paths"]
+            metrics = api.client.get("/metrics").text
+            assert 'agent_conversations_ended_total{outcome="resolved",topic="order status"}' in (
+                metrics
+            )
+    finally:
+        stop_shared()
+    with Session(engine) as session:
+        purposes = session.scalars(
+            select(ModelCall.purpose).where(ModelCall.purpose != "embedding").order_by(ModelCall.id)
+        ).all()
+    assert purposes == ["chat", "judge"]
