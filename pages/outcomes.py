@@ -17,7 +17,7 @@ from data.config.settings import get_settings
 from data.store.orm_outcomes import OUTCOME_LABELS, OUTCOMES
 from data.workflows import review
 from data.workflows.outcomes import pending_ends
-from pages.ui import common, filtering, resources, signin, transcript
+from pages.ui import common, filtering, signin, transcript
 
 common.ensure_routed()
 who = signin.require("outcomes")
@@ -346,8 +346,7 @@ def ended_tab(filters: Filters) -> None:
 st.title("Outcomes")
 settings = get_settings()
 url = settings.sqlalchemy_url
-engine, filters = common.analyst_page()
-resources.outcome_worker()
+engine, filters = common.analyst_page(keep=("outcome",))
 st.caption(filtering.describe_filters(filters) + " · by when the conversation ended")
 
 s = _summary(engine, url, filters)

@@ -3,7 +3,8 @@
 `python -m data.store.demo` loads it into the configured database: sessions, messages and model
 calls, plus the customers' orders and the agent's tool calls and memory recalls. Demo calls,
 sessions and orders are flagged `demo = true` (an agent event is a demo row through its demo
-session); the loader refuses to mix with existing rows unless told how."""
+session), and so are the planted conversation outcomes (data/store/demo_outcomes.py); the loader
+refuses to mix with existing rows unless told how."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, delete, func, insert, select
 from data.analytics.rollups import refresh
 from data.integrations.orders import recent_orders
 from data.integrations.prices import linear_rate, price_call
+from data.store import demo_outcomes
 from data.store.db import describe, make_engine
 from data.store.demo_support import _lognormal, _order, _order_number, _settle, _turn_events
 from data.store.migrate import upgrade_for_command
@@ -299,12 +301,17 @@ def generate(
     end: datetime | None = None,
     messages: bool = True,
     support: bool = False,
+    outcomes: bool = False,
 ) -> dict[str, int]:
     """Insert demo sessions, messages and model calls; returns the counts written.
 
     With `support`, also the orders the conversations are about (plus a few for the chat
-    page's user) and the agent's memory recalls and tool calls for every turn. They come from
-    their own random stream, so the calls are the same with and without them."""
+    page's user) and the agent's memory recalls and tool calls for every turn; with
+    `outcomes`, a verdict for every ended conversation and reviewer labels on about a tenth
+    (they quote the messages, so they need them). Both come from random streams of their own,
+    so the calls are the same with and without them."""
+    if outcomes and not messages:
+        raise ValueError("demo outcomes quote the messages: outcomes=True needs messages=True")
     rng = random.Random(seed)
     side = random.Random(f"{seed}-support")
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -313,7 +320,9 @@ def generate(
     call_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     order_rows: list[dict[str, Any]] = []
+    made_rows: list[DemoSession] = []
     for made in _sessions(rng, side, days, users, sessions, calls, seed, end, support):
+        made_rows.append(made)
         session_rows.append(made.session)
         message_rows += made.messages
         call_rows += made.calls
@@ -336,6 +345,13 @@ def generate(
                 _order(side, number=number, user=CHAT_PAGE_USER, placed_at=end - age, fate=fate)
             )
         order_rows = [_settle(row, end) for row in order_rows]
+    planted = demo_outcomes.Planted()
+    if outcomes:  # the judge defaults to the summarization model
+        planted = demo_outcomes.plant(
+            sessions=made_rows, end=end, seed=seed, judge_model=SUMMARY_MODEL.name
+        )
+        for row in session_rows:
+            row["closed_at"] = planted.closed.get(row["id"])
     with engine.begin() as connection:
         for table, rows in (
             (ChatSession, session_rows),
@@ -346,6 +362,7 @@ def generate(
         ):
             for i in range(0, len(rows), 5000):
                 connection.execute(insert(table), rows[i : i + 5000])
+        planted_counts = demo_outcomes.write(connection, planted) if outcomes else {}
     written = {
         "sessions": len(session_rows),
         "messages": len(message_rows),
@@ -354,7 +371,7 @@ def generate(
     }
     if support:
         written |= {"orders": len(order_rows), "agent events": len(event_rows)}
-    return written
+    return written | planted_counts
 
 
 def _call(
@@ -423,6 +440,7 @@ def remove(*, engine: Engine) -> None:
         demo_sessions = select(ChatSession.id).where(ChatSession.demo.is_(True))
         connection.execute(delete(Message).where(Message.session_id.in_(demo_sessions)))
         connection.execute(delete(AgentEvent).where(AgentEvent.session_id.in_(demo_sessions)))
+        demo_outcomes.remove(connection)
         connection.execute(delete(ChatSession).where(ChatSession.demo.is_(True)))
         connection.execute(delete(Order).where(Order.demo.is_(True)))
 
@@ -481,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         calls=args.calls,
         seed=args.seed,
         support=True,
+        outcomes=True,
     )
     print(
         f"loaded demo history into {where}: " + ", ".join(f"{v:,} {k}" for k, v in written.items())

@@ -23,6 +23,7 @@ OUTCOME_LABELS = {
 VERDICTS = (*OUTCOMES, "unjudged")
 DECIDERS = ("rules", "judge", "none")
 END_REASONS = ("idle", "closed")
+RULES_VERSION = "rules-v1"  # the rubric_version of verdicts the rules decided
 JOB_STATES = ("pending", "done", "skipped")
 
 

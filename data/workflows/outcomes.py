@@ -34,7 +34,7 @@ from data.analytics.measures import PERCENT, C
 from data.config.topics import Topic, guess_topic
 from data.integrations.metrics import observe_outcome
 from data.store.orm import ChatSession, Message, utcnow
-from data.store.orm_outcomes import ConversationOutcome, OutcomeJob
+from data.store.orm_outcomes import RULES_VERSION, ConversationOutcome, OutcomeJob
 from data.store.orm_support import SupportTicket
 
 S = cast(Table, ChatSession.__table__)
@@ -46,7 +46,6 @@ T = cast(Table, SupportTicket.__table__)
 LEASE_S = 300.0  # a worker owns a leased end this long; if it dies, another takes it after
 MAX_ATTEMPTS = 3  # leases of one end before it is stored unjudged (the worker kept dying)
 DETECT_BATCH = 5_000  # ends enqueued per pass at most (the next pass takes the rest)
-RULES_VERSION = "rules-v1"
 # A customer asking for a person: escalated whatever else happened.
 ASKS_FOR_PERSON = re.compile(
     r"\b(talk|speak|chat)\s+(to|with)\s+(a|an|some|your)?\s*"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import streamlit as st
@@ -87,9 +88,10 @@ def compact(n: int) -> str:
     return f"{n:,}"
 
 
-def analyst_page() -> tuple[Engine, Filters]:
-    """The start of every analyst page: the database (or a clear error), the shared filters,
-    and, for an empty database, what to do instead of empty charts."""
+def analyst_page(keep: Sequence[str] = ()) -> tuple[Engine, Filters]:
+    """The start of every analyst page: the database (or a clear error), the shared filters
+    (with the page's own URL parameters `keep`), and, for an empty database, what to do
+    instead of empty charts."""
     from data.analytics.cost import has_calls
 
     try:
@@ -98,7 +100,7 @@ def analyst_page() -> tuple[Engine, Filters]:
     except SQLAlchemyError as error:
         st.error(database_error(error))
         st.stop()
-    filters = sidebar_filters(db)
+    filters = sidebar_filters(db, keep)
     if not any_calls:
         st.info(
             "No model calls are recorded yet. Chat with the agent on the **Chat** page, or load "

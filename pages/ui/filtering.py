@@ -3,6 +3,7 @@ back to the URL, with a notice for every value that had to be corrected."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
@@ -46,9 +47,10 @@ def _widget_params() -> dict[str, str | list[str]]:
     return params
 
 
-def sidebar_filters(engine: Engine) -> Filters:
+def sidebar_filters(engine: Engine, keep: Sequence[str] = ()) -> Filters:
     """The analyst pages' shared filters: read from the URL, shown in the sidebar, written back
-    to the URL, so a link reproduces the view. Corrections are shown as notices."""
+    to the URL, so a link reproduces the view. Corrections are shown as notices. The URL
+    parameters named in `keep` are the page's own (checked by the page) and stay in the URL."""
     models = _models(engine, get_settings().sqlalchemy_url)
     now = datetime.now(UTC)
     url_params = _query_params()
@@ -84,7 +86,7 @@ def sidebar_filters(engine: Engine) -> Filters:
             help="Auto: hourly up to 3 days, daily beyond",
         )
     filters, more = parse_filters(_widget_params(), known_models=models, now=now)
-    query = filters.to_query()
+    query = filters.to_query() | {k: url_params[k] for k in keep if k in url_params}
     if query != url_params:
         st.query_params.from_dict(query)
     st.session_state["_filters_query"] = query

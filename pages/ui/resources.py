@@ -81,6 +81,8 @@ def outcome_worker() -> OutcomeWorker | None:
     """The outcome worker of this process (shared with the API served beside the UI), started
     once; None when OUTCOME_WORKER is off. Without a chat model the rules still decide."""
     settings = get_settings()
+    if not settings.outcome_worker:
+        return None
     try:
         judge = runtime().judge
     except Exception as error:  # the model is down: rules only until it is back

@@ -106,3 +106,60 @@ def _drill(url: str, seconds: float) -> None:
 
 if __name__ == "__main__":
     _drill(sys.argv[1], float(sys.argv[2]))
+
+
+def chat_call(
+    engine: Engine,
+    session_id: str,
+    *,
+    model: str = "gpt-4o-mini",
+    cost: float = 0.01,
+    context: int = 1000,
+    purpose: str = "chat",
+    user_id: str = "alice",
+) -> None:
+    """One recorded model call of a conversation (window 10,000 tokens, so `context` / 100 is
+    its context %)."""
+    from data.store.recorder import record_calls
+    from data.store.records import CallRecord
+
+    record_calls(
+        engine=engine,
+        calls=[
+            CallRecord(
+                user_id=user_id,
+                session_id=session_id,
+                turn=1,
+                purpose=purpose,
+                provider="openai",
+                model=model,
+                input_tokens=context,
+                cached_input_tokens=0,
+                output_tokens=50,
+                cost_usd=cost,
+                cost_status="computed",
+                latency_ms=500.0,
+                ttft_ms=200.0,
+                context_tokens=context,
+                context_window=10_000,
+            )
+        ],
+    )
+
+
+def label(engine: Engine, session_id: str, reviewer: str, outcome: str, topic: str) -> None:
+    """A reviewer's score of the conversation with their outcome and topic, through the queue."""
+    from data.workflows import review
+
+    review.enqueue(engine=engine, session_ids=[session_id], reviews_required=5, created_by="lead")
+    claim = review.claim_next(engine=engine, reviewer=reviewer)
+    assert claim is not None and claim.session_id == session_id
+    review.save_score(
+        engine=engine,
+        token=claim.token,
+        reviewer=reviewer,
+        score=3,
+        outcome=outcome,
+        topic=topic,
+        sync_enabled=False,
+    )
