@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
@@ -99,6 +100,18 @@ def observe_call(call: CallRecord) -> None:
     percent = call.context_percent
     if percent is not None and call.status == "ok" and call.purpose == "chat":
         CONTEXT_WINDOW.labels(call.model).observe(percent)
+
+
+for _status in ("ok", "invalid", "error"):
+    JUDGE_CALLS.labels(_status)  # at 0 from the start, so rate() sees the first failure
+
+
+def declare_outcomes(outcomes: Sequence[str], topics: Sequence[str]) -> None:
+    """Every outcome and topic series at 0 before the first verdict (the outcome worker calls
+    this with its taxonomy), so rate() and increase() count the first one of each."""
+    for outcome in outcomes:
+        for topic in [*topics, "none"]:
+            CONVERSATIONS_ENDED.labels(outcome, topic)
 
 
 def observe_outcome(outcome: str, topic: str | None) -> None:

@@ -14,7 +14,9 @@ from sqlalchemy import Engine
 
 from data.config.settings import Settings
 from data.config.topics import Topic, load_topics
+from data.integrations.metrics import declare_outcomes
 from data.store.orm import utcnow
+from data.store.orm_outcomes import VERDICTS
 from data.workers.base import BackgroundWorker
 from data.workflows import outcomes
 from data.workflows.outcomes import Judge, PassReport, Verdict
@@ -51,6 +53,7 @@ class OutcomeWorker(BackgroundWorker):
         self.sample_rate = sample_rate
         self.backfill_days = backfill_days
         self.topics = topics or load_topics()
+        declare_outcomes(VERDICTS, [t.name for t in self.topics])
         self.interval_s = interval_s
         self.batch = batch
         self.clock = clock

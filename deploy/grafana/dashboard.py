@@ -7,8 +7,9 @@ The seed's four panels (section 5.3) with their PromQL corrected: `avg(context_w
 and `histogram_quantile(0.99, model_latency_seconds_bucket)` do not work on histograms, so they
 become the rate of `_sum` over the rate of `_count`, and the quantile of
 `sum by (le) (rate(..._bucket[5m]))`. Then time to first token, cost per hour by model, memory
-recall and summarization latency, the error rate, the LangSmith feedback backlog and the
-dependency checks. tests/test_observability.py runs every expression against a real Prometheus
+recall and summarization latency, the error rate, the LangSmith feedback backlog, the
+dependency checks, and the conversation outcomes (resolution rate, ends by outcome, judge
+calls). tests/deploy/test_observability.py runs every expression against a real Prometheus
 scraping the app's exporter, and checks that the committed JSON is this script's output."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from grafana_foundation_sdk.models.common import (
     LegendDisplayMode,
     LegendPlacement,
     SortOrder,
+    StackingMode,
     TooltipDisplayMode,
 )
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
@@ -46,6 +48,7 @@ class PanelSpec:
     unit: str  # a Grafana unit id
     description: str
     targets: tuple[Target, ...]
+    stacked: bool = False  # series stacked: the top line is their total
 
 
 def _quantile(q: float, metric: str, by: str = "") -> str:
@@ -58,6 +61,14 @@ def _error_ratio(by: str) -> str:
     total = f"sum by ({by}) (rate(agent_calls_total[{WINDOW}]))"
     failed = f'sum by ({by}) (rate(agent_calls_total{{status="error"}}[{WINDOW}]))'
     return f"({failed} or {total} * 0) / {total}"
+
+
+def _resolution_rate(window: str) -> str:
+    """Resolved ends over judged ones (unjudged left out), summed over replicas (each counts
+    only the verdicts it wrote); 0 (not "no data") while nothing was resolved."""
+    judged = f'sum(rate(agent_conversations_ended_total{{outcome!="unjudged"}}[{window}]))'
+    resolved = f'sum(rate(agent_conversations_ended_total{{outcome="resolved"}}[{window}]))'
+    return f"({resolved} or {judged} * 0) / {judged}"
 
 
 PANELS: tuple[PanelSpec, ...] = (
@@ -159,6 +170,37 @@ PANELS: tuple[PanelSpec, ...] = (
             Target("min(agent_ready)", "ready"),
         ),
     ),
+    # Conversation outcomes (issue 29).
+    PanelSpec(
+        "Resolution rate",
+        "percentunit",
+        "Automated resolution rate: the share of judged conversation ends (unjudged left out) "
+        "that were resolved, over 1 and 6 hours. ResolutionRateDrop alerts on the 6-hour line.",
+        (
+            Target(_resolution_rate("1h"), "1h"),
+            Target(_resolution_rate("6h"), "6h"),
+        ),
+    ),
+    PanelSpec(
+        "Outcomes by type",
+        "short",
+        "Conversation ends given a verdict in the last hour, by outcome (unjudged: the judge "
+        "gave no usable answer), stacked: the top is all ends.",
+        (
+            Target(
+                "sum by (outcome) (increase(agent_conversations_ended_total[1h]))", "{{outcome}}"
+            ),
+        ),
+        stacked=True,
+    ),
+    PanelSpec(
+        "Judge calls",
+        "short",
+        "Outcome judge model calls in the last hour by status: ok, invalid (an answer outside "
+        "the schema), error (the call failed); stacked. JudgeFailing alerts when most fail.",
+        (Target("sum by (status) (increase(agent_judge_calls_total[1h]))", "{{status}}"),),
+        stacked=True,
+    ),
 )
 
 
@@ -167,7 +209,9 @@ def build() -> dashboard.Dashboard:
         dashboard.Dashboard("Agent Metrics")
         .uid("agent-chatbase-metrics")
         .tags(["agent-chatbase", "generated"])
-        .description("agent-chatbase: calls, context, latency, tokens, cost, errors, feedback.")
+        .description(
+            "agent-chatbase: calls, context, latency, tokens, cost, errors, feedback, outcomes."
+        )
         .editable()
         .time("now-6h", "now")
         .refresh("30s")
@@ -191,6 +235,10 @@ def build() -> dashboard.Dashboard:
                 common.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
             )
         )
+        if spec.stacked:
+            panel = panel.stacking(common.StackingConfig().mode(StackingMode.NORMAL)).fill_opacity(
+                60
+            )
         for number, target in enumerate(spec.targets):
             panel = panel.with_target(
                 prometheus.Dataquery()

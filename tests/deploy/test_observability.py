@@ -31,6 +31,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import Engine
 
 from agent.embedding_base import Embedder
+from agent.judge import ModelJudge
 from agent.knowledge import KnowledgeBase
 from agent.models import ModelSpec, make_chat_model
 from agent.runtime import assemble
@@ -38,15 +39,18 @@ from agent.service import ChatService, DependencyError
 from agent.telemetry import CallTelemetry
 from data.analytics.filters import Filters
 from data.config.settings import load_settings
+from data.config.topics import load_topics
 from data.integrations.metrics import LATENCY_BUCKETS, PERCENT_BUCKETS, start_exporter
 from data.integrations.prometheus import latency_over_time, model_selector, quantile_query
 from data.store.db import make_engine
 from data.store.migrate import upgrade
+from data.store.orm import utcnow
 from data.store.recorder import Recorder
 from data.workers.langsmith_sync import SyncWorker, client_from_settings
+from data.workers.outcome_judge import OutcomeWorker
 from data.workers.status import check_all
 from tests.helpers.fake_langsmith import FakeLangSmith
-from tests.helpers.fake_openai import FakeOpenAI, error, text
+from tests.helpers.fake_openai import FakeOpenAI, Reply, error, text
 from tests.helpers.servers import REDIS_URL, ROOT, free_port, wait_ready
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -54,6 +58,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "agent-metrics.json"
 # Chat models (each its own agent) and the summarizer: hyphens, dots and a slash.
 CHAT_MODELS = ("gpt-4o-mini", "meta-llama/Llama-3.1-8B-Instruct", "gpt-4o")
 SUMMARY_MODEL = "gpt-4.1-nano"
+JUDGE_MODEL = "gpt-4.1-mini"
 SCRAPE_S = 1
 
 
@@ -76,7 +81,7 @@ def test_promtool_checks_the_rules() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_promtool_checks_the_shipped_config() -> None:
@@ -90,7 +95,7 @@ def test_promtool_checks_the_shipped_config() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_every_alert() -> None:
@@ -160,6 +165,9 @@ def test_dashboard_has_the_seed_panels_corrected_and_the_added_ones() -> None:
         "Summarization latency",
         "Error rate",
         "LangSmith feedback backlog",
+        "Resolution rate",
+        "Outcomes by type",
+        "Judge calls",
     ):
         assert title in titles
     exprs = panel_exprs()
@@ -197,11 +205,13 @@ class Minute:
     errors: bool
     context: float
     ready: int
+    resolved: int  # of the minute's ten judged conversation ends
 
 
 def openmetrics_history(end: datetime, minutes: int) -> str:
     """26 hours of exporter-shaped history ending at `end`: cheap and healthy until 90 minutes
-    before `end`, then costly, slow, failing, near the context trigger and not ready."""
+    before `end`, then costly, slow, failing, near the context trigger, not ready, resolving no
+    conversation and with a failing outcome judge."""
     start = end - timedelta(minutes=minutes)
     labels = 'job="agent-chatbase",instance="history:9464"'
     model = 'model="history-model"'
@@ -215,6 +225,8 @@ def openmetrics_history(end: datetime, minutes: int) -> str:
     lat_sum = 0.0
     ctx = [0] * (len(PERCENT_BUCKETS) + 1)
     ctx_sum = 0.0
+    ends = dict.fromkeys(("resolved", "unresolved", "escalated", "unjudged"), 0)
+    judge_calls = dict.fromkeys(("ok", "invalid", "error"), 0)
     for i in range(minutes + 1):
         t = start + timedelta(minutes=i)
         incident = i > minutes - 90
@@ -224,6 +236,7 @@ def openmetrics_history(end: datetime, minutes: int) -> str:
             errors=incident,
             context=78.0 if incident else 30.0,
             ready=0 if i > minutes - 15 else 1,
+            resolved=0 if incident else 9,
         )
         cost += state.cost
         for _ in range(10):
@@ -257,6 +270,21 @@ def openmetrics_history(end: datetime, minutes: int) -> str:
         ):
             sample = f'feedback_sync_backlog{{{labels},state="{backlog_state}"}}'
             add("feedback_sync_backlog", "gauge", sample, value, t)
+        ends["resolved"] += state.resolved
+        ends["unresolved"] += 9 - state.resolved
+        ends["escalated"] += 1
+        ends["unjudged"] += 1
+        for outcome, value in ends.items():
+            sample = (
+                f'agent_conversations_ended_total{{{labels},outcome="{outcome}",topic="other"}}'
+            )
+            add("agent_conversations_ended", "counter", sample, value, t)
+        judge_calls["ok"] += 2 if state.errors else 10
+        judge_calls["invalid"] += 2 if state.errors else 0
+        judge_calls["error"] += 6 if state.errors else 0
+        for status, value in judge_calls.items():
+            sample = f'agent_judge_calls_total{{{labels},status="{status}"}}'
+            add("agent_judge_calls", "counter", sample, value, t)
     lines: list[str] = []
     for family, (kind, samples) in families.items():
         lines.append(f"# TYPE {family} {kind}")
@@ -334,6 +362,36 @@ def build_service(
     return ChatService(agent=parts.agent, engine=engine, model_label=model)
 
 
+def build_judge(engine: Engine, api: FakeOpenAI) -> ModelJudge:
+    """The app's outcome judge (agent/judge.py) around a real ChatOpenAI on the local
+    OpenAI-compatible server, its calls recorded like the app's."""
+    spec = ModelSpec(
+        provider="openai-compatible",
+        model=JUDGE_MODEL,
+        base_url=api.url,
+        context_window=8192,
+        max_tokens=256,
+        timeout_s=10,
+    )
+    settings = load_settings(metrics_port=0, model_max_retries=0)
+    telemetry = CallTelemetry(spec=spec, purpose="judge", sink=Recorder(engine))
+    model = make_chat_model(
+        spec, settings=settings, purpose="judge", callbacks=[telemetry], max_retries=0
+    )
+    return ModelJudge(model, spec, load_topics())
+
+
+def verdict_reply(outcome: str) -> Reply:
+    answer = {
+        "outcome": outcome,
+        "topic": "order status",
+        "confidence": 0.9,
+        "reason": f"The conversation ended {outcome}.",
+        "quote": "",
+    }
+    return text(json.dumps(answer))
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
@@ -393,7 +451,14 @@ def stack(
         return bool(query(url, expr))
 
     wait_for(lambda: scraped(f'up{{instance="{exporter}"}} == 1'), "the first scrape")
-    with FakeOpenAI(default=text("Your order A-10234 has shipped and arrives on Friday.")) as api:
+    with (
+        FakeOpenAI(default=text("Your order A-10234 has shipped and arrives on Friday.")) as api,
+        FakeOpenAI(default=verdict_reply("resolved")) as judge_api,
+    ):
+        # Judges each round's conversations as if they had been silent for an hour.
+        outcome_worker = OutcomeWorker(
+            engine, build_judge(engine, judge_api), clock=lambda: utcnow() + timedelta(hours=1)
+        )
         services = {
             model: build_service(
                 engine, work / f"data-{i}", api, model, shared_embedder, shared_knowledge
@@ -421,6 +486,15 @@ def stack(
                 services[CHAT_MODELS[0]].run_turn(
                     user_id="user-x", session_id=f"fail-{round_number}", message="Hello?"
                 )
+            # A judge call fails (round 0) or answers outside the schema (round 1), and its
+            # retry says unresolved; then one escalated (round 1), the rest resolved. A series
+            # first seen at 1 has no rate yet, so unresolved comes in both rounds.
+            judge_api.script(
+                error(500) if round_number == 0 else text("Resolved, I think."),
+                verdict_reply("unresolved"),
+                *([verdict_reply("escalated")] if round_number == 1 else []),
+            )
+            assert outcome_worker.run_once().judged >= len(CHAT_MODELS)
             time.sleep(SCRAPE_S * 2.5)
     with FakeLangSmith() as langsmith:
         settings = load_settings(langsmith_api_key="ls-key", langsmith_endpoint=langsmith.url)
@@ -475,6 +549,17 @@ def test_panels_show_the_recorded_models(stack: Stack) -> None:
     assert float(query(stack.url, panel_exprs()["Dependencies up [B]"])[0]["value"][1]) == 0
 
 
+def test_outcome_panels_show_the_judged_conversations(stack: Stack) -> None:
+    exprs = panel_exprs()
+    outcomes = {s["metric"]["outcome"] for s in query(stack.url, exprs["Outcomes by type [A]"])}
+    assert {"resolved", "unresolved", "escalated"} <= outcomes
+    statuses = {s["metric"]["status"] for s in query(stack.url, exprs["Judge calls [A]"])}
+    assert statuses == {"ok", "invalid", "error"}
+    for ref in ("A", "B"):
+        (rate,) = query(stack.url, exprs[f"Resolution rate [{ref}]"])
+        assert 0 < float(rate["value"][1]) < 1, ref
+
+
 def test_every_rule_expression_parses_live_and_fires_on_the_incident(stack: Stack) -> None:
     at = stack.history_end
     silent = []
@@ -493,7 +578,7 @@ def test_prometheus_loaded_and_evaluates_the_rules(stack: Stack) -> None:
     def healthy() -> bool:
         body = httpx.get(f"{stack.url}/api/v1/rules", timeout=10).json()
         rules = [r for g in body["data"]["groups"] for r in g["rules"]]
-        return len(rules) == 7 and all(r["health"] == "ok" for r in rules)
+        return len(rules) == 9 and all(r["health"] == "ok" for r in rules)
 
     wait_for(healthy, "the rules to be evaluated")
 
