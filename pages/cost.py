@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from data.analytics import cost, sessions
+from data.analytics import cost, outcomes, sessions
 from data.analytics.compare import change, is_new
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
@@ -17,6 +17,11 @@ from pages.ui import budget_section, charts, common, filtering, signin, transcri
 common.ensure_routed()
 who = signin.require("cost")
 TTL = 60
+
+
+@st.cache_data(ttl=60, max_entries=32, show_spinner=False)
+def _resolved(_engine: Engine, url: str, filters: Filters) -> outcomes.Summary:
+    return outcomes.summary(engine=_engine, filters=filters)
 
 
 @st.cache_data(ttl=TTL, max_entries=64, show_spinner=False)
@@ -142,7 +147,7 @@ if totals.calls == 0:
     )
     st.stop()
 
-cards = [*st.columns(3), *st.columns(3)]
+cards = [*st.columns(4), *st.columns(3)]
 cards[0].metric(
     "Cost (USD)",
     f"${totals.cost_usd:,.4f}",
@@ -178,7 +183,16 @@ cards[4].metric(
     **delta(totals.cost_per_user, before.cost_per_user, "inverse"),
     help=f"{totals.users:,} users",
 )
+resolved = _resolved(engine, url, filters)
 cards[5].metric(
+    "Cost / resolved conversation",
+    "–" if resolved.cost_per_resolved is None else f"${resolved.cost_per_resolved:,.4f}",
+    border=True,
+    help=f"The agent's cost of the {resolved.ended:,} conversations that ended in this range "
+    f"÷ the {resolved.counts['resolved']:,} resolved (see Outcomes): compare it with the cost "
+    "of a ticket a person handles.",
+)
+cards[6].metric(
     "Unpriced calls",
     f"{totals.unpriced_calls:,}",
     border=True,

@@ -63,7 +63,9 @@ def test_rates_equal_independent_sql(judged: Engine) -> None:
     assert "not calibrated yet: 0 of the 30" in at.warning[-1].value
     table = at.dataframe[-1].value
     assert sorted(table["session_id"]) == sorted(PLAN)
-    assert not at.exception
+    # The Cost page shows the same cost per resolved conversation.
+    costs = {m.label: m.value for m in open_page("pages/cost.py", range="7d").metric}
+    assert costs["Cost / resolved conversation"] == f"${cost / resolved:,.4f}"
 
 
 def test_the_outcome_filter_comes_from_the_url(judged: Engine) -> None:
