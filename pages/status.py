@@ -3,12 +3,15 @@ runs, and the seed's operating procedure linked to where the app shows each item
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
 
+from data.access.sanitize import md
 from data.config.settings import get_settings
 from data.config.urls import redact_url
 from data.store.maintain import last_runs
 from data.store.orm_team import MAINTENANCE_TASKS
 from data.workers import operating_procedure, status
+from data.workflows.outcomes import judge_status
 from pages.ui import common, signin
 
 common.ensure_routed()
@@ -107,6 +110,42 @@ if missing:
         "the schedule.",
         icon=":material/info:",
     )
+
+st.subheader("Outcome judge")
+try:
+    judge = judge_status(engine=common.engine())
+except SQLAlchemyError:  # the database is named as failing above; keep the page
+    judge = None
+if judge is not None:
+    c1, c2, c3 = st.columns(3)
+    c1.metric(
+        "Ended, waiting for a verdict",
+        f"{judge.pending:,}",
+        border=True,
+        help="Oldest found "
+        + (f"{judge.oldest_pending:%Y-%m-%d %H:%M} UTC" if judge.oldest_pending else "–"),
+    )
+    c2.metric("Verdicts, last 24 h", f"{judge.day_verdicts:,}", border=True)
+    c3.metric(
+        "Unjudged, last 24 h",
+        f"{judge.day_unjudged:,}",
+        border=True,
+        help="The judge failed twice on these; the newest reason is below.",
+    )
+    st.caption(
+        f"Judge: {settings.judge_model or settings.summary_model or settings.chat_model} "
+        f"(JUDGE_MODEL; the embedded model in zero mode) · a conversation ends after "
+        f"{settings.conversation_idle_minutes} min without a message · "
+        f"{100 * settings.judge_sample_rate:g} % of them judged · worker "
+        + ("on" if settings.outcome_worker else "off in this process (OUTCOME_WORKER)")
+        + (
+            f" · last verdict {judge.last_verdict_at:%Y-%m-%d %H:%M} UTC"
+            if judge.last_verdict_at
+            else ""
+        )
+    )
+    if judge.last_error:
+        st.warning(f"Newest unjudged: {md(judge.last_error)}", icon=":material/rule:")
 
 st.subheader("Operating procedure")
 grafana = redact_url(settings.grafana_url) if settings.grafana_url else None

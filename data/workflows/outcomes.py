@@ -443,3 +443,43 @@ def pending_ends(*, engine: Engine) -> int:
         return int(
             connection.execute(select(func.count()).where(J.c.state == "pending")).scalar() or 0
         )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeStatus:
+    """The Status page's view of the outcome worker: its backlog and its last day."""
+
+    pending: int
+    oldest_pending: datetime | None
+    last_verdict_at: datetime | None
+    day_verdicts: int
+    day_unjudged: int
+    last_error: str | None
+
+
+def judge_status(*, engine: Engine, now: datetime | None = None) -> JudgeStatus:
+    since = (now or utcnow()) - timedelta(days=1)
+    pending = J.c.state == "pending"
+    with engine.connect() as connection:
+        waiting = connection.execute(select(func.count(), func.min(J.c.created_at)).where(pending))
+        count, oldest = waiting.one()
+        day = connection.execute(
+            select(func.count(), func.sum(case((O.c.outcome == "unjudged", 1), else_=0))).where(
+                O.c.judged_at >= since
+            )
+        ).one()
+        last = connection.execute(select(func.max(O.c.judged_at))).scalar()
+        error = connection.execute(
+            select(O.c.error)
+            .where(O.c.outcome == "unjudged", O.c.judged_at >= since)
+            .order_by(O.c.id.desc())
+            .limit(1)
+        ).scalar()
+    return JudgeStatus(
+        pending=int(count or 0),
+        oldest_pending=oldest,
+        last_verdict_at=last,
+        day_verdicts=int(day[0] or 0),
+        day_unjudged=int(day[1] or 0),
+        last_error=error,
+    )

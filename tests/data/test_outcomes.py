@@ -141,8 +141,13 @@ def test_an_unjudged_verdict_keeps_its_reason(engine: Engine) -> None:
         return verdict("unjudged", None, decided_by="none", error="unusable answer: no JSON")
 
     assert worker(engine, failing).run_once().unjudged == 1
+    converse(engine, "s-wait", ORDER_TALK)
+    assert worker(engine, failing).run_once(limit=0).enqueued == 1  # found, not judged yet
     (row,) = current(engine, "s-fail")
     assert (row.outcome, row.topic, row.error) == ("unjudged", None, "unusable answer: no JSON")
+    status = flow.judge_status(engine=engine)
+    assert (status.pending, status.day_verdicts, status.day_unjudged) == (1, 1, 1)
+    assert status.last_error == "unusable answer: no JSON" and status.oldest_pending is not None
 
 
 def test_a_resumed_conversation_is_judged_again_and_a_quick_return_reopens(

@@ -337,6 +337,8 @@ def test_status_page_lists_dependencies_maintenance_and_the_sop(
     assert SECRET not in frame.to_csv()
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     assert "Qdrant at http://reader:***@127.0.0.1" in sidebar
+    judge = {m.label: m.value for m in at.metric}
+    assert judge["Ended, waiting for a verdict"] == "0" and judge["Unjudged, last 24 h"] == "0"
 
 
 def test_the_served_app_publishes_its_readiness(tmp_path: Path) -> None:
