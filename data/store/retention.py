@@ -13,7 +13,9 @@ cutoff in the same transaction as its delete; no refresh ever sees them.
 
 What goes with the messages: the thumbs on them (a foreign key with ON DELETE CASCADE; LangSmith
 keeps its copy). Sessions, review items and scores, tickets and orders are kept, and so is the
-LangGraph checkpointer's conversation state. Memory recall and tool-call latency are read from
+LangGraph checkpointer's conversation state. Conversation outcomes are kept too (they are the
+outcome history, as the rollups are the cost history), but the quotes of the deleted messages
+that a verdict carries are cleared. Memory recall and tool-call latency are read from
 agent_events, which have no rollup: their history ends at the cutoff."""
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, select
+from sqlalchemy import Engine, Table, delete, select, update
 
 from data.analytics.rollups import refresh
 from data.store.orm import AgentEvent, Message, ModelCall, utcnow
+from data.store.orm_outcomes import ConversationOutcome
 from data.store.orm_rollups import RollupDirty
 
 
@@ -87,6 +90,13 @@ def apply_retention(
         _delete_batches(engine, t, column, cutoff, batch, calls=is_calls)
         for t, column, is_calls in tables
     )
+    with engine.begin() as connection:
+        verdicts = ConversationOutcome.__table__.c
+        connection.execute(
+            update(ConversationOutcome)
+            .where(verdicts.ended_at < cutoff, verdicts.quote.is_not(None))
+            .values(quote=None)
+        )
     return RetentionResult(
         cutoff=cutoff,
         model_calls=calls,

@@ -21,6 +21,7 @@ from data.config.topics import TopicsError, guess_topic, load_topics, parse_topi
 from data.integrations.tickets import create_ticket
 from data.store.orm import utcnow
 from data.store.orm_outcomes import ConversationOutcome, OutcomeJob
+from data.store.retention import apply_retention
 from data.workers.outcome_judge import OutcomeWorker
 from data.workflows import outcomes as flow
 from tests.helpers.db import fresh_postgres
@@ -285,3 +286,19 @@ def test_page_figures_agree_with_sql_of_their_own(engine: Engine) -> None:
     assert set(only["session_id"]) == {"u1", "u2"} and total == 2
     topics = outcomes.by(engine=engine, filters=filters, dimension="topic")
     assert topics["ended"].tolist() == [7]
+
+
+def test_retention_keeps_verdicts_but_not_their_quotes_of_deleted_messages(
+    engine: Engine,
+) -> None:
+    converse(engine, "s-ancient", ORDER_TALK, at=utcnow() - timedelta(days=10))
+    converse(engine, "s-recent", ORDER_TALK, at=utcnow() - timedelta(hours=2))
+
+    def quoting(talk: flow.Conversation) -> flow.Verdict:
+        return verdict(quote="Thanks!", quote_found=True)
+
+    assert worker(engine, quoting, backfill_days=0).run_once().judged == 2
+    apply_retention(engine=engine, days=7)
+    (old,), (new,) = current(engine, "s-ancient"), current(engine, "s-recent")
+    assert (old.outcome, old.quote) == ("resolved", None)
+    assert (new.outcome, new.quote) == ("resolved", "Thanks!")
