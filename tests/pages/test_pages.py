@@ -46,6 +46,16 @@ def test_chat_page_streams_records_and_resumes(app_env: str) -> None:
     session_box_of(fresh).set_value(row[2])
     run(fresh)
     assert [m.name for m in fresh.chat_message] == ["user", "assistant"]
+    # "End conversation" closes it (the outcome worker judges it next) and starts a new one.
+    next(b for b in fresh.button if b.label == "End conversation").click()
+    run(fresh)
+    with engine.connect() as connection:
+        closed = connection.execute(
+            text("SELECT closed_at FROM chat_sessions WHERE id = :s"), {"s": row[2]}
+        ).scalar()
+    assert closed is not None
+    assert fresh.info[0].value.startswith("Conversation ended.")
+    assert session_box_of(fresh).value == "__new__" and not fresh.chat_message
     engine.dispose()
 
 
