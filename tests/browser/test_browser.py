@@ -150,6 +150,9 @@ def test_one_review_from_start_to_finish(app_url: str, page: Page, data_dir: Pat
     expect(page.get_by_text("Conversation e2e-review")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
     page.get_by_test_id("stRadio").get_by_text("4", exact=True).click()
+    page.get_by_test_id("stRadio").get_by_text("Resolved", exact=True).click()
+    page.get_by_role("combobox", name="Topic").click()
+    page.get_by_role("option", name="returns and refunds").click()
     comment = page.get_by_role("textbox", name="Comment")
     comment.fill("Right, but say how to send the parcel back.")
     comment.press("Enter")
@@ -157,9 +160,18 @@ def test_one_review_from_start_to_finish(app_url: str, page: Page, data_dir: Pat
     expect(page.get_by_text("Nothing to review")).to_be_visible()
     with sqlite3.connect(data_dir / "agent_chatbase.sqlite3") as db:
         scores = db.execute(
-            "SELECT session_id, reviewer, score, comment FROM review_scores"
+            "SELECT session_id, reviewer, score, outcome, topic, comment FROM review_scores"
         ).fetchall()
-    assert scores == [("e2e-review", "erin", 4, "Right, but say how to send the parcel back.")]
+    assert scores == [
+        (
+            "e2e-review",
+            "erin",
+            4,
+            "resolved",
+            "returns and refunds",
+            "Right, but say how to send the parcel back.",
+        )
+    ]
 
 
 def test_every_page_after_one_chat(app_url: str, page: Page) -> None:

@@ -136,6 +136,8 @@ def test_imported_conversation_and_comments_are_inert(app_env: str) -> None:
             captions = [c.value for c in at.caption]
             assert any(c.startswith("Customer: 👎 ") for c in captions)
         at.radio(key="score").set_value(3)
+        at.radio(key="score_outcome").set_value("unresolved")
+        at.selectbox(key="score_topic").set_value("other")
         at.text_input(key="score_comment").set_value(comment[:2000])
         next(b for b in at.button if b.label == "Save and next").click()
         at.run(timeout=120)

@@ -223,6 +223,8 @@ def test_blind_review_round_by_two_signed_in_reviewers(users: Engine) -> None:
     # A reviewer has no Queue tab (filling and assigning is the admin's).
     assert [t.label for t in first.tabs] == ["Review", "Progress", "My scores"]
     first.radio(key="score").set_value(2)
+    first.radio(key="score_outcome").set_value("resolved")
+    first.selectbox(key="score_topic").set_value("order status")
     next(b for b in first.button if b.label == "Save and next").click()
     run(first)
     second = review_round("reviewer2")
@@ -231,6 +233,8 @@ def test_blind_review_round_by_two_signed_in_reviewers(users: Engine) -> None:
     assert not any("Other reviewers' scores" in e.label for e in second.expander)
     assert "reviewer1" not in str([d.value for d in second.dataframe])
     second.radio(key="score").set_value(5)
+    second.radio(key="score_outcome").set_value("resolved")
+    second.selectbox(key="score_topic").set_value("order status")
     next(b for b in second.button if b.label == "Save and next").click()
     run(second)
     others = next(e for e in second.expander if "Other reviewers' scores" in e.label)
