@@ -6,6 +6,10 @@ cold and warm p95 over every view, incremental_refresh_ms (what a page view pays
 call), Postgres table and index sizes, and the detail per page, range (7 and 90 days) and filter
 (none, one model, one user), each with the machine's load average when it was measured.
 
+The history is the demo generator's, with its planted conversation outcomes (one current
+verdict per ended session, an earlier one for a few) for the Outcomes page, and reviewer
+outcome labels on about 2 % of the sessions for its calibration.
+
     python bench/pages.py [--rows N] [--db URL ...] [--reuse]
 """
 
@@ -28,17 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import Engine, insert, text
 
-from data.analytics import context_usage, cost, feedback_report, latency, sessions
+from data.analytics import (
+    context_usage,
+    cost,
+    feedback_report,
+    latency,
+    outcome_agreement,
+    outcomes,
+    sessions,
+)
 from data.analytics.compare import has_demo_rows
 from data.analytics.filters import Filters, parse_filters
 from data.analytics.rollups import refresh, refresh_hours, settle_days
 from data.analytics.rollups import warm as warm_refresh
 from data.config import heap
 from data.config.urls import to_libpq_url, to_sqlalchemy_url
+from data.store import demo_outcomes
 from data.store.db import describe, make_engine
 from data.store.demo import history
 from data.store.migrate import upgrade
 from data.store.orm import ChatSession, ModelCall
+from data.store.orm_outcomes import ConversationOutcome
 from data.workflows import review, review_candidates, review_scores
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/acb_bench"
@@ -52,6 +66,7 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
     def cost_page() -> None:
         view = cost.page_data(engine=engine, filters=f)
         cost.reprice(view.by_model, target_model="gpt-4o-mini")
+        outcomes.summary(engine=engine, filters=f)  # the cost per resolved conversation card
         cost.known_models(engine=engine)  # the sidebar's model filter
         has_demo_rows(engine=engine, filters=f)
         # Both tables' first page, by cost; their row counts are the KPIs', as on the page.
@@ -82,6 +97,15 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
             engine=engine, day_start=f.end - timedelta(days=1), start=f.start, end=f.end
         )
 
+    def outcomes_page() -> None:  # the cards, the judge's banner and each tab's first view
+        outcomes.summary(engine=engine, filters=f)
+        outcome_agreement.calibration(engine=engine, filters=f)
+        outcomes.by(engine=engine, filters=f, dimension="day")
+        outcomes.by_context(engine=engine, filters=f)
+        # The ended table: its count first (for the page number's bounds), then page one.
+        outcomes.ended_conversations(engine=engine, filters=f, limit=0)
+        outcomes.ended_conversations(engine=engine, filters=f, offset=0, limit=50)
+
     def sorted_tables() -> None:  # another sort, page 3 and a search: what a click costs
         # Unsearched, a table's row count is the cost page's KPI, read with the page's
         # figures (and cached with them); a search counts its own matches.
@@ -105,6 +129,7 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         "latency": latency_page,
         "feedback": feedback_page,
         "review": review_page,
+        "outcomes": outcomes_page,
         "tables": sorted_tables,
     }
 
@@ -178,7 +203,8 @@ def sizes(engine: Engine) -> dict[str, dict[str, float]]:
         "pg_indexes_size(c.oid) / 1048576.0 FROM pg_class c JOIN pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
         "AND (c.relname LIKE 'rollup%' OR c.relname IN ('model_calls', 'chat_sessions', "
-        "'messages', 'feedback_thumbs', 'review_scores')) ORDER BY 3 DESC"
+        "'messages', 'feedback_thumbs', 'review_items', 'review_scores', "
+        "'conversation_outcomes')) ORDER BY 3 DESC"
     )
     with engine.connect() as connection:
         return {
@@ -228,8 +254,10 @@ CALL_COLUMNS = [
     "run_id",
     "demo",
 ]
-SESSION_COLUMNS = ["id", "user_id", "title", "created_at", "updated_at", "demo"]
+SESSION_COLUMNS = ["id", "user_id", "title", "created_at", "updated_at", "demo", "closed_at"]
+OUTCOME_COLUMNS = [c.name for c in ConversationOutcome.__table__.columns if c.name != "id"]
 CHUNK_SESSIONS = 20_000
+LABELLED_EVERY = 5  # of the demo's reviewer labels (about a tenth of the sessions): about 2 %
 
 
 REPLICAS = 10  # above 2M calls on Postgres: a tenth generated, then copied in SQL
@@ -240,8 +268,10 @@ def load(engine: Engine, rows: int) -> None:
     million calls never sit in memory at once. Above 2M calls on Postgres, a tenth of it is
     generated and the database copies it nine more times under new user and session ids (and
     a few seconds earlier): ten times the users and sessions in the same window, written by
-    INSERT ... SELECT at the server's speed instead of Python's. Then the feedback the feedback
-    and review pages read: a sample of answers with a thumbs, and review scores."""
+    INSERT ... SELECT at the server's speed instead of Python's. Each chunk's conversations get
+    the demo's planted outcomes (data/store/demo_outcomes.py), with a fifth of its reviewer
+    labels. Then the feedback the feedback and review pages read: a sample of answers with a
+    thumbs, and review scores."""
     copies = REPLICAS if engine.dialect.name == "postgresql" and rows > 2_000_000 else 1
     base = rows // copies
     chunks = history(
@@ -255,14 +285,23 @@ def load(engine: Engine, rows: int) -> None:
     done = 0
     started = time.perf_counter()
     indexes = _drop_indexes(engine)
-    while True:
+    for chunk in itertools.count():
         batch = list(itertools.islice(chunks, CHUNK_SESSIONS))
         if not batch:
             break
-        sessions = [b.session for b in batch]
+        planted = demo_outcomes.plant(
+            sessions=batch, end=END, seed=chunk, judge_model="gpt-4o-mini"
+        )
+        sessions = [{**b.session, "closed_at": planted.closed.get(b.session["id"])} for b in batch]
         calls = [c for b in batch for c in b.calls]
         _write(engine, "chat_sessions", SESSION_COLUMNS, sessions)
         _write(engine, "model_calls", CALL_COLUMNS, calls)
+        _write(engine, "conversation_outcomes", OUTCOME_COLUMNS, planted.verdicts)
+        items = planted.items[::LABELLED_EVERY]
+        kept = {item["session_id"] for item in items}
+        labels = [s for s in planted.scores if s["session_id"] in kept]
+        with engine.begin() as connection:
+            demo_outcomes.write(connection, demo_outcomes.Planted(items=items, scores=labels))
         done += len(calls)
         print(
             f"generated {done:,} of {base:,} calls ({time.perf_counter() - started:.0f} s)",
@@ -277,14 +316,25 @@ def load(engine: Engine, rows: int) -> None:
         }.get(c, c)
         for c in CALL_COLUMNS
     )
+    outcome_columns = ", ".join(OUTCOME_COLUMNS)
+    copied_outcomes = ", ".join(
+        {
+            "session_id": "session_id || '-r' || :k",
+            "user_id": "user_id || '-r' || :k",
+            "ended_at": "ended_at - make_interval(secs => :k * 7)",
+            "judged_at": "judged_at - make_interval(secs => :k * 7)",
+        }.get(c, c)
+        for c in OUTCOME_COLUMNS
+    )
     for k in range(1, copies):
         with engine.begin() as connection:
             connection.execute(
                 text(
-                    "INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at, demo) "
-                    "SELECT id || '-r' || :k, user_id || '-r' || :k, title, "
+                    "INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at, demo, "
+                    "closed_at) SELECT id || '-r' || :k, user_id || '-r' || :k, title, "
                     "created_at - make_interval(secs => :k * 7), "
-                    "updated_at - make_interval(secs => :k * 7), demo "
+                    "updated_at - make_interval(secs => :k * 7), demo, "
+                    "closed_at - make_interval(secs => :k * 7) "
                     "FROM chat_sessions WHERE id NOT LIKE '%-r%'"
                 ),
                 {"k": k},
@@ -296,6 +346,11 @@ def load(engine: Engine, rows: int) -> None:
                 ),
                 {"k": k},
             )
+            for statement in COPY_OUTCOMES_SQL:
+                connection.execute(
+                    text(statement.format(columns=outcome_columns, copied=copied_outcomes)),
+                    {"k": k},
+                )
         print(
             f"copied {base * (k + 1):,} of {rows:,} calls ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
@@ -354,7 +409,11 @@ def _write(engine: Engine, table: str, columns: list[str], rows: list[dict[str, 
         finally:
             raw.close()
         return
-    model = {"chat_sessions": ChatSession, "model_calls": ModelCall}[table]
+    model = {
+        "chat_sessions": ChatSession,
+        "model_calls": ModelCall,
+        "conversation_outcomes": ConversationOutcome,
+    }[table]
     with engine.begin() as connection:
         for i in range(0, len(rows), 5000):
             connection.execute(insert(model), rows[i : i + 5000])
@@ -371,16 +430,36 @@ _FEEDBACK = [
     "(SELECT c.model FROM model_calls c WHERE c.session_id = m.session_id AND c.turn = m.turn "
     "AND c.purpose = 'chat' AND c.status = 'ok' ORDER BY c.ts DESC, c.id DESC LIMIT 1) "
     "FROM messages m JOIN chat_sessions s ON s.id = m.session_id",
+    # (a session that already has its outcome labels keeps that item)
     "INSERT INTO review_items (session_id, reviews_required, created_by, created_at) "
-    "SELECT id, 2, 'bench', created_at FROM chat_sessions WHERE {hash} % 200 = 0",
+    "SELECT id, 2, 'bench', created_at FROM chat_sessions WHERE {hash} % 200 = 0 "
+    "ON CONFLICT DO NOTHING",
     "INSERT INTO review_scores (item_id, session_id, reviewer, score, created_at, "
     "feedback_uuid, sync_state, attempts) "
     "SELECT i.id, i.session_id, 'reviewer-' || (i.id % 5), 1 + i.id % 5, i.created_at, {uuid}, "
-    "'local', 0 FROM review_items i",
+    "'local', 0 FROM review_items i WHERE i.created_by = 'bench'",
     "INSERT INTO review_scores (item_id, session_id, reviewer, score, created_at, "
     "feedback_uuid, sync_state, attempts) "
     "SELECT i.id, i.session_id, 'reviewer-' || ((i.id + 1) % 5), 1 + (i.id * 7) % 5, "
-    "i.created_at, {uuid}, 'local', 0 FROM review_items i WHERE i.id % 2 = 0",
+    "i.created_at, {uuid}, 'local', 0 FROM review_items i "
+    "WHERE i.created_by = 'bench' AND i.id % 2 = 0",
+]
+# Postgres replicas (load): the planted verdicts, review items and labels of copy :k.
+COPY_OUTCOMES_SQL = [
+    "INSERT INTO conversation_outcomes ({columns}) SELECT {copied} FROM conversation_outcomes "
+    "WHERE session_id NOT LIKE '%-r%'",
+    "INSERT INTO review_items (session_id, reviews_required, assigned_to, created_by, "
+    "created_at) SELECT session_id || '-r' || :k, reviews_required, assigned_to, created_by, "
+    "created_at - make_interval(secs => :k * 7) FROM review_items "
+    "WHERE session_id NOT LIKE '%-r%'",
+    "INSERT INTO review_scores (item_id, session_id, reviewer, score, comment, run_id, "
+    "created_at, outcome, topic, feedback_uuid, sync_state, attempts, next_attempt_at) "
+    "SELECT i.id, i.session_id, s.reviewer, s.score, s.comment, s.run_id, "
+    "s.created_at - make_interval(secs => :k * 7), s.outcome, s.topic, "
+    "gen_random_uuid()::text, s.sync_state, s.attempts, "
+    "s.next_attempt_at - make_interval(secs => :k * 7) FROM review_scores s "
+    "JOIN review_items i ON i.session_id = s.session_id || '-r' || :k "
+    "WHERE s.session_id NOT LIKE '%-r%'",
 ]
 FEEDBACK_SQL = {
     "postgresql": [
@@ -407,12 +486,18 @@ def prepare(url: str, rows: int, reuse: bool) -> tuple[Engine, float | None]:
     engine = make_engine(to_sqlalchemy_url(url))
     with engine.connect() as connection:
         have = connection.execute(text("SELECT count(*) FROM model_calls")).scalar_one()
-    if have != rows:
+        verdicts = connection.execute(
+            text("SELECT count(*) FROM conversation_outcomes")
+        ).scalar_one()
+    if have != rows or not verdicts:  # (an earlier run's rows from before outcomes: reload)
         with engine.begin() as connection:
             for table in (
                 "review_scores",
+                "review_claims",
                 "review_items",
                 "feedback_thumbs",
+                "conversation_outcomes",
+                "outcome_jobs",
                 "model_calls",
                 "messages",
                 "chat_sessions",

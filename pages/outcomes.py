@@ -389,7 +389,8 @@ else:
         icon=":material/verified:",
     )
 
-cards = st.columns(6)
+# Two rows of three: six cards in one row cut their labels and the cost on a laptop screen.
+cards = [*st.columns(3), *st.columns(3)]
 cards[0].metric(
     "Automated resolution",
     pct(s.rate("resolved")),
@@ -430,8 +431,9 @@ cards[5].metric(
     "cost of a ticket a person handles.",
 )
 st.caption(
-    f"{s.ended:,} ended conversations · {s.counts['unresolved']:,} unresolved · "
-    f"{s.counts['unjudged']:,} unjudged (the judge failed twice; see the table)"
+    f"{s.ended + s.counts['unjudged']:,} ended conversations: {s.ended:,} with a verdict (the "
+    f"rates' base) · {s.counts['unresolved']:,} unresolved · {s.counts['unjudged']:,} unjudged "
+    "(the judge failed twice; see the table)"
 )
 
 tabs = st.tabs(["Rates", "Context and summarization", "Calibration", "Ended conversations"])
