@@ -37,7 +37,26 @@ Prints one JSON object (progress goes to stderr):
   once neutralized.
 - `load_1_5_15` and `load_1_5_15_at_end`: the machine's load average before and after.
 
+With `--demo N` (N defaults to 60) only the demo history is judged, neither the conversations
+above nor the steering: the history `make demo` loads (data/store/demo.py's `generate` with
+support and planted outcomes, its defaults, seed 7), into a throwaway SQLite database of its
+own. Its sessions with a reviewer outcome label, in session id order, the first N of them; each
+one's label is its reviewers' majority outcome (and topic), a tie going to the earliest score.
+Each conversation is read as the app reads it (data/workflows/outcomes.py's `conversation`) and
+goes to the judge, rules not applied, as above. The JSON then has `judge_model`,
+`rubric_version`, `start_s`, `warmup_s`, the load averages and `demo`:
+
+- `n`: the conversations judged; `labelled_sessions_total`: the sessions with an outcome label
+  in the whole history; `generate_s`: generating it; `labels`: {outcome: count} of the n.
+- `embedded`: the embedded judge's verdicts against the labels, as above: `outcome_agreement`,
+  `outcome_kappa`, `topic_agreement`, `confusion` {label: {verdict: count}}, `unjudged`,
+  `judged_per_s`, `seconds_p50`.
+- `planted`: the same for the demo's planted verdicts of those conversations (their current
+  row in conversation_outcomes), which the Outcomes page's Calibration tab sets against the
+  labels: `outcome_agreement`, `outcome_kappa`, `topic_agreement`.
+
     .venv/bin/python bench/judge.py [--limit N] [--no-steering] [--port N]
+    .venv/bin/python bench/judge.py --demo [N] [--port N]
 """
 
 from __future__ import annotations
@@ -58,14 +77,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sqlalchemy import Engine, select
+
 from agent.judge import ModelJudge, neutralize
 from agent.runtime import build_runtime
 from data.analytics.outcome_agreement import cohen_kappa
 from data.config.settings import load_settings
 from data.store.db import make_engine
+from data.store.demo import generate
 from data.store.migrate import upgrade
-from data.store.orm_outcomes import OUTCOMES
-from data.workflows.outcomes import ASKS_FOR_PERSON, Conversation, Verdict
+from data.store.orm_outcomes import OUTCOMES, ConversationOutcome
+from data.store.orm_team import ReviewScore
+from data.workflows.outcomes import ASKS_FOR_PERSON, Conversation, Job, Verdict, conversation
 
 U, A = "user", "assistant"
 
@@ -642,12 +665,159 @@ def steering(judge: ModelJudge, cases: list[Case], rows: list[dict[str, Any]]) -
     return result
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """One demo conversation with reviewer labels, and the demo's planted verdict of it."""
+
+    job: Job
+    label: str
+    label_topic: str | None
+    planted: str
+    planted_topic: str | None
+
+
+def majority(values: list[str]) -> str:
+    """The most frequent value; a tie goes to the earliest of the tied."""
+    counts = Counter(values)
+    most = max(counts.values())
+    return next(v for v in values if counts[v] == most)
+
+
+def demo_history(data_dir: Path) -> tuple[Engine, float]:
+    """The history `make demo` loads, in a SQLite database of its own; the seconds it took."""
+    url = f"sqlite:///{(data_dir / 'demo.sqlite3').resolve()}"
+    upgrade(url)
+    engine = make_engine(url)
+    started = time.perf_counter()
+    written = generate(engine=engine, support=True, outcomes=True)
+    seconds = time.perf_counter() - started
+    progress(
+        f"demo history in {seconds:.1f} s: " + ", ".join(f"{v:,} {k}" for k, v in written.items())
+    )
+    return engine, seconds
+
+
+def demo_labelled(engine: Engine, limit: int) -> tuple[list[Labelled], int]:
+    """The first `limit` sessions with reviewer outcome labels (session id order), each with its
+    reviewers' majority outcome and topic (scores taken earliest first) and the current planted
+    verdict; and how many sessions have such labels."""
+    with engine.connect() as connection:
+        scores = connection.execute(
+            select(ReviewScore.session_id, ReviewScore.outcome, ReviewScore.topic)
+            .where(ReviewScore.outcome.is_not(None))
+            .order_by(ReviewScore.session_id, ReviewScore.created_at, ReviewScore.id)
+        ).all()
+        by_session: dict[str, list[tuple[str, str | None]]] = {}
+        for session_id, outcome, topic in scores:
+            by_session.setdefault(session_id, []).append((str(outcome), topic))
+        chosen = list(by_session)[:limit]
+        current = {
+            r.session_id: r
+            for r in connection.execute(
+                select(
+                    ConversationOutcome.session_id,
+                    ConversationOutcome.user_id,
+                    ConversationOutcome.ended_at,
+                    ConversationOutcome.end_reason,
+                    ConversationOutcome.outcome,
+                    ConversationOutcome.topic,
+                ).where(
+                    ConversationOutcome.current.is_(True),
+                    ConversationOutcome.session_id.in_(chosen),
+                )
+            )
+        }
+    labelled = []
+    for session_id in chosen:
+        row = current[session_id]
+        topics = [t for _, t in by_session[session_id] if t is not None]
+        labelled.append(
+            Labelled(
+                job=Job(
+                    id=0,
+                    session_id=session_id,
+                    user_id=row.user_id,
+                    last_message_at=row.ended_at,
+                    end_reason=row.end_reason,
+                    attempts=0,
+                    token="bench",
+                ),
+                label=majority([o for o, _ in by_session[session_id]]),
+                label_topic=majority(topics) if topics else None,
+                planted=row.outcome,
+                planted_topic=row.topic,
+            )
+        )
+    return labelled, len(by_session)
+
+
+def demo(judge: ModelJudge, data_dir: Path, limit: int) -> dict[str, Any]:
+    """The embedded judge, and the demo's planted verdicts, against the demo reviewers'
+    labels."""
+    engine, generate_s = demo_history(data_dir)
+    try:
+        labelled, total = demo_labelled(engine, limit)
+        with engine.connect() as connection:
+            talks = [conversation(connection, item.job) for item in labelled]
+    finally:
+        engine.dispose()
+    verdicts, seconds = [], []
+    for i, (item, talk_) in enumerate(zip(labelled, talks, strict=True), 1):
+        verdict, took = timed(judge, talk_)
+        verdicts.append(verdict)
+        seconds.append(took)
+        mark = "ok" if verdict.outcome == item.label else "--"
+        progress(
+            f"[demo {i}/{len(labelled)}] {mark} {item.job.session_id}: label {item.label}, "
+            f"verdict {verdict.outcome} / {verdict.topic}, planted {item.planted} ({took:.1f} s)"
+        )
+    labels = [item.label for item in labelled]
+    label_topics = [item.label_topic or "(none)" for item in labelled]
+    outcomes = [v.outcome for v in verdicts]
+    planted = [item.planted for item in labelled]
+    confusion: dict[str, dict[str, int]] = {}
+    for label in OUTCOMES:
+        counts = Counter(o for o, x in zip(outcomes, labels, strict=True) if x == label)
+        if counts:
+            confusion[label] = dict(sorted(counts.items()))
+    return {
+        "n": len(labelled),
+        "labelled_sessions_total": total,
+        "generate_s": round(generate_s, 1),
+        "labels": dict(sorted(Counter(labels).items())),
+        "embedded": {
+            "outcome_agreement": agreement(labels, outcomes),
+            "outcome_kappa": rounded(cohen_kappa(labels, outcomes)),
+            "topic_agreement": agreement(label_topics, [v.topic or "(none)" for v in verdicts]),
+            "confusion": confusion,
+            "unjudged": sum(o == "unjudged" for o in outcomes),
+            "judged_per_s": round(len(seconds) / sum(seconds), 3) if seconds else None,
+            "seconds_p50": round(statistics.median(seconds), 2) if seconds else None,
+        },
+        "planted": {
+            "outcome_agreement": agreement(labels, planted),
+            "outcome_kappa": rounded(cohen_kappa(labels, planted)),
+            "topic_agreement": agreement(
+                label_topics, [item.planted_topic or "(none)" for item in labelled]
+            ),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--limit", type=int, help="judge only the first N conversations (outcomes in turn)"
     )
     parser.add_argument("--no-steering", action="store_true", help="skip the steering section")
+    parser.add_argument(
+        "--demo",
+        type=int,
+        nargs="?",
+        const=60,
+        metavar="N",
+        help="judge only the first N labelled demo conversations (default 60), nothing else",
+    )
     parser.add_argument(
         "--port", type=int, help="the model server's port (default: a free one, its own server)"
     )
@@ -676,18 +846,28 @@ def main() -> None:
         start_s = time.perf_counter() - started
         _, warmup_s = timed(judge, WARMUP)
         progress(f"server and runtime {start_s:.1f} s, warm-up verdict {warmup_s:.1f} s")
-        rows = judge_cases(judge, cases)
         result: dict[str, Any] = {
             "judge_model": judge.spec.model,
             "rubric_version": judge.version,
-            **summary(rows),
-            "start_s": round(start_s, 1),
-            "warmup_s": round(warmup_s, 2),
-            "load_1_5_15": load,
         }
-        if not args.no_steering:
-            result["steering"] = steering(judge, cases, rows)
-        result["conversations"] = rows
+        if args.demo is not None:
+            result |= {
+                "start_s": round(start_s, 1),
+                "warmup_s": round(warmup_s, 2),
+                "load_1_5_15": load,
+                "demo": demo(judge, data_dir, args.demo),
+            }
+        else:
+            rows = judge_cases(judge, cases)
+            result |= {
+                **summary(rows),
+                "start_s": round(start_s, 1),
+                "warmup_s": round(warmup_s, 2),
+                "load_1_5_15": load,
+            }
+            if not args.no_steering:
+                result["steering"] = steering(judge, cases, rows)
+            result["conversations"] = rows
         result["wall_s"] = round(time.perf_counter() - started, 1)
         result["load_1_5_15_at_end"] = load_average()
     finally:
