@@ -55,8 +55,7 @@ def assert_inert(at: AppTest, what: object) -> None:
 
 
 def opened(page: str, params: dict[str, str | list[str]]) -> AppTest:
-    """`page` opened first, with `params` in its URL, as a shared link opens it."""
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = run(AppTest.from_file(APP, default_timeout=120))
     for key, value in params.items():
         at.query_params[key] = value
     at.switch_page(page)
