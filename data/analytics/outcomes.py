@@ -8,21 +8,54 @@ Definitions (the page's help repeats them):
 - automated resolution rate: resolved ÷ ended; escalation and abandonment likewise;
 - reopen rate: resolved verdicts (current or not) marked reopened ÷ resolved verdicts;
 - involvement: ended conversations in which the agent answered at least once ÷ ended;
-- cost per resolved conversation: the agent's cost of every ended conversation ÷ resolved."""
+- cost per resolved conversation: the agent's cost of every ended conversation ÷ resolved.
+
+The whole days of a range are read from rollup_outcomes (refreshed first: conversation_outcomes'
+triggers queue the days whose verdicts changed), its partial first and last days from the
+verdicts themselves; a user or session filter reads the verdicts only (they are few)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Float, Table, and_, case, func, literal, select, true
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Subquery,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy import cast as sql_cast
 
 from data.analytics.filters import Filters
-from data.store.orm_outcomes import OUTCOMES, ConversationOutcome
+from data.store.orm_outcomes import (
+    OUTCOMES,
+    ConversationOutcome,
+    RollupOutcome,
+    RollupOutcomeDirty,
+)
 
 O = cast(Table, ConversationOutcome.__table__)  # noqa: E741 (the outcomes table, as in SQL)
+R = cast(Table, RollupOutcome.__table__)
+D = cast(Table, RollupOutcomeDirty.__table__)
+REFRESH_LOCK = 0x61636265  # "acbe": one refresher of rollup_outcomes at a time (Postgres)
 DIMENSIONS = {
     "day": "Day",
     "chat_model": "Model",
@@ -70,19 +103,162 @@ def where(filters: Filters, *, current: bool = True) -> ColumnElement[bool]:
     return and_(true(), *parts)
 
 
-def _count(condition: ColumnElement[bool]) -> Any:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+# The rollup ------------------------------------------------------------------------------------
 
 
-def _counts() -> list[Any]:
+def _day(dialect: str) -> Any:
+    """A verdict's UTC day as YYYY-MM-DD (the rollup's key; the triggers compute the same)."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", O.c.ended_at), "YYYY-MM-DD")
+    return func.substr(O.c.ended_at, 1, 10)
+
+
+def _band() -> Any:
     c = O.c
-    judged = c.outcome != "unjudged"
+    return case(
+        *[
+            (and_(c.peak_context_percent >= low, c.peak_context_percent < high), literal(label))
+            if high is not None
+            else (c.peak_context_percent >= low, literal(label))
+            for low, high, label in CONTEXT_BANDS
+        ],
+        else_=literal("no chat call"),
+    )
+
+
+def _folds() -> Any:
+    c = O.c
+    return case(
+        (c.summarizations == 0, literal("not summarized")),
+        (c.summarizations == 1, literal("summarized once")),
+        else_=literal("summarized 2+ times"),
+    )
+
+
+# Each kind of breakdown and its key; `all` keeps every verdict, current or not.
+KINDS = ("all", "topic", "rubric_version", "judge_model", "band", "folds")
+ROLLUP_COLUMNS = [
+    "kind",
+    "day",
+    "chat_model",
+    "key",
+    "outcome",
+    "current",
+    "reopened",
+    "n",
+    "cost_usd",
+]
+
+
+def _key(kind: str) -> Any:
+    if kind == "all":
+        return literal(None, String)
+    if kind == "band":
+        return _band()
+    if kind == "folds":
+        return _folds()
+    return func.coalesce(O.c[kind], literal("(none)"))
+
+
+def _raw(kind: str, dialect: str, condition: ColumnElement[bool]) -> Any:
+    """Verdicts as rollup rows (one each), for the kind's breakdown."""
+    c = O.c
+    everything = kind == "all"
+    return select(
+        _day(dialect).label("day"),
+        c.chat_model.label("chat_model"),
+        _key(kind).label("key"),
+        c.outcome.label("outcome"),
+        (c.current if everything else literal(True, Boolean)).label("current"),
+        (c.reopened if everything else literal(False, Boolean)).label("reopened"),
+        literal(1, Integer).label("n"),
+        func.coalesce(c.cost_usd, 0.0).label("cost_usd"),
+    ).where(condition if everything else and_(condition, c.current))
+
+
+def refresh(engine: Engine) -> int:
+    """Recompute the rollup's queued days, in a transaction of its own (a page's reads then
+    wait for no lock). Returns how many days."""
+    with engine.connect() as connection:
+        if connection.execute(select(D.c.id).limit(1)).first() is None:
+            return 0  # nothing queued: the usual case, and no write
+    with engine.begin() as connection:
+        return refresh_in(connection)
+
+
+def refresh_in(connection: Connection) -> int:
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(REFRESH_LOCK)))
+    # Taken inside this transaction: a verdict written meanwhile queues its day again.
+    days = sorted(set(connection.execute(delete(D).returning(D.c.day)).scalars()))
+    if not days:
+        return 0
+    for i in range(0, len(days), 500):
+        chunk = days[i : i + 500]
+        connection.execute(delete(R).where(R.c.day.in_(chunk)))
+        ranges = []
+        for day in chunk:
+            try:
+                start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+            except (TypeError, ValueError):
+                continue  # not a day (cannot come from the triggers)
+            ranges.append(and_(O.c.ended_at >= start, O.c.ended_at < start + timedelta(days=1)))
+        if not ranges:
+            continue
+        for kind in KINDS:
+            rows = _raw(kind, dialect, or_(*ranges)).subquery()
+            group = [rows.c[name] for name in ("day", "chat_model", "key", "outcome")]
+            group += [rows.c.current, rows.c.reopened]
+            connection.execute(
+                insert(R).from_select(
+                    ROLLUP_COLUMNS,
+                    select(
+                        literal(kind, String),
+                        *group,
+                        func.count(),
+                        func.coalesce(func.sum(rows.c.cost_usd), 0.0),
+                    ).group_by(*group),
+                )
+            )
+    return len(days)
+
+
+def _source(connection: Connection, filters: Filters, kind: str) -> Subquery:
+    """Rollup rows of `kind` for the filters: whole days from the rollup, the range's partial
+    days (or everything, with a user or session filter) from the verdicts. Call refresh()
+    first."""
+    dialect = connection.dialect.name
+    start, end = filters.start.astimezone(UTC), filters.end.astimezone(UTC)
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = midnight if midnight == start else midnight + timedelta(days=1)
+    last = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    base = where(filters, current=False)
+    if filters.user or filters.session or first >= last:
+        return _raw(kind, dialect, base).subquery()
+    edges = or_(O.c.ended_at < first, O.c.ended_at >= last)
+    rolled = [R.c.kind == kind, R.c.day >= f"{first:%Y-%m-%d}", R.c.day < f"{last:%Y-%m-%d}"]
+    if filters.models:
+        rolled.append(R.c.chat_model.in_(filters.models))
+    columns = ("day", "chat_model", "key", "outcome", "current", "reopened", "n", "cost_usd")
+    return union_all(
+        select(*[R.c[name] for name in columns]).where(*rolled),
+        _raw(kind, dialect, and_(base, edges)),
+    ).subquery()
+
+
+def _counts(s: Subquery) -> list[Any]:
+    judged = s.c.outcome != "unjudged"
+
+    def total(condition: ColumnElement[bool]) -> Any:
+        return func.coalesce(func.sum(case((condition, s.c.n), else_=0)), 0)
+
     return [
-        _count(judged).label("ended"),
-        *[_count(c.outcome == name).label(name) for name in OUTCOMES],
-        _count(c.outcome == "unjudged").label("unjudged"),
-        _count(and_(judged, c.chat_model.is_not(None))).label("involved"),
-        func.coalesce(func.sum(case((judged, c.cost_usd), else_=0.0)), 0.0).label("cost_usd"),
+        total(judged).label("ended"),
+        *[total(s.c.outcome == name).label(name) for name in OUTCOMES],
+        total(s.c.outcome == "unjudged").label("unjudged"),
+        total(and_(judged, s.c.chat_model.is_not(None))).label("involved"),
+        func.coalesce(func.sum(case((judged, s.c.cost_usd), else_=0.0)), 0.0).label("cost_usd"),
     ]
 
 
@@ -122,13 +298,15 @@ class Summary:
 
 
 def summary(*, engine: Engine, filters: Filters) -> Summary:
-    c = O.c
-    resolved = c.outcome == "resolved"
+    refresh(engine)
     with engine.connect() as connection:
-        row = connection.execute(select(*_counts()).where(where(filters))).one()
+        s = _source(connection, filters, "all")
+        row = connection.execute(select(*_counts(s)).where(s.c.current)).one()
+        resolved = s.c.outcome == "resolved"
         reopen = connection.execute(
-            select(_count(resolved), _count(and_(resolved, c.reopened))).where(
-                where(filters, current=False)
+            select(
+                func.coalesce(func.sum(case((resolved, s.c.n), else_=0)), 0),
+                func.coalesce(func.sum(case((and_(resolved, s.c.reopened), s.c.n), else_=0)), 0),
             )
         ).one()
     counts = {name: int(row._mapping[name]) for name in (*OUTCOMES, "unjudged")}
@@ -146,17 +324,15 @@ def by(*, engine: Engine, filters: Filters, dimension: str) -> pd.DataFrame:
     """Counts and rates per day (UTC), chat model, topic, rubric version or judge."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
-    c = O.c
-    if dimension == "day":
-        key: Any = (
-            func.date_trunc("day", c.ended_at)
-            if engine.dialect.name == "postgresql"
-            else func.strftime("%Y-%m-%d", c.ended_at)
-        )
-    else:
-        key = func.coalesce(c[dimension], literal("(none)"))
-    query = select(key.label(dimension), *_counts()).where(where(filters)).group_by(key)
+    kind = "all" if dimension in ("day", "chat_model") else dimension
+    refresh(engine)
     with engine.connect() as connection:
+        s = _source(connection, filters, kind)
+        key: Any = {
+            "day": s.c.day,
+            "chat_model": func.coalesce(s.c.chat_model, literal("(none)")),
+        }.get(dimension, s.c.key)
+        query = select(key.label(dimension), *_counts(s)).where(s.c.current).group_by(key)
         frame = pd.DataFrame([tuple(r) for r in connection.execute(query)])
     columns = [dimension, "ended", *OUTCOMES, "unjudged", "involved", "cost_usd"]
     frame = frame if not frame.empty else pd.DataFrame(columns=columns)
@@ -172,32 +348,19 @@ def by(*, engine: Engine, filters: Filters, dimension: str) -> pd.DataFrame:
 def by_context(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     """Outcomes by how full the window got (peak context %, in bands) and by whether the
     conversation was summarized: does folding hurt resolution?"""
-    c = O.c
-    band = case(
-        *[
-            (and_(c.peak_context_percent >= low, c.peak_context_percent < high), literal(label))
-            if high is not None
-            else (c.peak_context_percent >= low, literal(label))
-            for low, high, label in CONTEXT_BANDS
-        ],
-        else_=literal("no chat call"),
-    )
-    folds = case(
-        (c.summarizations == 0, literal("not summarized")),
-        (c.summarizations == 1, literal("summarized once")),
-        else_=literal("summarized 2+ times"),
-    )
     frames = []
+    refresh(engine)
     with engine.connect() as connection:
-        for kind, key in (("peak context", band), ("summarizations", folds)):
+        for by_name, kind in (("peak context", "band"), ("summarizations", "folds")):
+            s = _source(connection, filters, kind)
             rows = connection.execute(
-                select(key, *_counts()).where(where(filters)).group_by(key)
+                select(s.c.key, *_counts(s)).where(s.c.current).group_by(s.c.key)
             ).all()
             frame = pd.DataFrame(
                 [tuple(r) for r in rows],
                 columns=["group", "ended", *OUTCOMES, "unjudged", "involved", "cost_usd"],
             )
-            frame.insert(0, "by", kind)
+            frame.insert(0, "by", by_name)
             frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     order = [label for *_, label in CONTEXT_BANDS] + [
@@ -225,8 +388,14 @@ def ended_conversations(
     condition = where(filters)
     if outcome:
         condition = and_(condition, c.outcome == outcome)
+    refresh(engine)
     with engine.connect() as connection:
-        total = int(connection.execute(select(func.count()).where(condition)).scalar() or 0)
+        # The count from the rollup where it can (a count of the verdicts reads every one).
+        s = _source(connection, filters, "all")
+        counted = select(func.coalesce(func.sum(s.c.n), 0)).where(s.c.current)
+        if outcome:
+            counted = counted.where(s.c.outcome == outcome)
+        total = int(connection.execute(counted).scalar() or 0)
         rows = connection.execute(
             select(*[c[name] for name in TABLE_COLUMNS])
             .where(condition)

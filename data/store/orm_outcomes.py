@@ -97,4 +97,38 @@ class ConversationOutcome(Base):
         Index("ix_conversation_outcomes_session", "session_id", "id"),
         Index("ix_conversation_outcomes_current_ended", "current", "ended_at"),
         Index("ix_conversation_outcomes_ended", "ended_at"),
+        Index("ix_conversation_outcomes_user_ended", "user_id", "ended_at"),
     )
+
+
+class RollupOutcome(Base):
+    """The Outcomes page's figures per UTC day (data/analytics/outcomes.py): verdict counts and
+    cost by chat model and outcome, for each `kind` of breakdown. Kind `all` holds every verdict
+    (current or not, with `reopened`), the others the current verdicts by `key`: `topic`,
+    `rubric_version`, `judge_model`, `band` (peak context) or `folds` (summarizations).
+    Recomputed a day at a time from conversation_outcomes, whose triggers queue the days."""
+
+    __tablename__ = "rollup_outcomes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC)
+    chat_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    current: Mapped[bool] = mapped_column(Boolean)
+    reopened: Mapped[bool] = mapped_column(Boolean)
+    n: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_rollup_outcomes_kind_day", "kind", "day"),)
+
+
+class RollupOutcomeDirty(Base):
+    """Days whose verdicts changed since their rollup rows were computed (filled by triggers on
+    conversation_outcomes, so no writer can forget it; emptied by the page's refresh)."""
+
+    __tablename__ = "rollup_outcome_dirty"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(String(10))

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from data.analytics import outcomes as rollup
 from data.config.settings import Settings
 from data.config.topics import Topic, load_topics
 from data.integrations.metrics import declare_outcomes
@@ -99,6 +100,10 @@ class OutcomeWorker(BackgroundWorker):
                 if self._stop.is_set():
                     return report  # the leases run out and another pass takes them
                 self._one(job, report)
+        if report.reopened or report.judged or report.unjudged:
+            # The page's rollup of the days these verdicts changed: done here too, so the queue
+            # of days stays short when nobody opens the page.
+            rollup.refresh(self.engine)
         if report.enqueued or report.judged or report.unjudged:
             log.info(
                 "outcomes: %d ends found, %d judged (%d by rules), %d unjudged, %d skipped",

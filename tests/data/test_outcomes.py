@@ -6,13 +6,16 @@ own on both databases."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from dataclasses import replace
 from datetime import timedelta
+from typing import cast
 
+import pandas as pd
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, insert, select, text
 
 from data.analytics import outcome_agreement, outcomes
 from data.analytics.filters import Filters
@@ -20,7 +23,7 @@ from data.config.settings import load_settings
 from data.config.topics import TopicsError, guess_topic, load_topics, parse_topics
 from data.integrations.tickets import create_ticket
 from data.store.orm import utcnow
-from data.store.orm_outcomes import ConversationOutcome, OutcomeJob
+from data.store.orm_outcomes import OUTCOMES, ConversationOutcome, OutcomeJob
 from data.store.retention import apply_retention
 from data.workers.outcome_judge import OutcomeWorker
 from data.workflows import outcomes as flow
@@ -302,3 +305,139 @@ def test_retention_keeps_verdicts_but_not_their_quotes_of_deleted_messages(
     (old,), (new,) = current(engine, "s-ancient"), current(engine, "s-recent")
     assert (old.outcome, old.quote) == ("resolved", None)
     assert (new.outcome, new.quote) == ("resolved", "Thanks!")
+
+
+def _independent(engine: Engine, filters: Filters) -> dict[str, object]:
+    """The page's figures straight from conversation_outcomes, in pandas (no rollup)."""
+    with engine.connect() as connection:
+        rows = pd.DataFrame(
+            connection.execute(
+                select(ConversationOutcome.__table__)  # type: ignore[arg-type]
+            )
+            .mappings()
+            .all()
+        )
+    rows["ended_at"] = pd.to_datetime(rows["ended_at"], utc=True)
+    keep = (rows["ended_at"] >= filters.start) & (rows["ended_at"] < filters.end)
+    if filters.models:
+        keep &= rows["chat_model"].isin(filters.models)
+    if filters.user:
+        keep &= rows["user_id"] == filters.user
+    every = rows[keep]
+    now = every[every["current"].astype(bool)]
+    judged = now[now["outcome"] != "unjudged"]
+    resolved = every[every["outcome"] == "resolved"]
+    cut = pd.cut(judged["peak_context_percent"], [0, 25, 50, 75, float("inf")], right=False)
+    bands = cut.astype(object).where(cut.notna(), "nan").astype(str)  # no chat call
+    return {
+        "counts": now["outcome"].value_counts().to_dict(),
+        "involved": int(judged["chat_model"].notna().sum()),
+        "cost": float(judged["cost_usd"].sum()),
+        "reopen": (len(resolved), int(resolved["reopened"].astype(bool).sum())),
+        "by_day": judged.groupby(judged["ended_at"].dt.strftime("%Y-%m-%d")).size().to_dict(),
+        "by_topic": judged.groupby(judged["topic"].fillna("(none)")).size().to_dict(),
+        "by_band": bands.value_counts().to_dict(),
+        "by_folds": judged["summarizations"].clip(upper=2).value_counts().to_dict(),
+    }
+
+
+def _from_page(engine: Engine, filters: Filters) -> dict[str, object]:
+    s = outcomes.summary(engine=engine, filters=filters)
+    day = outcomes.by(engine=engine, filters=filters, dimension="day")
+    topic = outcomes.by(engine=engine, filters=filters, dimension="topic")
+    context = outcomes.by_context(engine=engine, filters=filters)
+    band = context[(context["by"] == "peak context") & (context["ended"] > 0)]
+    folds = context[(context["by"] == "summarizations") & (context["ended"] > 0)]
+    names = {"not summarized": 0, "summarized once": 1, "summarized 2+ times": 2}
+    intervals = {"0–25 %": "[0.0, 25.0)", "25–50 %": "[25.0, 50.0)"}
+    intervals |= {"50–75 %": "[50.0, 75.0)", "75 % +": "[75.0, inf)", "no chat call": "nan"}
+    return {
+        "counts": {o: n for o, n in s.counts.items() if n},
+        "involved": s.involved,
+        "cost": s.cost_usd,
+        "reopen": (s.resolved_verdicts, s.reopened),
+        "by_day": {
+            d.strftime("%Y-%m-%d"): int(n)
+            for d, n in zip(day["day"], day["ended"], strict=True)
+            if n
+        },
+        "by_topic": {t: int(n) for t, n in zip(topic["topic"], topic["ended"], strict=True) if n},
+        "by_band": {
+            intervals[g]: int(n) for g, n in zip(band["group"], band["ended"], strict=True)
+        },
+        "by_folds": {names[g]: int(n) for g, n in zip(folds["group"], folds["ended"], strict=True)},
+    }
+
+
+def test_the_rollup_agrees_with_the_verdicts_through_every_change(engine: Engine) -> None:
+    """Whole days come from rollup_outcomes, partial ones from the verdicts: after verdicts are
+    written, superseded, reopened and deleted (each queues its day through the triggers), every
+    figure equals a pandas computation over conversation_outcomes, for ranges that start and
+    end mid-day, with a model and a user filter."""
+    rng = random.Random(29)
+    now = utcnow().replace(microsecond=0)
+    rows = []
+    for i in range(400):
+        outcome = rng.choice((*OUTCOMES, "unjudged"))
+        rows.append(
+            dict(
+                session_id=f"s-{i}",
+                user_id=rng.choice(("ann", "bob", "cy")),
+                ended_at=now - timedelta(minutes=rng.randint(0, 12 * 24 * 60)),
+                end_reason="idle",
+                outcome=outcome,
+                topic=None if outcome == "unjudged" else rng.choice(("payment", "account")),
+                decided_by="none" if outcome == "unjudged" else "judge",
+                rubric_version="outcome-v1",
+                judge_model="j",
+                reopened=outcome == "resolved" and rng.random() < 0.2,
+                chat_model=rng.choice(("m-a", "m-b", None)),
+                cost_usd=round(rng.uniform(0, 0.01), 6),
+                peak_context_percent=None if rng.random() < 0.1 else rng.uniform(0, 99),
+                summarizations=rng.choice((0, 0, 1, 2, 3)),
+            )
+        )
+    with engine.begin() as connection:
+        connection.execute(insert(ConversationOutcome), rows)
+    ranges = [
+        Filters(start=now - timedelta(days=7, hours=5), end=now - timedelta(hours=3)),
+        Filters(start=now - timedelta(days=30), end=now + timedelta(days=1)),
+        Filters(start=now - timedelta(days=9, minutes=7), end=now, models=["m-a"]),
+        Filters(start=now - timedelta(days=9), end=now, user="bob"),
+        Filters(start=now - timedelta(hours=20), end=now),
+    ]
+
+    def check() -> None:
+        for filters in ranges:
+            page, expected = _from_page(engine, filters), _independent(engine, filters)
+            _, total = outcomes.ended_conversations(engine=engine, filters=filters, limit=0)
+            assert total == sum(cast(dict[str, int], expected["counts"]).values())
+            assert page.pop("cost") == pytest.approx(expected.pop("cost"))
+            assert page == expected, filters
+
+    check()
+    table = ConversationOutcome.__table__
+    with engine.begin() as connection:
+        # A conversation judged again (its old verdict no longer current), a resolved one
+        # reopened, a verdict deleted, one moved to another day.
+        connection.execute(table.update().where(table.c.session_id == "s-1").values(current=False))
+        connection.execute(
+            insert(ConversationOutcome),
+            [{**rows[1], "outcome": "escalated", "ended_at": now - timedelta(hours=1)}],
+        )
+        connection.execute(
+            table.update()
+            .where(table.c.outcome == "resolved", ~table.c.reopened)
+            .values(reopened=True)
+            .execution_options(synchronize_session=False)
+        )
+        connection.execute(table.delete().where(table.c.session_id.in_(["s-2", "s-3"])))
+        connection.execute(
+            table.update()
+            .where(table.c.session_id == "s-4")
+            .values(ended_at=now - timedelta(days=5, hours=2))
+        )
+    check()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM rollup_outcome_dirty")).scalar() == 0
+        assert connection.execute(text("SELECT count(*) FROM rollup_outcomes")).scalar()

@@ -37,6 +37,9 @@ def truncate_all(engine: Engine) -> None:
             "model_calls",
             "messages",
             "chat_sessions",
+            # After conversation_outcomes: its triggers queue the days it deleted.
+            "rollup_outcome_dirty",
+            "rollup_outcomes",
         ):
             connection.execute(text(f"DELETE FROM {table}"))
 
