@@ -130,7 +130,8 @@ def pairs(*, engine: Engine, filters: Filters) -> pd.DataFrame:
 
 
 def _measures(frame: pd.DataFrame) -> tuple[float | None, float | None, float | None]:
-    a, b = list(frame["judge_outcome"]), list(frame["reviewer_outcome"])
+    # tolist(): iterating an arrow-backed column one value at a time took 50 ms at 11k pairs.
+    a, b = frame["judge_outcome"].tolist(), frame["reviewer_outcome"].tolist()
     exact = 100 * float(np.mean([x == y for x, y in zip(a, b, strict=True)])) if a else None
     return cohen_kappa(a, b), nominal_alpha(a, b), exact
 
@@ -166,7 +167,7 @@ def calibration(*, engine: Engine, filters: Filters) -> Calibration:
         kappa=kappa,
         alpha=alpha,
         exact_pct=exact,
-        topic_kappa=cohen_kappa(list(topics["judge_topic"]), list(topics["reviewer_topic"])),
+        topic_kappa=cohen_kappa(topics["judge_topic"].tolist(), topics["reviewer_topic"].tolist()),
         confusion=confusion,
         groups=pd.DataFrame(
             groups,
