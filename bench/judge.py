@@ -64,8 +64,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -81,6 +79,7 @@ from sqlalchemy import Engine, select
 
 from agent.judge import ModelJudge, neutralize
 from agent.runtime import build_runtime
+from bench.pages import load_average
 from data.analytics.outcome_agreement import cohen_kappa
 from data.config.settings import load_settings
 from data.store.db import make_engine
@@ -89,6 +88,7 @@ from data.store.migrate import upgrade
 from data.store.orm_outcomes import OUTCOMES, ConversationOutcome
 from data.store.orm_team import ReviewScore
 from data.workflows.outcomes import ASKS_FOR_PERSON, Conversation, Job, Verdict, conversation
+from tests.helpers.servers import free_port
 
 U, A = "user", "assistant"
 
@@ -509,17 +509,6 @@ def in_turn(cases: tuple[Case, ...]) -> list[Case]:
     groups = [[c for c in cases if c.outcome == outcome] for outcome in OUTCOMES]
     longest = max(len(g) for g in groups)
     return [g[i] for i in range(longest) for g in groups if i < len(g)]
-
-
-def load_average() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def progress(message: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 
+from bench.pages import load_average, sizes
 from data.config.topics import topic_names
 from data.config.urls import to_libpq_url, to_sqlalchemy_url
 from data.store.db import describe, make_engine
@@ -87,11 +87,6 @@ PHASES = {
 
 def instant_judge(talk: Conversation) -> Verdict:
     return VERDICT
-
-
-def load_average() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def ms(seconds: float) -> float:
@@ -432,27 +427,6 @@ def detection(engine: Engine, sessions: int, runs: int) -> dict[str, object]:
     return result
 
 
-def sizes(engine: Engine) -> dict[str, dict[str, float]]:
-    """Postgres: rows, table MB and index MB of the tables the detector and the page read."""
-    if engine.dialect.name != "postgresql":
-        return {}
-    query = text(
-        "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid) / 1048576.0, "
-        "pg_indexes_size(c.oid) / 1048576.0 FROM pg_class c JOIN pg_namespace n "
-        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname IN "
-        "('chat_sessions', 'outcome_jobs', 'conversation_outcomes') ORDER BY 3 DESC"
-    )
-    with engine.connect() as connection:
-        return {
-            name: {
-                "rows": int(rows),
-                "table_mb": round(float(t), 1),
-                "index_mb": round(float(i), 1),
-            }
-            for name, rows, t, i in connection.execute(query)
-        }
-
-
 def prepare(url: str) -> Engine:
     """A fresh database: Postgres dropped and created again, the SQLite file removed."""
     if url.startswith("postgresql"):
@@ -475,7 +449,7 @@ def measure(url: str, conversations: int, sessions: int, runs: int) -> dict[str,
     size = (
         {"sqlite_mb": round(Path(url.removeprefix("sqlite:///")).stat().st_size / 1048576, 1)}
         if engine.dialect.name == "sqlite"
-        else sizes(engine)
+        else sizes(engine, ("chat_sessions", "outcome_jobs", "conversation_outcomes"), False)
     )
     result = {
         "db": describe(to_sqlalchemy_url(url)),

@@ -194,18 +194,31 @@ def incremental(engine: Engine) -> dict[str, float]:
     }
 
 
-def sizes(engine: Engine) -> dict[str, dict[str, float]]:
-    """Postgres: rows, table MB and index MB of every table the pages read."""
+PAGE_TABLES = (
+    "model_calls",
+    "chat_sessions",
+    "messages",
+    "feedback_thumbs",
+    "review_items",
+    "review_scores",
+    "conversation_outcomes",
+)
+
+
+def sizes(
+    engine: Engine, tables: tuple[str, ...] = PAGE_TABLES, rollups: bool = True
+) -> dict[str, dict[str, float]]:
+    """Postgres: rows, table MB and index MB of `tables` (every table the pages read by
+    default) and, with `rollups`, of every rollup table."""
     if engine.dialect.name != "postgresql":
         return {}
     query = text(
         "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid) / 1048576.0, "
         "pg_indexes_size(c.oid) / 1048576.0 FROM pg_class c JOIN pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-        "AND (c.relname LIKE 'rollup%' OR c.relname IN ('model_calls', 'chat_sessions', "
-        "'messages', 'feedback_thumbs', 'review_items', 'review_scores', "
-        "'conversation_outcomes')) ORDER BY 3 DESC"
-    )
+        "AND ((:rollups AND c.relname LIKE 'rollup%') OR c.relname = ANY(:tables)) "
+        "ORDER BY 3 DESC"
+    ).bindparams(rollups=rollups, tables=list(tables))
     with engine.connect() as connection:
         return {
             name: {

@@ -26,7 +26,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    Float,
     Integer,
     String,
     Subquery,
@@ -42,7 +41,6 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy import cast as sql_cast
 
 from data.analytics.filters import Filters
 from data.store.orm_outcomes import (
@@ -413,13 +411,3 @@ def resolved_cost(*, engine: Engine, filters: Filters) -> tuple[float, int]:
     how many of them were resolved (cost per resolved conversation = the first ÷ the second)."""
     s = summary(engine=engine, filters=filters)
     return s.cost_usd, s.counts["resolved"]
-
-
-def mean_confidence(*, engine: Engine, filters: Filters) -> float | None:
-    with engine.connect() as connection:
-        value = connection.execute(
-            select(func.avg(sql_cast(O.c.confidence, Float))).where(
-                where(filters), O.c.decided_by == "judge"
-            )
-        ).scalar()
-    return None if value is None else float(value)
