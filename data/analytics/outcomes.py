@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 
 from data.analytics.filters import Filters
+from data.analytics.rollups import _ranges
 from data.store.orm_outcomes import (
     OUTCOMES,
     ConversationOutcome,
@@ -195,13 +196,15 @@ def refresh_in(connection: Connection) -> int:
     for i in range(0, len(days), 500):
         chunk = days[i : i + 500]
         connection.execute(delete(R).where(R.c.day.in_(chunk)))
-        ranges = []
+        starts = []
         for day in chunk:
             try:
-                start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+                starts.append(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC))
             except (TypeError, ValueError):
                 continue  # not a day (cannot come from the triggers)
-            ranges.append(and_(O.c.ended_at >= start, O.c.ended_at < start + timedelta(days=1)))
+        ranges = [
+            and_(O.c.ended_at >= a, O.c.ended_at < b) for a, b in _ranges(starts, timedelta(days=1))
+        ]
         if not ranges:
             continue
         for kind in KINDS:
