@@ -97,11 +97,16 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
             engine=engine, day_start=f.end - timedelta(days=1), start=f.start, end=f.end
         )
 
-    def outcomes_page() -> None:  # the cards, the judge's banner and each tab's first view
+    def outcomes_page() -> None:  # the cards, the judge's banner and the open Rates tab
         outcomes.summary(engine=engine, filters=f)
         outcome_agreement.calibration(engine=engine, filters=f)
         outcomes.by(engine=engine, filters=f, dimension="day")
+
+    def outcome_tabs() -> None:  # the other three tabs opened one after the other
         outcomes.by_context(engine=engine, filters=f)
+        outcome_agreement.pairs(
+            engine=engine, filters=f, differ=True, limit=outcome_agreement.DISAGREEMENTS_SHOWN
+        )
         # The ended table: its count first (for the page number's bounds), then page one.
         outcomes.ended_conversations(engine=engine, filters=f, limit=0)
         outcomes.ended_conversations(engine=engine, filters=f, offset=0, limit=50)
@@ -130,6 +135,7 @@ def pages(engine: Engine, f: Filters) -> dict[str, Callable[[], object]]:
         "feedback": feedback_page,
         "review": review_page,
         "outcomes": outcomes_page,
+        "outcome_tabs": outcome_tabs,
         "tables": sorted_tables,
     }
 

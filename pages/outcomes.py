@@ -85,6 +85,13 @@ def _calibration(_engine: Engine, url: str, filters: Filters) -> outcome_agreeme
     return outcome_agreement.calibration(engine=_engine, filters=filters)
 
 
+@st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
+def _disagreements(_engine: Engine, url: str, filters: Filters) -> pd.DataFrame:
+    return outcome_agreement.pairs(
+        engine=_engine, filters=filters, differ=True, limit=outcome_agreement.DISAGREEMENTS_SHOWN
+    )
+
+
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}%"
 
@@ -237,10 +244,16 @@ def calibration_tab(filters: Filters, calib: outcome_agreement.Calibration) -> N
         st.dataframe(calib.groups, hide_index=True, width="stretch", column_config=COLUMNS)
         common.csv_download(calib.groups, "judge_agreement")
     st.markdown("**Where the judge and a reviewer disagree**")
-    differ = calib.disagreements()
+    differ = _disagreements(engine, url, filters)
     if differ.empty:
         st.caption("The judge agrees with every reviewer label in this range.")
         return
+    shown = (
+        f"The latest {len(differ):,} of {calib.disagreeing:,}"
+        if calib.disagreeing > len(differ)
+        else f"All {calib.disagreeing:,}"
+    )
+    st.caption(f"{shown} pairs where the two outcomes differ, newest first")
     rows = common.picked_rows(
         differ[
             [
@@ -436,12 +449,17 @@ st.caption(
     "(the judge failed twice; see the table)"
 )
 
-tabs = st.tabs(["Rates", "Context and summarization", "Calibration", "Ended conversations"])
-with tabs[0]:
-    rates_tab(filters)
-with tabs[1]:
-    context_tab(filters)
-with tabs[2]:
-    calibration_tab(filters, calib)
-with tabs[3]:
-    ended_tab(filters)
+# Each tab's queries run only when it is open (the calibration counts above serve the banner).
+views = {
+    "Rates": rates_tab,
+    "Context and summarization": context_tab,
+    "Calibration": lambda f: calibration_tab(f, calib),
+    "Ended conversations": ended_tab,
+}
+# A link with an outcome filter (the Cost page's, or a shared one) opens on the table it filters.
+opening = "Ended conversations" if "outcome" in st.query_params else None
+tabs = st.tabs(list(views), default=opening, key="outcomes_tab", on_change="rerun")
+for tab, draw in zip(tabs, views.values(), strict=True):
+    if tab.open:
+        with tab:
+            draw(filters)

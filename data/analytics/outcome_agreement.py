@@ -15,7 +15,7 @@ from typing import cast
 import krippendorff
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import ColumnElement, Engine, Table, and_, func, select
 
 from data.analytics.filters import Filters
 from data.analytics.outcomes import O, where
@@ -24,6 +24,7 @@ from data.store.orm_team import ReviewScore
 
 R = cast(Table, ReviewScore.__table__)
 MIN_ITEMS = 30  # fewer labelled pairs than this: no verdict on the judge either way
+DISAGREEMENTS_SHOWN = 500  # the latest disagreements the page lists (all are counted)
 PAIR_COLUMNS = [
     "session_id",
     "ended_at",
@@ -39,30 +40,60 @@ PAIR_COLUMNS = [
 ]
 
 
-def cohen_kappa(a: list[str], b: list[str]) -> float | None:
-    """Cohen's κ of two raters' labels of the same items: (p_o − p_e) ÷ (1 − p_e), where p_o is
-    the share of items labelled the same and p_e the share expected by chance from each rater's
-    own label frequencies. None when undefined (no items, or both raters always gave the one
-    same label). Written here rather than taken from scikit-learn, a large dependency for one
-    formula; tests check it against a hand-computed example."""
-    if not a or len(a) != len(b):
+def kappa_of_table(table: np.ndarray) -> float | None:
+    """Cohen's κ from a square contingency table (rater A's labels as rows, B's as columns, in
+    the same order): (p_o − p_e) ÷ (1 − p_e), where p_o is the share of items on the diagonal
+    and p_e the share expected by chance from each rater's own label frequencies. None when
+    undefined (no items, or both raters always gave the one same label). Written here rather
+    than taken from scikit-learn, a large dependency for one formula; tests check it against a
+    hand-computed example."""
+    n = float(table.sum())
+    if n == 0:
         return None
+    observed = float(np.trace(table)) / n
+    expected = float((table.sum(axis=1) / n) @ (table.sum(axis=0) / n))
+    if math.isclose(expected, 1.0):
+        return None
+    return (observed - expected) / (1 - expected)
+
+
+def alpha_of_table(table: np.ndarray) -> float | None:
+    """Nominal Krippendorff's α of two raters from their contingency table (every item labelled
+    by both): 1 − (n − 1) · Σ_{c≠k} o_ck ÷ Σ_{c≠k} n_c·n_k, with the coincidence matrix
+    o = table + tableᵀ, n_c its row sums and n = 2 × items. The closed form of what the
+    `krippendorff` package computes from the raw labels (a test checks the two agree), so the
+    page needs only the counts, never the pairs."""
+    coincidence = table + table.T
+    n = float(coincidence.sum())
+    if n < 4:  # fewer than two items
+        return None
+    n_c = coincidence.sum(axis=1)
+    expected = float(n_c.sum() ** 2 - (n_c**2).sum())
+    if expected == 0:  # one label only: undefined
+        return None
+    observed = float(coincidence.sum() - np.trace(coincidence))
+    return 1 - (n - 1) * observed / expected
+
+
+def _table(a: list[str], b: list[str]) -> np.ndarray:
     labels = sorted(set(a) | set(b))
     index = {label: i for i, label in enumerate(labels)}
     table = np.zeros((len(labels), len(labels)))
     for x, y in zip(a, b, strict=True):
         table[index[x], index[y]] += 1
-    n = table.sum()
-    observed = np.trace(table) / n
-    expected = float((table.sum(axis=1) / n) @ (table.sum(axis=0) / n))
-    if math.isclose(expected, 1.0):
+    return table
+
+
+def cohen_kappa(a: list[str], b: list[str]) -> float | None:
+    """Cohen's κ of two raters' labels of the same items (see kappa_of_table)."""
+    if not a or len(a) != len(b):
         return None
-    return float((observed - expected) / (1 - expected))
+    return kappa_of_table(_table(a, b))
 
 
 def nominal_alpha(a: list[str], b: list[str]) -> float | None:
-    """Nominal Krippendorff's α of the same pairs (the reviewer agreement's measure, nominal
-    here because outcomes have no order)."""
+    """Nominal Krippendorff's α of the same pairs, by the `krippendorff` package (the reviewer
+    agreement's measure; nominal here because outcomes have no order)."""
     if len(a) < 2:
         return None
     labels = sorted(set(a) | set(b))
@@ -78,17 +109,14 @@ def nominal_alpha(a: list[str], b: list[str]) -> float | None:
 
 @dataclass(frozen=True)
 class Calibration:
-    pairs: pd.DataFrame  # PAIR_COLUMNS, one row per (conversation, reviewer)
+    items: int  # labelled pairs: (conversation, reviewer)
     kappa: float | None
     alpha: float | None
     exact_pct: float | None
     topic_kappa: float | None
     confusion: pd.DataFrame  # judge outcome (rows) x reviewer outcome (columns), counts
     groups: pd.DataFrame  # per rubric version and judge model: pairs, kappa, alpha, exact_pct
-
-    @property
-    def items(self) -> int:
-        return len(self.pairs)
+    disagreeing: int  # pairs where the two outcomes differ (pairs(differ=True) lists them)
 
     def trusted(self, minimum: float) -> bool | None:
         """True or False once there are MIN_ITEMS pairs; None before (too few to say)."""
@@ -96,13 +124,17 @@ class Calibration:
             return None
         return self.kappa >= minimum
 
-    def disagreements(self) -> pd.DataFrame:
-        differ = self.pairs["judge_outcome"] != self.pairs["reviewer_outcome"]
-        return self.pairs[differ].sort_values("ended_at", ascending=False).reset_index(drop=True)
+
+def _joined(filters: Filters) -> ColumnElement[bool]:
+    c = O.c
+    return and_(where(filters), c.decided_by == "judge", R.c.outcome.is_not(None))
 
 
-def pairs(*, engine: Engine, filters: Filters) -> pd.DataFrame:
-    """Every reviewer outcome label with the judge's current verdict on the same conversation."""
+def pairs(
+    *, engine: Engine, filters: Filters, differ: bool = False, limit: int | None = None
+) -> pd.DataFrame:
+    """Reviewer outcome labels with the judge's current verdict on the same conversation, newest
+    first: all of them, or (differ) only those where the two outcomes differ."""
     c = O.c
     query = (
         select(
@@ -119,9 +151,12 @@ def pairs(*, engine: Engine, filters: Filters) -> pd.DataFrame:
             c.reason,
         )
         .select_from(O.join(R, R.c.session_id == c.session_id))
-        .where(where(filters), c.decided_by == "judge", R.c.outcome.is_not(None))
+        .where(_joined(filters))
         .order_by(c.ended_at.desc(), R.c.id)
+        .limit(limit)
     )
+    if differ:
+        query = query.where(c.outcome != R.c.outcome)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=PAIR_COLUMNS)
@@ -129,48 +164,93 @@ def pairs(*, engine: Engine, filters: Filters) -> pd.DataFrame:
     return frame
 
 
-def _measures(frame: pd.DataFrame) -> tuple[float | None, float | None, float | None]:
-    # tolist(): iterating an arrow-backed column one value at a time took 50 ms at 11k pairs.
-    a, b = frame["judge_outcome"].tolist(), frame["reviewer_outcome"].tolist()
-    exact = 100 * float(np.mean([x == y for x, y in zip(a, b, strict=True)])) if a else None
-    return cohen_kappa(a, b), nominal_alpha(a, b), exact
+def _counts(engine: Engine, filters: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pairs counted by (judge outcome, reviewer outcome, rubric version, judge model) and by
+    (judge topic, reviewer topic), from one grouped query: the few rows every measure is
+    computed from, however many labels there are."""
+    c = O.c
+    model = func.coalesce(c.judge_model, "(none)")
+    query = (
+        select(c.outcome, R.c.outcome, c.rubric_version, model, c.topic, R.c.topic, func.count())
+        .select_from(O.join(R, R.c.session_id == c.session_id))
+        .where(_joined(filters))
+        .group_by(c.outcome, R.c.outcome, c.rubric_version, model, c.topic, R.c.topic)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    frame = pd.DataFrame(
+        [tuple(r) for r in rows],
+        columns=[
+            "judge",
+            "reviewer",
+            "rubric_version",
+            "judge_model",
+            "judge_topic",
+            "reviewer_topic",
+            "pairs",
+        ],
+    )
+    topics = (
+        frame.dropna(subset=["judge_topic", "reviewer_topic"])
+        .groupby(["judge_topic", "reviewer_topic"], as_index=False)["pairs"]
+        .sum()
+        .rename(columns={"judge_topic": "judge", "reviewer_topic": "reviewer"})
+    )
+    return frame, topics
+
+
+def _square(counts: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """The counts as a labels x labels table (judge rows, reviewer columns)."""
+    table = counts.pivot_table(
+        index="judge", columns="reviewer", values="pairs", aggfunc="sum", fill_value=0
+    )
+    return table.reindex(index=labels, columns=labels, fill_value=0).to_numpy(dtype=float)
+
+
+def _measures(counts: pd.DataFrame) -> tuple[float | None, float | None, float | None]:
+    if counts.empty:
+        return None, None, None
+    labels = sorted(set(counts["judge"]) | set(counts["reviewer"]))
+    table = _square(counts, labels)
+    exact = 100 * float(np.trace(table) / table.sum())
+    return kappa_of_table(table), alpha_of_table(table), exact
 
 
 def calibration(*, engine: Engine, filters: Filters) -> Calibration:
-    frame = pairs(engine=engine, filters=filters)
-    kappa, alpha, exact = _measures(frame)
-    topics = frame.dropna(subset=["judge_topic", "reviewer_topic"])
-    confusion = pd.crosstab(
-        pd.Categorical(frame["judge_outcome"], categories=OUTCOMES),
-        pd.Categorical(frame["reviewer_outcome"], categories=OUTCOMES),
-        rownames=["judge"],
-        colnames=["reviewers"],
-        dropna=False,
+    """The judge against the reviewers in the range, from the pairs counted in SQL; the
+    disagreements themselves are pairs(differ=True), read only where they are shown."""
+    counts, topics = _counts(engine, filters)
+    kappa, alpha, exact = _measures(counts)
+    confusion = pd.DataFrame(
+        _square(counts, list(OUTCOMES)).astype(int) if not counts.empty else 0,
+        index=pd.Index(list(OUTCOMES), name="judge"),
+        columns=pd.Index(list(OUTCOMES), name="reviewers"),
     )
     groups = []
-    for (version, model), group in frame.groupby(
-        ["rubric_version", frame["judge_model"].fillna("(none)")], sort=True
-    ):
+    for (version, model), group in counts.groupby(["rubric_version", "judge_model"], sort=True):
         k, al, ex = _measures(group)
         groups.append(
             {
                 "rubric_version": version,
                 "judge_model": model,
-                "pairs": len(group),
+                "pairs": int(group["pairs"].sum()),
                 "kappa": k,
                 "alpha": al,
                 "exact_pct": ex,
             }
         )
+    topic_labels = sorted(set(topics["judge"]) | set(topics["reviewer"]))
+    disagreeing = int(counts.loc[counts["judge"] != counts["reviewer"], "pairs"].sum())
     return Calibration(
-        pairs=frame,
+        items=int(counts["pairs"].sum()),
         kappa=kappa,
         alpha=alpha,
         exact_pct=exact,
-        topic_kappa=cohen_kappa(topics["judge_topic"].tolist(), topics["reviewer_topic"].tolist()),
+        topic_kappa=None if topics.empty else kappa_of_table(_square(topics, topic_labels)),
         confusion=confusion,
         groups=pd.DataFrame(
             groups,
             columns=["rubric_version", "judge_model", "pairs", "kappa", "alpha", "exact_pct"],
         ),
+        disagreeing=disagreeing,
     )

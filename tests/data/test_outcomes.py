@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import cast
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, insert, select, text
@@ -239,6 +240,20 @@ def test_cohens_kappa_matches_a_hand_computed_example() -> None:
     assert outcome_agreement.cohen_kappa(a, a) == pytest.approx(1.0)
     assert outcome_agreement.cohen_kappa(["x"] * 4, ["x"] * 4) is None
     assert outcome_agreement.nominal_alpha(a, a) == pytest.approx(1.0)
+
+
+def test_alpha_from_the_counts_equals_the_krippendorff_package() -> None:
+    rng = np.random.default_rng(7)
+    labels = ["resolved", "escalated", "abandoned", "unresolved"]
+    for size in (2, 5, 40, 400):
+        a = [str(x) for x in rng.choice(labels, size)]
+        # A second rater who agrees about two times in three.
+        b = [x if rng.random() < 0.66 else str(rng.choice(labels)) for x in a]
+        table = outcome_agreement._table(a, b)
+        expected = outcome_agreement.nominal_alpha(a, b)
+        assert outcome_agreement.alpha_of_table(table) == pytest.approx(expected)
+        assert outcome_agreement.kappa_of_table(table) == outcome_agreement.cohen_kappa(a, b)
+    assert outcome_agreement.alpha_of_table(outcome_agreement._table(["x"] * 3, ["x"] * 3)) is None
 
 
 def test_the_topic_file_is_checked_line_by_line(tmp_path: object) -> None:

@@ -8,13 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
+from streamlit.testing.v1 import AppTest
 
-from data.analytics.outcome_agreement import cohen_kappa
+from data.analytics.outcome_agreement import cohen_kappa, nominal_alpha
 from data.store.db import make_engine
 from data.store.demo import generate
 from data.workers.outcome_judge import OutcomeWorker
 from tests.helpers.analyst_pages import open_page, sql
 from tests.helpers.outcomes import ScriptedJudge, chat_call, converse, label, later
+from tests.helpers.pages import run
 
 PLAN = {
     "r1": "resolved",
@@ -39,6 +41,12 @@ def judged(app_env: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def tab(at: AppTest, label: str) -> AppTest:
+    """The page with another of its tabs opened (each tab runs its queries only when open)."""
+    at.session_state["outcomes_tab"] = label
+    return run(at)
+
+
 def test_rates_equal_independent_sql(judged: Engine) -> None:
     at = open_page("pages/outcomes.py", range="7d")
     cards = {m.label: m.value for m in at.metric}
@@ -61,7 +69,9 @@ def test_rates_equal_independent_sql(judged: Engine) -> None:
     assert cards["Reopened"] == "0.0%"
     # Calibration: no reviewer label yet, so the page says the judge is not checked.
     assert "not calibrated yet: 0 of the 30" in at.warning[-1].value
-    table = at.dataframe[-1].value
+    # Only the open tab (Rates) ran its queries: one table on the page.
+    assert len(at.dataframe) == 1
+    table = tab(at, "Ended conversations").dataframe[-1].value
     assert sorted(table["session_id"]) == sorted(PLAN)
     # The Cost page shows the same cost per resolved conversation.
     costs = {m.label: m.value for m in open_page("pages/cost.py", range="7d").metric}
@@ -69,6 +79,7 @@ def test_rates_equal_independent_sql(judged: Engine) -> None:
 
 
 def test_the_outcome_filter_comes_from_the_url(judged: Engine) -> None:
+    # A link with an outcome opens on the table it filters.
     at = open_page("pages/outcomes.py", range="7d", outcome="resolved")
     assert sorted(at.dataframe[-1].value["session_id"]) == ["r1", "r2", "r3", "r4"]
     hostile = open_page("pages/outcomes.py", range="7d", outcome="<img src=x onerror=alert(1)>")
@@ -89,13 +100,18 @@ def test_an_untrusted_judge_is_said_plainly(judged: Engine) -> None:
             reviewers_said.append(theirs)
     kappa = cohen_kappa(judge_said, reviewers_said)
     assert kappa is not None and len(judge_said) == 35
-    at = open_page("pages/outcomes.py", range="7d")
+    at = tab(open_page("pages/outcomes.py", range="7d"), "Calibration")
     (error,) = at.error
     assert "cannot be trusted yet" in error.value
     assert f"Cohen's κ = {kappa:.2f}" in error.value and "On 35 conversations" in error.value
     cards = {m.label: m.value for m in at.metric}
     assert cards["Cohen's κ"] == f"{kappa:.3f}"
     assert cards["Labelled pairs"] == "35"
+    # α from the counts, against the krippendorff package on the raw labels.
+    assert cards["Krippendorff's α (nominal)"] == f"{nominal_alpha(judge_said, reviewers_said):.3f}"
+    differ = sum(j != r for j, r in zip(judge_said, reviewers_said, strict=True))
+    assert any(f"All {differ} pairs where the two outcomes differ" in c.value for c in at.caption)
+    assert len(at.dataframe[-1].value) == differ
 
 
 def test_no_verdict_yet_says_how_outcomes_appear(app_env: str) -> None:
