@@ -172,10 +172,12 @@ def test_no_page_file_is_served_around_the_router(
     server: str, context: BrowserContext, request: pytest.FixtureRequest
 ) -> None:
     """The first request to a fresh `streamlit run` process names a page file (legacy mode):
-    the sign-in form answers, not the page; then the other page files' names there, and every
-    URL on the served app (past the first request both run the same router)."""
+    the sign-in form answers, not the page; then the other page files' names there, and on the
+    served app two of them and every router URL (past the first request both servers run the
+    same router)."""
     base = request.getfixturevalue(server)
-    for path in FILE_PATHS + (ROUTER_PATHS if server == "make_run" else []):
+    paths = FILE_PATHS if server == "streamlit_run" else FILE_PATHS[:2] + ROUTER_PATHS
+    for path in paths:
         watched = Watched(context)
         page = watched.page
         page.goto(f"{base}/{path}")
@@ -186,12 +188,24 @@ def test_no_page_file_is_served_around_the_router(
         watched.close()
 
 
+def test_every_page_is_refused_to_some_role_here() -> None:
+    refused = set()
+    for role in ROLES[1:]:
+        forbidden = [p for p in HEADINGS if p not in ALLOWED[role]]
+        refused |= set({"reviewer": forbidden[:4], "tester": forbidden[3:]}.get(role, forbidden))
+    assert refused == set(HEADINGS)
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_direct_urls_per_role(make_run: str, context: BrowserContext, role: str) -> None:
-    """Every page this role may not open, typed as a URL, and the pages it may (all of them for
-    admin, the first for the others; the AppTest role matrix opens each allowed page)."""
+    """Pages typed as URLs: every page for admin (each URL names its page), and for the other
+    roles their first page and pages they may not open: all of the analyst's, and between the
+    reviewer and the tester every page, so each page is refused to someone here. The AppTest
+    role matrix checks every role against every page."""
     allowed = [p for p in HEADINGS if p in ALLOWED[role]]
-    visits = [p for p in HEADINGS if p not in ALLOWED[role] or role == "admin" or p == allowed[0]]
+    forbidden = [p for p in HEADINGS if p not in ALLOWED[role]]
+    forbidden = {"reviewer": forbidden[:4], "tester": forbidden[3:]}.get(role, forbidden)
+    visits = list(HEADINGS) if role == "admin" else [allowed[0], *forbidden]
     for path in visits:
         watched = Watched(context)
         page = watched.page
