@@ -105,7 +105,8 @@ missing = [t for t in MAINTENANCE_TASKS if t not in runs]
 if missing:
     st.info(
         f"Never run here: {', '.join(missing)}. Run `python -m data.store.maintain` weekly "
-        "(retention, ANALYZE, VACUUM) and `python -m data.store.backup create FILE` then "
+        "(partitions ahead, retention, ANALYZE, VACUUM) and "
+        "`python -m data.store.backup create FILE` then "
         "`python -m data.store.backup check FILE` monthly; docs/operations.md has "
         "the schedule.",
         icon=":material/info:",

@@ -1,6 +1,7 @@
-"""Weekly maintenance (seed 4.1 and 8): `python -m data.store.maintain` applies RETENTION_DAYS, then
-runs ANALYZE and VACUUM (Postgres), or ANALYZE, PRAGMA optimize and VACUUM (SQLite), and records
-each run in maintenance_runs, which the status page shows."""
+"""Weekly maintenance (seed 4.1 and 8): `python -m data.store.maintain` creates model_calls'
+monthly partitions ahead (Postgres), applies RETENTION_DAYS, then runs ANALYZE and VACUUM
+(Postgres), or ANALYZE, PRAGMA optimize and VACUUM (SQLite), and records each run in
+maintenance_runs, which the status page shows."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.config.settings import Settings, SettingsError, get_settings
+from data.store import partitions
 from data.store.db import describe, failure_reason, make_engine
 from data.store.orm import utcnow
 from data.store.orm_team import MAINTENANCE_TASKS, MaintenanceRun
@@ -102,7 +104,19 @@ def run_task(engine: Engine, task: str, settings: Settings) -> RunInfo:
     started = time.perf_counter()
     rows: int | None = None
     try:
-        if task == "retention":
+        if task == "partitions":
+            created = partitions.ensure(engine)
+            rows = len(created)
+            if engine.dialect.name != "postgresql":
+                detail = "SQLite keeps model_calls in one table"
+            else:
+                ahead = partitions.add_months(
+                    partitions.month_start(utcnow()), partitions.AHEAD_MONTHS
+                )
+                detail = (
+                    f"created {', '.join(created)}" if created else "nothing to create"
+                ) + f"; model_calls has monthly partitions up to {ahead:%Y-%m}"
+        elif task == "retention":
             if settings.retention_days is None:
                 detail = "RETENTION_DAYS is not set: nothing deleted"
                 rows = 0
@@ -115,6 +129,10 @@ def run_task(engine: Engine, task: str, settings: Settings) -> RunInfo:
                     f"before {result.cutoff:%Y-%m-%d %H:%M} UTC: {result.model_calls} model "
                     f"calls, {result.agent_events} events, {result.messages} messages "
                     f"in {result.batches} batches"
+                ) + (
+                    f"; whole months dropped: {', '.join(result.months_dropped)}"
+                    if result.months_dropped
+                    else ""
                 )
         elif task == "analyze":
             detail = _analyze(engine)
@@ -130,13 +148,14 @@ def run_task(engine: Engine, task: str, settings: Settings) -> RunInfo:
     return last_runs(engine=engine)[task]
 
 
-MAINTAIN_TASKS = ("retention", "analyze", "vacuum")
+MAINTAIN_TASKS = ("partitions", "retention", "analyze", "vacuum")
 
 
 def maintain(
     *, engine: Engine, settings: Settings, tasks: tuple[str, ...] = MAINTAIN_TASKS
 ) -> list[RunInfo]:
-    """Retention first (so ANALYZE and VACUUM see what is left), then ANALYZE, then VACUUM."""
+    """Partitions ahead first, retention next (so ANALYZE and VACUUM see what is left), then
+    ANALYZE, then VACUUM."""
     return [run_task(engine, task, settings) for task in tasks]
 
 

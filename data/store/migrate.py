@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from data.config.settings import SettingsError, get_settings
 from data.config.urls import to_sqlalchemy_url
+from data.store import partitions
 from data.store.db import describe, make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -28,6 +29,8 @@ def upgrade(url: str) -> None:
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            # Postgres: model_calls' monthly partitions ahead, at every start.
+            partitions.ensure_in(connection)
     finally:
         engine.dispose()
 

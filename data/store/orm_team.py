@@ -137,7 +137,7 @@ class ReviewScore(Base):
     )
 
 
-MAINTENANCE_TASKS = ("analyze", "vacuum", "retention", "backup", "backup_check")
+MAINTENANCE_TASKS = ("partitions", "analyze", "vacuum", "retention", "backup", "backup_check")
 
 
 class MaintenanceRun(Base):

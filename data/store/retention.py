@@ -9,7 +9,10 @@ exact: the cost, context and latency pages show the same totals for old ranges a
 How the rollups survive: every delete from model_calls marks its hour dirty (the triggers of
 migration 0002), and a refresh would recompute that hour from the rows that are left (none).
 So the rollups are brought up to date first, and each batch removes the dirty marks below the
-cutoff in the same transaction as its delete; no refresh ever sees them.
+cutoff in the same transaction as its delete; no refresh ever sees them. On Postgres, the
+monthly partitions of model_calls that end by the cutoff are dropped whole first
+(data/store/partitions.py): no trigger fires, so no hour is marked, and no dead row is left to
+vacuum.
 
 What goes with the messages: the thumbs on them (a foreign key with ON DELETE CASCADE; LangSmith
 keeps its copy). Sessions, review items and scores, tickets and orders are kept, and so is the
@@ -27,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, delete, select, update
 
 from data.analytics.rollups import refresh
+from data.store import partitions
 from data.store.orm import AgentEvent, Message, ModelCall, utcnow
 from data.store.orm_outcomes import ConversationOutcome
 from data.store.orm_rollups import RollupDirty
@@ -39,6 +43,7 @@ class RetentionResult:
     agent_events: int
     messages: int
     batches: int
+    months_dropped: tuple[str, ...] = ()  # Postgres: model_calls partitions dropped whole
 
     @property
     def rows(self) -> int:
@@ -81,6 +86,7 @@ def apply_retention(
         raise ValueError("RETENTION_BATCH must be at least 1")
     cutoff = cutoff_for(days, now=now)
     refresh(engine)  # every hour that is about to lose its rows is exact in the rollups first
+    dropped, dropped_calls = partitions.drop_before(engine, cutoff)
     tables: list[tuple[Any, str, bool]] = [
         (ModelCall.__table__, "ts", True),
         (AgentEvent.__table__, "ts", False),
@@ -99,8 +105,9 @@ def apply_retention(
         )
     return RetentionResult(
         cutoff=cutoff,
-        model_calls=calls,
+        model_calls=dropped_calls + calls,
         agent_events=events,
         messages=messages,
         batches=b1 + b2 + b3,
+        months_dropped=tuple(dropped),
     )

@@ -508,7 +508,12 @@ def test_entrypoint_migrates_then_runs_a_given_command(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("migrations applied: SQLite")
-    assert [line.split(":")[0] for line in lines[1:]] == ["retention", "analyze", "vacuum"]
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "partitions",
+        "retention",
+        "analyze",
+        "vacuum",
+    ]
 
 
 def test_aws_task_definition_takes_secrets_from_secrets_manager() -> None:
