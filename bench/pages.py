@@ -47,7 +47,7 @@ from data.analytics.rollups import refresh, refresh_hours, settle_days
 from data.analytics.rollups import warm as warm_refresh
 from data.config import heap
 from data.config.urls import to_libpq_url, to_sqlalchemy_url
-from data.store import demo_outcomes
+from data.store import demo_outcomes, partitions
 from data.store.db import describe, make_engine
 from data.store.demo import history
 from data.store.migrate import upgrade
@@ -303,6 +303,7 @@ def load(engine: Engine, rows: int) -> None:
     )
     done = 0
     started = time.perf_counter()
+    partitions.ensure(engine, since=END - timedelta(days=90))  # the history's months (Postgres)
     indexes = _drop_indexes(engine)
     for chunk in itertools.count():
         batch = list(itertools.islice(chunks, CHUNK_SESSIONS))

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, delete, func, insert, select
 from data.analytics.rollups import refresh
 from data.integrations.orders import recent_orders
 from data.integrations.prices import linear_rate, price_call
-from data.store import demo_outcomes
+from data.store import demo_outcomes, partitions
 from data.store.db import describe, make_engine
 from data.store.demo_support import _lognormal, _order, _order_number, _settle, _turn_events
 from data.store.migrate import upgrade_for_command
@@ -315,6 +315,7 @@ def generate(
     rng = random.Random(seed)
     side = random.Random(f"{seed}-support")
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    partitions.ensure(engine, since=end - timedelta(days=days))  # the history's months (Postgres)
     session_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
     call_rows: list[dict[str, Any]] = []

@@ -125,11 +125,16 @@ def create_month(connection: Connection, month: datetime) -> int:
 
 
 def ensure_in(
-    connection: Connection, *, now: datetime | None = None, ahead: int = AHEAD_MONTHS
+    connection: Connection,
+    *,
+    now: datetime | None = None,
+    ahead: int = AHEAD_MONTHS,
+    since: datetime | None = None,
 ) -> list[str]:
-    """Create the missing partitions from the oldest month that has calls (or this month) to
-    `ahead` months past this one, and the default partition; the names created. Nothing on
-    SQLite or on an unpartitioned table."""
+    """Create the missing partitions from the oldest month that has calls (or this month, or
+    the month of `since` if older: a loader about to write history) to `ahead` months past
+    this one, and the default partition; the names created. Nothing on SQLite or on an
+    unpartitioned table."""
     if not is_partitioned(connection):
         return []
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
@@ -141,10 +146,11 @@ def ensure_in(
     this = month_start(now or utcnow())
     oldest = connection.execute(text(f"SELECT min(ts) FROM {DEFAULT}")).scalar()
     first = min(this, month_start(oldest)) if oldest is not None else this
-    month = first
+    wanted = month_start(since) if since is not None else this
+    month = min(first, wanted)
     while month <= add_months(this, ahead):
         p = of_month(month)
-        if p.name not in have and (month >= this or _has_calls(connection, p)):
+        if p.name not in have and (month >= wanted or _has_calls(connection, p)):
             create_month(connection, month)
             created.append(p.name)
         month = add_months(month, 1)
@@ -160,9 +166,15 @@ def _has_calls(connection: Connection, p: Partition) -> bool:
     )
 
 
-def ensure(engine: Engine, *, now: datetime | None = None, ahead: int = AHEAD_MONTHS) -> list[str]:
+def ensure(
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    ahead: int = AHEAD_MONTHS,
+    since: datetime | None = None,
+) -> list[str]:
     with engine.begin() as connection:
-        return ensure_in(connection, now=now, ahead=ahead)
+        return ensure_in(connection, now=now, ahead=ahead, since=since)
 
 
 def drop_before(engine: Engine, cutoff: datetime) -> tuple[list[str], int]:

@@ -131,13 +131,18 @@ def test_a_month_without_a_partition_waits_in_the_default_one() -> None:
             assert partitions.of_month(far).name in created
             assert where_rows_are(engine) == {partitions.of_month(far).name: 2}
             assert partitions.ensure(engine, now=far) == []  # nothing twice
+            # A loader about to write history asks for its months first.
+            since = datetime(2025, 11, 5, tzinfo=UTC)
+            made = partitions.ensure(engine, since=since)
+            assert made[0] == "model_calls_2025_11" and "model_calls_2026_06" in made
         finally:
             engine.dispose()
 
 
 def test_retention_drops_whole_months_and_the_rollups_keep_them(engine: Engine) -> None:
     generate(engine=engine, days=75, users=10, sessions=60, calls=1_500, seed=3, end=NOW)
-    partitions.ensure(engine, now=NOW)  # the demo's months take their calls in
+    if engine.dialect.name == "postgresql":  # the demo made its months before writing
+        assert partitions.DEFAULT not in where_rows_are(engine)
     refresh(engine)
     old = window(NOW - timedelta(days=80), datetime(2026, 10, 16, tzinfo=UTC))
     before = cost_totals(engine=engine, filters=old)
