@@ -215,15 +215,19 @@ def sizes(
     engine: Engine, tables: tuple[str, ...] = PAGE_TABLES, rollups: bool = True
 ) -> dict[str, dict[str, float]]:
     """Postgres: rows, table MB and index MB of `tables` (every table the pages read by
-    default) and, with `rollups`, of every rollup table."""
+    default) and, with `rollups`, of every rollup table; a partitioned table's are the sums
+    over its partitions."""
     if engine.dialect.name != "postgresql":
         return {}
     query = text(
-        "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid) / 1048576.0, "
-        "pg_indexes_size(c.oid) / 1048576.0 FROM pg_class c JOIN pg_namespace n "
-        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
+        "SELECT c.relname, sum(greatest(l.reltuples, 0))::bigint, "
+        "sum(pg_table_size(l.oid)) / 1048576.0, sum(pg_indexes_size(l.oid)) / 1048576.0 "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_class l ON (c.relkind = 'r' AND l.oid = c.oid) OR (c.relkind = 'p' AND l.oid "
+        "IN (SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf)) "
+        "WHERE n.nspname = 'public' AND NOT c.relispartition "
         "AND ((:rollups AND c.relname LIKE 'rollup%') OR c.relname = ANY(:tables)) "
-        "ORDER BY 3 DESC"
+        "GROUP BY c.relname ORDER BY 3 DESC"
     ).bindparams(rollups=rollups, tables=list(tables))
     with engine.connect() as connection:
         return {
@@ -408,7 +412,9 @@ def _create_indexes(engine: Engine, definitions: list[str]) -> None:
     with engine.begin() as connection:
         connection.execute(text("SET maintenance_work_mem = '512MB'"))
         for definition in definitions:
-            connection.execute(text(definition))
+            # A partitioned table's definition reads ON ONLY: that would make an empty parent
+            # index and build none of the partitions'.
+            connection.execute(text(definition.replace(" ON ONLY ", " ON ")))
     print(
         f"rebuilt {len(definitions)} indexes ({time.perf_counter() - started:.0f} s)",
         file=sys.stderr,
