@@ -49,14 +49,18 @@ def _catalog(table: str) -> tuple[list[tuple[str, str]], list[str], str]:
 
 def _views(table: str) -> list[tuple[str, str]]:
     """(name, definition) of the views that read the table."""
-    rows = op.get_bind().execute(
-        text(
-            "SELECT DISTINCT v.relname, pg_get_viewdef(v.oid) FROM pg_depend d "
-            "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
-            "WHERE d.refobjid = to_regclass(:t) AND v.relkind = 'v' ORDER BY v.relname"
-        ),
-        {"t": table},
-    ).all()
+    rows = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT DISTINCT v.relname, pg_get_viewdef(v.oid) FROM pg_depend d "
+                "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+                "WHERE d.refobjid = to_regclass(:t) AND v.relkind = 'v' ORDER BY v.relname"
+            ),
+            {"t": table},
+        )
+        .all()
+    )
     return [(str(n), str(d)) for n, d in rows]
 
 
