@@ -271,6 +271,16 @@ def calibration_tab(filters: Filters, calib: outcome_agreement.Calibration) -> N
         export="judge_disagreements",
         column_config=COLUMNS,
     )
+    if calib.disagreeing > len(differ) and st.toggle(
+        "Prepare a CSV of every disagreement",
+        key="o_differ_export",
+        help=f"Up to {outcomes.MAX_EXPORT:,}",
+    ):
+        with st.spinner("Reading every disagreement…"):
+            every = outcome_agreement.pairs(
+                engine=engine, filters=filters, differ=True, limit=outcomes.MAX_EXPORT
+            )
+        common.csv_download(every, "judge_disagreements_all")
     if rows:
         picked = str(differ.iloc[rows[0]]["session_id"])
         st.caption(f"Picked {md(picked)}")

@@ -112,6 +112,26 @@ def test_an_untrusted_judge_is_said_plainly(judged: Engine) -> None:
     differ = sum(j != r for j, r in zip(judge_said, reviewers_said, strict=True))
     assert any(f"All {differ} pairs where the two outcomes differ" in c.value for c in at.caption)
     assert len(at.dataframe[-1].value) == differ
+    assert not at.toggle  # every disagreement is listed: nothing more to prepare
+
+
+def test_past_the_listed_disagreements_a_csv_has_them_all(
+    judged: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for session_id in PLAN:
+        for reviewer in ["ana", "ben", "chloe"]:
+            label(judged, session_id, reviewer, "unresolved", "order status")
+    differ = sum(3 for outcome in PLAN.values() if outcome != "unresolved")
+    monkeypatch.setattr("data.analytics.outcome_agreement.DISAGREEMENTS_SHOWN", 5)
+    at = tab(open_page("pages/outcomes.py", range="7d"), "Calibration")
+    assert any(
+        f"The latest 5 of {differ} pairs where the two outcomes differ" in c.value
+        for c in at.caption
+    )
+    assert len(at.dataframe[-1].value) == 5
+    at.toggle(key="o_differ_export").set_value(True)
+    run(at)
+    assert not at.exception
 
 
 def test_no_verdict_yet_says_how_outcomes_appear(app_env: str) -> None:
