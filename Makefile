@@ -18,8 +18,9 @@ WHEELS := $(HOME)/.cache/agent-chatbase/wheels
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-avx2
 
 # Two pytest workers, a test file each at a time (a file's module fixtures, such as a served
-# app, stay with one worker); PYTEST_ARGS= runs them one after the other.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# app, stay with one worker), and the 15 slowest tests named at the end; PYTEST_ARGS= runs
+# them one after the other.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 HOST ?= 127.0.0.1
 PORT ?= 8501
 

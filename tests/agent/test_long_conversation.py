@@ -384,7 +384,7 @@ def test_long_messages_fold_on_the_embedded_model_with_a_small_window(
         data_dir=tmp_path / "data",
         local_model_port=small_window_port,
         local_model_ctx=SMALL_CTX,
-        local_model_max_tokens=96,  # shorter answers: the window, not the answers, is tested
+        local_model_max_tokens=48,  # shorter answers: the window, not the answers, is tested
         metrics_port=0,
     )
     # Its own database: the session-wide SQLite file holds other tests' rows.

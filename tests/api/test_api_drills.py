@@ -196,7 +196,7 @@ def test_load_drill_on_the_embedded_model(
     settings = load_settings(
         data_dir=tmp_path / "data",
         local_model_port=local_model_port,
-        local_model_max_tokens=64,
+        local_model_max_tokens=32,  # the queueing and the records are tested, not the answers
         metrics_port=0,
         database_url=fresh_pg_url,
         rate_limit_per_minute=10_000,
