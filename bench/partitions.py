@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,7 +27,7 @@ from data.analytics.filters import parse_filters
 from data.config.urls import to_libpq_url, to_sqlalchemy_url
 from data.store import partitions
 from data.store.db import make_engine
-from data.store.migrate import MIGRATIONS
+from data.store.migrate import downgrade
 
 
 def plain_copy(url: str) -> str:
@@ -49,14 +47,12 @@ def plain_copy(url: str) -> str:
             )
     plain_url = to_sqlalchemy_url(url).rsplit("/", 1)[0] + f"/{plain}"
     engine = make_engine(plain_url)
-    with engine.begin() as connection:
-        if partitions.is_partitioned(connection):
-            started = time.perf_counter()
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0015")
-            print(f"unpartitioned ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    with engine.connect() as connection:
+        partitioned = partitions.is_partitioned(connection)
+    if partitioned:
+        started = time.perf_counter()
+        downgrade(plain_url, "0015")
+        print(f"unpartitioned ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     with engine.begin() as connection:
         connection.exec_driver_sql("ANALYZE model_calls")
     engine.dispose()

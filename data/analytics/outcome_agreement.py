@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import cast
 
-import krippendorff
 import numpy as np
 import pandas as pd
 from sqlalchemy import ColumnElement, Engine, Table, and_, func, select
@@ -73,38 +72,6 @@ def alpha_of_table(table: np.ndarray) -> float | None:
         return None
     observed = float(coincidence.sum() - np.trace(coincidence))
     return 1 - (n - 1) * observed / expected
-
-
-def _table(a: list[str], b: list[str]) -> np.ndarray:
-    labels = sorted(set(a) | set(b))
-    index = {label: i for i, label in enumerate(labels)}
-    table = np.zeros((len(labels), len(labels)))
-    for x, y in zip(a, b, strict=True):
-        table[index[x], index[y]] += 1
-    return table
-
-
-def cohen_kappa(a: list[str], b: list[str]) -> float | None:
-    """Cohen's κ of two raters' labels of the same items (see kappa_of_table)."""
-    if not a or len(a) != len(b):
-        return None
-    return kappa_of_table(_table(a, b))
-
-
-def nominal_alpha(a: list[str], b: list[str]) -> float | None:
-    """Nominal Krippendorff's α of the same pairs, by the `krippendorff` package (the reviewer
-    agreement's measure; nominal here because outcomes have no order)."""
-    if len(a) < 2:
-        return None
-    labels = sorted(set(a) | set(b))
-    index = {label: i for i, label in enumerate(labels)}
-    data = np.array([[index[x] for x in a], [index[y] for y in b]], dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        try:
-            value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
-        except ValueError:  # one label only: undefined
-            return None
-    return None if math.isnan(value) else value
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -19,20 +20,32 @@ from data.store.db import describe, make_engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def upgrade(url: str) -> None:
-    """Bring the database at `url` (any accepted form) to the newest revision."""
-    url = to_sqlalchemy_url(url)
-    engine = make_engine(url)
+def _run(url: str, step: Callable[[Config], None]) -> None:
+    engine = make_engine(to_sqlalchemy_url(url))
     try:
         with engine.begin() as connection:
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            # Postgres: model_calls' monthly partitions ahead, at every start.
-            partitions.ensure_in(connection)
+            step(config)
     finally:
         engine.dispose()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` (any accepted form) to `revision` (the newest by default);
+    on Postgres, then make model_calls' monthly partitions ahead (this runs at every start)."""
+
+    def step(config: Config) -> None:
+        command.upgrade(config, revision)
+        partitions.ensure_in(config.attributes["connection"])
+
+    _run(url, step)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the database at `url` back to `revision` (tests and benchmarks that compare)."""
+    _run(url, lambda config: command.downgrade(config, revision))
 
 
 def upgrade_for_command(db: str | None) -> str | None:

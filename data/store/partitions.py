@@ -85,6 +85,15 @@ def partitions(connection: Connection) -> list[Partition]:
     return sorted(found, key=lambda p: p.start)
 
 
+def _locked(connection: Connection) -> bool:
+    """On a partitioned model_calls, take the one-changer-at-a-time lock (for the
+    transaction) and say True; False elsewhere (SQLite, one table)."""
+    if not is_partitioned(connection):
+        return False
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
+    return True
+
+
 def _literal(ts: datetime) -> str:
     return f"'{ts.astimezone(UTC):%Y-%m-%d %H:%M:%S}+00'"
 
@@ -135,9 +144,8 @@ def ensure_in(
     the month of `since` if older: a loader about to write history) to `ahead` months past
     this one, and the default partition; the names created. Nothing on SQLite or on an
     unpartitioned table."""
-    if not is_partitioned(connection):
+    if not _locked(connection):
         return []
-    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
     created = []
     if not connection.execute(text("SELECT to_regclass(:n)"), {"n": DEFAULT}).scalar():
         connection.exec_driver_sql(f"CREATE TABLE {DEFAULT} PARTITION OF {PARENT} DEFAULT")
@@ -180,9 +188,8 @@ def ensure(
 def drop_before(engine: Engine, cutoff: datetime) -> tuple[list[str], int]:
     """Drop the monthly partitions that end at or before `cutoff`, whole: (names, calls)."""
     with engine.begin() as connection:
-        if not is_partitioned(connection):
+        if not _locked(connection):
             return [], 0
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
         dropped, calls = [], 0
         for p in partitions(connection):
             if p.end <= cutoff:

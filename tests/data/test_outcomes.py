@@ -29,7 +29,15 @@ from data.store.retention import apply_retention
 from data.workers.outcome_judge import OutcomeWorker
 from data.workflows import outcomes as flow
 from tests.helpers.db import fresh_postgres
-from tests.helpers.outcomes import ScriptedJudge, converse, later, verdict
+from tests.helpers.outcomes import (
+    ScriptedJudge,
+    cohen_kappa,
+    converse,
+    label_table,
+    later,
+    nominal_alpha,
+    verdict,
+)
 from tests.helpers.servers import ROOT
 
 ORDER_TALK = [("Where is my order A-1?", "It shipped yesterday."), ("Thanks!", "Glad to help.")]
@@ -236,10 +244,10 @@ def test_cohens_kappa_matches_a_hand_computed_example() -> None:
     a = ["yes"] * 25 + ["no"] * 25
     b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
     # p_o = 35/50 = 0.7; p_e = 0.5*0.6 + 0.5*0.4 = 0.5; κ = (0.7 - 0.5) / 0.5 = 0.4
-    assert outcome_agreement.cohen_kappa(a, b) == pytest.approx(0.4)
-    assert outcome_agreement.cohen_kappa(a, a) == pytest.approx(1.0)
-    assert outcome_agreement.cohen_kappa(["x"] * 4, ["x"] * 4) is None
-    assert outcome_agreement.nominal_alpha(a, a) == pytest.approx(1.0)
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    assert cohen_kappa(["x"] * 4, ["x"] * 4) is None
+    assert nominal_alpha(a, a) == pytest.approx(1.0)
 
 
 def test_alpha_from_the_counts_equals_the_krippendorff_package() -> None:
@@ -249,10 +257,10 @@ def test_alpha_from_the_counts_equals_the_krippendorff_package() -> None:
         a = [str(x) for x in rng.choice(labels, size)]
         # A second rater who agrees about two times in three.
         b = [x if rng.random() < 0.66 else str(rng.choice(labels)) for x in a]
-        table = outcome_agreement._table(a, b)
-        expected = outcome_agreement.nominal_alpha(a, b)
+        table = label_table(a, b)
+        expected = nominal_alpha(a, b)
         assert outcome_agreement.alpha_of_table(table) == pytest.approx(expected)
-    assert outcome_agreement.alpha_of_table(outcome_agreement._table(["x"] * 3, ["x"] * 3)) is None
+    assert outcome_agreement.alpha_of_table(label_table(["x"] * 3, ["x"] * 3)) is None
 
 
 def test_the_topic_file_is_checked_line_by_line(tmp_path: object) -> None:

@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, func, insert, select, text
 
 from data.analytics.cost import cost_totals
@@ -19,7 +17,7 @@ from data.analytics.rollups import refresh
 from data.store import partitions
 from data.store.db import make_engine
 from data.store.demo import generate
-from data.store.migrate import MIGRATIONS
+from data.store.migrate import downgrade, upgrade
 from data.store.orm import ModelCall
 from data.store.orm_rollups import RollupDirty
 from data.store.retention import apply_retention
@@ -60,26 +58,18 @@ def where_rows_are(engine: Engine) -> dict[str, int]:
     return {str(name): int(n) for name, n in rows}
 
 
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    with engine.begin() as connection:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-
 @pytest.mark.postgres
 def test_the_migration_converts_a_table_that_holds_calls() -> None:
     with fresh_postgres("partition_migration", migrate=False) as url:
         engine = make_engine(url)
         try:
-            migrate(engine, "0015")
+            upgrade(url, "0015")
             old = [call(datetime(2026, m, 10, tzinfo=UTC), cost=0.01 * m) for m in (8, 9, 9, 10)]
             with engine.begin() as connection:
                 connection.execute(insert(M), old)
             refresh(engine)
             before = cost_totals(engine=engine, filters=window(NOW - timedelta(days=150), NOW))
-            migrate(engine, "head")
+            upgrade(url)
             with engine.connect() as connection:
                 assert partitions.is_partitioned(connection)
                 names = [p.name for p in partitions.partitions(connection)]
@@ -108,11 +98,11 @@ def test_the_migration_converts_a_table_that_holds_calls() -> None:
             assert new_id == 5
             assert [h.astimezone(UTC) for h in dirty] == [datetime(2026, 10, 20, 7, tzinfo=UTC)]
             # Down and up again, with the rows.
-            migrate(engine, "0015", down=True)
+            downgrade(url, "0015")
             with engine.connect() as connection:
                 assert not partitions.is_partitioned(connection)
                 assert connection.execute(text("SELECT count(*) FROM model_calls")).scalar() == 5
-            migrate(engine, "head")
+            upgrade(url)
             assert sum(where_rows_are(engine).values()) == 5
         finally:
             engine.dispose()

@@ -430,21 +430,15 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def test_migration_0007_keeps_the_tickets_opened_before_it(empty_db_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
     from data.store.db import make_engine
-    from data.store.migrate import MIGRATIONS
+    from data.store.migrate import downgrade, upgrade
 
     engine = make_engine(empty_db_url)
 
     def migrate(revision: str, *, down: bool = False) -> None:
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, revision)
+        (downgrade if down else upgrade)(empty_db_url, revision)
 
     migrate("0006")
     with engine.begin() as connection:
@@ -473,23 +467,17 @@ def test_migration_0007_keeps_the_tickets_opened_before_it(empty_db_url: str) ->
 def test_migration_0012_gives_earlier_thumbs_their_answer_time_and_model(
     empty_db_url: str,
 ) -> None:
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import insert, text
 
     from data.store.db import make_engine
-    from data.store.migrate import MIGRATIONS
+    from data.store.migrate import upgrade
     from data.store.orm import ChatSession, Message, ModelCall
     from data.store.orm_team import FeedbackThumbs
 
     engine = make_engine(empty_db_url)
 
     def migrate(revision: str) -> None:
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+        upgrade(empty_db_url, revision)
 
     migrate("0009")
     answered = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -10,8 +10,11 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import krippendorff
+import numpy as np
 from sqlalchemy import Engine, select, update
 
+from data.analytics.outcome_agreement import kappa_of_table
 from data.store import conversations
 from data.store.db import make_engine
 from data.store.orm import ChatSession, Message, utcnow
@@ -163,3 +166,35 @@ def label(engine: Engine, session_id: str, reviewer: str, outcome: str, topic: s
         topic=topic,
         sync_enabled=False,
     )
+
+
+# The judge's agreement computed from raw label lists, independently of the page's counts ----
+
+
+def label_table(a: list[str], b: list[str]) -> np.ndarray:
+    """Two raters' labels of the same items as a contingency table (sorted labels)."""
+    labels = sorted(set(a) | set(b))
+    index = {label: i for i, label in enumerate(labels)}
+    table = np.zeros((len(labels), len(labels)))
+    for x, y in zip(a, b, strict=True):
+        table[index[x], index[y]] += 1
+    return table
+
+
+def cohen_kappa(a: list[str], b: list[str]) -> float | None:
+    return kappa_of_table(label_table(a, b)) if a and len(a) == len(b) else None
+
+
+def nominal_alpha(a: list[str], b: list[str]) -> float | None:
+    """Nominal Krippendorff's α of the raw labels, by the `krippendorff` package."""
+    if len(a) < 2:
+        return None
+    labels = sorted(set(a) | set(b))
+    index = {label: i for i, label in enumerate(labels)}
+    data = np.array([[index[x] for x in a], [index[y] for y in b]], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        try:
+            value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+        except ValueError:  # one label only: undefined
+            return None
+    return None if np.isnan(value) else value

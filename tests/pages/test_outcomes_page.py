@@ -10,12 +10,19 @@ import pytest
 from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
-from data.analytics.outcome_agreement import cohen_kappa, nominal_alpha
 from data.store.db import make_engine
 from data.store.demo import generate
 from data.workers.outcome_judge import OutcomeWorker
 from tests.helpers.analyst_pages import open_page, sql
-from tests.helpers.outcomes import ScriptedJudge, chat_call, converse, label, later
+from tests.helpers.outcomes import (
+    ScriptedJudge,
+    chat_call,
+    cohen_kappa,
+    converse,
+    label,
+    later,
+    nominal_alpha,
+)
 from tests.helpers.pages import run
 
 PLAN = {

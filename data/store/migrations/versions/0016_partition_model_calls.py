@@ -11,6 +11,8 @@ Revises: 0015
 Create Date: 2026-12-07
 """
 
+from datetime import UTC
+
 from alembic import op
 from sqlalchemy import text
 
@@ -64,14 +66,28 @@ def _views(table: str) -> list[tuple[str, str]]:
     return [(str(n), str(d)) for n, d in rows]
 
 
-def upgrade() -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql" or partitions.is_partitioned(bind):
-        return
+def _set_aside() -> tuple[list[tuple[str, str]], list[str], str, list[tuple[str, str]]]:
+    """model_calls' indexes, triggers, sequence and views, the views dropped (they hold the
+    table) until _restore makes them again."""
     indexes, triggers, sequence = _catalog("model_calls")
     views = _views("model_calls")
     for name, _ in views:
         op.execute(f'DROP VIEW "{name}"')
+    return indexes, triggers, sequence, views
+
+
+def _restore(triggers: list[str], views: list[tuple[str, str]]) -> None:
+    for definition in triggers:
+        op.execute(definition)
+    for name, definition in views:
+        op.execute(f'CREATE VIEW "{name}" AS {definition}')
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql" or partitions.is_partitioned(bind):
+        return
+    indexes, triggers, sequence, views = _set_aside()
     op.execute(f"ALTER TABLE model_calls RENAME TO {OLD}")
     for name, _ in indexes:
         op.execute(f'ALTER INDEX "{name}" RENAME TO "{name[:50]}_unpartitioned"')
@@ -87,24 +103,18 @@ def upgrade() -> None:
         text(f"SELECT DISTINCT date_trunc('month', ts AT TIME ZONE 'UTC') FROM {OLD}")
     ).scalars()
     for month in sorted(months):
-        partitions.create_month(bind, month.replace(tzinfo=partitions.UTC))
+        partitions.create_month(bind, month.replace(tzinfo=UTC))
     partitions.ensure_in(bind)
     op.execute(f"INSERT INTO model_calls SELECT * FROM {OLD}")
     op.execute(f"DROP TABLE {OLD}")
-    for definition in triggers:
-        op.execute(definition)
-    for name, definition in views:
-        op.execute(f'CREATE VIEW "{name}" AS {definition}')
+    _restore(triggers, views)
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql" or not partitions.is_partitioned(bind):
         return
-    indexes, triggers, sequence = _catalog("model_calls")
-    views = _views("model_calls")
-    for name, _ in views:
-        op.execute(f'DROP VIEW "{name}"')
+    indexes, triggers, sequence, views = _set_aside()
     op.execute(f"CREATE TABLE {OLD} (LIKE model_calls INCLUDING DEFAULTS)")
     op.execute(f"INSERT INTO {OLD} SELECT * FROM model_calls")
     op.execute(f"ALTER SEQUENCE {sequence} OWNED BY {OLD}.id")
@@ -113,7 +123,4 @@ def downgrade() -> None:
     op.execute("ALTER TABLE model_calls ADD CONSTRAINT model_calls_pkey PRIMARY KEY (id)")
     for _, definition in indexes:
         op.execute(definition.replace(" ON ONLY ", " ON "))
-    for definition in triggers:
-        op.execute(definition)
-    for name, definition in views:
-        op.execute(f'CREATE VIEW "{name}" AS {definition}')
+    _restore(triggers, views)
