@@ -24,9 +24,9 @@ def _frame(_engine: Engine, url: str, name: str, filters: Filters, **kwargs: flo
 
 st.title("Context window")
 settings = get_settings()
-url = settings.sqlalchemy_url
 trigger = 100 * settings.summary_trigger_fraction
 engine, filters = common.analyst_page()
+url = common.read_key()
 st.caption(filtering.describe_filters(filters) + f" · summarization trigger {trigger:.0f}%")
 
 above, total = context_usage.share_above(engine=engine, filters=filters, trigger_percent=trigger)

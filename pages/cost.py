@@ -133,8 +133,8 @@ def delta(now: float | None, before: float | None, color: str = "off") -> dict[s
 
 
 st.title("Token cost")
-url = get_settings().sqlalchemy_url
 engine, filters = common.analyst_page()
+url = common.read_key()
 st.caption(filtering.describe_filters(filters))
 view = _view(engine, url, filters)
 totals, before = view.totals, view.previous

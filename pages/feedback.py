@@ -13,6 +13,7 @@ from data.analytics import feedback_report
 from data.analytics.agreement import AgreementReport, disagreements
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
+from data.store.db import writer
 from data.workers import langsmith_sync
 from pages.ui import charts, common, filtering, resources, signin, transcript
 
@@ -243,7 +244,7 @@ def agreement_tab(scores: pd.DataFrame, report: AgreementReport) -> None:
 
 def retry() -> None:
     # Before the rerun draws the counts, so they already show the retried items as pending.
-    st.session_state["retried"] = langsmith_sync.retry_now(engine=engine)
+    st.session_state["retried"] = langsmith_sync.retry_now(engine=writer(engine))
 
 
 def langsmith_tab() -> None:
@@ -329,9 +330,9 @@ def langsmith_tab() -> None:
 
 st.title("Feedback")
 engine, filters = common.analyst_page()
+url = common.read_key()
 resources.feedback_sync()
 st.caption(filtering.describe_filters(filters))
-url = get_settings().sqlalchemy_url
 data = _view(engine, url, filters)
 scores = data.given
 report = data.agreement

@@ -28,8 +28,8 @@ def _prom(prom_url: str, filters: Filters, metric: str) -> pd.DataFrame:
 
 st.title("Latency")
 settings = get_settings()
-url = settings.sqlalchemy_url
 engine, filters = common.analyst_page()
+url = common.read_key()
 
 metric = (
     st.segmented_control(

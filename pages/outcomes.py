@@ -14,6 +14,7 @@ from data.access.sanitize import md
 from data.analytics import outcome_agreement, outcomes
 from data.analytics.filters import Filters
 from data.config.settings import get_settings
+from data.store.db import writer
 from data.store.orm_outcomes import OUTCOME_LABELS, OUTCOMES
 from data.workflows import review
 from data.workflows.outcomes import pending_ends
@@ -303,11 +304,15 @@ def calibration_tab(filters: Filters, calib: outcome_agreement.Calibration) -> N
 
 def send_back(session_id: str) -> None:
     try:
-        said = review.send_back(engine=engine, session_id=session_id, created_by=who.username)
+        said = review.send_back(
+            engine=writer(engine), session_id=session_id, created_by=who.username
+        )
     except review.ReviewInputError as error:
         st.toast(md(error), icon=":material/error:")
         return
-    audit.try_record(engine=engine, actor=who.username, action="queue_added", target=session_id)
+    audit.try_record(
+        engine=writer(engine), actor=who.username, action="queue_added", target=session_id
+    )
     st.toast(md(said), icon=":material/replay:")
 
 
@@ -368,8 +373,8 @@ def ended_tab(filters: Filters) -> None:
 
 st.title("Outcomes")
 settings = get_settings()
-url = settings.sqlalchemy_url
 engine, filters = common.analyst_page(keep=("outcome",))
+url = common.read_key()
 st.caption(filtering.describe_filters(filters) + " · by when the conversation ended")
 
 s = _summary(engine, url, filters)

@@ -46,8 +46,8 @@ st.caption(
     "SummarizationMiddleware; token counts come from the recorded calls, and a summary's size "
     "from the recorded summaries."
 )
-url = get_settings().sqlalchemy_url
 engine, filters = common.analyst_page()
+url = common.read_key()
 st.caption(filtering.describe_filters(filters))
 settings = get_settings()
 

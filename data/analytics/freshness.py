@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 
 from data.analytics.rollups import refresh_hours, settle_days
+from data.store.db import writer
 from data.store.orm_rollups import RollupDirty, RollupDirtyDays
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,14 @@ def ensure_fresh(engine: Engine) -> None:
     call arrived) and settle queued days in a background thread: a reader of a queued day
     computes its percentiles from the raw rows meanwhile (data.analytics.source.stored_percentiles).
     Inside fresh_view, which did this once for the whole view, it
-    returns."""
+    returns. On a read replica the refresh runs on its primary (data.analytics.replica chose
+    the replica for the view only if it had replayed the primary's refreshed rollups, or holds
+    no unrefreshed hour of its own)."""
     if is_fresh(engine):
+        return
+    primary = writer(engine)
+    if primary is not engine:
+        ensure_fresh(primary)
         return
     with engine.connect() as connection:
         dirty = connection.execute(select(literal(1)).select_from(RollupDirty).limit(1)).first()

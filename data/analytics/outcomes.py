@@ -44,6 +44,7 @@ from sqlalchemy import (
 
 from data.analytics.filters import Filters
 from data.analytics.rollups import _ranges
+from data.store.db import writer
 from data.store.orm_outcomes import (
     OUTCOMES,
     ConversationOutcome,
@@ -177,7 +178,8 @@ def _raw(kind: str, dialect: str, condition: ColumnElement[bool]) -> Any:
 
 def refresh(engine: Engine) -> int:
     """Recompute the rollup's queued days, in a transaction of its own (a page's reads then
-    wait for no lock). Returns how many days."""
+    wait for no lock). Returns how many days. A read replica's refresh runs on its primary."""
+    engine = writer(engine)
     with engine.connect() as connection:
         if connection.execute(select(D.c.id).limit(1)).first() is None:
             return 0  # nothing queued: the usual case, and no write

@@ -165,6 +165,18 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="postgresql://... selects Postgres; empty: SQLite under DATA_DIR."
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="A Postgres streaming replica the analyst pages read from (writes, the "
+        "rollup refresh included, go to DATABASE_URL); empty: they read DATABASE_URL.",
+    )
+    database_read_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        le=60_000,
+        description="How long a view waits for the read replica to replay the primary's "
+        "refresh before it reads the replica's older snapshot (or the primary).",
+    )
     data_dir: Path = Field(
         default=Path(".data"),
         description="Where the embedded defaults keep their files (SQLite, Qdrant, model log).",
@@ -405,6 +417,7 @@ class Settings(BaseSettings):
         "openai_api_key",
         "openai_base_url",
         "database_url",
+        "database_read_url",
         "qdrant_url",
         "qdrant_api_key",
         "redis_url",
@@ -451,7 +464,7 @@ class Settings(BaseSettings):
             raise ValueError("every API key must be at least 16 characters")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -502,6 +515,19 @@ class Settings(BaseSettings):
         if self.ticket_webhook_url is not None and self.ticket_webhook_secret is None:
             raise ValueError(
                 "TICKET_WEBHOOK_URL needs TICKET_WEBHOOK_SECRET (deliveries are signed)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_of_postgres(self) -> Settings:
+        if self.database_read_url is None:
+            return self
+        if make_url(self.database_read_url).get_backend_name() != "postgresql":
+            raise ValueError("DATABASE_READ_URL must be a Postgres replica (postgresql://...)")
+        if self.database_url is None or not self.is_postgres:
+            raise ValueError(
+                "DATABASE_READ_URL needs DATABASE_URL to be its Postgres primary (a replica of "
+                "the embedded SQLite cannot exist)"
             )
         return self
 
@@ -567,6 +593,12 @@ class Settings(BaseSettings):
         return to_sqlalchemy_url(self.database_url)
 
     @property
+    def sqlalchemy_read_url(self) -> str | None:
+        """The read replica's URL in SQLAlchemy's form, or None when the pages read the
+        primary."""
+        return None if self.database_read_url is None else to_sqlalchemy_url(self.database_read_url)
+
+    @property
     def is_postgres(self) -> bool:
         return self.sqlalchemy_url.startswith("postgresql")
 
@@ -588,6 +620,7 @@ _SECRET_FIELDS = {
     "qdrant_api_key",
     "langsmith_api_key",
     "database_url",
+    "database_read_url",
     "redis_url",
     "orders_api_token",
     "ticket_webhook_secret",

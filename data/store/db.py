@@ -82,3 +82,22 @@ def failure_reason(error: BaseException) -> str:
     driver's message behind SQLAlchemy's wrapper), for a one-line error."""
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# A read replica's engine knows its primary: a view that reads from the replica still writes
+# (the rollup refresh, the queued days) on the primary. Kept by id with both engines, which
+# live for the process (shared_engine, the pages' cached resources).
+_primaries: dict[int, tuple[Engine, Engine]] = {}
+
+
+def register_replica(replica: Engine, primary: Engine) -> None:
+    """Make `primary` the engine that writes for reads on `replica`."""
+    with _engines_lock:
+        _primaries[id(replica)] = (replica, primary)
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine that writes for `engine`: its primary when it is a registered read replica,
+    otherwise itself."""
+    found = _primaries.get(id(engine))
+    return found[1] if found is not None and found[0] is engine else engine

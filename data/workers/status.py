@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import redis
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from data.config.settings import LOCAL_MODEL_NAME, Settings
 from data.config.urls import redact_url
@@ -35,9 +35,10 @@ from data.workers.base import BackgroundWorker
 log = logging.getLogger(__name__)
 
 # The order of the status page. The first four are the /ready checks (the agent needs them).
-NAMES = ("database", "memory", "model", "redis", "prometheus", "langsmith", "sentry")
+NAMES = ("database", "memory", "model", "redis", "replica", "prometheus", "langsmith", "sentry")
 LABELS = {
     "database": "Database",
+    "replica": "Read replica (analyst pages)",
     "memory": "Qdrant (long-term memory)",
     "model": "Model endpoint",
     "redis": "Redis (caches)",
@@ -143,6 +144,37 @@ def _database(settings: Settings, timeout_s: float, engine: Engine | None) -> tu
         if own:
             engine.dispose()
     return (version,)
+
+
+def _replica(settings: Settings, timeout_s: float) -> tuple[str | None]:
+    """The analyst pages' read replica: reachable, a standby, and how far behind it is. Not a
+    /ready check: the pages fall back to the primary without it."""
+    assert settings.sqlalchemy_read_url is not None
+    engine = make_engine(settings.sqlalchemy_read_url)
+    try:
+        with engine.connect() as connection:
+            full = str(connection.execute(select(func.version())).scalar())
+            standby, caught_up, lag_s = connection.execute(
+                text(
+                    "SELECT pg_is_in_recovery(),"
+                    " pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(),"
+                    " extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+                )
+            ).one()
+    except Exception as error:
+        reason = getattr(error, "orig", None) or error
+        raise _Failed(f"{type(reason).__name__}: {reason}".strip()) from None
+    finally:
+        engine.dispose()
+    if not standby:
+        raise _Failed(
+            "not a standby (pg_is_in_recovery() is false): a promoted replica takes writes that "
+            "DATABASE_URL does not see"
+        )
+    version = " ".join(full.split()[:2])
+    if caught_up:
+        return (f"{version}, standby, replayed all it received",)
+    return (f"{version}, standby, last replayed commit {float(lag_s or 0):.0f} s ago",)
 
 
 def _memory(settings: Settings, timeout_s: float) -> tuple[str | None]:
@@ -267,6 +299,12 @@ def _targets(settings: Settings) -> dict[str, tuple[bool, str]]:
             settings.redis_url is not None,
             redact_url(settings.redis_url) if settings.redis_url else "in-process caches",
         ),
+        "replica": (
+            settings.sqlalchemy_read_url is not None,
+            describe(settings.sqlalchemy_read_url)
+            if settings.sqlalchemy_read_url
+            else "DATABASE_READ_URL",
+        ),
         "prometheus": (
             settings.prometheus_url is not None,
             redact_url(settings.prometheus_url) if settings.prometheus_url else "PROMETHEUS_URL",
@@ -293,6 +331,7 @@ def _run(
         "memory": lambda: _memory(settings, timeout_s),
         "model": lambda: _model(settings, timeout_s),
         "redis": lambda: _redis(settings, timeout_s),
+        "replica": lambda: _replica(settings, timeout_s),
         "prometheus": lambda: _prometheus(settings, timeout_s),
         "langsmith": lambda: _langsmith(settings, timeout_s),
         "sentry": lambda: _sentry(settings, timeout_s),

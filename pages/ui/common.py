@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 import streamlit as st
@@ -15,8 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from data.access import audit
 from data.access.sanitize import csv_bytes
 from data.analytics.filters import Filters
+from data.config.settings import get_settings
 from pages.ui.filtering import sidebar_filters
-from pages.ui.resources import database_error, engine
+from pages.ui.resources import database_error, engine, read_engine
 from pages.ui.signin import actor, page_link
 from pages.ui.transcript import masking
 
@@ -88,15 +91,19 @@ def compact(n: int) -> str:
     return f"{n:,}"
 
 
+_reading = threading.local()
+
+
 def analyst_page(keep: Sequence[str] = ()) -> tuple[Engine, Filters]:
-    """The start of every analyst page: the database (or a clear error), the shared filters
-    (with the page's own URL parameters `keep`), and, for an empty database, what to do
-    instead of empty charts."""
+    """The start of every analyst page: the database to read (the primary, or the read replica
+    when it holds exact figures; or a clear error), the shared filters (with the page's own URL
+    parameters `keep`), and, for an empty database, what to do instead of empty charts."""
     from data.analytics.cost import has_calls
 
     try:
         db = engine()
         any_calls = has_calls(engine=db)
+        reading = _where_to_read(db)
     except SQLAlchemyError as error:
         st.error(database_error(error))
         st.stop()
@@ -110,7 +117,36 @@ def analyst_page(keep: Sequence[str] = ()) -> tuple[Engine, Filters]:
         page_link("chat", "pages/chat.py", label="Open the chat", icon=":material/chat:")
         st.stop()
     demo_notice(db, filters)
-    return db, filters
+    return reading.engine, filters
+
+
+def _where_to_read(primary: Engine) -> Any:
+    """The view's Reading (data.analytics.replica), said on the page when it is not plain."""
+    from data.analytics.replica import Reading, choose
+
+    replica = read_engine()
+    if replica is None:
+        reading = Reading(primary, False)
+    else:
+        wait_s = get_settings().database_read_max_wait_ms / 1000
+        reading = choose(primary, replica, max_wait_s=wait_s)
+        if reading.problem is not None:
+            st.warning(reading.problem, icon=":material/database:")
+        elif reading.as_of is not None:
+            st.info(
+                f"Data as of {reading.as_of.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: the read "
+                f"replica is {reading.lag_s or 0:.0f} s behind the primary, and its figures are "
+                "exact for that moment.",
+                icon=":material/schedule:",
+            )
+    _reading.key = reading.key
+    return reading
+
+
+def read_key() -> str:
+    """The database URL and where this view reads (primary, replica, replica as of a time), for
+    the pages' cached reads: results read at different points in time never mix."""
+    return f"{get_settings().sqlalchemy_url}|{getattr(_reading, 'key', 'primary')}"
 
 
 def demo_notice(db: Engine, filters: Filters) -> None:

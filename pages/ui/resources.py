@@ -13,7 +13,7 @@ from agent.runtime import Runtime, shared_runtime
 from data.analytics import rollups
 from data.config.settings import get_settings
 from data.integrations.metrics import start_exporter
-from data.store.db import describe, failure_reason, make_engine
+from data.store.db import describe, failure_reason, make_engine, register_replica
 from data.store.migrate import upgrade
 from data.workers.langsmith_sync import SyncWorker, client_from_settings
 from data.workers.outcome_judge import OutcomeWorker, shared_worker
@@ -34,6 +34,19 @@ def engine() -> Engine:
     except SQLAlchemyError:  # only a head start; the first refresh compiles them instead
         log.warning("could not warm the rollup refresh's statements", exc_info=True)
     return engine
+
+
+@st.cache_resource(show_spinner=False)
+def read_engine() -> Engine | None:
+    """The read replica's engine (DATABASE_READ_URL), whose writes go to engine(); None when
+    the pages read the primary. Connects on first use, so a replica that is down costs nothing
+    here."""
+    url = get_settings().sqlalchemy_read_url
+    if url is None:
+        return None
+    replica = make_engine(url)
+    register_replica(replica, engine())
+    return replica
 
 
 @st.cache_resource(show_spinner="Starting the chat model…")

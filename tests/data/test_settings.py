@@ -105,3 +105,43 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
         "error: Invalid setting METRICS_PORT='70000': Input should be less than or equal to 65535"
     ]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("primary", "replica", "expected"),
+    [
+        (None, "postgresql://r:pw@replica/db", "DATABASE_READ_URL needs DATABASE_URL"),
+        (
+            "postgresql://p@primary/db",
+            "sqlite:///r.sqlite3",
+            "DATABASE_READ_URL must be a Postgres",
+        ),
+        (
+            "postgresql://p@primary/db",
+            "mysql://u:hunter2@r/db",
+            "Invalid setting DATABASE_READ_URL",
+        ),
+    ],
+)
+def test_a_read_replica_needs_a_postgres_primary(
+    monkeypatch: pytest.MonkeyPatch, primary: str | None, replica: str, expected: str
+) -> None:
+    if primary:
+        monkeypatch.setenv("DATABASE_URL", primary)
+    monkeypatch.setenv("DATABASE_READ_URL", replica)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert expected in str(caught.value) and "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_read_replica_url_in_sqlalchemy_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://p@primary/db")
+    monkeypatch.setenv("DATABASE_READ_URL", "postgresql://r@replica:5433/db")
+    monkeypatch.setenv("DATABASE_READ_MAX_WAIT_MS", "0")
+    settings = load_settings()
+    assert settings.sqlalchemy_read_url == "postgresql+psycopg://r@replica:5433/db"
+    assert settings.database_read_max_wait_ms == 0
+    monkeypatch.setenv("DATABASE_READ_MAX_WAIT_MS", "-5")
+    with pytest.raises(SettingsError, match="DATABASE_READ_MAX_WAIT_MS"):
+        load_settings()

@@ -195,6 +195,8 @@ def test_every_configured_dependency_is_checked(
         )
         checks = check_all(settings, timeout_s=5)
     assert list(checks) == list(NAMES)
+    # The read replica needs a real standby: tests/data/test_replica.py checks it.
+    assert not checks.pop("replica").configured
     failed = {n: c.error for n, c in checks.items() if not c.ok}
     assert not failed
     assert is_ready(checks) and not not_ready_reasons(checks)
@@ -209,7 +211,7 @@ def test_every_configured_dependency_is_checked(
     assert versions["langsmith"] == "LangSmith 0.10.0"
     assert versions["sentry"].startswith("sentry-sdk 2.")
     # The gauges Prometheus alerts on.
-    for name in NAMES:
+    for name in checks:
         assert REGISTRY.get_sample_value("agent_dependency_up", {"dependency": name}) == 1
     assert REGISTRY.get_sample_value("agent_ready") == 1
     shown = checks_frame(checks).to_csv()
@@ -221,6 +223,7 @@ def test_unconfigured_dependencies_are_named_not_failed(tmp_path: Path) -> None:
     checks = check_all(load_settings(data_dir=tmp_path / "data", local_model_port=free_port()))
     assert {n for n, c in checks.items() if not c.configured} == {
         "redis",
+        "replica",
         "prometheus",
         "langsmith",
         "sentry",
@@ -310,11 +313,13 @@ def test_status_page_lists_dependencies_maintenance_and_the_sop(
         "Qdrant (long-term memory)",
         "Model endpoint",
         "Redis (caches)",
+        "Read replica (analyst pages)",
         "Prometheus",
         "LangSmith",
         "Sentry",
     ]
     by_name = frame.set_index("dependency")
+    assert by_name.loc["Read replica (analyst pages)", "target"] == "DATABASE_READ_URL"
     assert by_name.loc["Prometheus", "reachable"] == "yes"
     assert by_name.loc["Qdrant (long-term memory)", "reachable"] == "NO"
     assert by_name.loc["LangSmith", "configured"] == "no"
