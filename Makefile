@@ -24,7 +24,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install demo lint docs bench bench-long system-deps clean
+.PHONY: pgvector run test install demo lint docs bench bench-long system-deps clean
 
 run: $(STAMP)
 	$(PY) -m data.store.migrate
@@ -75,7 +75,36 @@ system-deps:
 	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $$missing >/dev/null; status=$$?; \
-	  rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	  rm -f /usr/sbin/policy-rc.d; [ $$status = 0 ] || exit $$status; \
+	fi
+	@$(MAKE) --no-print-directory pgvector
+
+# pgvector for MEMORY_BACKEND=pgvector. Debian bookworm packages none for Postgres 15, so it is
+# built from Debian's own source tarball (trixie's pgvector, checksum pinned) against
+# postgresql-server-dev-15, whose version matches the installed server (so the running server is
+# not upgraded), and installed into the machine's Postgres 15. About a minute, once per machine.
+# OPTFLAGS= keeps it portable (pgvector's default is -march=native).
+PGVECTOR_VERSION := 0.8.0
+PGVECTOR_SHA256 := 867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
+PG_BIN := /usr/lib/postgresql/15/bin
+
+pgvector:
+	@if [ ! -f /usr/share/postgresql/15/extension/vector.control ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "pgvector is missing; run: sudo make pgvector" >&2; exit 1; fi; \
+	  echo "building pgvector $(PGVECTOR_VERSION) for Postgres 15"; \
+	  server=$$(dpkg-query -W -f='$${Version}' postgresql-15); \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    "postgresql-server-dev-15=$$server" >/dev/null; status=$$?; \
+	  rm -f /usr/sbin/policy-rc.d; [ $$status = 0 ] || exit $$status; \
+	  work=$$(mktemp -d); \
+	  curl -fsSL -o $$work/pgvector.tar.gz \
+	    http://deb.debian.org/debian/pool/main/p/pgvector/pgvector_$(PGVECTOR_VERSION).orig.tar.gz && \
+	  echo "$(PGVECTOR_SHA256)  $$work/pgvector.tar.gz" | sha256sum -c --quiet && \
+	  tar xzf $$work/pgvector.tar.gz -C $$work && \
+	  $(MAKE) -s -C $$work/pgvector-$(PGVECTOR_VERSION) PG_CONFIG=$(PG_BIN)/pg_config OPTFLAGS= >/dev/null && \
+	  $(MAKE) -s -C $$work/pgvector-$(PGVECTOR_VERSION) PG_CONFIG=$(PG_BIN)/pg_config install >/dev/null; \
+	  status=$$?; rm -rf $$work; exit $$status; \
 	fi
 
 demo: $(STAMP)

@@ -45,9 +45,11 @@ from typing import Any, Literal
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from sqlalchemy import Engine
 
 from agent.context import TurnContext
 from agent.embedding_base import Embedder, EmbeddingError
+from agent.memory_pgvector import PgVectorStore
 from agent.memory_records import (
     Memory,
     MemoryItem,
@@ -59,6 +61,7 @@ from agent.memory_records import (
     similarity,
 )
 from data.config.settings import Settings
+from data.store.db import shared_engine
 
 log = logging.getLogger(__name__)
 
@@ -490,6 +493,11 @@ class MemoryStore:
     def _count(self, name: str, user_id: str | None) -> int:
         return self.client.count(name, count_filter=self._scope(user_id), exact=True).count
 
+    def ping(self) -> str:
+        """Reach Qdrant (for /ready): the number of collections, as text."""
+        with self._qdrant():
+            return str(len(self.client.get_collections().collections))
+
     def close(self) -> None:
         """Release the client (in embedded mode, the storage folder's lock)."""
         self.client.close()
@@ -501,9 +509,12 @@ def _user_filter(user_id: str) -> models.Filter:
     )
 
 
-def make_memory_store(settings: Settings, embedder: Embedder) -> MemoryStore:
-    """The store for `settings`: the Qdrant server at `QDRANT_URL` when set, else embedded
-    storage under `DATA_DIR/qdrant`.
+def make_memory_store(
+    settings: Settings, embedder: Embedder, *, engine: Engine | None = None
+) -> MemoryStore | PgVectorStore:
+    """The store for `settings`: with MEMORY_BACKEND=pgvector, the app's Postgres (`engine`, or
+    the process's shared engine for DATABASE_URL); otherwise the Qdrant server at `QDRANT_URL`
+    when set, else embedded storage under `DATA_DIR/qdrant`.
 
     Build one per process (`st.cache_resource`): embedded storage is locked by the client that
     opened it, and a second client (or process) gets MemoryUnavailable. A server is contacted
@@ -512,6 +523,10 @@ def make_memory_store(settings: Settings, embedder: Embedder) -> MemoryStore:
         "top_k": settings.memory_top_k,
         "threshold": settings.memory_threshold,
     }
+    if settings.memory_backend == "pgvector":
+        store = PgVectorStore(engine or shared_engine(settings.sqlalchemy_url), embedder, **common)
+        store.ensure()  # the extension and the table, or MemoryUnavailable in one line
+        return store
     if settings.qdrant_url is not None:
         url = str(settings.qdrant_url).rstrip("/")
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None

@@ -35,6 +35,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from agent.context import TurnContext, current_turn, outside_turn
 from agent.facts import extract_facts, identifiers
 from agent.memory import MemoryStore
+from agent.memory_pgvector import PgVectorStore
 from agent.memory_records import Memory, MemoryUnavailable
 from agent.middleware import EventSink, emit
 from data.store.records import MemoryItem, RecallDetail, ToolCallDetail
@@ -108,7 +109,7 @@ class MemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     def __init__(
         self,
-        store: MemoryStore | None,
+        store: MemoryStore | PgVectorStore | None,
         *,
         k: int,
         threshold: float,

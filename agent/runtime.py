@@ -28,6 +28,7 @@ from agent.judge import ModelJudge
 from agent.knowledge import KnowledgeBase, from_settings
 from agent.ledger import TurnLedger
 from agent.memory import MemoryStore, make_memory_store
+from agent.memory_pgvector import PgVectorStore
 from agent.memory_records import MemoryUnavailable
 from agent.models import ModelConfigError, ModelSpec, make_chat_model, resolve_spec
 from agent.ratelimit import RateLimiter
@@ -213,7 +214,7 @@ class AgentParts:
     agent: Any
     embedder: Embedder
     knowledge: KnowledgeBase
-    memory: MemoryStore | None
+    memory: MemoryStore | PgVectorStore | None
     memory_error: str | None
     middleware: MemoryMiddleware
     tools: list[BaseTool]
@@ -254,10 +255,10 @@ def assemble(
     knowledge = knowledge or from_settings(settings, embedder)
     # One order source for the tools and for the prompt context of a model without tools.
     source = orders_source or order_source(settings, engine=engine)
-    memory: MemoryStore | None = None
+    memory: MemoryStore | PgVectorStore | None = None
     memory_error = None
     try:
-        memory = make_memory_store(settings, embedder)
+        memory = make_memory_store(settings, embedder, engine=engine)
     except MemoryUnavailable as error:
         # The agent still answers; the chat page says memory is off and why.
         memory_error = str(error)

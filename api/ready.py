@@ -38,7 +38,7 @@ def _memory(runtime: Runtime) -> None:
     store = runtime.parts.memory
     if store is None:
         raise RuntimeError(runtime.parts.memory_error or "long-term memory is off")
-    store.client.get_collections()
+    store.ping()
 
 
 def _redis(url: str) -> None:

@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         default="text-embedding-3-small", description="OpenAI embedding model (with a key)."
     )
+    memory_backend: Literal["qdrant", "pgvector"] = Field(
+        default="qdrant",
+        description="qdrant: embedded Qdrant, or the server at QDRANT_URL; pgvector: the app's "
+        "own Postgres (DATABASE_URL) with the vector extension.",
+    )
 
     # Tools (seed 4.2): "auto" binds them unless the chat model is the embedded local one.
     agent_tools: Literal["auto", "on", "off"] = Field(
@@ -413,6 +418,11 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("memory_backend", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator(
         "openai_api_key",
         "openai_base_url",
@@ -515,6 +525,15 @@ class Settings(BaseSettings):
         if self.ticket_webhook_url is not None and self.ticket_webhook_secret is None:
             raise ValueError(
                 "TICKET_WEBHOOK_URL needs TICKET_WEBHOOK_SECRET (deliveries are signed)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pgvector_on_postgres(self) -> Settings:
+        if self.memory_backend == "pgvector" and not self.is_postgres:
+            raise ValueError(
+                "MEMORY_BACKEND=pgvector needs DATABASE_URL to be a Postgres with the vector "
+                "extension (the embedded SQLite has none)"
             )
         return self
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from data.config.settings import SettingsError, get_settings
 from data.config.urls import to_sqlalchemy_url
-from data.store import partitions
+from data.store import partitions, pgvector
 from data.store.db import describe, make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -32,13 +32,17 @@ def _run(url: str, step: Callable[[Config], None]) -> None:
         engine.dispose()
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, vector_memory: bool = False) -> None:
     """Bring the database at `url` (any accepted form) to `revision` (the newest by default);
-    on Postgres, then make model_calls' monthly partitions ahead (this runs at every start)."""
+    on Postgres, then make model_calls' monthly partitions ahead (this runs at every start),
+    and with `vector_memory` (MEMORY_BACKEND=pgvector) create the vector extension, or raise
+    pgvector.VectorExtensionError in one line."""
 
     def step(config: Config) -> None:
         command.upgrade(config, revision)
         partitions.ensure_in(config.attributes["connection"])
+        if vector_memory:
+            pgvector.ensure_in(config.attributes["connection"])
 
     _run(url, step)
 
@@ -53,9 +57,10 @@ def upgrade_for_command(db: str | None) -> str | None:
     URL, or print one error line (a bad setting, an unreachable database) and return None."""
     url = db
     try:
-        url = db or get_settings().sqlalchemy_url
-        upgrade(url)
-    except SettingsError as error:
+        settings = get_settings()
+        url = db or settings.sqlalchemy_url
+        upgrade(url, vector_memory=settings.memory_backend == "pgvector")
+    except (SettingsError, pgvector.VectorExtensionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return None
     except OperationalError as error:

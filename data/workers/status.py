@@ -28,6 +28,7 @@ from sqlalchemy import Engine, func, select, text
 from data.config.settings import LOCAL_MODEL_NAME, Settings
 from data.config.urls import redact_url
 from data.integrations.metrics import DEPENDENCY_CHECK_SECONDS, DEPENDENCY_UP, READY
+from data.store import pgvector
 from data.store.db import describe, make_engine
 from data.store.orm import utcnow
 from data.workers.base import BackgroundWorker
@@ -64,10 +65,11 @@ class Check:
     last_error: str | None = None  # the latest failure seen by this process, even if ok now
     last_error_at: datetime | None = None
     checked_at: datetime | None = None
+    title: str | None = None  # the label, when it depends on the settings
 
     @property
     def label(self) -> str:
-        return LABELS[self.name]
+        return self.title or LABELS[self.name]
 
     @property
     def required(self) -> bool:
@@ -177,7 +179,33 @@ def _replica(settings: Settings, timeout_s: float) -> tuple[str | None]:
     return (f"{version}, standby, last replayed commit {float(lag_s or 0):.0f} s ago",)
 
 
+def _pgvector(settings: Settings) -> tuple[str | None]:
+    """MEMORY_BACKEND=pgvector: the extension in the app's Postgres (not created here: the
+    migrate step does that)."""
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with engine.connect() as connection:
+            version = pgvector.version(connection)
+            available = pgvector.available(connection)
+    except Exception as error:
+        reason = getattr(error, "orig", None) or error
+        raise _Failed(f"{type(reason).__name__}: {reason}".strip()) from None
+    finally:
+        engine.dispose()
+    if version is None:
+        where = describe(settings.sqlalchemy_url)
+        if not available:
+            raise _Failed(pgvector.MISSING.format(where=where))
+        raise _Failed(
+            f"the vector extension is available but not created in {where}: run "
+            "python -m data.store.migrate with MEMORY_BACKEND=pgvector"
+        )
+    return (f"pgvector {version}",)
+
+
 def _memory(settings: Settings, timeout_s: float) -> tuple[str | None]:
+    if settings.memory_backend == "pgvector":
+        return _pgvector(settings)
     if settings.qdrant_url is None:
         path = settings.data_dir / "qdrant"
         try:
@@ -290,7 +318,9 @@ def _targets(settings: Settings) -> dict[str, tuple[bool, str]]:
         "database": (True, describe(settings.sqlalchemy_url)),
         "memory": (
             True,
-            redact_url(settings.qdrant_url)
+            f"vector extension in {describe(settings.sqlalchemy_url)}"
+            if settings.memory_backend == "pgvector"
+            else redact_url(settings.qdrant_url)
             if settings.qdrant_url
             else f"embedded storage in {settings.data_dir / 'qdrant'}",
         ),
@@ -384,6 +414,9 @@ def check_all(
                 check, ok=False, error=scrub(f"{type(error).__name__}: {error}", settings)
             )
         results[name] = _with_last_error(check, now)
+    for name, check in results.items():
+        if name == "memory" and settings.memory_backend == "pgvector":
+            results[name] = replace(check, title="pgvector (long-term memory)")
     pool.shutdown(wait=False, cancel_futures=True)
     _publish(results)
     return results

@@ -1,6 +1,7 @@
-"""Long-term memory in the agent loop, on the real local embedder and embedded Qdrant, with a
-scripted chat model so the prompts can be read: recall into the prompt, facts kept across
-summarization, the events the pages read, and memory that is unavailable."""
+"""Long-term memory in the agent loop, on the real local embedder, with a scripted chat model so
+the prompts can be read: recall into the prompt, facts kept across summarization, the events
+the pages read, and memory that is unavailable. On both backends: embedded Qdrant beside SQLite,
+and pgvector in the Postgres of the [postgres] runs (MEMORY_BACKEND=pgvector)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from agent.embedding_base import Embedder
 from agent.knowledge import KnowledgeBase
+from agent.memory_pgvector import PgVectorStore
 from agent.runtime import AgentParts, assemble
 from agent.scripted import ScriptedChatModel
 from agent.service import ChatService
@@ -66,9 +68,16 @@ class Chat:
         window: int = 1_000,
         embedder: Embedder | None = None,
         knowledge: KnowledgeBase | None = None,
+        backend: str | None = None,
     ) -> None:
+        backend = backend or {"postgresql": "pgvector"}.get(engine.dialect.name, "qdrant")
         settings = load_settings(
-            data_dir=data_dir, summary_keep_messages=4, memory_top_k=5, metrics_port=0
+            data_dir=data_dir,
+            summary_keep_messages=4,
+            memory_top_k=5,
+            metrics_port=0,
+            memory_backend=backend,
+            database_url=engine.url.render_as_string(hide_password=False),
         )
         self.model = ScriptedChatModel(reply=agent_reply, window=window)
         # A lossy summarizer: whatever it folds, the planted facts are gone from the summary.
@@ -94,6 +103,9 @@ class Chat:
         assert self.parts.memory is not None
         self.parts.middleware.flush()
         self.parts.memory.close()
+        if isinstance(self.parts.memory, PgVectorStore):  # the next test starts with none
+            with self.parts.memory.engine.begin() as connection:
+                self.parts.memory.table.drop(connection, checkfirst=True)
 
 
 @pytest.fixture
@@ -203,7 +215,7 @@ def test_memory_unavailable_keeps_the_agent_answering(
 ) -> None:
     """A second process on the same embedded storage cannot open it: the agent runs without
     memory, says why, and still answers."""
-    shared = {"embedder": shared_embedder, "knowledge": shared_knowledge}
+    shared = {"embedder": shared_embedder, "knowledge": shared_knowledge, "backend": "qdrant"}
     first = Chat(engine, tmp_path / "shared", **shared)  # type: ignore[arg-type]
     try:
         second = Chat(engine, tmp_path / "shared", **shared)  # type: ignore[arg-type]

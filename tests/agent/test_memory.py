@@ -1,29 +1,40 @@
-"""Long-term memory on the real local embedder and qdrant-client's local mode: embedded on disk
-(one collection per user) and in memory with the server's layout (one shared collection)."""
+"""Long-term memory on the real local embedder, on both backends: qdrant-client's local mode,
+embedded on disk (one collection per user) and in memory with the server's layout (one shared
+collection), and pgvector in the test run's Postgres (MEMORY_BACKEND=pgvector)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from qdrant_client import QdrantClient, models
+from sqlalchemy import event, text
 
 from agent.context import TurnContext
 from agent.embedders import LocalEmbedder, OpenAIEmbedder
 from agent.embeddings import CachedEmbedder, LRUVectorCache
 from agent.memory import MemoryStore, make_memory_store
+from agent.memory_pgvector import PgVectorStore
 from agent.memory_records import MemoryUnavailable, memory_id, similarity
 from data.config.settings import load_settings
+from data.store.db import dispose_shared, make_engine
 from data.store.records import CallRecord
+from data.workers.status import check_all
+from tests.helpers.db import PG_ADMIN_URL, fresh_postgres
 from tests.helpers.embedders import Counting
-from tests.helpers.servers import free_port
+from tests.helpers.servers import ROOT, free_port
 
 # In local mode a payload index is only recorded; that is expected for the shared layout here.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -63,11 +74,18 @@ def embedder(local_embedder: LocalEmbedder) -> Counting:
     return Counting(local_embedder)
 
 
-@pytest.fixture(params=["per_user", "shared"])
-def store(
-    request: pytest.FixtureRequest, embedder: Counting, tmp_path: Path
-) -> Iterator[MemoryStore]:
-    """Embedded on disk with its own layout, and the server's layout in memory."""
+@pytest.fixture(params=["per_user", "shared", pytest.param("pgvector", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, embedder: Counting, tmp_path: Path) -> Iterator[Any]:
+    """Embedded on disk with its own layout, the server's layout in memory, and pgvector (its
+    table dropped after each test)."""
+    if request.param == "pgvector":
+        engine = make_engine(request.getfixturevalue("postgres_server_url"))
+        vectors = PgVectorStore(engine, embedder)
+        yield vectors
+        with engine.begin() as connection:
+            vectors.table.drop(connection, checkfirst=True)
+        engine.dispose()
+        return
     if request.param == "per_user":
         client = CountingClient(path=str(tmp_path / "qdrant"))
     else:
@@ -81,7 +99,7 @@ ORDER = Item("Order A-1234 arrived damaged", "problem")
 EMAIL = Item("My email is bob@example.com", "email")
 
 
-def test_recall_finds_a_paraphrase_and_not_unrelated_text(store: MemoryStore) -> None:
+def test_recall_finds_a_paraphrase_and_not_unrelated_text(store: Any) -> None:
     assert store.remember("alice", [ORDER, EMAIL], session_id="s1") == 2
     broken, weather = store.recall(
         "alice", ["my package was broken", "what is the weather today"], k=4, threshold=THRESHOLD
@@ -98,7 +116,7 @@ def test_recall_finds_a_paraphrase_and_not_unrelated_text(store: MemoryStore) ->
     assert hit.score >= THRESHOLD
 
 
-def test_a_user_never_recalls_another_users_memories(store: MemoryStore) -> None:
+def test_a_user_never_recalls_another_users_memories(store: Any) -> None:
     query = "order A-1234 damaged"
     store.remember("alice", [ORDER], session_id="s1")
     store.remember("bob", [Item(query)], session_id="s2")  # a perfect match, but Bob's
@@ -110,7 +128,7 @@ def test_a_user_never_recalls_another_users_memories(store: MemoryStore) -> None
     assert store.recall("carol", [query], k=5, threshold=0.0) == [[]]
 
 
-def test_k_and_threshold(store: MemoryStore) -> None:
+def test_k_and_threshold(store: Any) -> None:
     facts = [
         "Order A-1234 arrived damaged",
         "Order A-1234 was a blue kettle",
@@ -131,7 +149,7 @@ def test_k_and_threshold(store: MemoryStore) -> None:
     assert all(m.score >= cut for m in strict)
 
 
-def test_remember_is_idempotent(store: MemoryStore, embedder: Counting) -> None:
+def test_remember_is_idempotent(store: Any, embedder: Counting) -> None:
     assert store.remember("alice", [ORDER, ORDER], session_id="s1") == 1
     assert len(embedder.calls) == 1
     same = Item("  order a-1234   ARRIVED damaged ", "problem")
@@ -144,22 +162,34 @@ def test_remember_is_idempotent(store: MemoryStore, embedder: Counting) -> None:
     assert store.count() == 3
 
 
-def test_recall_embeds_once_and_searches_once(store: MemoryStore, embedder: Counting) -> None:
+def test_recall_embeds_once_and_searches_once(store: Any, embedder: Counting) -> None:
     store.remember("alice", [ORDER, EMAIL], session_id="s1")
     embedder.calls.clear()
-    client = store.client
-    assert isinstance(client, CountingClient)
-    client.searches.clear()
     queries = ["my package was broken", "order number A-1234", "what's my email?"]
-    hits = store.recall("alice", queries, k=3, threshold=THRESHOLD)
+    if isinstance(store, PgVectorStore):
+        statements: list[str] = []
+
+        def seen(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(store.engine, "before_cursor_execute", seen)
+        hits = store.recall("alice", queries, k=3, threshold=THRESHOLD)
+        event.remove(store.engine, "before_cursor_execute", seen)
+        # One statement ranks every query (the other asks whether Alice has memories).
+        assert [s.count("<=>") > 0 for s in statements] == [False, True]
+    else:
+        client = store.client
+        assert isinstance(client, CountingClient)
+        client.searches.clear()
+        hits = store.recall("alice", queries, k=3, threshold=THRESHOLD)
+        assert client.searches == ["query_batch_points"]
     assert embedder.calls == [queries]
-    assert client.searches == ["query_batch_points"]
     assert [m.text for m in hits[1]][:1] == [ORDER.text]
     assert [m.text for m in hits[2]][:1] == [EMAIL.text]
     assert store.recall("alice", [], k=3, threshold=THRESHOLD) == []
 
 
-def test_forget_user_and_count(store: MemoryStore) -> None:
+def test_forget_user_and_count(store: Any) -> None:
     store.remember("alice", [ORDER, EMAIL], session_id="s1")
     store.remember("bob", [ORDER], session_id="s2")
     assert (store.count("alice"), store.count("bob"), store.count()) == (2, 1, 3)
@@ -170,7 +200,7 @@ def test_forget_user_and_count(store: MemoryStore) -> None:
     assert store.remember("alice", [ORDER], session_id="s3") == 1
 
 
-def test_bad_input_is_a_value_error(store: MemoryStore) -> None:
+def test_bad_input_is_a_value_error(store: Any) -> None:
     for user in ["", "   "]:
         with pytest.raises(ValueError, match="user_id"):
             store.remember(user, [ORDER], session_id="s1")
@@ -342,8 +372,16 @@ class Keyed:
     keys: tuple[str, ...]
 
 
-def _by_filter(store: MemoryStore, user_id: str, key: str) -> set[str]:
-    """What Qdrant's own payload filter finds for `key` (the reference for the key index)."""
+def _by_filter(store: Any, user_id: str, key: str) -> set[str]:
+    """What Qdrant's own payload filter (or plain SQL) finds for `key` (the reference for the
+    key index)."""
+    if isinstance(store, PgVectorStore):
+        with store.engine.connect() as connection:
+            found = connection.execute(
+                text(f"SELECT text FROM {store.table.name} WHERE user_id = :u AND :k = ANY(keys)"),
+                {"u": user_id, "k": key},
+            ).scalars()
+            return set(found)
     must = [models.FieldCondition(key="keys", match=models.MatchAny(any=[key]))]
     must += [models.FieldCondition(key="user_id", match=models.MatchValue(value=user_id))]
     points, _ = store.client.scroll(
@@ -353,7 +391,7 @@ def _by_filter(store: MemoryStore, user_id: str, key: str) -> set[str]:
 
 
 def test_recall_by_key_matches_qdrants_filter_through_writes_and_forgetting(
-    store: MemoryStore,
+    store: Any,
 ) -> None:
     """Embedded, identifiers are looked up in the store's key index, not by a payload filter
     over every point: it must find what the filter finds, also after later writes (the index
@@ -381,3 +419,66 @@ def test_recall_by_key_matches_qdrants_filter_through_writes_and_forgetting(
     assert store.recall("alice", [], keys=["A-1"], k=5) in ([], [[]])
     store.remember("alice", [Keyed("New A-1 fact", "order_number", ("A-1",))], session_id="t")
     assert [m.text for m in store.recall("alice", [], keys=["A-1"], k=5)[0]] == ["New A-1 fact"]
+
+
+@pytest.mark.postgres
+def test_pgvector_that_cannot_be_used_is_named_in_one_line(
+    embedder: Counting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role that may not create the extension (pgvector is not a trusted extension), and a
+    server without pgvector's files: the store, the migrate command and the Status check say
+    so in one line; once a superuser creates it, all three work."""
+    role = f"acb_plain_{uuid.uuid4().hex[:8]}"
+    with fresh_postgres("acb_vec", migrate=False) as admin_url:
+        database = admin_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            conn.execute(f'ALTER DATABASE "{database}" OWNER TO "{role}"')
+        try:
+            url = f"postgresql://{role}@127.0.0.1:5432/{database}"
+            settings = load_settings(
+                data_dir=tmp_path, memory_backend="pgvector", database_url=url, metrics_port=0
+            )
+            where = f"Postgres (127.0.0.1:5432/{database})"
+            with pytest.raises(MemoryUnavailable) as caught:
+                make_memory_store(settings, embedder)
+            message = str(caught.value)
+            assert message.startswith(f"cannot create the pgvector extension in {where}: ")
+            assert "permission denied" in message and "\n" not in message
+            for key, value in {"MEMORY_BACKEND": "pgvector", "DATABASE_URL": url}.items():
+                monkeypatch.setenv(key, value)
+            migrate = subprocess.run(
+                [sys.executable, "-m", "data.store.migrate"],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                timeout=120,
+            )
+            assert migrate.returncode == 2, migrate.stderr
+            assert migrate.stderr.startswith("error: cannot create the pgvector extension in ")
+            assert len(migrate.stderr.strip().splitlines()) == 1, migrate.stderr
+            check = check_all(settings, timeout_s=10, names=("memory",))["memory"]
+            assert check.ok is False and check.label == "pgvector (long-term memory)"
+            assert check.error is not None and "not created" in check.error
+            # A server without pgvector's files at all.
+            monkeypatch.setattr("data.store.pgvector.available", lambda connection: False)
+            with pytest.raises(MemoryUnavailable, match="is not installed in Postgres"):
+                make_memory_store(settings, embedder)
+            monkeypatch.undo()
+            # A superuser creates it once; then everything works for the plain role.
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION vector")
+            store = make_memory_store(settings, embedder)
+            assert isinstance(store, PgVectorStore)
+            assert store.remember("alice", [ORDER], session_id="s1") == 1
+            assert store.ping().startswith("0.")
+            check = check_all(settings, timeout_s=10, names=("memory",))["memory"]
+            assert check.ok and check.version == f"pgvector {store.ping()}"
+        finally:
+            dispose_shared()
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP OWNED BY "{role}" CASCADE')
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{database}" OWNER TO postgres')
+                conn.execute(f'DROP ROLE "{role}"')
