@@ -639,3 +639,48 @@ def test_nginx_proxies_tls_websocket_api_and_limits(tmp_path: Path) -> None:
         log.close()
         ui.shutdown()
         api.shutdown()
+
+
+def test_the_smallest_stack_is_the_app_and_one_postgres_with_pgvector(tmp_path: Path) -> None:
+    """docker-compose.smallest.yml: the app and Postgres (pgvector) only, Redis behind a
+    profile; the app's settings from it choose pgvector memory on that Postgres."""
+    work = compose_dir(tmp_path, COMPOSE_SECRETS)
+    shutil.copy(ROOT / "docker-compose.smallest.yml", work)
+    checked = compose(work, "-f", "docker-compose.smallest.yml", "config", "-q")
+    assert checked.returncode == 0, checked.stderr
+    config = yaml.safe_load(compose(work, "-f", "docker-compose.smallest.yml", "config").stdout)
+    services = config["services"]
+    assert set(services) == {"agent", "postgres", "redis"}
+    assert services["redis"]["profiles"] == ["redis"], "Redis is optional"
+    assert (
+        services["postgres"]["image"].startswith("pgvector/pgvector:")
+        and "pg15" in (services["postgres"]["image"])
+    )
+    assert set(services["agent"]["depends_on"]) == {"postgres"}
+    assert all("healthcheck" in service for service in services.values())
+    env = {k: v for k, v in services["agent"]["environment"].items() if v not in (None, "")}
+    fields = {name.upper() for name in Settings.model_fields}
+    settings = load_settings(**{k.lower(): v for k, v in env.items() if k in fields})
+    assert settings.memory_backend == "pgvector" and settings.is_postgres
+    assert settings.qdrant_url is None and settings.prometheus_url is None
+    assert urlsplit(settings.database_url or "").hostname == "postgres"
+    assert services["agent"]["ports"] == ["127.0.0.1:8501:8501/tcp", "127.0.0.1:8000:8000/tcp"]
+
+
+def test_the_smallest_k8s_stack_validates_and_runs_postgres_with_pgvector() -> None:
+    path = ROOT / "deploy/k8s/smallest/postgres-pgvector.yaml"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    service, stateful = yaml.safe_load_all(path.read_text())
+    assert (service["kind"], stateful["kind"]) == ("Service", "StatefulSet")
+    assert service["metadata"]["name"] == "postgres" and service["spec"]["ports"][0]["port"] == 5432
+    (container,) = stateful["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("pgvector/pgvector:") and "pg15" in container["image"]
+    password = next(e for e in container["env"] if e["name"] == "POSTGRES_PASSWORD")
+    assert "secretKeyRef" in password["valueFrom"], "the password comes from a Secret"
+    assert "readinessProbe" in container and "volumeClaimTemplates" in stateful["spec"]

@@ -15,7 +15,7 @@ PACKAGES = ("agent", "api", "data", "pages")
 MAX_LINES = 550
 # Over it, with why: one declaration of every setting with its bounds and its description (the
 # configuration page is generated from it).
-LARGER = {"data/config/settings.py": 640}
+LARGER = {"data/config/settings.py": 690}
 
 
 def modules() -> dict[str, Path]:
