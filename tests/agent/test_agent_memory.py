@@ -113,6 +113,8 @@ def chat(
     engine: Engine, tmp_path: Path, shared_embedder: Embedder, shared_knowledge: KnowledgeBase
 ) -> Iterator[Chat]:
     chat = Chat(engine, tmp_path / "data", embedder=shared_embedder, knowledge=shared_knowledge)
+    on_postgres = engine.dialect.name == "postgresql"
+    assert isinstance(chat.parts.memory, PgVectorStore) == on_postgres, "both backends run"
     yield chat
     chat.close()
 
