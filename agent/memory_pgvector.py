@@ -340,7 +340,7 @@ class PgVectorStore:
             return [_memory(row) for row in connection.execute(query).mappings()]
 
     def export(self, *, batch: int = 1_000) -> Iterator[list[dict[str, Any]]]:
-        """Every memory with its vector, in batches (data.memory_migrate)."""
+        """Every memory with its vector, in batches (agent.memory_migrate)."""
         self.ensure()
         t = self.table
         last = ""
@@ -358,7 +358,7 @@ class PgVectorStore:
             yield rows
 
     def load(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert memories with their vectors as they are (remember, data.memory_migrate);
+        """Insert memories with their vectors as they are (remember, agent.memory_migrate);
         returns how many were new. Up to LOAD_CHUNK rows: one statement, INSERT ... ON CONFLICT
         DO NOTHING, whose rows all land or none do, in autocommit (no BEGIN and COMMIT round
         trips); more go through COPY. The vectors go as pgvector's text form."""

@@ -59,7 +59,9 @@ class Reading:
         return f"replica@{self.as_of.isoformat()}" if self.as_of else "replica"
 
 
-def _lag(seconds: float) -> str:
+def lag_text(seconds: float | None) -> str:
+    """42 s, 12 min, 3.5 h."""
+    seconds = seconds or 0.0
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -121,7 +123,7 @@ def choose(
         False,
         lag_s=lag,
         problem=(
-            f"The read replica {where} is {_lag(lag)} behind and has not replayed the latest "
+            f"The read replica {where} is {lag_text(lag)} behind and has not replayed the latest "
             "rollup refresh yet, so this view reads the primary."
         ),
     )

@@ -122,7 +122,7 @@ def analyst_page(keep: Sequence[str] = ()) -> tuple[Engine, Filters]:
 
 def _where_to_read(primary: Engine) -> Any:
     """The view's Reading (data.analytics.replica), said on the page when it is not plain."""
-    from data.analytics.replica import Reading, choose
+    from data.analytics.replica import Reading, choose, lag_text
 
     replica = read_engine()
     if replica is None:
@@ -135,7 +135,7 @@ def _where_to_read(primary: Engine) -> Any:
         elif reading.as_of is not None:
             st.info(
                 f"Data as of {reading.as_of.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: the read "
-                f"replica is {reading.lag_s or 0:.0f} s behind the primary, and its figures are "
+                f"replica is {lag_text(reading.lag_s)} behind the primary, and its figures are "
                 "exact for that moment.",
                 icon=":material/schedule:",
             )
