@@ -48,7 +48,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from sqlalchemy import Engine
 
 from agent.context import TurnContext
-from agent.embedding_base import Embedder, EmbeddingError
+from agent.embedding_base import Embedder
 from agent.memory_pgvector import PgVectorStore
 from agent.memory_records import (
     Memory,
@@ -57,7 +57,9 @@ from agent.memory_records import (
     _memory,
     _slug,
     _user,
-    memory_id,
+    check_recall,
+    embed_or_unavailable,
+    fresh_items,
     similarity,
 )
 from data.config.settings import Settings
@@ -210,10 +212,7 @@ class MemoryStore:
             ) from None
 
     def _embed(self, texts: list[str], ref: TurnContext | None) -> list[list[float]]:
-        try:
-            return self.embedder.embed(texts, ref=ref)
-        except EmbeddingError as error:
-            raise MemoryUnavailable(f"memory embeddings are unavailable: {error}") from None
+        return embed_or_unavailable(self.embedder, texts, ref)
 
     # API ------------------------------------------------------------------------------------
 
@@ -231,13 +230,7 @@ class MemoryStore:
         remembering the same fact again costs one lookup and stores nothing. All new items are
         embedded in one call and written in one upsert."""
         user_id = _user(user_id)
-        fresh: dict[str, MemoryItem] = {}
-        for item in items:
-            if not isinstance(item.text, str) or not item.text.strip():
-                raise ValueError("a memory's text must be a non-empty string")
-            if not isinstance(item.kind, str) or not item.kind.strip():
-                raise ValueError(f"the memory {item.text!r} needs a kind")
-            fresh.setdefault(memory_id(user_id, item.text), item)
+        fresh = fresh_items(user_id, items)
         if not fresh:
             return 0
         name = self._collection(user_id)
@@ -300,11 +293,7 @@ class MemoryStore:
         All queries are embedded in one call, and queries and keys go to Qdrant in one batched
         request. A user with no memories yet costs no embedding at all in the embedded layout."""
         user_id = _user(user_id)
-        if isinstance(queries, str) or isinstance(keys, str):
-            raise TypeError("recall() takes sequences of queries and keys, not one string")
-        for query in [*queries, *keys]:
-            if not isinstance(query, str) or not query.strip():
-                raise ValueError("a recall query or key must be a non-empty string")
+        check_recall(queries, keys)
         if not queries and not keys:
             return []
         k = self.top_k if k is None else k

@@ -50,14 +50,16 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.context import TurnContext
-from agent.embedding_base import Embedder, EmbeddingError
+from agent.embedding_base import Embedder
 from agent.memory_records import (
     Memory,
     MemoryItem,
     MemoryUnavailable,
     _slug,
     _user,
-    memory_id,
+    check_recall,
+    embed_or_unavailable,
+    fresh_items,
     similarity,
 )
 from data.store import pgvector
@@ -157,10 +159,7 @@ class PgVectorStore:
         return ensure_extension(self.engine)
 
     def _embed(self, texts: list[str], ref: TurnContext | None) -> list[list[float]]:
-        try:
-            return self.embedder.embed(texts, ref=ref)
-        except EmbeddingError as error:
-            raise MemoryUnavailable(f"memory embeddings are unavailable: {error}") from None
+        return embed_or_unavailable(self.embedder, texts, ref)
 
     # API ------------------------------------------------------------------------------------
 
@@ -176,13 +175,7 @@ class PgVectorStore:
         is skipped before it is embedded; new items are embedded in one call and inserted in
         one statement (a concurrent writer of the same fact wins, and it is not counted)."""
         user_id = _user(user_id)
-        fresh: dict[str, MemoryItem] = {}
-        for item in items:
-            if not isinstance(item.text, str) or not item.text.strip():
-                raise ValueError("a memory's text must be a non-empty string")
-            if not isinstance(item.kind, str) or not item.kind.strip():
-                raise ValueError(f"the memory {item.text!r} needs a kind")
-            fresh.setdefault(memory_id(user_id, item.text), item)
+        fresh = fresh_items(user_id, items)
         if not fresh:
             return 0
         self.ensure()
@@ -227,11 +220,7 @@ class PgVectorStore:
         scored 1.0. One connection: whether the user has memories (if not, nothing is
         embedded), then one statement for every query and key."""
         user_id = _user(user_id)
-        if isinstance(queries, str) or isinstance(keys, str):
-            raise TypeError("recall() takes sequences of queries and keys, not one string")
-        for query in [*queries, *keys]:
-            if not isinstance(query, str) or not query.strip():
-                raise ValueError("a recall query or key must be a non-empty string")
+        check_recall(queries, keys)
         if not queries and not keys:
             return []
         k = self.top_k if k is None else k

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from qdrant_client import models
+
+from agent.context import TurnContext
+from agent.embedding_base import Embedder, EmbeddingError
 
 # Fixed, so the same user and text give the same point id in every process and release.
 _NAMESPACE = uuid.UUID("5b0c3f0e-7d1a-4c57-9a8e-2f6d4c1b9e21")
@@ -66,6 +70,39 @@ def memory_id(user_id: str, text: str) -> str:
     """The point id of a memory: the same user and (normalised) text always give the same id,
     which is what makes `remember` idempotent."""
     return str(uuid.uuid5(_NAMESPACE, f"{user_id}\x00{normalise(text)}"))
+
+
+def fresh_items(user_id: str, items: Iterable[MemoryItem]) -> dict[str, MemoryItem]:
+    """`items` by memory id, the first of each; ValueError for an item with no text or kind
+    (before anything is stored). Both stores' `remember` starts here."""
+    fresh: dict[str, MemoryItem] = {}
+    for item in items:
+        if not isinstance(item.text, str) or not item.text.strip():
+            raise ValueError("a memory's text must be a non-empty string")
+        if not isinstance(item.kind, str) or not item.kind.strip():
+            raise ValueError(f"the memory {item.text!r} needs a kind")
+        fresh.setdefault(memory_id(user_id, item.text), item)
+    return fresh
+
+
+def check_recall(queries: Sequence[str], keys: Sequence[str]) -> None:
+    """TypeError for one string instead of a sequence, ValueError for an empty query or key:
+    both stores' `recall` starts here."""
+    if isinstance(queries, str) or isinstance(keys, str):
+        raise TypeError("recall() takes sequences of queries and keys, not one string")
+    for query in [*queries, *keys]:
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("a recall query or key must be a non-empty string")
+
+
+def embed_or_unavailable(
+    embedder: Embedder, texts: list[str], ref: TurnContext | None
+) -> list[list[float]]:
+    """The embedder's vectors, or MemoryUnavailable when the embedding provider fails."""
+    try:
+        return embedder.embed(texts, ref=ref)
+    except EmbeddingError as error:
+        raise MemoryUnavailable(f"memory embeddings are unavailable: {error}") from None
 
 
 def _user(user_id: str) -> str:

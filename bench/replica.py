@@ -30,9 +30,7 @@ from sqlalchemy import text
 from data.analytics import cost, replica
 from data.analytics.filters import Filters
 from data.analytics.rollups import refresh
-from data.store.db import make_engine, register_replica
 from data.store.demo import generate
-from data.store.migrate import upgrade
 from data.store.recorder import record_calls
 from tests.helpers.records import call
 from tests.helpers.replica import streaming_pair
@@ -55,14 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, object] = {"load_1m": os.getloadavg()[0], "calls": args.calls}
     with streaming_pair() as pair:
-        admin = make_engine(pair.url(pair.primary_port))
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("CREATE DATABASE acb"))
-        admin.dispose()
-        upgrade(pair.url(pair.primary_port, "acb"))
-        primary = make_engine(pair.url(pair.primary_port, "acb"))
-        standby = make_engine(pair.url(pair.standby_port, "acb"))
-        register_replica(standby, primary)
+        primary, standby = pair.engines()
         end = datetime.now(UTC)
         generate(
             engine=primary,

@@ -15,8 +15,7 @@ from sqlalchemy import Engine, text
 
 from data.analytics import cost, replica
 from data.analytics.filters import Filters
-from data.store.db import make_engine, register_replica, writer
-from data.store.migrate import upgrade
+from data.store.db import make_engine, writer
 from data.store.recorder import record_calls
 from tests.helpers.analyst_pages import open_page, sql
 from tests.helpers.records import call
@@ -33,14 +32,7 @@ def pair() -> Iterator[Pair]:
 
 @pytest.fixture(scope="module")
 def engines(pair: Pair) -> Iterator[tuple[Engine, Engine]]:
-    admin = make_engine(pair.url(pair.primary_port))
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("CREATE DATABASE acb"))
-    admin.dispose()
-    upgrade(pair.url(pair.primary_port, "acb"))
-    primary = make_engine(pair.url(pair.primary_port, "acb"))
-    standby = make_engine(pair.url(pair.standby_port, "acb"))
-    register_replica(standby, primary)
+    primary, standby = pair.engines()
     yield primary, standby
     primary.dispose()
     standby.dispose()

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 
+from data.store.db import make_engine, register_replica
+from data.store.migrate import upgrade
 from tests.helpers.servers import free_port
 
 
@@ -54,6 +57,19 @@ class Pair:
             check=True,
             capture_output=True,
         )
+
+    def engines(self, database: str = "acb") -> tuple[Engine, Engine]:
+        """Create `database` on the primary, migrate it, and return (primary, standby) engines,
+        the standby's registered as the primary's read replica."""
+        admin = make_engine(self.url(self.primary_port))
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        upgrade(self.url(self.primary_port, database))
+        primary = make_engine(self.url(self.primary_port, database))
+        standby = make_engine(self.url(self.standby_port, database))
+        register_replica(standby, primary)
+        return primary, standby
 
     def start_standby(self) -> None:
         self._ctl("standby", "-l", str(self.root / "standby.log"), "start")
