@@ -160,7 +160,7 @@ def incremental(engine: Engine) -> dict[str, float]:
     from data.store.records import CallRecord
 
     out: dict[str, list[float]] = {"refresh": [], "settle": []}
-    for i in range(5):
+    for i in range(20):
         record_calls(
             engine=engine,
             calls=[
@@ -194,6 +194,7 @@ def incremental(engine: Engine) -> dict[str, float]:
         connection.execute(text("DELETE FROM model_calls WHERE session_id LIKE 'bench-refresh-%'"))
     refresh(engine)
     return {
+        "incremental_refresh_p95_ms": round(_p95(out["refresh"]), 1),
         "incremental_refresh_ms": round(statistics.median(out["refresh"]), 1),
         "incremental_refresh_max_ms": round(max(out["refresh"]), 1),
         "day_settle_background_ms": round(statistics.median(out["settle"]), 1),
@@ -240,6 +241,19 @@ def sizes(
         }
 
 
+def _p95(samples: list[float]) -> float:
+    return max(samples) if len(samples) < 20 else statistics.quantiles(samples, n=20)[-1]
+
+
+def _database_mb(engine: Engine) -> float | None:
+    """Postgres: the whole database's size on disk, every table, index and rollup."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        size = connection.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+    return round(size / 1048576, 1)
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
@@ -283,19 +297,22 @@ CHUNK_SESSIONS = 20_000
 LABELLED_EVERY = 5  # of the demo's reviewer labels (about a tenth of the sessions): about 2 %
 
 
-REPLICAS = 10  # above 2M calls on Postgres: a tenth generated, then copied in SQL
+GENERATED = 1_000_000  # above 2M calls on Postgres: this many generated, then copied in SQL
 
 
 def load(engine: Engine, rows: int) -> None:
     """The benchmark history, written a chunk of sessions at a time (COPY on Postgres): ten
-    million calls never sit in memory at once. Above 2M calls on Postgres, a tenth of it is
-    generated and the database copies it nine more times under new user and session ids (and
-    a few seconds earlier): ten times the users and sessions in the same window, written by
-    INSERT ... SELECT at the server's speed instead of Python's. Each chunk's conversations get
-    the demo's planted outcomes (data/store/demo_outcomes.py), with a fifth of its reviewer
-    labels. Then the feedback the feedback and review pages read: a sample of answers with a
-    thumbs, and review scores."""
-    copies = REPLICAS if engine.dialect.name == "postgresql" and rows > 2_000_000 else 1
+    million calls never sit in memory at once. Above 2M calls on Postgres, 1M calls are
+    generated and the database copies them under new user and session ids (and a few seconds
+    earlier) until there are `rows`: N/1M times the users and sessions in the same window,
+    written by INSERT ... SELECT at the server's speed instead of Python's, from a temporary
+    copy of the generated rows (never by scanning the growing table). Each chunk's
+    conversations get the demo's planted outcomes (data/store/demo_outcomes.py), with a fifth
+    of its reviewer labels. Then the feedback the feedback and review pages read: a sample of
+    answers with a thumbs, and review scores."""
+    copies = (
+        max(rows // GENERATED, 1) if engine.dialect.name == "postgresql" and rows > 2_000_000 else 1
+    )
     base = rows // copies
     chunks = history(
         days=90,
@@ -331,6 +348,20 @@ def load(engine: Engine, rows: int) -> None:
             f"generated {done:,} of {base:,} calls ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
         )
+    if copies > 1:
+        _copy(engine, copies, base, rows, started)
+    _create_indexes(engine, indexes)
+    # One answer in 100 gets a message row and a thumbs (a quarter of them down); one session
+    # in 200 is queued for review and scored by one or two of five reviewers.
+    with engine.begin() as connection:
+        for statement in FEEDBACK_SQL[engine.dialect.name]:
+            connection.execute(text(statement))
+
+
+def _copy(engine: Engine, copies: int, base: int, rows: int, started: float) -> None:
+    """Postgres: copy the generated history `copies - 1` times (copy k: ids suffixed -r<k>,
+    times k * 7 s earlier), one transaction per copy, from temporary tables that hold the
+    generated rows."""
     call_columns = ", ".join(CALL_COLUMNS)
     copied = ", ".join(
         {
@@ -350,41 +381,31 @@ def load(engine: Engine, rows: int) -> None:
         }.get(c, c)
         for c in OUTCOME_COLUMNS
     )
-    for k in range(1, copies):
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at, demo, "
-                    "closed_at) SELECT id || '-r' || :k, user_id || '-r' || :k, title, "
-                    "created_at - make_interval(secs => :k * 7), "
-                    "updated_at - make_interval(secs => :k * 7), demo, "
-                    "closed_at - make_interval(secs => :k * 7) "
-                    "FROM chat_sessions WHERE id NOT LIKE '%-r%'"
-                ),
-                {"k": k},
-            )
-            connection.execute(
-                text(
-                    f"INSERT INTO model_calls ({call_columns}) SELECT {copied} FROM model_calls "
-                    "WHERE session_id NOT LIKE '%-r%'"
-                ),
-                {"k": k},
-            )
-            for statement in COPY_OUTCOMES_SQL:
+    with engine.connect() as connection:
+        connection.execute(text("SET synchronous_commit = off"))
+        for table in BASE_TABLES:
+            connection.execute(text(f"CREATE TEMP TABLE base_{table} AS SELECT * FROM {table}"))
+        connection.execute(text("CREATE INDEX ON base_review_items (session_id)"))
+        connection.commit()
+        for k in range(1, copies):
+            for statement in COPY_SQL:
                 connection.execute(
-                    text(statement.format(columns=outcome_columns, copied=copied_outcomes)),
+                    text(
+                        statement.format(
+                            call_columns=call_columns,
+                            copied=copied,
+                            outcome_columns=outcome_columns,
+                            copied_outcomes=copied_outcomes,
+                        )
+                    ),
                     {"k": k},
                 )
-        print(
-            f"copied {base * (k + 1):,} of {rows:,} calls ({time.perf_counter() - started:.0f} s)",
-            file=sys.stderr,
-        )
-    _create_indexes(engine, indexes)
-    # One answer in 100 gets a message row and a thumbs (a quarter of them down); one session
-    # in 200 is queued for review and scored by one or two of five reviewers.
-    with engine.begin() as connection:
-        for statement in FEEDBACK_SQL[engine.dialect.name]:
-            connection.execute(text(statement))
+            connection.commit()
+            print(
+                f"copied {base * (k + 1):,} of {rows:,} calls "
+                f"({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+            )
 
 
 def _drop_indexes(engine: Engine) -> list[str]:
@@ -470,22 +491,32 @@ _FEEDBACK = [
     "i.created_at, {uuid}, 'local', 0 FROM review_items i "
     "WHERE i.created_by = 'bench' AND i.id % 2 = 0",
 ]
-# Postgres replicas (load): the planted verdicts, review items and labels of copy :k.
-COPY_OUTCOMES_SQL = [
-    "INSERT INTO conversation_outcomes ({columns}) SELECT {copied} FROM conversation_outcomes "
-    "WHERE session_id NOT LIKE '%-r%'",
+# Postgres copies (load): what copy :k writes, from the temporary tables of the generated rows.
+BASE_TABLES = (
+    "chat_sessions",
+    "model_calls",
+    "conversation_outcomes",
+    "review_items",
+    "review_scores",
+)
+COPY_SQL = [
+    "INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at, demo, closed_at) "
+    "SELECT id || '-r' || :k, user_id || '-r' || :k, title, "
+    "created_at - make_interval(secs => :k * 7), updated_at - make_interval(secs => :k * 7), "
+    "demo, closed_at - make_interval(secs => :k * 7) FROM base_chat_sessions",
+    "INSERT INTO model_calls ({call_columns}) SELECT {copied} FROM base_model_calls",
+    "INSERT INTO conversation_outcomes ({outcome_columns}) SELECT {copied_outcomes} "
+    "FROM base_conversation_outcomes",
     "INSERT INTO review_items (session_id, reviews_required, assigned_to, created_by, "
     "created_at) SELECT session_id || '-r' || :k, reviews_required, assigned_to, created_by, "
-    "created_at - make_interval(secs => :k * 7) FROM review_items "
-    "WHERE session_id NOT LIKE '%-r%'",
+    "created_at - make_interval(secs => :k * 7) FROM base_review_items",
     "INSERT INTO review_scores (item_id, session_id, reviewer, score, comment, run_id, "
     "created_at, outcome, topic, feedback_uuid, sync_state, attempts, next_attempt_at) "
     "SELECT i.id, i.session_id, s.reviewer, s.score, s.comment, s.run_id, "
     "s.created_at - make_interval(secs => :k * 7), s.outcome, s.topic, "
     "gen_random_uuid()::text, s.sync_state, s.attempts, "
-    "s.next_attempt_at - make_interval(secs => :k * 7) FROM review_scores s "
-    "JOIN review_items i ON i.session_id = s.session_id || '-r' || :k "
-    "WHERE s.session_id NOT LIKE '%-r%'",
+    "s.next_attempt_at - make_interval(secs => :k * 7) FROM base_review_scores s "
+    "JOIN review_items i ON i.session_id = s.session_id || '-r' || :k",
 ]
 FEEDBACK_SQL = {
     "postgresql": [
@@ -529,9 +560,12 @@ def prepare(url: str, rows: int, reuse: bool) -> tuple[Engine, float | None]:
                 "chat_sessions",
             ):
                 connection.execute(text(f"DELETE FROM {table}"))
+        started = time.perf_counter()
         load(engine, rows)
         with engine.begin() as connection:
             connection.execute(text("ANALYZE"))
+        LOAD_S[url] = time.perf_counter() - started
+        print(f"loaded and analyzed ({LOAD_S[url]:.0f} s)", file=sys.stderr)
     started = time.perf_counter()
     hours = refresh(engine)  # the one-time roll-up of everything just loaded
     days = outcomes.refresh(engine)  # and of the verdicts (their triggers queued the days)
@@ -541,10 +575,11 @@ def prepare(url: str, rows: int, reuse: bool) -> tuple[Engine, float | None]:
     return engine, (time.perf_counter() - started if hours or days else None)
 
 
+LOAD_S: dict[str, float] = {}  # url: seconds to load and ANALYZE (when this run loaded)
 VIEWS = {"": {}, "model": {"model": "gpt-4o"}, "user": {"user": "demo-user-002"}}
 
 
-def measure(url: str, rows: int, reuse: bool, runs: int) -> dict[str, object]:
+def measure(url: str, rows: int, reuse: bool, runs: int, naive_runs: int) -> dict[str, object]:
     engine, refresh_s = prepare(url, rows, reuse)
     heap.settle()  # as the app's processes do once they have started (data.config.heap)
     # As the pages do when they open the database (data.analytics.rollups.warm).
@@ -560,7 +595,7 @@ def measure(url: str, rows: int, reuse: bool, runs: int) -> dict[str, object]:
                 load = load_average()
                 samples = timed(fn, runs)
                 warm = samples[1:]
-                p95 = max(warm) if len(warm) < 20 else statistics.quantiles(warm, n=20)[-1]
+                p95 = _p95(warm)
                 detail[f"{name}_{preset}{'_' + view if view else ''}"] = {
                     "cold_ms": round(samples[0], 1),
                     "warm_p50_ms": round(statistics.median(warm), 1),
@@ -568,22 +603,31 @@ def measure(url: str, rows: int, reuse: bool, runs: int) -> dict[str, object]:
                     "load_1_5_15": load,
                 }
                 worst_warm = max(worst_warm, p95)
+                print(
+                    f"{name} {preset} {view or '-'}: {detail[next(reversed(detail))]}",
+                    file=sys.stderr,
+                )
                 if preset == "90d" and not view:
                     worst_cold_90 = max(worst_cold_90, samples[0])
     f90, _ = parse_filters({"range": "90d"}, known_models=[], now=END)
-    naive_ms = statistics.median(timed(lambda: naive(engine, f90), 3))
+    # (one naive GROUP BY over 100M raw rows takes minutes: --naive-runs 0 leaves it out)
+    naive_ms = (
+        statistics.median(timed(lambda: naive(engine, f90), naive_runs)) if naive_runs else None
+    )
     worst_cold = max(float(d["cold_ms"]) for d in detail.values())  # type: ignore[arg-type]
-    result = {
+    result: dict[str, object] = {
         "db": describe(to_sqlalchemy_url(url)),
         "rows": rows,
         "page_p95_ms": round(worst_cold_90, 1),
         "worst_cold_ms_any_view": round(worst_cold, 1),
         "worst_warm_p95_ms_any_view": round(worst_warm, 1),
-        "naive_group_by_ms": round(naive_ms, 1),
-        "naive_ratio": round(naive_ms / worst_cold_90, 2),
+        "naive_group_by_ms": None if naive_ms is None else round(naive_ms, 1),
+        "naive_ratio": None if naive_ms is None else round(naive_ms / worst_cold_90, 2),
+        "load_s": round(LOAD_S[url], 1) if url in LOAD_S else None,
         "initial_rollup_s": None if refresh_s is None else round(refresh_s, 1),
         **incremental(engine),
         "load_1_5_15_at_end": load_average(),
+        "database_mb": _database_mb(engine),
         "sizes": sizes(engine),
         "pages": detail,
     }
@@ -601,12 +645,23 @@ def main() -> None:
     )
     parser.add_argument("--reuse", action="store_true", help="keep rows from an earlier run")
     parser.add_argument("--runs", type=int, default=6, help="runs per page (the first is cold)")
+    parser.add_argument(
+        "--naive-runs", type=int, default=3, help="runs of the naive GROUP BY (0: leave it out)"
+    )
     args = parser.parse_args()
     urls = args.db or [
         f"sqlite:///{Path(tempfile.gettempdir()) / 'acb-bench-pages.sqlite3'}",
         PG_DEFAULT,
     ]
-    print(json.dumps({"databases": [measure(u, args.rows, args.reuse, args.runs) for u in urls]}))
+    print(
+        json.dumps(
+            {
+                "databases": [
+                    measure(u, args.rows, args.reuse, args.runs, args.naive_runs) for u in urls
+                ]
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
