@@ -11,6 +11,13 @@ Triggers on model_calls put the UTC hour of every inserted, updated or deleted r
   model and for all models ('*'). Percentiles do not add up, so they are only ever read for
   whole buckets; a view that needs any other grouping reads the raw rows.
 
+The same triggers list the sessions a write touched in each dirty hour
+(`rollup_dirty_sessions`). An hour with a few listed (a chat turn, a late call, a correction) is
+recomputed narrowly: those sessions' `rollup_session_hourly` rows, then the hourly sums and
+context bins of every model those sessions had or have in the hour, and the hour's
+percentiles. Other sessions' and models' rows of that hour cannot have changed. An hour with
+none listed or with more than NARROW_SESSIONS (a bulk load, a backfill) is recomputed whole.
+
 Sums, counts, maxima and minima of whole hours add up exactly, so every figure that the pages
 build from them equals the raw-row computation for any range of whole hours. The data
 functions call `ensure_fresh()` first, so a read never sees a stale hour."""
@@ -52,6 +59,7 @@ from data.store.orm_rollups import (
     RollupContextBins,
     RollupDirty,
     RollupDirtyDays,
+    RollupDirtySessions,
     RollupHourly,
     RollupPercentiles,
     RollupSessionHourly,
@@ -72,9 +80,16 @@ def _ranges(starts: Iterable[datetime], step: timedelta) -> list[tuple[datetime,
 
 
 def _sums(connection: Connection, start: datetime, end: datetime) -> None:
+    """Every hourly rollup row of [start, end), recomputed from the raw rows."""
+    where = and_(C.ts >= start, C.ts < end)
+    _model_sums(connection, where)
+    _session_hours(connection, where)
+
+
+def _model_sums(connection: Connection, where: ColumnElement[bool]) -> None:
+    """rollup_hourly and rollup_context_bins rows of the raw rows matching `where`."""
     dialect = connection.dialect.name
     hour = floor(C.ts, dialect, "hour")
-    where = and_(C.ts >= start, C.ts < end)
     keys = [C.model, C.provider, C.purpose, C.status, C.cost_status]
     connection.execute(
         insert(RollupHourly).from_select(
@@ -104,11 +119,6 @@ def _sums(connection: Connection, start: datetime, end: datetime) -> None:
             .group_by(hour, *keys),
         )
     )
-    connection.execute(
-        insert(RollupSessionHourly).from_select(
-            ["hour", *SESSION_COLUMNS], session_aggregate(where, hour)
-        )
-    )
     _, condition = METRICS["context"]
     bins = bin_of(dialect)
     connection.execute(
@@ -117,6 +127,16 @@ def _sums(connection: Connection, start: datetime, end: datetime) -> None:
             select(hour, C.model, bins, func.count())
             .where(where, condition)
             .group_by(hour, C.model, bins),
+        )
+    )
+
+
+def _session_hours(connection: Connection, where: ColumnElement[bool]) -> None:
+    """rollup_session_hourly rows of the raw rows matching `where`."""
+    hour = floor(C.ts, connection.dialect.name, "hour")
+    connection.execute(
+        insert(RollupSessionHourly).from_select(
+            ["hour", *SESSION_COLUMNS], session_aggregate(where, hour)
         )
     )
 
@@ -215,23 +235,28 @@ def _percentiles_pg(connection: Connection, unit: str, in_range: ColumnElement[b
 
 
 def _hourly_snapshot(
-    connection: Connection, ranges: list[tuple[datetime, datetime]]
+    connection: Connection,
+    ranges: list[tuple[datetime, datetime]],
+    sessions: list[str] | None = None,
 ) -> set[tuple[Any, ...]]:
-    """The rollup_session_hourly rows of the given ranges, to tell which sessions changed."""
+    """The rollup_session_hourly rows of the given ranges (of `sessions` only, if given), to
+    tell which sessions, users and models changed."""
     out: set[tuple[Any, ...]] = set()
     for start, end in ranges:
-        out.update(
-            tuple(row)
-            for row in connection.execute(
-                select(H.session_id, H.user_id, *[H[c] for c in SESSION_COLUMNS[1:]]).where(
-                    H.hour >= start, H.hour < end
-                )
-            )
+        query = select(H.session_id, H.user_id, *[H[c] for c in SESSION_COLUMNS[1:]]).where(
+            H.hour >= start, H.hour < end
         )
+        if sessions is not None:
+            query = query.where(H.session_id.in_(sessions))
+        out.update(tuple(row) for row in connection.execute(query))
     return out
 
 
 # Refresh ------------------------------------------------------------------------------------
+
+# An hour with more dirty sessions than this is recomputed whole (a bulk load, a backfill).
+NARROW_SESSIONS = 200
+BULK_HOURS = 48  # more dirty hours than this: recompute the whole span at once
 
 
 def refresh_hours(engine: Engine) -> int:
@@ -242,7 +267,7 @@ def refresh_hours(engine: Engine) -> int:
         hours = list(connection.execute(delete(RollupDirty).returning(RollupDirty.hour)).scalars())
         if not hours:
             return 0
-        bulk = _recompute(connection, hours)
+        bulk = _recompute(connection, hours, _take_sessions(connection, hours))
     if connection.dialect.name == "postgresql" and bulk:
         # A bulk load leaves the new rows' pages not all-visible, so the counts' index-only
         # scans would visit the heap until autovacuum came by: set the visibility map now.
@@ -250,6 +275,35 @@ def refresh_hours(engine: Engine) -> int:
             for name in ("rollup_sessions", "rollup_users", "rollup_session_hourly"):
                 autocommit.exec_driver_sql(f"VACUUM {name}")
     return len(hours)
+
+
+def _take_sessions(connection: Connection, hours: list[datetime]) -> dict[datetime, list[str]]:
+    """Take the dirty sessions of `hours` off their queue: the hours that can be recomputed
+    narrowly (at most NARROW_SESSIONS sessions listed), each with its sessions. An hour left
+    out is recomputed whole; its queued sessions are dropped with it."""
+    D = RollupDirtySessions
+    if len(hours) > BULK_HOURS:
+        connection.execute(delete(D))
+        return {}
+    crowded = set(
+        connection.execute(
+            select(D.hour)
+            .where(D.hour.in_(hours))
+            .group_by(D.hour)
+            .having(func.count() > NARROW_SESSIONS)
+        ).scalars()
+    )
+    if crowded:
+        connection.execute(delete(D).where(D.hour.in_(crowded)))
+    out: dict[datetime, list[str]] = {}
+    narrow = [h for h in hours if h not in crowded]
+    if narrow:
+        taken = connection.execute(
+            delete(D).where(D.hour.in_(narrow)).returning(D.hour, D.session_id)
+        )
+        for hour, session in taken:
+            out.setdefault(hour, []).append(session)
+    return out
 
 
 # Every rollup table (rollup_dirty and rollup_dirty_days are queues, not rollups).
@@ -265,14 +319,17 @@ WARM_HOUR = datetime(2000, 1, 1, tzinfo=UTC)  # long before any call the app rec
 
 
 def warm(engine: Engine) -> None:
-    """Recompute one empty hour (WARM_HOUR) in a transaction that is rolled back, so that this
-    engine has compiled and cached the refresh's statements before the first refresh after a
-    call: at 10M calls on Postgres that first refresh took 53-63 ms against 32 for the next
-    ones. The app calls it when it opens its database."""
+    """Recompute one empty hour (WARM_HOUR), whole and for one session, in a transaction that
+    is rolled back, so that this engine has compiled and cached the refresh's statements
+    before the first refresh after a call: at 10M calls on Postgres that first refresh took
+    53-63 ms against 32 for the next ones. The app calls it when it opens its database."""
     with engine.connect() as connection:
         transaction = connection.begin()
         try:
-            _recompute(connection, [WARM_HOUR])
+            _take_sessions(connection, [WARM_HOUR])
+            _recompute(connection, [WARM_HOUR], {})
+            _recompute(connection, [WARM_HOUR], {WARM_HOUR: [""]})
+            _models_of_hour(connection, WARM_HOUR, [""])
             # An empty hour changes no session: rebuild one that does not exist.
             _rebuild_sessions(connection, [""])
             _rebuild_users(connection, [""])
@@ -280,21 +337,34 @@ def warm(engine: Engine) -> None:
             transaction.rollback()
 
 
-def _recompute(connection: Connection, hours: list[datetime]) -> bool:
-    """refresh_hours' work for `hours`, inside the caller's transaction. Returns whether it was
-    a bulk refresh."""
-    bulk = len(hours) > 48
+def _recompute(
+    connection: Connection, hours: list[datetime], sessions: dict[datetime, list[str]]
+) -> bool:
+    """refresh_hours' work for `hours`, inside the caller's transaction; an hour in `sessions`
+    is recomputed for those sessions only (the narrow path), the others whole. Returns
+    whether it was a bulk refresh."""
+    bulk = len(hours) > BULK_HOURS
     # A bulk refresh recomputes the whole span at once (hours in it that were not dirty
     # come out the same): one pass instead of one per gap in the data.
+    whole = [h for h in hours if bulk or h not in sessions]
     ranges = (
         [(min(hours), max(hours) + timedelta(hours=1))]
         if bulk
-        else _ranges(hours, timedelta(hours=1))
+        else _ranges(whole, timedelta(hours=1))
     )
     before = set() if bulk else _hourly_snapshot(connection, ranges)
     for start, end in ranges:
         for table in (RollupHourly, RollupSessionHourly, RollupContextBins):
             connection.execute(delete(table).where(table.hour >= start, table.hour < end))
+        _sums(connection, start, end)
+    after = set() if bulk else _hourly_snapshot(connection, ranges)
+    if not bulk:
+        for hour, listed in sorted(sessions.items()):
+            was, now = _narrow(connection, hour, listed)
+            before |= was
+            after |= now
+    hour_ranges = ranges if bulk else _ranges(hours, timedelta(hours=1))
+    for start, end in hour_ranges:
         connection.execute(
             delete(RollupPercentiles).where(
                 RollupPercentiles.unit == "hour",
@@ -302,11 +372,9 @@ def _recompute(connection: Connection, hours: list[datetime]) -> bool:
                 RollupPercentiles.bucket < end,
             )
         )
-        _sums(connection, start, end)
-    _percentiles(connection, "hour", ranges)
+    _percentiles(connection, "hour", hour_ranges)
     changed: list[str] | None = None
     if not bulk:
-        after = _hourly_snapshot(connection, ranges)
         changed = sorted({row[0] for row in before ^ after})
         if len(changed) > BULK_SESSIONS:
             changed = None
@@ -328,6 +396,39 @@ def _recompute(connection: Connection, hours: list[datetime]) -> bool:
         for name in TABLES:
             connection.exec_driver_sql(f"ANALYZE {name}")
     return bulk
+
+
+def _narrow(
+    connection: Connection, hour: datetime, sessions: list[str]
+) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """Recompute one hour for the sessions a write touched: their rollup_session_hourly rows,
+    then the rollup_hourly and rollup_context_bins rows of every model those sessions had or
+    have in the hour (a call's old and new model both show in one of the two snapshots).
+    Every other session's and model's rows of the hour are unchanged by that write. Returns
+    the sessions' rows before and after."""
+    end = hour + timedelta(hours=1)
+    in_hour = and_(C.ts >= hour, C.ts < end)
+    span = [(hour, end)]
+    before = _hourly_snapshot(connection, span, sessions)
+    connection.execute(
+        delete(RollupSessionHourly).where(
+            RollupSessionHourly.hour == hour, RollupSessionHourly.session_id.in_(sessions)
+        )
+    )
+    _session_hours(connection, and_(in_hour, C.session_id.in_(sessions)))
+    after = _hourly_snapshot(connection, span, sessions)
+    models = sorted({row[2] for row in before | after})
+    if models:
+        _models_of_hour(connection, hour, models)
+    return before, after
+
+
+def _models_of_hour(connection: Connection, hour: datetime, models: list[str]) -> None:
+    """Recompute the rollup_hourly and rollup_context_bins rows of `models` in one hour."""
+    for table in (RollupHourly, RollupContextBins):
+        connection.execute(delete(table).where(table.hour == hour, table.model.in_(models)))
+    in_hour = and_(C.ts >= hour, C.ts < hour + timedelta(hours=1), C.model.in_(models))
+    _model_sums(connection, in_hour)
 
 
 def settle_days(engine: Engine) -> int:

@@ -18,6 +18,15 @@ class RollupDirty(Base):
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
 
 
+class RollupDirtySessions(Base):
+    """The sessions a write touched in a dirty hour (filled by the same triggers): a refresh
+    recomputes only these in that hour. A dirty hour with none listed is recomputed whole."""
+
+    __tablename__ = "rollup_dirty_sessions"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class RollupHourly(Base):
     """Exact sums per hour, model, provider, purpose, status and cost status."""
 

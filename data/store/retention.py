@@ -33,7 +33,7 @@ from data.analytics.rollups import refresh
 from data.store import partitions
 from data.store.orm import AgentEvent, Message, ModelCall, utcnow
 from data.store.orm_outcomes import ConversationOutcome
-from data.store.orm_rollups import RollupDirty
+from data.store.orm_rollups import RollupDirty, RollupDirtySessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,9 @@ def _delete_batches(
             if calls:
                 # The delete trigger marked these hours dirty; their rollups are already exact.
                 connection.execute(delete(RollupDirty).where(RollupDirty.hour < cutoff))
+                connection.execute(
+                    delete(RollupDirtySessions).where(RollupDirtySessions.hour < cutoff)
+                )
         deleted = result.rowcount or 0
         total += deleted
         batches += 1 if deleted else 0

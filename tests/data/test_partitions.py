@@ -67,8 +67,13 @@ def test_the_migration_converts_a_table_that_holds_calls() -> None:
             old = [call(datetime(2026, m, 10, tzinfo=UTC), cost=0.01 * m) for m in (8, 9, 9, 10)]
             with engine.begin() as connection:
                 connection.execute(insert(M), old)
-            refresh(engine)
-            before = cost_totals(engine=engine, filters=window(NOW - timedelta(days=150), NOW))
+            # (plain SQL: the app's refresh needs the current schema)
+            with engine.connect() as connection:
+                before = tuple(
+                    connection.execute(
+                        text("SELECT count(*), sum(cost_usd) FROM model_calls")
+                    ).one()
+                )
             upgrade(url)
             with engine.connect() as connection:
                 assert partitions.is_partitioned(connection)
@@ -88,7 +93,7 @@ def test_the_migration_converts_a_table_that_holds_calls() -> None:
             }
             # The figures, the id sequence and the rollup triggers carry on.
             after = cost_totals(engine=engine, filters=window(NOW - timedelta(days=150), NOW))
-            assert after == before
+            assert (after.calls, after.cost_usd) == pytest.approx(before)
             with engine.begin() as connection:
                 connection.execute(text("DELETE FROM rollup_dirty"))
                 new_id = connection.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, select, text, update
 
 from data.analytics import context_usage, cost, latency, rollups
 from data.analytics.filters import Filters
@@ -13,6 +13,7 @@ from data.analytics.rollups import refresh, refresh_hours, warm
 from data.store.db import make_engine
 from data.store.demo import generate
 from data.store.orm import ModelCall
+from data.store.orm_rollups import RollupHourly
 from data.store.recorder import record_calls
 from tests.helpers.records import call
 
@@ -135,7 +136,7 @@ def test_rollup_and_raw_paths_agree(history: Engine) -> None:
     assert a["session"].tolist()[:50] == b["session"].tolist()[:50]
 
 
-ROLLUP_TABLES = (*rollups.TABLES, "rollup_dirty", "rollup_dirty_days")
+ROLLUP_TABLES = (*rollups.TABLES, "rollup_dirty", "rollup_dirty_days", "rollup_dirty_sessions")
 
 
 def _tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
@@ -166,3 +167,118 @@ def test_warming_the_refresh_changes_nothing_and_leaves_little_to_compile(
     finally:
         fresh.dispose()
     check_exact(history)
+
+
+def _rollups(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Every rollup table's rows (floats rounded: a sum's last bits follow the row order)."""
+
+    def clean(value: object) -> object:
+        return round(value, 9) if isinstance(value, float) else value
+
+    with engine.connect() as connection:
+        return {
+            name: sorted(
+                (
+                    tuple(clean(v) for v in row)
+                    for row in connection.execute(text(f"SELECT * FROM {name}"))
+                ),
+                key=repr,
+            )
+            for name in rollups.TABLES
+        }
+
+
+def test_the_narrow_refresh_equals_a_whole_recompute(
+    history: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each kind of write, refresh_hours recomputes only the sessions the write touched
+    in its hours (the narrow path), and every rollup row equals recomputing every hour from
+    the raw rows."""
+    narrow: list[tuple[datetime, list[str]]] = []
+    original = rollups._narrow
+
+    def spy(connection, hour, sessions):  # type: ignore[no-untyped-def]
+        narrow.append((hour, sorted(sessions)))
+        return original(connection, hour, sessions)
+
+    monkeypatch.setattr(rollups, "_narrow", spy)
+    with history.connect() as connection:
+        session, user, model, ts = connection.execute(
+            text("SELECT session_id, user_id, model, ts FROM model_calls ORDER BY id LIMIT 1")
+        ).one()
+    busy = END - timedelta(days=2, hours=3)
+    writes = [
+        # A chat turn in a session that has calls, and a new session in the same hour.
+        lambda c: record_calls(
+            engine=history,
+            calls=[
+                call(ts=busy, session_id=session, user_id=user, model="gpt-4o", cost_usd=0.5),
+                call(ts=busy + timedelta(minutes=3), session_id="narrow-new", user_id="u-new"),
+            ],
+        ),
+        # A corrected cost and status on one call.
+        lambda c: c.execute(
+            text(
+                "UPDATE model_calls SET cost_usd = 2.5, status = 'error' WHERE id = "
+                "(SELECT min(id) FROM model_calls WHERE session_id = :s)"
+            ),
+            {"s": session},
+        ),
+        # A call moved to another model, another session and user, and another hour.
+        lambda c: c.execute(
+            update(ModelCall)
+            .where(ModelCall.session_id == "narrow-new")
+            .values(
+                model="gpt-4.1-mini",
+                session_id="narrow-moved",
+                user_id="u-moved",
+                ts=busy - timedelta(hours=7),
+            )
+        ),
+        # A model's only call in a session-hour deleted: that model's rows must go.
+        lambda c: c.execute(text("DELETE FROM model_calls WHERE session_id = 'narrow-moved'")),
+    ]
+    for write in writes:
+        if write is writes[0]:
+            write(None)
+        else:
+            with history.begin() as connection:
+                write(connection)
+        narrow.clear()
+        assert refresh_hours(history) >= 1
+        assert narrow, "the write's hours took the narrow path"
+        assert all(len(sessions) <= 2 for _, sessions in narrow)
+        rollups.settle_days(history)  # (the day percentiles, which settle in the background)
+        got = _rollups(history)
+        check_exact(history)
+        check_exact(history, HOURS)
+        # Recompute every hour whole, from the raw rows, and compare every rollup row.
+        with history.begin() as connection:
+            hours = list(connection.execute(select(RollupHourly.hour).distinct()).scalars())
+            rollups._recompute(connection, hours, {})
+        rollups.settle_days(history)
+        again = _rollups(history)
+        for name in got:
+            assert sorted(set(again[name]) ^ set(got[name]), key=repr) == [], name
+    assert model and ts  # (the first call's fields, read above, exist)
+
+
+def test_a_bulk_write_takes_the_whole_hour(history: Engine) -> None:
+    """More sessions in an hour than NARROW_SESSIONS: the hour is recomputed whole and its
+    listed sessions leave the queue with it."""
+    hour = END - timedelta(days=1, hours=4)
+    record_calls(
+        engine=history,
+        calls=[
+            call(ts=hour + timedelta(seconds=i), session_id=f"bulk-{i}", user_id=f"bulk-{i % 7}")
+            for i in range(rollups.NARROW_SESSIONS + 1)
+        ],
+    )
+    with history.connect() as connection:
+        listed = connection.execute(text("SELECT count(*) FROM rollup_dirty_sessions")).scalar()
+    assert listed == rollups.NARROW_SESSIONS + 1
+    assert refresh_hours(history) == 1
+    with history.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM rollup_dirty_sessions")).scalar() == 0
+    check_exact(history)
+    check_exact(history, HOURS)
