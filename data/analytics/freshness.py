@@ -14,13 +14,14 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    exists,
     literal,
     select,
 )
 
 from data.analytics.rollups import refresh_hours, settle_days
 from data.store.db import writer
-from data.store.orm_rollups import RollupDirty, RollupDirtyDays
+from data.store.orm_rollups import RollupDirty, RollupDirtyDays, RollupDirtyPercentileHours
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,12 @@ def _settle_in_background(engine: Engine) -> None:
 
 def ensure_fresh(engine: Engine) -> None:
     """Refresh the dirty hours (one indexed lookup when nothing is dirty; an hour's work when a
-    call arrived) and settle queued days in a background thread: a reader of a queued day
-    computes its percentiles from the raw rows meanwhile (data.analytics.source.stored_percentiles).
-    Inside fresh_view, which did this once for the whole view, it
-    returns. On a read replica the refresh runs on its primary (data.analytics.replica chose
-    the replica for the view only if it had replayed the primary's refreshed rollups, or holds
-    no unrefreshed hour of its own)."""
+    call arrived) and settle queued days and hours in a background thread: a reader of a
+    queued day or hour computes its percentiles from the raw rows meanwhile
+    (data.analytics.source.stored_percentiles). Inside fresh_view, which did this once for the
+    whole view, it returns. On a read replica the refresh runs on its primary
+    (data.analytics.replica chose the replica for the view only if it had replayed the
+    primary's refreshed rollups, or holds no unrefreshed hour of its own)."""
     if is_fresh(engine):
         return
     primary = writer(engine)
@@ -63,12 +64,17 @@ def ensure_fresh(engine: Engine) -> None:
         return
     with engine.connect() as connection:
         dirty = connection.execute(select(literal(1)).select_from(RollupDirty).limit(1)).first()
-        queued = connection.execute(
-            select(literal(1)).select_from(RollupDirtyDays).limit(1)
-        ).first()
+        queued = any(
+            connection.execute(
+                select(
+                    exists().select_from(RollupDirtyDays),
+                    exists().select_from(RollupDirtyPercentileHours),
+                )
+            ).one()
+        )
     if dirty is not None:
         refresh_hours(engine)
-    if dirty is not None or queued is not None:
+    if dirty is not None or queued:
         _settle_in_background(engine)
 
 

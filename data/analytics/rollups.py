@@ -14,8 +14,9 @@ Triggers on model_calls put the UTC hour of every inserted, updated or deleted r
 The same triggers list the sessions a write touched in each dirty hour
 (`rollup_dirty_sessions`). An hour with a few listed (a chat turn, a late call, a correction) is
 recomputed narrowly: those sessions' `rollup_session_hourly` rows, then the hourly sums and
-context bins of every model those sessions had or have in the hour, and the hour's
-percentiles. Other sessions' and models' rows of that hour cannot have changed. An hour with
+context bins of every model those sessions had or have in the hour; its percentiles are
+queued (`rollup_dirty_percentile_hours`) for the background settle, and read from the raw rows
+until then. Other sessions' and models' rows of that hour cannot have changed. An hour with
 none listed or with more than NARROW_SESSIONS (a bulk load, a backfill) is recomputed whole.
 
 Sums, counts, maxima and minima of whole hours add up exactly, so every figure that the pages
@@ -59,6 +60,7 @@ from data.store.orm_rollups import (
     RollupContextBins,
     RollupDirty,
     RollupDirtyDays,
+    RollupDirtyPercentileHours,
     RollupDirtySessions,
     RollupHourly,
     RollupPercentiles,
@@ -306,7 +308,7 @@ def _take_sessions(connection: Connection, hours: list[datetime]) -> dict[dateti
     return out
 
 
-# Every rollup table (rollup_dirty and rollup_dirty_days are queues, not rollups).
+# Every rollup table (rollup_dirty and the other rollup_dirty_* tables are queues, not rollups).
 TABLES = (
     "rollup_hourly",
     "rollup_session_hourly",
@@ -363,8 +365,9 @@ def _recompute(
             was, now = _narrow(connection, hour, listed)
             before |= was
             after |= now
-    hour_ranges = ranges if bulk else _ranges(hours, timedelta(hours=1))
-    for start, end in hour_ranges:
+    # The whole hours' percentiles now; a narrowly recomputed hour's wait for settle_days()
+    # (sorting every call of a busy hour is most of a refresh), read from the raw rows meanwhile.
+    for start, end in ranges:
         connection.execute(
             delete(RollupPercentiles).where(
                 RollupPercentiles.unit == "hour",
@@ -372,7 +375,13 @@ def _recompute(
                 RollupPercentiles.bucket < end,
             )
         )
-    _percentiles(connection, "hour", hour_ranges)
+    _percentiles(connection, "hour", ranges)
+    module = postgresql if connection.dialect.name == "postgresql" else sqlite
+    if sessions and not bulk:
+        connection.execute(
+            module.insert(RollupDirtyPercentileHours).on_conflict_do_nothing(),
+            [{"hour": h} for h in sorted(sessions)],
+        )
     changed: list[str] | None = None
     if not bulk:
         changed = sorted({row[0] for row in before ^ after})
@@ -386,7 +395,6 @@ def _recompute(
         _rebuild_sessions(connection, changed)
         _rebuild_users(connection, sorted(users))
     days = sorted({h.replace(hour=0) for h in hours})
-    module = postgresql if connection.dialect.name == "postgresql" else sqlite
     connection.execute(
         module.insert(RollupDirtyDays).on_conflict_do_nothing(),
         [{"day": d} for d in days],
@@ -432,13 +440,15 @@ def _models_of_hour(connection: Connection, hour: datetime, models: list[str]) -
 
 
 def settle_days(engine: Engine) -> int:
-    """Recompute the day percentiles of every queued day. Returns how many days."""
+    """Recompute the day percentiles of every queued day, and the hour percentiles of every
+    queued hour. Returns how many days."""
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # One settler at a time across processes; the others leave the days to it.
             got = connection.execute(select(func.pg_try_advisory_xact_lock(SETTLE_LOCK))).scalar()
             if not got:
                 return 0
+        _settle_hours(connection)
         days = list(connection.execute(select(RollupDirtyDays.day)).scalars())
         if not days:
             return 0
@@ -456,6 +466,24 @@ def settle_days(engine: Engine) -> int:
         if connection.dialect.name == "postgresql" and len(days) > 2:
             connection.exec_driver_sql("ANALYZE rollup_percentiles")
     return len(days)
+
+
+def _settle_hours(connection: Connection) -> None:
+    """Recompute the hour percentiles of every queued hour, in the caller's transaction."""
+    P = RollupDirtyPercentileHours
+    hours = list(connection.execute(delete(P).returning(P.hour)).scalars())
+    if not hours:
+        return
+    ranges = _ranges(hours, timedelta(hours=1))
+    for start, end in ranges:
+        connection.execute(
+            delete(RollupPercentiles).where(
+                RollupPercentiles.unit == "hour",
+                RollupPercentiles.bucket >= start,
+                RollupPercentiles.bucket < end,
+            )
+        )
+    _percentiles(connection, "hour", ranges)
 
 
 SETTLE_LOCK = 0x61636264  # "acbd": the advisory lock key of settle_days
@@ -477,4 +505,13 @@ def dirty_days(engine: Engine, start: datetime, end: datetime) -> list[datetime]
                     RollupDirtyDays.day >= start, RollupDirtyDays.day < end
                 )
             ).scalars()
+        )
+
+
+def dirty_percentile_hours(engine: Engine, start: datetime, end: datetime) -> list[datetime]:
+    """The queued hours in [start, end): their stored hour percentiles may be stale."""
+    P = RollupDirtyPercentileHours
+    with engine.connect() as connection:
+        return list(
+            connection.execute(select(P.hour).where(P.hour >= start, P.hour < end)).scalars()
         )

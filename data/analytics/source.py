@@ -17,7 +17,7 @@ from data.analytics.filters import Filters
 from data.analytics.freshness import ensure_fresh
 from data.analytics.measures import METRICS, floor
 from data.analytics.percentiles import percentiles
-from data.analytics.rollups import dirty_days
+from data.analytics.rollups import dirty_days, dirty_percentile_hours
 from data.store.orm import ModelCall
 from data.store.orm_rollups import RollupHourly, RollupPercentiles
 
@@ -111,44 +111,43 @@ def stored_percentiles(
         rows = connection.execute(query).all()
     frame = pd.DataFrame(rows, columns=["bucket", "model", "n", "p50", "p95", "p99"])
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
-    if filters.unit == "day":
-        stale = dirty_days(engine, filters.start, filters.end)
-        if stale:
-            frame = _with_fresh_days(engine, filters, metric, frame, stale, per_model=per_model)
+    stale = (dirty_days if filters.unit == "day" else dirty_percentile_hours)(
+        engine, filters.start, filters.end
+    )
+    if stale:
+        frame = _with_fresh_buckets(engine, filters, metric, frame, stale, per_model=per_model)
     return frame
 
 
-def _with_fresh_days(
+def _with_fresh_buckets(
     engine: Engine,
     filters: Filters,
     metric: str,
     frame: pd.DataFrame,
-    days: list[Any],
+    buckets: list[Any],
     *,
     per_model: bool,
 ) -> pd.DataFrame:
-    """The stored day percentiles with the queued (not yet recomputed) days replaced by their
-    percentiles from the raw rows: exact whether or not settle_days() has run."""
+    """The stored percentiles with the queued (not yet recomputed) days or hours replaced by
+    their percentiles from the raw rows: exact whether or not settle_days() has run."""
     value, condition = METRICS[metric]
+    step = pd.Timedelta(days=1) if filters.unit == "day" else pd.Timedelta(hours=1)
     starts = [
         pd.Timestamp(d).tz_convert("UTC")
         if pd.Timestamp(d).tzinfo
         else pd.Timestamp(d).tz_localize("UTC")
-        for d in days
+        for d in buckets
     ]
-    in_days = or_(
-        *[
-            and_(C.ts >= s.to_pydatetime(), C.ts < (s + pd.Timedelta(days=1)).to_pydatetime())
-            for s in starts
-        ]
+    in_buckets = or_(
+        *[and_(C.ts >= s.to_pydatetime(), C.ts < (s + step).to_pydatetime()) for s in starts]
     )
-    day = floor(C.ts, engine.dialect.name, "day").label("bucket")
-    groups = [day, C.model] if per_model else [day]
+    bucket = floor(C.ts, engine.dialect.name, filters.unit).label("bucket")
+    groups = [bucket, C.model] if per_model else [bucket]
     fresh = percentiles(
         engine=engine,
         value=value,
         groups=groups,
-        where=and_(condition, in_days, filters.conditions(with_time=False)),
+        where=and_(condition, in_buckets, filters.conditions(with_time=False)),
     )
     fresh["bucket"] = pd.to_datetime(fresh["bucket"], utc=True, format="mixed")
     if not per_model:

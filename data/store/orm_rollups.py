@@ -141,6 +141,15 @@ class RollupDirtyDays(Base):
     day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
 
 
+class RollupDirtyPercentileHours(Base):
+    """UTC hours whose hour percentiles wait to be recomputed (a refresh after a chat turn
+    queues its hour; the background settle recomputes it); until then a read computes them
+    from the raw rows, so a view is exact either way."""
+
+    __tablename__ = "rollup_dirty_percentile_hours"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+
+
 class RollupContextBins(Base):
     """Successful chat calls per hour, model and 5-point context % bin."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, select, text, update
 
@@ -203,13 +204,18 @@ def test_the_narrow_refresh_equals_a_whole_recompute(
 
     monkeypatch.setattr(rollups, "_narrow", spy)
     with history.connect() as connection:
-        session, user, model, ts = connection.execute(
-            text("SELECT session_id, user_id, model, ts FROM model_calls ORDER BY id LIMIT 1")
+        session, user = connection.execute(
+            text("SELECT session_id, user_id FROM model_calls ORDER BY id LIMIT 1")
         ).one()
     busy = END - timedelta(days=2, hours=3)
+
+    def run(statement: object, **params: object) -> None:
+        with history.begin() as connection:
+            connection.execute(statement, params)  # type: ignore[call-overload]
+
     writes = [
         # A chat turn in a session that has calls, and a new session in the same hour.
-        lambda c: record_calls(
+        lambda: record_calls(
             engine=history,
             calls=[
                 call(ts=busy, session_id=session, user_id=user, model="gpt-4o", cost_usd=0.5),
@@ -217,15 +223,15 @@ def test_the_narrow_refresh_equals_a_whole_recompute(
             ],
         ),
         # A corrected cost and status on one call.
-        lambda c: c.execute(
+        lambda: run(
             text(
                 "UPDATE model_calls SET cost_usd = 2.5, status = 'error' WHERE id = "
                 "(SELECT min(id) FROM model_calls WHERE session_id = :s)"
             ),
-            {"s": session},
+            s=session,
         ),
         # A call moved to another model, another session and user, and another hour.
-        lambda c: c.execute(
+        lambda: run(
             update(ModelCall)
             .where(ModelCall.session_id == "narrow-new")
             .values(
@@ -236,14 +242,10 @@ def test_the_narrow_refresh_equals_a_whole_recompute(
             )
         ),
         # A model's only call in a session-hour deleted: that model's rows must go.
-        lambda c: c.execute(text("DELETE FROM model_calls WHERE session_id = 'narrow-moved'")),
+        lambda: run(text("DELETE FROM model_calls WHERE session_id = 'narrow-moved'")),
     ]
     for write in writes:
-        if write is writes[0]:
-            write(None)
-        else:
-            with history.begin() as connection:
-                write(connection)
+        write()
         narrow.clear()
         assert refresh_hours(history) >= 1
         assert narrow, "the write's hours took the narrow path"
@@ -260,7 +262,6 @@ def test_the_narrow_refresh_equals_a_whole_recompute(
         again = _rollups(history)
         for name in got:
             assert sorted(set(again[name]) ^ set(got[name]), key=repr) == [], name
-    assert model and ts  # (the first call's fields, read above, exist)
 
 
 def test_a_bulk_write_takes_the_whole_hour(history: Engine) -> None:
@@ -282,3 +283,44 @@ def test_a_bulk_write_takes_the_whole_hour(history: Engine) -> None:
         assert connection.execute(text("SELECT count(*) FROM rollup_dirty_sessions")).scalar() == 0
     check_exact(history)
     check_exact(history, HOURS)
+
+
+def test_a_queued_hours_percentiles_are_read_from_the_raw_rows(
+    history: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A narrow refresh queues its hour's percentiles for the background settle. A view read
+    before the settle computes that hour from the raw rows (the new call counted); after it,
+    the stored percentiles are the same figures."""
+    from data.analytics import freshness
+
+    monkeypatch.setattr(freshness, "_settle_in_background", lambda engine: None)
+    columns = ["bucket", "model", "calls", "p50", "p95", "p99"]
+
+    def view() -> pd.DataFrame:
+        frame = latency.latency_over_time(engine=history, filters=HOURS, metric="model")
+        return frame[columns].sort_values(["bucket", "model"], ignore_index=True)
+
+    before = view()
+    busiest = before.sort_values("calls").iloc[-1]  # the hour and model with the most calls
+    hour, model = busiest["bucket"].to_pydatetime(), busiest["model"]
+    record_calls(
+        engine=history,
+        calls=[
+            call(
+                ts=hour + timedelta(minutes=10),
+                session_id="slow-1",
+                model=model,
+                latency_ms=250_000.0,
+            )
+        ],
+    )
+    queued = view()
+    assert rollups.dirty_percentile_hours(history, HOURS.start, HOURS.end) == [hour]
+    rollups.settle_days(history)
+    assert rollups.dirty_percentile_hours(history, HOURS.start, HOURS.end) == []
+    settled = view()
+    pd.testing.assert_frame_equal(queued, settled, check_dtype=False)
+    # The queued read counted the new call: one more, and a higher p99.
+    row = queued[(queued["bucket"] == busiest["bucket"]) & (queued["model"] == model)].iloc[0]
+    assert int(row["calls"]) == int(busiest["calls"]) + 1
+    assert float(row["p99"]) > float(busiest["p99"])
