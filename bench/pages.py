@@ -53,6 +53,7 @@ from data.store.demo import history
 from data.store.migrate import upgrade
 from data.store.orm import ChatSession, ModelCall
 from data.store.orm_outcomes import ConversationOutcome
+from data.store.records import CallRecord
 from data.workflows import review, review_candidates, review_scores
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/acb_bench"
@@ -153,12 +154,33 @@ def naive(engine: Engine, f: Filters) -> None:
         ).all()
 
 
+def one_call(ts: datetime, session: str) -> CallRecord:
+    """One priced gpt-4o-mini chat call of demo-user-001: what the refresh benchmarks write."""
+    return CallRecord(
+        ts=ts,
+        user_id="demo-user-001",
+        session_id=session,
+        turn=1,
+        purpose="chat",
+        provider="openai",
+        model="gpt-4o-mini",
+        input_tokens=1000,
+        cached_input_tokens=0,
+        output_tokens=100,
+        cost_usd=0.0002,
+        cost_status="computed",
+        latency_ms=800.0,
+        ttft_ms=200.0,
+        context_tokens=1000,
+        context_window=128_000,
+    )
+
+
 def incremental(engine: Engine, samples: int = 20) -> dict[str, object]:
     """What a page view pays after a chat turn (ensure_fresh: the hour it touched, its sessions
     and user), in the history's last hour and in its busiest one, and what the background
     settling of that call's day takes."""
     from data.store.recorder import record_calls
-    from data.store.records import CallRecord
 
     with engine.connect() as connection:
         busiest = connection.execute(
@@ -177,26 +199,7 @@ def incremental(engine: Engine, samples: int = 20) -> dict[str, object]:
         for i in range(samples):
             record_calls(
                 engine=engine,
-                calls=[
-                    CallRecord(
-                        ts=hour + timedelta(minutes=30),
-                        user_id="demo-user-001",
-                        session_id=f"bench-refresh-{label}-{i}",
-                        turn=1,
-                        purpose="chat",
-                        provider="openai",
-                        model="gpt-4o-mini",
-                        input_tokens=1000,
-                        cached_input_tokens=0,
-                        output_tokens=100,
-                        cost_usd=0.0002,
-                        cost_status="computed",
-                        latency_ms=800.0,
-                        ttft_ms=200.0,
-                        context_tokens=1000,
-                        context_window=128_000,
-                    )
-                ],
+                calls=[one_call(hour + timedelta(minutes=30), f"bench-refresh-{label}-{i}")],
             )
             started = time.perf_counter()
             refresh_hours(engine)

@@ -17,10 +17,11 @@ import os
 import statistics
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sqlalchemy import Engine, text
 
@@ -29,33 +30,12 @@ from data.config.urls import to_sqlalchemy_url
 from data.store.db import describe, make_engine
 from data.store.migrate import upgrade
 from data.store.recorder import record_calls
-from data.store.records import CallRecord
+from pages import one_call  # bench/pages.py
 
 MODES = {"narrow": rollups.NARROW_SESSIONS, "whole": 0}  # 0: every listed hour goes whole
 
 
-def one_call(ts: object, session: str) -> CallRecord:
-    return CallRecord(
-        ts=ts,  # type: ignore[arg-type]
-        user_id="demo-user-001",
-        session_id=session,
-        turn=1,
-        purpose="chat",
-        provider="openai",
-        model="gpt-4o-mini",
-        input_tokens=1000,
-        cached_input_tokens=0,
-        output_tokens=100,
-        cost_usd=0.0002,
-        cost_status="computed",
-        latency_ms=800.0,
-        ttft_ms=200.0,
-        context_tokens=1000,
-        context_window=128_000,
-    )
-
-
-def hours(engine: Engine) -> dict[str, tuple[object, int]]:
+def hours(engine: Engine) -> dict[str, tuple[datetime, int]]:
     """The history's last hour and its busiest, each with its calls."""
     with engine.connect() as connection:
         last, busiest = connection.execute(
@@ -92,7 +72,7 @@ def main() -> None:
             for label, (hour, _calls) in where.items():
                 for _ in range(args.samples):
                     n += 1
-                    ts = hour + timedelta(minutes=30)  # type: ignore[operator]
+                    ts = hour + timedelta(minutes=30)
                     record_calls(engine=engine, calls=[one_call(ts, f"bench-refresh-{n}")])
                     started = time.perf_counter()
                     rollups.refresh_hours(engine)

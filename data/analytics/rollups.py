@@ -158,6 +158,21 @@ def _percentiles(
             _percentiles_sqlite(connection, unit, _within(ranges[i : i + 50]))
 
 
+def _replace_percentiles(
+    connection: Connection, unit: str, ranges: list[tuple[datetime, datetime]]
+) -> None:
+    """Delete the stored `unit` percentiles of `ranges` and compute them again."""
+    for start, end in ranges:
+        connection.execute(
+            delete(RollupPercentiles).where(
+                RollupPercentiles.unit == unit,
+                RollupPercentiles.bucket >= start,
+                RollupPercentiles.bucket < end,
+            )
+        )
+    _percentiles(connection, unit, ranges)
+
+
 def _percentiles_sqlite(connection: Connection, unit: str, in_range: ColumnElement[bool]) -> None:
     engine = connection.engine
     bucket = floor(C.ts, connection.dialect.name, unit).label("bucket")
@@ -367,15 +382,7 @@ def _recompute(
             after |= now
     # The whole hours' percentiles now; a narrowly recomputed hour's wait for settle_days()
     # (sorting every call of a busy hour is most of a refresh), read from the raw rows meanwhile.
-    for start, end in ranges:
-        connection.execute(
-            delete(RollupPercentiles).where(
-                RollupPercentiles.unit == "hour",
-                RollupPercentiles.bucket >= start,
-                RollupPercentiles.bucket < end,
-            )
-        )
-    _percentiles(connection, "hour", ranges)
+    _replace_percentiles(connection, "hour", ranges)
     module = postgresql if connection.dialect.name == "postgresql" else sqlite
     if sessions and not bulk:
         connection.execute(
@@ -454,15 +461,7 @@ def settle_days(engine: Engine) -> int:
             return 0
         connection.execute(delete(RollupDirtyDays).where(RollupDirtyDays.day.in_(days)))
         day_ranges = _ranges(days, timedelta(days=1))
-        for start, end in day_ranges:
-            connection.execute(
-                delete(RollupPercentiles).where(
-                    RollupPercentiles.unit == "day",
-                    RollupPercentiles.bucket >= start,
-                    RollupPercentiles.bucket < end,
-                )
-            )
-        _percentiles(connection, "day", day_ranges)
+        _replace_percentiles(connection, "day", day_ranges)
         if connection.dialect.name == "postgresql" and len(days) > 2:
             connection.exec_driver_sql("ANALYZE rollup_percentiles")
     return len(days)
@@ -475,15 +474,7 @@ def _settle_hours(connection: Connection) -> None:
     if not hours:
         return
     ranges = _ranges(hours, timedelta(hours=1))
-    for start, end in ranges:
-        connection.execute(
-            delete(RollupPercentiles).where(
-                RollupPercentiles.unit == "hour",
-                RollupPercentiles.bucket >= start,
-                RollupPercentiles.bucket < end,
-            )
-        )
-    _percentiles(connection, "hour", ranges)
+    _replace_percentiles(connection, "hour", ranges)
 
 
 SETTLE_LOCK = 0x61636264  # "acbd": the advisory lock key of settle_days
